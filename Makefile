@@ -1,0 +1,41 @@
+# edgebench: `make demo` runs the main job on the built-in `local` target; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BENCH  := $(VENV)/bin/bench
+STAMP  := $(VENV)/.edgebench-installed
+DEMO_MODELS := examples/cnn.onnx examples/setnet.onnx
+# Debian packages of the integration tests (sshd, network namespaces).
+SYSTEM_PACKAGES :=
+
+.PHONY: setup demo test system-deps benchmarks clean
+
+# The venv is (re)built only when pyproject.toml changes: a second `make` is instant.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import edgebench, edgebench_agent, torch, onnx, onnxruntime"
+	@touch $@
+
+setup: $(STAMP)
+
+# Debian packages the integration tests use (installed only when missing; needs root).
+system-deps:
+	@bash scripts/install-system-deps.sh $(SYSTEM_PACKAGES)
+
+$(DEMO_MODELS): examples/make_examples.py | $(STAMP)
+	$(PY) examples/make_examples.py
+
+demo: $(STAMP) $(DEMO_MODELS)
+	$(BENCH) deploy --target local $(DEMO_MODELS)
+	$(BENCH) compare results/
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest
+
+benchmarks: $(STAMP)
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/cli_start.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info

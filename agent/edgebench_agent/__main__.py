@@ -1,0 +1,265 @@
+"""Command line of the board agent: `python3 -m edgebench_agent {info,run}` or `python3 agent.pyz ...`.
+
+stdout belongs to the protocol: it is saved at start and sys.stdout points at stderr, so a stray print
+(ours or a library's) can never corrupt the one JSON document the host reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+
+from . import __version__, device
+from .protocol import (
+    EVENT_PREFIX,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
+    GRAPH_OPTIMIZATION_LEVELS,
+    PROTOCOL_VERSION,
+    RUN_DEFAULTS,
+    RequestError,
+    normalize_run_request,
+    parse_assignments,
+    parse_scalar,
+)
+
+# Error kinds that are the caller's to fix (exit 2); anything else is a failed run (exit 1).
+USAGE_KINDS = ("usage", "input")
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def info():
+    """The handshake: what this agent speaks and what the board can run."""
+    facts = {
+        "protocol_version": PROTOCOL_VERSION,
+        "agent_version": __version__,
+        "python": device.python_info(),
+        "machine": device.machine_info(),
+    }
+    try:
+        import numpy
+
+        facts["numpy_version"] = numpy.__version__
+    except ImportError as exc:
+        facts["numpy_version"] = None
+        facts.setdefault("missing", []).append("numpy (%s)" % exc)
+    try:
+        import onnxruntime
+
+        facts["onnxruntime_version"] = onnxruntime.__version__
+        facts["providers"] = onnxruntime.get_available_providers()
+    except ImportError as exc:
+        facts["onnxruntime_version"] = None
+        facts["providers"] = []
+        facts.setdefault("missing", []).append("onnxruntime (%s)" % exc)
+    return facts
+
+
+def write_json_atomically(path, document):
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(document, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+class _Events(object):
+    """Progress for the host (marked JSON lines on stderr) or for a person at the board's terminal."""
+
+    def __init__(self, machine_readable):
+        self.machine_readable = machine_readable
+
+    def __call__(self, event):
+        if self.machine_readable:
+            sys.stderr.write(EVENT_PREFIX + json.dumps(event) + "\n")
+        elif event.get("event") == "phase":
+            sys.stderr.write("[%d/%d] %s\n" % (event["repeat"], event["repeats"], event["phase"]))
+        elif event.get("event") == "progress":
+            sys.stderr.write("      %d iterations, %.1f s\n" % (event["iterations"], event["elapsed_s"]))
+        sys.stderr.flush()
+
+
+def run(request, machine_readable=True):
+    """Run a request; returns (exit code, reply document). Never raises for a run that fails."""
+    from .runner import RunError, run_benchmark
+
+    reply = {
+        "protocol_version": PROTOCOL_VERSION,
+        "agent_version": __version__,
+        "command": "run",
+        "status": "ok",
+        "error": None,
+        "request": request,
+        "started_at": _now(),
+    }
+    code = EXIT_OK
+    try:
+        reply["info"] = info()
+        reply.update(run_benchmark(request, emit=_Events(machine_readable)))
+    except RunError as exc:
+        reply["status"] = "failed"
+        reply["error"] = {"kind": exc.kind, "message": str(exc)}
+        code = EXIT_USAGE if exc.kind in USAGE_KINDS else EXIT_RUN_FAILED
+    except MemoryError:
+        reply["status"] = "failed"
+        reply["error"] = {"kind": "runtime", "message": "out of memory on the board"}
+        code = EXIT_RUN_FAILED
+    reply["finished_at"] = _now()
+    return code, reply
+
+
+def _request_from_flags(args):
+    raw = {"model": os.path.abspath(args.model)}
+    if args.inputs:
+        raw["inputs"] = os.path.abspath(args.inputs)
+    if args.out:
+        raw["out"] = args.out
+    raw["values"] = parse_assignments(args.value, "--value", parse_scalar)
+    raw["dims"] = parse_assignments(args.dim, "--dim", int)
+    raw["provider_options"] = parse_assignments(args.provider_option, "--provider-option", str)
+    for field in ("seed", "min_iterations", "min_seconds", "max_iterations", "max_seconds", "repeats",
+                  "intra_op_threads", "inter_op_threads", "provider", "graph_optimization_level"):
+        value = getattr(args, field)
+        if value is not None:
+            raw[field] = value
+    if args.warmup is not None:
+        raw["warmup_min_iterations"] = args.warmup
+    return raw
+
+
+def _read_request(source):
+    try:
+        text = sys.stdin.read() if source == "-" else open(source).read()
+    except OSError as exc:
+        raise RequestError("cannot read request %s: %s" % (source, exc.strerror))
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise RequestError("the request is not valid JSON: %s" % exc)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so even a usage error answers with one JSON document."""
+
+    def error(self, message):
+        raise RequestError(message)
+
+
+def build_parser():
+    d = RUN_DEFAULTS
+    parser = _Parser(
+        prog="edgebench-agent",
+        description="edgebench board agent: measure an ONNX model with onnxruntime on this machine. "
+        "Needs only python3 >= 3.8, numpy and onnxruntime.",
+    )
+    parser.add_argument("--version", action="version", version="edgebench-agent %s (protocol %d)" % (__version__, PROTOCOL_VERSION))
+    commands = parser.add_subparsers(dest="command", metavar="{info,run}")
+    commands.required = True
+    commands.add_parser("info", help="print the versions, execution providers and machine facts as JSON")
+    run = commands.add_parser(
+        "run",
+        help="benchmark a model",
+        description="Benchmark MODEL.onnx, or the JSON request given with --request (what the host sends).",
+    )
+    run.add_argument("model", nargs="?", help="the .onnx model to run")
+    run.add_argument("--request", metavar="FILE", help="read the whole run request as JSON from FILE ('-' = stdin)")
+    run.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
+    run.add_argument("--out", metavar="FILE", help="also write the JSON result to FILE")
+    run.add_argument("--inputs", metavar="NPZ", help="input arrays by input name (.npz, no pickled objects)")
+    run.add_argument("--value", action="append", metavar="NAME=VALUE", help="fill input NAME with VALUE, e.g. sample_rate=16000")
+    run.add_argument("--dim", action="append", metavar="DIM=N", help="size of a free dimension, by name (batch=4) or input:axis (x:0=4)")
+    run.add_argument("--seed", type=int, help="seed of generated inputs (default %d)" % d["seed"])
+    run.add_argument("--warmup", type=int, metavar="N", help="minimum warm-up iterations (default %d)" % d["warmup_min_iterations"])
+    run.add_argument("--min-iterations", type=int, help="timed iterations at least (default %d)" % d["min_iterations"])
+    run.add_argument("--min-seconds", type=float, help="timed seconds at least (default %s)" % d["min_seconds"])
+    run.add_argument("--max-iterations", type=int, help="timed iterations at most (default %d)" % d["max_iterations"])
+    run.add_argument("--max-seconds", type=float, help="timed seconds at most (default %s)" % d["max_seconds"])
+    run.add_argument("--repeats", type=int, help="fresh sessions to measure (default %d)" % d["repeats"])
+    run.add_argument("--intra-op-threads", type=int, help="0 = onnxruntime's default")
+    run.add_argument("--inter-op-threads", type=int, help="0 = onnxruntime's default")
+    run.add_argument("--provider", help="execution provider (default %s)" % d["provider"])
+    run.add_argument("--provider-option", action="append", metavar="KEY=VALUE", help="execution provider option")
+    run.add_argument("--graph-optimization-level", choices=GRAPH_OPTIMIZATION_LEVELS, help="default %s" % d["graph_optimization_level"])
+    return parser
+
+
+def _summary(reply):
+    lines = ["model     %s" % reply["request"]["model"]]
+    if reply["status"] != "ok":
+        lines.append("FAILED    %s" % reply["error"]["message"])
+        return "\n".join(lines)
+    lines.append("runtime   onnxruntime %s, %s" % (reply["info"]["onnxruntime_version"], ", ".join(reply["providers"])))
+    for index, repeat in enumerate(reply["repeats"]):
+        samples = sorted(repeat["samples_ns"])
+        p50 = samples[len(samples) // 2] / 1e6
+        p90 = samples[min(len(samples) - 1, int(len(samples) * 0.9))] / 1e6
+        lines.append(
+            "repeat %d  n=%d  p50 %.3f ms  p90 %.3f ms  first %.3f ms  session %.1f ms"
+            % (index + 1, len(samples), p50, p90, repeat["first_inference_ns"] / 1e6, repeat["session_create_ns"] / 1e6)
+        )
+    lines.append("peak RSS  %.1f MiB" % (reply["memory"]["peak_rss_bytes"] / 2.0 ** 20))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # JSON unless a person runs `run MODEL.onnx` at a terminal without --json.
+    machine_readable = "--request" in argv or "--json" in argv or "run" not in argv
+    protocol_out = sys.stdout
+    try:
+        args = build_parser().parse_args(argv)  # --help and --version print to the real stdout
+    except RequestError as exc:
+        return _usage_error(protocol_out, exc, machine_readable)
+    sys.stdout = sys.stderr
+    try:
+        if args.command == "info":
+            code, reply = EXIT_OK, info()
+        else:
+            if args.request:
+                raw = _read_request(args.request)
+            elif args.model:
+                raw = _request_from_flags(args)
+            else:
+                raise RequestError("run needs MODEL.onnx or --request FILE")
+            request = normalize_run_request(raw)
+            if not os.path.isfile(request["model"]):
+                raise RequestError("model file not found: %s" % request["model"])
+            code, reply = run(request, machine_readable)
+            if request["out"]:
+                write_json_atomically(request["out"], reply)
+    except RequestError as exc:
+        return _usage_error(protocol_out, exc, machine_readable)
+    finally:
+        sys.stdout = protocol_out
+    protocol_out.write((json.dumps(reply) if machine_readable else _summary(reply)) + "\n")
+    protocol_out.flush()
+    return code
+
+
+def _usage_error(protocol_out, exc, machine_readable):
+    sys.stderr.write("edgebench-agent: error: %s\n" % exc)
+    if machine_readable:
+        reply = {"protocol_version": PROTOCOL_VERSION, "agent_version": __version__, "status": "failed",
+                 "error": {"kind": "usage", "message": str(exc)}}
+        protocol_out.write(json.dumps(reply) + "\n")
+        protocol_out.flush()
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Input tensors for a run: user-supplied arrays win, the rest are generated from the model's signature.
+
+Generated values are seeded, so two runs of one request feed identical data. Integer inputs get small
+non-negative values (valid indices for most embedding tables and gather ops); a scalar such as a sample
+rate is set by the user with a value override.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# onnxruntime's type strings -> numpy dtypes, for every tensor type onnxruntime runs that numpy holds.
+ORT_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+# Upper bound (exclusive) of generated integer values.
+GENERATED_INT_HIGH = 10
+
+
+class InputError(ValueError):
+    """Inputs that do not fit the model (names, shapes, dtypes, unresolved dimensions)."""
+
+
+def numpy_dtype(ort_type, input_name):
+    try:
+        return np.dtype(ORT_TO_NUMPY[ort_type])
+    except KeyError:
+        raise InputError("input %r has type %s, which edgebench cannot generate or load" % (input_name, ort_type))
+
+
+def resolve_shape(name, shape, dims):
+    """Concrete shape for one input: fixed dims stay, free dims come from `dims`.
+
+    `dims` keys are a dim's symbolic name ("batch") or "input:axis" ("x:0"); the latter wins.
+    """
+    resolved = []
+    for axis, dim in enumerate(shape):
+        if isinstance(dim, int) and dim >= 0:
+            resolved.append(dim)
+            continue
+        by_axis = "%s:%d" % (name, axis)
+        if by_axis in dims:
+            resolved.append(int(dims[by_axis]))
+        elif isinstance(dim, str) and dim in dims:
+            resolved.append(int(dims[dim]))
+        else:
+            label = ("'%s'" % dim) if isinstance(dim, str) else "(unnamed)"
+            hint = ("--dim %s=N or " % dim) if isinstance(dim, str) else ""
+            raise InputError(
+                "input %r axis %d is a free dimension %s with no value: set it with %s--dim %s=N"
+                % (name, axis, label, hint, by_axis)
+            )
+    return tuple(resolved)
+
+
+def generate(dtype, shape, rng):
+    """Seeded values of a dtype: normal floats, small non-negative integers, random booleans."""
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, GENERATED_INT_HIGH, size=shape).astype(dtype)
+    return rng.standard_normal(size=shape).astype(dtype)
+
+
+def load_npz(path):
+    """Arrays from an .npz (or a single .npy) file; pickled objects are refused."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        # numpy says "Object arrays cannot be loaded when allow_pickle=False".
+        raise InputError("%s holds pickled objects, which edgebench never loads: save plain arrays (%s)" % (path, exc))
+    except (OSError, EOFError) as exc:
+        raise InputError("cannot read inputs file %s: %s" % (path, exc))
+    if isinstance(loaded, np.ndarray):
+        return {"": loaded}
+    try:
+        return {key: loaded[key] for key in loaded.files}
+    except ValueError as exc:
+        raise InputError("%s holds pickled objects, which edgebench never loads: save plain arrays (%s)" % (path, exc))
+    finally:
+        loaded.close()
+
+
+def _check_user_array(name, array, dtype, shape):
+    if array.dtype != dtype:
+        raise InputError("input %r must be %s but the supplied array is %s" % (name, dtype, array.dtype))
+    if array.ndim != len(shape):
+        raise InputError(
+            "input %r must have rank %d (shape %s) but the supplied array has shape %s"
+            % (name, len(shape), _shape_text(shape), list(array.shape))
+        )
+    for axis, (want, got) in enumerate(zip(shape, array.shape)):
+        if isinstance(want, int) and want >= 0 and want != got:
+            raise InputError(
+                "input %r axis %d is fixed at %d in the model but the supplied array has %d (shape %s vs %s)"
+                % (name, axis, want, got, list(array.shape), _shape_text(shape))
+            )
+
+
+def _shape_text(shape):
+    return "[%s]" % ", ".join(str(d) if d is not None else "?" for d in shape)
+
+
+def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0):
+    """Feeds for every model input, and a description of where each came from.
+
+    signature: list of (name, ort_type, shape) from the session.
+    Returns (feeds dict, list of {"name", "shape", "dtype", "source"}).
+    """
+    user_arrays = dict(user_arrays or {})
+    values = values or {}
+    dims = dims or {}
+    names = [name for name, _, _ in signature]
+    if "" in user_arrays:  # a bare .npy: only meaningful for a single-input model
+        if len(names) != 1:
+            raise InputError("a single .npy array can only feed a model with one input; this one has %d" % len(names))
+        user_arrays[names[0]] = user_arrays.pop("")
+    unknown = sorted((set(user_arrays) | set(values)) - set(names))
+    if unknown:
+        raise InputError(
+            "no model input named %s; the model's inputs are: %s" % (", ".join(repr(u) for u in unknown), ", ".join(names))
+        )
+    both = sorted(set(user_arrays) & set(values))
+    if both:
+        raise InputError("input %r is given both in the inputs file and as a value: give it once" % both[0])
+    feeds = {}
+    described = []
+    for position, (name, ort_type, shape) in enumerate(signature):
+        dtype = numpy_dtype(ort_type, name)
+        if name in user_arrays:
+            array = np.asarray(user_arrays[name])
+            _check_user_array(name, array, dtype, shape)
+            source = "file"
+        else:
+            concrete = resolve_shape(name, shape, dims)
+            if name in values:
+                array = np.full(concrete, values[name], dtype=dtype)
+                source = "value"
+            else:
+                # One stream per input position: an input's values do not depend on which others were given.
+                array = generate(dtype, concrete, np.random.default_rng([seed, position]))
+                source = "generated"
+        feeds[name] = np.ascontiguousarray(array)
+        described.append({"name": name, "shape": list(array.shape), "dtype": str(array.dtype), "source": source})
+    return feeds, described

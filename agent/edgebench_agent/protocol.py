@@ -1,0 +1,176 @@
+"""The host <-> agent contract: versions, exit codes, and the shape of a run request.
+
+The host imports this module (never a copy of it), so both sides agree by construction.
+
+PROTOCOL_VERSION history:
+  1 - first version: `info` and `run`; request JSON on stdin, one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+
+# Exit codes of `python3 -m edgebench_agent ...`.
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1  # the reply is still one valid JSON document with status "failed"
+EXIT_USAGE = 2  # bad arguments, bad request, newer protocol than this agent speaks
+
+# Lines on stderr that start with this prefix carry a JSON event (progress) for the host.
+EVENT_PREFIX = "@edgebench "
+
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+# Every field a run request may carry, with its default. Unknown fields are refused, so a typo in a
+# hand-written request is an error rather than a silently ignored setting.
+RUN_DEFAULTS = {
+    "protocol_version": PROTOCOL_VERSION,
+    "model": None,  # path to the .onnx file on this machine
+    "inputs": None,  # optional .npz with user-supplied input arrays (allow_pickle=False)
+    "values": {},  # input name -> scalar value that fills that whole input (e.g. sample_rate=16000)
+    "dims": {},  # free dimension overrides: dim name, or "input:axis" -> size
+    "seed": 0,
+    "warmup_min_iterations": 10,
+    "warmup_max_iterations": 500,
+    "warmup_max_seconds": 5.0,
+    "warmup_tolerance": 0.02,  # warm-up ends when the rolling median moves less than this fraction
+    "min_iterations": 50,
+    "min_seconds": 1.0,
+    "max_iterations": 100000,
+    "max_seconds": 60.0,
+    "repeats": 1,  # fresh sessions, so session-to-session variance shows
+    "intra_op_threads": 0,  # 0 = onnxruntime's default
+    "inter_op_threads": 0,
+    "provider": "CPUExecutionProvider",
+    "provider_options": {},
+    "graph_optimization_level": "all",
+    "out": None,  # also write the reply to this file
+}
+
+_INT_FIELDS = (
+    "seed",
+    "warmup_min_iterations",
+    "warmup_max_iterations",
+    "min_iterations",
+    "max_iterations",
+    "repeats",
+    "intra_op_threads",
+    "inter_op_threads",
+)
+_FLOAT_FIELDS = ("warmup_max_seconds", "warmup_tolerance", "min_seconds", "max_seconds")
+
+# Bounds that catch typos (an absurd thread count, zero iterations) before a session is made.
+MAX_THREADS = 1024
+
+
+# Short names people type for onnxruntime's execution providers.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "acl": "ACLExecutionProvider",
+    "armnn": "ArmNNExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+}
+
+
+class RequestError(ValueError):
+    """A run request that cannot be honoured as written."""
+
+
+def provider_name(name):
+    """Full onnxruntime provider name for an alias ("cpu") or a full name."""
+    return PROVIDER_ALIASES.get(name.lower(), name)
+
+
+def parse_scalar(text):
+    """A command-line value: true/false, an integer, or a float."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def parse_assignments(items, what, convert):
+    """["a=1", "b=2"] -> {"a": convert("1"), ...}; RequestError naming the bad item."""
+    parsed = {}
+    for item in items or []:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value:
+            raise RequestError("%s %r must look like NAME=VALUE" % (what, item))
+        try:
+            parsed[name] = convert(value)
+        except ValueError:
+            raise RequestError("%s %r: %r is not a valid value" % (what, item, value))
+    return parsed
+
+
+def normalize_run_request(raw):
+    """Validate a run request dict and fill in defaults. Raises RequestError naming the field."""
+    if not isinstance(raw, dict):
+        raise RequestError("the run request must be a JSON object")
+    unknown = sorted(set(raw) - set(RUN_DEFAULTS))
+    if unknown:
+        raise RequestError("unknown request field(s): %s" % ", ".join(unknown))
+    version = raw.get("protocol_version", PROTOCOL_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RequestError("protocol_version must be an integer")
+    if version > PROTOCOL_VERSION:
+        raise RequestError(
+            "request uses protocol %d but this agent speaks %d: upgrade the agent on the board"
+            % (version, PROTOCOL_VERSION)
+        )
+    req = dict(RUN_DEFAULTS)
+    req.update(raw)
+    req["protocol_version"] = PROTOCOL_VERSION
+    if not isinstance(req["model"], str) or not req["model"]:
+        raise RequestError("request field 'model' must be the path of an .onnx file")
+    for name in _INT_FIELDS:
+        value = req[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise RequestError("request field %r must be an integer, got %r" % (name, value))
+    for name in _FLOAT_FIELDS:
+        value = req[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise RequestError("request field %r must be a number, got %r" % (name, value))
+        req[name] = float(value)
+    for name in ("min_iterations", "repeats", "max_iterations"):
+        if req[name] < 1:
+            raise RequestError("%s must be at least 1, got %d" % (name, req[name]))
+    for name in ("warmup_min_iterations", "warmup_max_iterations"):
+        if req[name] < 0:
+            raise RequestError("%s must not be negative, got %d" % (name, req[name]))
+    for name in ("min_seconds", "warmup_max_seconds", "warmup_tolerance"):
+        if req[name] < 0:
+            raise RequestError("%s must not be negative, got %s" % (name, req[name]))
+    if req["max_seconds"] <= 0:
+        raise RequestError("max_seconds must be positive, got %s" % req["max_seconds"])
+    if req["max_iterations"] < req["min_iterations"]:
+        raise RequestError("max_iterations (%d) is below min_iterations (%d)" % (req["max_iterations"], req["min_iterations"]))
+    for name in ("intra_op_threads", "inter_op_threads"):
+        if not 0 <= req[name] <= MAX_THREADS:
+            raise RequestError("%s must be between 0 (runtime default) and %d, got %d" % (name, MAX_THREADS, req[name]))
+    if req["graph_optimization_level"] not in GRAPH_OPTIMIZATION_LEVELS:
+        raise RequestError(
+            "graph_optimization_level must be one of %s" % ", ".join(GRAPH_OPTIMIZATION_LEVELS)
+        )
+    for name in ("values", "dims", "provider_options"):
+        if not isinstance(req[name], dict):
+            raise RequestError("request field %r must be an object" % name)
+    for key, value in req["dims"].items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RequestError("dimension override %r must be a positive integer, got %r" % (key, value))
+    for key, value in req["values"].items():
+        if not isinstance(value, (int, float, bool)):
+            raise RequestError("value for input %r must be a number or boolean, got %r" % (key, value))
+    if not isinstance(req["provider"], str):
+        raise RequestError("request field 'provider' must be a string")
+    req["provider"] = provider_name(req["provider"])
+    return req

@@ -1,0 +1,230 @@
+"""One benchmark run: fresh sessions, cold first inference, calibrated warm-up, then a timed loop.
+
+The agent measures, the host analyses: every raw sample (ns, time.perf_counter_ns) goes back; no
+statistics beyond what the warm-up needs are computed here. Nothing but `session.run` sits between the
+two clock reads of a sample.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import time
+
+from . import device
+from .inputs import InputError, build_feeds, load_npz
+
+NS_PER_S = 1000000000
+
+# Warm-up compares the median of the last WARMUP_WINDOW samples with the window before it.
+WARMUP_WINDOW = 10
+# How often (seconds) the measuring loop reports progress.
+PROGRESS_INTERVAL_S = 0.5
+
+
+class RunError(Exception):
+    """A run that could not be carried out. `kind` says whose fault: input, model, provider, runtime."""
+
+    def __init__(self, kind, message):
+        Exception.__init__(self, message)
+        self.kind = kind
+
+
+def file_sha256(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _median(values):
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def warm_up(run_once, min_iterations, max_iterations, max_seconds, tolerance, clock=time.perf_counter_ns):
+    """Run until the rolling median settles, bounded by iterations and time.
+
+    Returns (samples_ns, settled). `settled` is False when a bound ended the warm-up first.
+    """
+    samples = []
+    if max_iterations <= 0:
+        return samples, min_iterations <= 0
+    deadline = clock() + int(max_seconds * NS_PER_S)
+    while True:
+        t0 = clock()
+        run_once()
+        t1 = clock()
+        samples.append(t1 - t0)
+        count = len(samples)
+        if count >= max(min_iterations, 2 * WARMUP_WINDOW):
+            recent = _median(samples[-WARMUP_WINDOW:])
+            before = _median(samples[-2 * WARMUP_WINDOW : -WARMUP_WINDOW])
+            if before > 0 and abs(recent - before) / before <= tolerance:
+                return samples, True
+        if count >= max_iterations or t1 >= deadline:
+            return samples, False
+
+
+def timed_loop(run, feeds, min_iterations, min_seconds, max_iterations, max_seconds,
+               clock=time.perf_counter_ns, on_progress=None):
+    """Time `run(None, feeds)` until BOTH min_iterations and min_seconds are met, or a maximum is hit.
+
+    Returns the list of per-iteration times in ns.
+    """
+    samples = []
+    append = samples.append
+    min_ns = int(min_seconds * NS_PER_S)
+    max_ns = int(max_seconds * NS_PER_S)
+    report_every = int(PROGRESS_INTERVAL_S * NS_PER_S)
+    start = clock()
+    next_report = start + report_every
+    count = 0
+    while True:
+        t0 = clock()
+        run(None, feeds)
+        t1 = clock()
+        append(t1 - t0)
+        count += 1
+        elapsed = t1 - start
+        if (count >= min_iterations and elapsed >= min_ns) or count >= max_iterations or elapsed >= max_ns:
+            return samples
+        if on_progress is not None and t1 >= next_report:
+            next_report = t1 + report_every
+            on_progress(count, elapsed / NS_PER_S)
+
+
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def session_options(ort, request):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = request["intra_op_threads"]
+    options.inter_op_num_threads = request["inter_op_threads"]
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[request["graph_optimization_level"]])
+    options.log_severity_level = 3  # errors only: warnings would flood the board's stderr
+    return options
+
+
+def create_session(ort, request):
+    provider = request["provider"]
+    available = ort.get_available_providers()
+    if provider not in available:
+        # Never fall back to the CPU silently: the numbers would describe another configuration.
+        raise RunError(
+            "provider",
+            "execution provider %s is not available in this onnxruntime; available: %s"
+            % (provider, ", ".join(available)),
+        )
+    providers = [(provider, {str(k): str(v) for k, v in request["provider_options"].items()})]
+    if provider != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")  # for the nodes the accelerator does not take
+    try:
+        session = ort.InferenceSession(request["model"], sess_options=session_options(ort, request), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types per failure
+        raise RunError("model", "onnxruntime cannot load %s: %s" % (request["model"], _one_line(exc)))
+    if session.get_providers()[0] != provider:
+        raise RunError("provider", "onnxruntime did not enable %s (it used %s)" % (provider, ", ".join(session.get_providers())))
+    return session
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def signature_of(session):
+    return [(arg.name, arg.type, list(arg.shape)) for arg in session.get_inputs()]
+
+
+def run_benchmark(request, emit=None):
+    """Carry out a normalized run request. Returns the measurement part of the reply.
+
+    Raises RunError for anything that stops the run; `emit(event_dict)` receives progress events.
+    """
+    import onnxruntime as ort
+
+    emit = emit or (lambda event: None)
+    try:
+        model_sha = file_sha256(request["model"])
+    except OSError as exc:
+        raise RunError("input", "cannot read model %s: %s" % (request["model"], exc.strerror or exc))
+    user_arrays = None
+    if request["inputs"]:
+        try:
+            user_arrays = load_npz(request["inputs"])
+        except InputError as exc:
+            raise RunError("input", str(exc))
+
+    repeats = []
+    feeds = described = outputs = providers = None
+    rss_baseline = device.current_rss_bytes()
+    for index in range(request["repeats"]):
+        emit({"event": "phase", "phase": "session", "repeat": index + 1, "repeats": request["repeats"]})
+        t0 = time.perf_counter_ns()
+        session = create_session(ort, request)
+        session_create_ns = time.perf_counter_ns() - t0
+        if feeds is None:
+            try:
+                feeds, described = build_feeds(
+                    signature_of(session), user_arrays, request["values"], request["dims"], request["seed"]
+                )
+            except InputError as exc:
+                raise RunError("input", str(exc))
+            providers = session.get_providers()
+        run = session.run
+        try:
+            t0 = time.perf_counter_ns()
+            first = run(None, feeds)
+            first_inference_ns = time.perf_counter_ns() - t0
+        except Exception as exc:
+            raise RunError("runtime", "inference failed: %s" % _one_line(exc))
+        if outputs is None:
+            outputs = [
+                {"name": meta.name, "shape": list(getattr(value, "shape", ())), "dtype": str(getattr(value, "dtype", type(value).__name__))}
+                for meta, value in zip(session.get_outputs(), first)
+            ]
+        emit({"event": "phase", "phase": "warmup", "repeat": index + 1, "repeats": request["repeats"]})
+        warmup_ns, settled = warm_up(
+            lambda: run(None, feeds),
+            request["warmup_min_iterations"],
+            request["warmup_max_iterations"],
+            request["warmup_max_seconds"],
+            request["warmup_tolerance"],
+        )
+        emit({"event": "phase", "phase": "measure", "repeat": index + 1, "repeats": request["repeats"]})
+
+        def progress(count, elapsed_s, repeat=index + 1):
+            emit({"event": "progress", "phase": "measure", "repeat": repeat, "iterations": count,
+                  "elapsed_s": round(elapsed_s, 3), "min_iterations": request["min_iterations"],
+                  "min_seconds": request["min_seconds"], "max_seconds": request["max_seconds"]})
+
+        samples = timed_loop(
+            run, feeds, request["min_iterations"], request["min_seconds"],
+            request["max_iterations"], request["max_seconds"], on_progress=progress,
+        )
+        repeats.append({
+            "session_create_ns": session_create_ns,
+            "first_inference_ns": first_inference_ns,
+            "warmup_ns": warmup_ns,
+            "warmup_settled": settled,
+            "samples_ns": samples,
+        })
+        del session, run, first
+        gc.collect()
+
+    return {
+        "model": {"path": request["model"], "sha256": model_sha},
+        "providers": providers,
+        "inputs": described,
+        "outputs": outputs,
+        "repeats": repeats,
+        "memory": {"rss_baseline_bytes": rss_baseline, "peak_rss_bytes": device.peak_rss_bytes()},
+    }

@@ -1,0 +1,60 @@
+"""The agent as one .pyz file: built reproducibly from agent/edgebench_agent, named by its content hash.
+
+Deploy ships this file, the local target runs it, and `bench agent bundle` hands it to a person: one build,
+one hash, so a board runs exactly the agent the host was tested with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import edgebench_agent
+
+# Fixed zip timestamps make the bundle byte-for-byte reproducible, so its hash names its content.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_BOOTSTRAP = b"import sys\nfrom edgebench_agent.__main__ import main\nsys.exit(main())\n"
+_SHEBANG = b"#!/usr/bin/env python3\n"
+
+
+def cache_dir() -> Path:
+    """Host-side cache: $EDGEBENCH_CACHE, else $XDG_CACHE_HOME/edgebench, else ~/.cache/edgebench."""
+    if os.environ.get("EDGEBENCH_CACHE"):
+        return Path(os.environ["EDGEBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgebench"
+
+
+def _agent_sources() -> list[tuple[str, bytes]]:
+    package = Path(edgebench_agent.__file__).parent
+    return [(f"edgebench_agent/{p.name}", p.read_bytes()) for p in sorted(package.glob("*.py"))]
+
+
+def bundle_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in [("__main__.py", _BOOTSTRAP), *_agent_sources()]:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    return _SHEBANG + buffer.getvalue()
+
+
+def ensure_bundle(folder: Path | None = None) -> Path:
+    """Path of the current agent bundle in the cache, written (atomically) when missing."""
+    data = bundle_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    folder = folder or cache_dir()
+    path = folder / f"agent-{digest[:12]}.pyz"
+    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{path.name}.{os.getpid()}.tmp"
+    temp.write_bytes(data)
+    temp.chmod(0o755)
+    os.replace(temp, path)
+    return path

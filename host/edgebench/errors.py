@@ -1,0 +1,60 @@
+"""The user-fixable errors of edgebench, in one place.
+
+Each carries a message naming the problem and a hint saying what to do. The CLI maps them to one line
+on stderr and an exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+# Exit codes of `bench`.
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1  # the command ran, but one or more benchmark runs failed (recorded in results/)
+EXIT_USAGE = 2  # bad input: a file, an option, a config
+EXIT_TARGET = 3  # the board could not be reached or refused us
+EXIT_AGENT = 4  # the agent on the board misbehaved (protocol, crash)
+
+
+class BenchError(Exception):
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(BenchError):
+    """Inventory, plan or option problems."""
+
+
+class ModelError(BenchError):
+    """A model file that is missing, corrupt or unsafe."""
+
+
+class InputError(BenchError):
+    """Input data (npz, values, dims) that does not fit the model."""
+
+
+class ResultError(BenchError):
+    """A result file that cannot be read: corrupt, or from a newer edgebench."""
+
+
+class TransportError(BenchError):
+    exit_code = EXIT_TARGET
+
+
+class AgentError(BenchError):
+    exit_code = EXIT_AGENT
+
+
+class RunFailed(BenchError):
+    """Some runs failed; their results were recorded with the reason."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
+class AgentTimeout(AgentError):
+    """The agent ran past its deadline and was killed (with its process group)."""

@@ -1,0 +1,84 @@
+"""What a model file is: identity (sha256, size), IR version, opsets, inputs and outputs.
+
+Reads the graph without weights (load_external_data=False), so even a large model is inspected quickly,
+and refuses a file that is not a usable ONNX model with one line saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .errors import ModelError
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model_proto(path: Path, load_external_data: bool = False):
+    """Parse an .onnx file, or raise ModelError naming the problem."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}", "check the path")
+    if not path.is_file():
+        raise ModelError(f"model path is not a file: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise ModelError(f"{path} is not a valid ONNX model: {_condense(exc)}",
+                         "re-export it, e.g. with `bench export`") from None
+    # Protobuf accepts many byte strings as an (empty) message: a real model has a graph and an IR version.
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
+        raise ModelError(f"{path} is not a valid ONNX model: it has no IR version or no graph",
+                         "re-export it, e.g. with `bench export`")
+    return model
+
+
+def _condense(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _value_info(value) -> dict:
+    import onnx
+
+    tensor = value.type.tensor_type
+    shape = None
+    if tensor.HasField("shape"):
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown"
+    return {"name": value.name, "dtype": dtype, "shape": shape}
+
+
+def external_data_files(model) -> list[str]:
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    files = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
+    return sorted(files)
+
+
+def inspect_model(path: Path) -> dict:
+    """The model block of a result: identity plus signature."""
+    path = Path(path)
+    model = load_model_proto(path)
+    initializer_names = {init.name for init in model.graph.initializer}
+    return {
+        "name": path.stem,
+        "path": str(path.resolve()),
+        "sha256": file_sha256(path),
+        "size_bytes": path.stat().st_size,
+        "ir_version": model.ir_version,
+        "opsets": {(entry.domain or "ai.onnx"): entry.version for entry in model.opset_import},
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializer_names],
+        "outputs": [_value_info(v) for v in model.graph.output],
+        "external_data": external_data_files(model),
+    }

@@ -1,0 +1,161 @@
+"""Result files: one versioned JSON document per run in results/, written atomically, read defensively.
+
+SCHEMA_VERSION history:
+  1 - first version: run id, versions, model identity and signature, target + agent info, run settings,
+      raw samples per repeat (ns), memory, status with error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import ResultError
+
+SCHEMA_VERSION = 1
+
+# Older schema versions and the step that lifts a document one version up (asv-style migrations).
+MIGRATIONS: dict[int, callable] = {}
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")[:40] or "x"
+
+
+def new_run_id(model_name: str, target_name: str, when: datetime.datetime | None = None) -> str:
+    """Sortable, unique and safe as a file name: 20261127T160512Z-setnet-local-3fa2c1."""
+    when = when or utc_now()
+    return f"{when:%Y%m%dT%H%M%SZ}-{_slug(model_name)}-{_slug(target_name)}-{secrets.token_hex(3)}"
+
+
+def build_result(*, run_id: str, created_at: datetime.datetime, model: dict, target: dict, settings: dict,
+                 reply: dict | None, error: dict | None = None) -> dict:
+    """Assemble a result document from the host's view (model, target) and the agent's reply."""
+    reply = reply or {}
+    status = "ok" if error is None and reply.get("status") == "ok" else "failed"
+    if status == "failed" and error is None:
+        error = reply.get("error") or {"kind": "runtime", "message": "the agent reported a failure without a reason"}
+    measurements = None
+    if status == "ok":
+        measurements = {key: reply[key] for key in ("providers", "inputs", "outputs", "repeats", "memory")}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created_at": created_at.isoformat(timespec="seconds"),
+        "edgebench_version": __version__,
+        "agent_version": reply.get("agent_version"),
+        "protocol_version": reply.get("protocol_version"),
+        "status": status,
+        "error": error,
+        "model": model,
+        "target": target,
+        "settings": settings,
+        "measurements": measurements,
+    }
+
+
+def write_result(results_dir: Path, document: dict) -> Path:
+    """Write results_dir/<run_id>.json atomically; never replaces an existing file."""
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=results_dir)
+    except OSError as exc:
+        raise ResultError(f"cannot write results to {results_dir}: {exc.strerror}",
+                          "choose a writable folder with --results") from None
+    final = results_dir / f"{document['run_id']}.json"
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(document, out, indent=1)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        # link() fails if the name exists: two runs can never clobber each other's file.
+        os.link(temp, final)
+    except FileExistsError:
+        raise ResultError(f"result {final} already exists") from None
+    except OSError as exc:
+        raise ResultError(f"cannot write {final}: {exc.strerror}", "check free space and permissions") from None
+    finally:
+        os.unlink(temp)
+    return final
+
+
+def load_result(path: Path) -> dict:
+    """Read one result file, migrating older schemas. Raises ResultError for anything unusable."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultError(f"{path}: cannot read ({exc})") from None
+    except ValueError as exc:
+        raise ResultError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("schema_version"), int):
+        raise ResultError(f"{path}: not an edgebench result (no schema_version)")
+    version = document["schema_version"]
+    if version > SCHEMA_VERSION:
+        raise ResultError(f"{path}: result schema {version} is newer than this edgebench understands ({SCHEMA_VERSION})",
+                          "upgrade edgebench")
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise ResultError(f"{path}: result schema {version} is too old to read")
+        document = MIGRATIONS[version](document)
+        version = document["schema_version"]
+    for key in ("run_id", "status", "model", "target", "settings"):
+        if key not in document:
+            raise ResultError(f"{path}: result is missing '{key}'")
+    return document
+
+
+def result_files(paths: list[Path]) -> list[Path]:
+    """The .json files named, or found (recursively) under the folders named."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*.json")) if not p.name.startswith("."))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise ResultError(f"no such file or folder: {path}")
+    return found
+
+
+def load_results(paths: list[Path]) -> tuple[list[dict], list[str]]:
+    """Every readable result under `paths`, and one problem line per file that was skipped."""
+    documents, problems = [], []
+    for path in result_files(paths):
+        try:
+            documents.append(load_result(path))
+        except ResultError as exc:
+            problems.append(str(exc))
+    return documents, problems
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step (temp file in the same folder, then rename)."""
+    path = Path(path)
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    except OSError as exc:
+        raise ResultError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        raise ResultError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
