@@ -152,6 +152,7 @@ def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0):
                 # One stream per input position: an input's values do not depend on which others were given.
                 array = generate(dtype, concrete, np.random.default_rng([seed, position]))
                 source = "generated"
-        feeds[name] = np.ascontiguousarray(array)
+        # Not np.ascontiguousarray: it turns a rank-0 scalar into shape (1,).
+        feeds[name] = array if array.flags.c_contiguous else array.copy(order="C")
         described.append({"name": name, "shape": list(array.shape), "dtype": str(array.dtype), "source": source})
     return feeds, described

@@ -97,6 +97,9 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
                 reply = client.run(request, settings.timeout_for(request), forward)
             except AgentError as exc:  # the agent died or hung: record it, go on with the next model
                 error = {"kind": "agent", "message": str(exc)}
+            if reply and reply.get("status") == "ok" and reply["model"]["sha256"] != model["sha256"]:
+                raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
+                                 "the file changed during the run, or the board's copy is corrupt; run again")
             document = build_result(run_id=run_id, created_at=created, model=model, target=target_block,
                                     settings=recorded_settings, reply=reply, error=error)
             outcomes.append(DeployOutcome(Path(model_path), document, write_result(results_dir, document)))

@@ -20,6 +20,9 @@ from .errors import ResultError
 
 SCHEMA_VERSION = 1
 
+# What a result keeps of the agent's run reply.
+MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs", "repeats", "memory")
+
 # Older schema versions and the step that lifts a document one version up (asv-style migrations).
 MIGRATIONS: dict[int, callable] = {}
 
@@ -47,7 +50,7 @@ def build_result(*, run_id: str, created_at: datetime.datetime, model: dict, tar
         error = reply.get("error") or {"kind": "runtime", "message": "the agent reported a failure without a reason"}
     measurements = None
     if status == "ok":
-        measurements = {key: reply[key] for key in ("providers", "inputs", "outputs", "repeats", "memory")}
+        measurements = {key: reply[key] for key in MEASUREMENT_KEYS}
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,

@@ -1,0 +1,5 @@
+"""`python -m edgebench` is `bench`."""
+
+from .cli import main
+
+main()
