@@ -193,6 +193,156 @@ def _print_summary(documents: list[dict]) -> None:
     _stdout().print(table)
 
 
+# ------------------------------------------------------------------------------------- export / validate
+def _tolerances(atol: list[str] | None, rtol: list[str] | None):
+    """--atol 1e-4 (default) and --atol scores=1e-3 (one output), likewise --rtol."""
+    from .errors import InputError
+    from .parity import DEFAULT_ATOL, DEFAULT_RTOL, Tolerances
+
+    defaults = {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL}
+    per_output: dict[str, list] = {}
+    for which, items in (("atol", atol), ("rtol", rtol)):
+        for item in items or []:
+            name, sep, text = item.rpartition("=")
+            try:
+                value = float(text)
+            except ValueError:
+                raise InputError(f"--{which} {item!r} must be a number or OUTPUT=number") from None
+            if value < 0:
+                raise InputError(f"--{which} {item!r} must not be negative")
+            if sep:
+                per_output.setdefault(name, [None, None])[0 if which == "atol" else 1] = value
+            else:
+                defaults[which] = value
+    return Tolerances(defaults["atol"], defaults["rtol"], tuple((n, a, r) for n, (a, r) in per_output.items()))
+
+
+def _print_validation(report, as_json: bool) -> None:
+    from .validate import ValidationFailed, report_lines
+
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report.to_json(), indent=1, default=float))
+    else:
+        for line in report_lines(report):
+            typer.echo(line)
+    if not report.passed:
+        failures = report.failures()
+        raise ValidationFailed(f"validation failed: {failures[0]}" + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
+                               report.diagnosis[0] if report.diagnosis else None)
+
+
+@app.command()
+@cli_errors
+def export(
+    spec: Annotated[str, typer.Argument(help="file.py:factory, package.module:factory, a TorchScript .pt/.jit or an ExportedProgram .pt2.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    input: Annotated[Optional[list[str]], typer.Option("--input", help="Example input NAME=1x3x224x224[:dtype] (repeatable).")] = None,
+    example_inputs: Annotated[Optional[Path], typer.Option(help="Example inputs as .npz (names = forward() parameters).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="state_dict for a factory (loaded with weights_only=True).")] = None,
+    exporter: Annotated[Optional[str], typer.Option(help="dynamo or torchscript (default: dynamo; torchscript for --mode script).")] = None,
+    mode: Annotated[str, typer.Option(help="trace, or script (torch.jit.script first: keeps control flow).")] = "trace",
+    dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", help="Dynamic axis NAME:AXIS[=label], e.g. image:0=batch (repeatable).")] = None,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset version.")] = None,
+    output_names: Annotated[Optional[str], typer.Option(help="Comma-separated output names.")] = None,
+    save_test_data: Annotated[Optional[Path], typer.Option(help="Write DIR/test_data_set_0 (example inputs and PyTorch outputs as .pb).")] = None,
+    validate_after: Annotated[bool, typer.Option("--validate/--no-validate", help="Validate against PyTorch right after export.")] = True,
+    samples: Annotated[int, typer.Option(help="Parity inputs to check.")] = 5,
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the validation report as JSON.")] = False,
+):
+    """Export a PyTorch model to ONNX, then validate it against PyTorch."""
+    from .errors import InputError
+    from .export import ExportOptions, export_model
+    from .torchmodel import example_inputs_from_specs, load_model, run_reference
+
+    tolerances = _tolerances(atol, rtol)
+    loaded = load_model(spec, weights)
+    if example_inputs is not None:
+        from edgebench_agent.inputs import InputError as AgentInputError
+        from edgebench_agent.inputs import load_npz
+
+        if not example_inputs.is_file():
+            raise InputError(f"example inputs file not found: {example_inputs}")
+        try:
+            example = load_npz(str(example_inputs))
+        except AgentInputError as exc:
+            raise InputError(str(exc)) from None
+    elif input:
+        example = example_inputs_from_specs(input)
+    elif loaded.example_inputs is not None:
+        example = loaded.example_inputs
+    else:
+        raise InputError(f"no example input for {spec}",
+                         "give --input NAME=1x3x224x224, --example-inputs inputs.npz, or define example_inputs() next to the factory")
+    names = [n.strip() for n in output_names.split(",")] if output_names else None
+    options = ExportOptions(exporter=exporter, mode=mode, dynamic=dynamic or [], opset=opset, output_names=names)
+    result = export_model(loaded, example, output, options)
+    typer.echo(f"exported {result.path} ({result.exporter} exporter, {result.mode} mode)"
+               + (f" with {', '.join(p.name for p in result.files if p != result.path)}" if len(result.files) > 1 else ""),
+               err=json_output)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    ordered = {n: example[n] for n in result.input_names}
+    if save_test_data is not None:
+        from .testdata import write_test_data_set
+
+        folder = write_test_data_set(save_test_data / "test_data_set_0", ordered,
+                                     run_reference(loaded, list(ordered.values())), result.output_names)
+        typer.echo(f"wrote {folder}", err=json_output)
+    if validate_after:
+        from .validate import validate as run_validate
+
+        report = run_validate(result.path, reference=loaded, example=ordered, samples=samples, tolerances=tolerances)
+        _print_validation(report, json_output)
+
+
+@app.command()
+@cli_errors
+def validate(
+    model: Annotated[Path, typer.Argument(help="The .onnx file.", show_default=False)],
+    reference: Annotated[Optional[str], typer.Option(help="PyTorch MODEL_SPEC to compare against.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="state_dict for the reference factory.")] = None,
+    inputs: Annotated[Optional[Path], typer.Option(help="Inputs: an .npz, or an ONNX test_data_set_N/ folder (its output_K.pb are a reference).")] = None,
+    dim: Annotated[Optional[list[str]], typer.Option("--dim", help="Size of a free dimension when no inputs are given: NAME=N.")] = None,
+    samples: Annotated[int, typer.Option(help="Parity inputs to check.")] = 5,
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.")] = None,
+    graph: Annotated[bool, typer.Option("--graph", help="Print the readable graph (onnx.printer).")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+):
+    """Check an ONNX model: checker, shape inference, onnxruntime, summary, parity against a reference."""
+    from edgebench_agent.protocol import RequestError, parse_assignments
+
+    from .errors import InputError
+    from .validate import validate as run_validate
+
+    if samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}")
+    if inputs is not None and not inputs.exists():
+        raise InputError(f"inputs not found: {inputs}")
+    try:
+        dims = parse_assignments(dim, "--dim", int)
+    except RequestError as exc:
+        raise InputError(str(exc)) from None
+    tolerances = _tolerances(atol, rtol)
+    loaded = None
+    if reference is not None:
+        from .torchmodel import load_model
+
+        loaded = load_model(reference, weights)
+    report = run_validate(model, reference=loaded, inputs=inputs, samples=samples, tolerances=tolerances, dims=dims,
+                          example=loaded.example_inputs if loaded is not None and inputs is None else None)
+    if graph and not json_output:
+        from .modelinfo import load_model_proto
+        from .validate import readable_graph
+
+        typer.echo(readable_graph(load_model_proto(model)))
+    _print_validation(report, json_output)
+
+
 # --------------------------------------------------------------------------------------------- compare
 @app.command()
 @cli_errors
@@ -236,4 +386,8 @@ def compare(
 
 
 def main() -> None:
+    import warnings
+
+    if not sys.warnoptions:  # library warnings (torch, onnx) are noise on a CLI; PYTHONWARNINGS=default shows them
+        warnings.simplefilter("ignore")
     app()

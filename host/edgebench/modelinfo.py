@@ -26,6 +26,8 @@ def load_model_proto(path: Path, load_external_data: bool = False):
     from google.protobuf.message import DecodeError
 
     path = Path(path)
+    if load_external_data:  # check where the data would come from before reading it
+        check_external_data(load_model_proto(path), path)
     if not path.exists():
         raise ModelError(f"model file not found: {path}", "check the path")
     if not path.is_file():
@@ -65,6 +67,30 @@ def external_data_files(model) -> list[str]:
     return sorted(files)
 
 
+def check_external_data(model, model_path: Path) -> list[Path]:
+    """Every external-data file of the model, proven to lie inside the model's folder.
+
+    Refuses absolute locations, `..` components, and symlinks that resolve outside the folder (the
+    CVE-2022-25882 / CVE-2024-27318 class), before anything loads or uploads them.
+    """
+    folder = Path(model_path).resolve().parent
+    safe = []
+    for location in external_data_files(model):
+        relative = Path(location)
+        if relative.is_absolute() or location.startswith(("/", "\\")) or ".." in relative.parts or ".." in location.split("\\"):
+            raise ModelError(f"{model_path} points its external data outside its folder ({location!r}); refused",
+                             "external data must be a plain file name next to the model")
+        resolved = (folder / relative).resolve()
+        if folder not in resolved.parents:
+            raise ModelError(f"{model_path}: external data {location!r} resolves outside the model folder "
+                             f"(to {resolved}); refused", "replace the symlink with the file itself")
+        if not resolved.is_file():
+            raise ModelError(f"{model_path}: external data file {location!r} is missing",
+                             "keep the .onnx.data file next to the .onnx file")
+        safe.append(resolved)
+    return safe
+
+
 def inspect_model(path: Path) -> dict:
     """The model block of a result: identity plus signature."""
     path = Path(path)
@@ -80,5 +106,5 @@ def inspect_model(path: Path) -> dict:
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializer_names],
         "outputs": [_value_info(v) for v in model.graph.output],
-        "external_data": external_data_files(model),
+        "external_data": [p.name for p in check_external_data(model, path)],
     }
