@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from edgebench.agent_client import AgentClient
+import itertools
+
+from edgebench.board import Board
 from edgebench.errors import InputError
-from edgebench.transport.local import LocalTransport
+from edgebench.targets import Target
 from edgebench_agent import protocol, runner
 from edgebench_agent.inputs import InputError as AgentInputError
 from edgebench_agent.inputs import build_feeds, load_npz
@@ -17,11 +19,32 @@ from tests.conftest import FAST_REQUEST
 from tests.models.make_models import DTYPES
 
 
+class LocalClient:
+    """The local board, with run ids made up per call (what deploy does for each model)."""
+
+    _ids = itertools.count()
+
+    def __init__(self):
+        self.board = Board(Target("local"))
+
+    def info(self):
+        return self.board.info()
+
+    def run(self, request, timeout):
+        run_id = f"test-run-{next(self._ids)}-{id(self)}"
+        reply = self.board.run(request, run_id, {}, timeout)
+        self.board.mark_fetched(run_id)
+        return reply
+
+
 @pytest.fixture(scope="module")
-def client():
-    transport = LocalTransport()
-    yield AgentClient(transport)
-    transport.close()
+def client(tmp_path_factory):
+    import os
+
+    os.environ["EDGEBENCH_CACHE"] = str(tmp_path_factory.getbasetemp() / "edgebench-cache")
+    local = LocalClient()
+    yield local
+    local.board.close()
 
 
 def request(model, **extra):

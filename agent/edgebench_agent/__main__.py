@@ -36,7 +36,7 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def info():
+def info(cache=None):
     """The handshake: what this agent speaks and what the board can run."""
     facts = {
         "protocol_version": PROTOCOL_VERSION,
@@ -60,6 +60,10 @@ def info():
         facts["onnxruntime_version"] = None
         facts["providers"] = []
         facts.setdefault("missing", []).append("onnxruntime (%s)" % exc)
+    if cache:
+        from .cache import disk_free_bytes
+
+        facts["cache"] = {"path": os.path.abspath(os.path.expanduser(cache)), "free_bytes": disk_free_bytes(cache)}
     return facts
 
 
@@ -168,9 +172,30 @@ def build_parser():
         "Needs only python3 >= 3.8, numpy and onnxruntime.",
     )
     parser.add_argument("--version", action="version", version="edgebench-agent %s (protocol %d)" % (__version__, PROTOCOL_VERSION))
-    commands = parser.add_subparsers(dest="command", metavar="{info,run}")
+    commands = parser.add_subparsers(dest="command", metavar="{info,run,launch,attach,kill,runs,sha256,clean}")
     commands.required = True
-    commands.add_parser("info", help="print the versions, execution providers and machine facts as JSON")
+    info_parser = commands.add_parser("info", help="print the versions, execution providers and machine facts as JSON")
+    info_parser.add_argument("--cache", metavar="DIR", help="also report the free disk space of this folder")
+    for name, text in (("launch", "start the run whose request is in the cache, detached, and follow it"),
+                       ("attach", "follow a detached run until it ends, then print its reply"),
+                       ("kill", "kill a detached run's process group and record the reason"),
+                       ("_job", argparse.SUPPRESS)):
+        job = commands.add_parser(name, help=text)
+        job.add_argument("--cache", required=True, metavar="DIR", help="the agent's cache folder on this board")
+        job.add_argument("--run", required=True, metavar="ID", help="run id (a folder under DIR/runs)")
+        if name in ("launch", "_job"):
+            job.add_argument("--lock-timeout", type=float, default=600.0, metavar="S",
+                             help="wait this long for another benchmark to finish (default 600)")
+        if name == "kill":
+            job.add_argument("--reason", default="killed on request", help="recorded as the run's error")
+    runs = commands.add_parser("runs", help="list the runs in the cache with their state (JSON)")
+    runs.add_argument("--cache", required=True, metavar="DIR")
+    sha = commands.add_parser("sha256", help="print the sha256 of files (JSON)")
+    sha.add_argument("files", nargs="+")
+    clean = commands.add_parser("clean", help="trim the cache to a size budget, least recently used first")
+    clean.add_argument("--cache", required=True, metavar="DIR")
+    clean.add_argument("--max-bytes", type=int, required=True)
+    clean.add_argument("--keep", action="append", default=[], help="file names to keep (the current agent)")
     run = commands.add_parser(
         "run",
         help="benchmark a model",
@@ -228,7 +253,9 @@ def main(argv=None):
     sys.stdout = sys.stderr
     try:
         if args.command == "info":
-            code, reply = EXIT_OK, info()
+            code, reply = EXIT_OK, info(args.cache)
+        elif args.command in ("launch", "attach", "kill", "_job", "runs", "sha256", "clean"):
+            return _job_command(args, protocol_out)
         else:
             if args.request:
                 raw = _read_request(args.request)
@@ -247,6 +274,42 @@ def main(argv=None):
     finally:
         sys.stdout = protocol_out
     protocol_out.write((json.dumps(reply) if machine_readable else _summary(reply)) + "\n")
+    protocol_out.flush()
+    return code
+
+
+def _job_command(args, protocol_out):
+    """Commands around detached runs and the cache. Each prints one JSON document (the reply, or a listing)."""
+    from . import jobs
+
+    if args.command == "_job":
+        return jobs.job(args.cache, args.run, args.lock_timeout)
+    if args.command == "launch":
+        code, text = jobs.launch(args.cache, args.run, args.lock_timeout)
+    elif args.command == "attach":
+        code, text = jobs.attach(args.cache, args.run)
+    elif args.command == "kill":
+        code, text = jobs.kill(args.cache, args.run, args.reason)
+    elif args.command == "runs":
+        code, text = EXIT_OK, json.dumps(jobs.list_runs(args.cache))
+    elif args.command == "sha256":
+        from .runner import file_sha256
+
+        hashes = {}
+        for path in args.files:
+            try:
+                hashes[path] = file_sha256(path)
+            except (IOError, OSError) as exc:
+                hashes[path] = None
+                sys.stderr.write("cannot read %s: %s\n" % (path, exc))
+        code, text = (EXIT_OK if all(hashes.values()) else EXIT_RUN_FAILED), json.dumps(hashes)
+    else:
+        from .cache import clean
+
+        summary = clean(args.cache, args.max_bytes, keep=tuple(args.keep))
+        code, text = (EXIT_OK if "error" not in summary else EXIT_RUN_FAILED), json.dumps(summary)
+    sys.stdout = protocol_out
+    protocol_out.write(text + "\n")
     protocol_out.flush()
     return code
 

@@ -60,6 +60,9 @@ def cli_errors(command):
     return wrapper
 
 
+INVENTORY_OPTION = typer.Option("--inventory", help="Target inventory (default: $EDGEBENCH_INVENTORY or configs/targets.yaml).")
+
+
 def _version(value: bool):
     if value:
         typer.echo(f"edgebench {__version__}")
@@ -97,6 +100,7 @@ def deploy(
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="Execution provider option KEY=VALUE.")] = None,
     graph_optimization: Annotated[Optional[str], typer.Option(help="Graph optimisation level: disable, basic, extended, all.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds before a run is killed (default: from the run's maximums).")] = None,
+    inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
@@ -104,7 +108,7 @@ def deploy(
 
     from .deploy import RunSettings, deploy as run_deploy
     from .errors import InputError, RunFailed
-    from .targets import resolve_target
+    from .targets import inventory_path, load_inventory, resolve_target
 
     try:
         options = {
@@ -120,11 +124,13 @@ def deploy(
              "provider": provider, "graph_optimization_level": graph_optimization}
     options.update({k: v for k, v in flags.items() if v is not None})
     settings = RunSettings(options=options, inputs=inputs, timeout_s=timeout)
-    resolved = resolve_target(target)
+    resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
 
     with DeployProgress(_stderr(), [m.stem for m in models]) as progress:
-        outcomes = run_deploy(models, resolved, settings, results, on_event=progress.event)
-
+        report = run_deploy(models, resolved, settings, results, on_event=progress.event)
+    for path in report.recovered:
+        typer.echo(f"recovered an earlier run that finished on {resolved.name}: {path}", err=True)
+    outcomes = report.outcomes
     documents = [o.document for o in outcomes]
     if json_output:
         import json
@@ -164,7 +170,14 @@ class DeployProgress:
         if task is None:
             return
         kind = event.get("event")
-        if kind == "phase":
+        if kind == "upload":
+            self.progress.update(task, completed=event["done"] / max(event["total"], 1),
+                                 description=f"upload {event['done'] / 2**20:.1f}/{event['total'] / 2**20:.1f} MiB")
+        elif kind == "lock_wait":
+            self.progress.update(task, description=f"waiting for the board's lock ({event.get('holder') or 'busy'})")
+        elif kind == "reconnected":
+            self.progress.update(task, description=f"link dropped: reconnected (try {event['attempt']})")
+        elif kind == "phase":
             self.progress.update(task, description=f"{event['phase']} {event['repeat']}/{event['repeats']}")
         elif kind == "progress":
             done = min(event["iterations"] / max(event["min_iterations"], 1),
@@ -341,6 +354,138 @@ def validate(
 
         typer.echo(readable_graph(load_model_proto(model)))
     _print_validation(report, json_output)
+
+
+# ------------------------------------------------------------------------------------------- boards
+@app.command()
+@cli_errors
+def targets(
+    check: Annotated[bool, typer.Option("--check", help="Connect to every target in parallel and run the agent's info.")] = False,
+    inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+):
+    """List the targets of the inventory (and `local`)."""
+    from rich.table import Table
+
+    from .targets import inventory_path, load_inventory, resolve_target
+
+    loaded = load_inventory(inventory_path(inventory))
+    resolved = [resolve_target(name, loaded) for name in loaded.names()]
+    probes = _probe_all(resolved) if check else {}
+    table = Table(box=None, pad_edge=False)
+    for header in ("name", "kind", "address", "tags", "python") + (("check",) if check else ()):
+        table.add_column(header)
+    for target in resolved:
+        row = [target.name, target.kind, target.address, ",".join(target.tags) or "-",
+               target.python or ("this python" if target.kind == "local" else "python3")]
+        table.add_row(*row, *((probes[target.name],) if check else ()))
+    _stdout().print(table)
+    if check and any(not p.startswith("ok") for p in probes.values()):
+        raise typer.Exit(3)
+
+
+def _probe(target) -> str:
+    from .board import Board
+    from .errors import BenchError
+
+    try:
+        with Board(target) as board:
+            info = board.info()
+        return (f"ok: {info['machine']['arch']}, python {info['python']['version']}, "
+                f"onnxruntime {info.get('onnxruntime_version') or 'MISSING'}")
+    except BenchError as exc:
+        return f"FAIL: {exc.message}"
+
+
+def _probe_all(resolved) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(resolved)))) as pool:
+        return dict(zip([t.name for t in resolved], pool.map(_probe, resolved)))
+
+
+@app.command()
+@cli_errors
+def doctor(
+    target: Annotated[str, typer.Option("--target", "-t", help="Target to check.")] = "local",
+    inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the agent's info as JSON.")] = False,
+):
+    """Check a board: connection, python >= 3.8, numpy, onnxruntime, providers, arch, free disk."""
+    from .board import Board
+    from .doctor import diagnose
+    from .errors import BenchError
+    from .targets import inventory_path, load_inventory, resolve_target
+
+    resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
+    with Board(resolved) as board:
+        info = board.info()
+    if json_output:
+        import json
+
+        typer.echo(json.dumps(info, indent=1))
+    findings = diagnose(resolved, info)
+    if not json_output:
+        for finding in findings:
+            typer.echo(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.what:<12} {finding.detail}")
+    failed = [f for f in findings if not f.ok]
+    if failed:
+        raise BenchError(f"{resolved.name} is not ready: " + "; ".join(f"{f.what}: {f.detail}" for f in failed),
+                         " ".join(dict.fromkeys(f.fix for f in failed if f.fix)) or None)
+
+
+@app.command()
+@cli_errors
+def fetch(
+    target: Annotated[str, typer.Option("--target", "-t", help="Target to collect from.")],
+    runs: Annotated[Optional[list[str]], typer.Argument(help="Run ids (default: every finished run not yet stored).")] = None,
+    results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
+    inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+):
+    """Collect results of runs that finished on a board while the host was away (a dropped link)."""
+    from .board import Board
+    from .deploy import recover
+    from .targets import inventory_path, load_inventory, resolve_target
+
+    resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
+    with Board(resolved) as board:
+        written = recover(board, results, only=runs or None)
+    for path in written:
+        typer.echo(f"result: {path}")
+    if not written:
+        typer.echo(f"nothing to fetch from {resolved.name}", err=True)
+
+
+@app.command()
+@cli_errors
+def clean(
+    target: Annotated[str, typer.Option("--target", "-t", help="Target whose cache to trim.")],
+    max_size: Annotated[str, typer.Option(help="Size budget of the board's cache, e.g. 500M or 2G.")] = "1G",
+    inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+):
+    """Trim a board's cache folder (models, old runs, old agents) to a size budget, least recently used first."""
+    from .board import Board
+    from .errors import BoardBusy, InputError
+    from .targets import inventory_path, load_inventory, resolve_target
+
+    budget = _parse_size(max_size)
+    if budget is None:
+        raise InputError(f"--max-size {max_size!r} must look like 500M, 2G or a byte count")
+    resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
+    with Board(resolved) as board:
+        summary = board.clean(budget)
+    if "error" in summary:
+        raise BoardBusy(summary["error"])
+    typer.echo(f"removed {summary['removed']} entries ({summary['freed_bytes'] / 2**20:.1f} MiB) from {resolved.name}; "
+               f"{summary['remaining_bytes'] / 2**20:.1f} MiB left of a {summary['max_bytes'] / 2**20:.1f} MiB budget")
+
+
+def _parse_size(text: str) -> int | None:
+    import re
+
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", text.strip(), re.IGNORECASE)
+    if not match:
+        return None
+    return int(float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper()))
 
 
 # --------------------------------------------------------------------------------------------- compare

@@ -1,7 +1,8 @@
-"""Deploy: put the agent and the model where the target runs them, run, and store one result per model.
+"""Deploy: put the agent and the models on the target, run each one there, store one result per model.
 
-Bad input (a missing or corrupt model, an inputs file that does not fit) stops everything before any
-result is written. A run that fails on the board is recorded as a failed result and the others go on.
+Everything that can be refused is refused before anything is uploaded: a missing or corrupt model, unsafe
+external data, bad options, a model too new for the board's onnxruntime, a provider the board lacks. A run
+that fails on the board is recorded as a failed result and the other models go on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Callable
 
 from edgebench_agent.protocol import RUN_DEFAULTS, RequestError, normalize_run_request
 
-from .agent_client import AgentClient
+from .board import Board
+from .compat import incompatibility
 from .errors import AgentError, InputError, ModelError
 from .modelinfo import file_sha256, inspect_model
 from .results import build_result, new_run_id, utc_now, write_result
@@ -22,6 +24,9 @@ from .targets import Target
 SETTING_FIELDS = tuple(k for k in RUN_DEFAULTS if k not in ("protocol_version", "model", "inputs", "out"))
 
 ModelEvent = Callable[[str, dict], None]
+
+# What deploy leaves beside each run on the board (host.json), so `bench fetch` can store its result later.
+CONTEXT_KEYS = ("run_id", "created_at", "model", "target", "settings")
 
 
 @dataclass
@@ -62,6 +67,12 @@ class DeployOutcome:
     path: Path
 
 
+@dataclass
+class DeployReport:
+    outcomes: list[DeployOutcome]
+    recovered: list[Path]  # results of earlier runs that finished while nobody was listening
+
+
 def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     """Everything that can be checked before touching the target. Returns the model blocks."""
     settings.request("-", None)  # option errors first: they are the cheapest to fix
@@ -72,38 +83,80 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     return [inspect_model(Path(m)) for m in models]
 
 
+def check_board(board: Board, model_blocks: list[dict], settings: RunSettings) -> dict:
+    """The compatibility gate, before any upload: onnxruntime version against each model, and the provider."""
+    info = board.info()
+    if info.get("missing"):
+        raise ModelError(f"{board.target.name} lacks {', '.join(info['missing'])}",
+                         f"run `bench doctor --target {board.target.name}` for what to install")
+    for model in model_blocks:
+        problem = incompatibility(model, info.get("onnxruntime_version"))
+        if problem:
+            raise ModelError(*problem)
+    provider = settings.request("-", None)["provider"]
+    if provider not in info.get("providers", []):
+        raise InputError(f"execution provider {provider} is not available on {board.target.name}",
+                         f"it offers: {', '.join(info.get('providers', [])) or 'none'}")
+    return info
+
+
+def recover(board: Board, results_dir: Path, only: list[str] | None = None) -> list[Path]:
+    """Store the results of runs that finished on the board but never reached results/ (a dropped link, a
+    killed host). A result already stored is not stored again."""
+    written = []
+    for run in board.runs():
+        if run["state"] not in ("finished", "dead") or (only and run["run"] not in only):
+            continue
+        reply, context = board.fetch(run["run"])
+        if not isinstance(context, dict) or not all(k in context for k in CONTEXT_KEYS):
+            continue  # not started by `bench deploy` (a hand-made run folder): not ours to store
+        path = Path(results_dir) / f"{run['run']}.json"
+        if not path.exists():
+            document = build_result(run_id=context["run_id"], created_at=context["created_at"], model=context["model"],
+                                    target=context["target"], settings=context["settings"], reply=reply)
+            written.append(write_result(results_dir, document))
+        board.mark_fetched(run["run"])
+    return written
+
+
 def deploy(models: list[Path], target: Target, settings: RunSettings, results_dir: Path,
-           on_event: ModelEvent | None = None) -> list[DeployOutcome]:
+           on_event: ModelEvent | None = None) -> DeployReport:
     model_blocks = check_inputs(models, settings)
     recorded_settings = settings.recorded()
-    transport = target.open_transport()
     outcomes = []
-    try:
-        client = AgentClient(transport)
-        info = client.info()
+    with Board(target) as board:
+        info = check_board(board, model_blocks, settings)
         target_block = {**target.describe(), "info": info}
-        inputs_remote = transport.stage(Path(settings.inputs)) if settings.inputs else None
+        recovered = recover(board, results_dir)
+        inputs_remote = None
+        if settings.inputs is not None:
+            inputs_remote = board.stage(Path(settings.inputs), file_sha256(settings.inputs))
         for model_path, model in zip(models, model_blocks):
-            created = utc_now()
-            run_id = new_run_id(model["name"], target.name, created)
-            request = settings.request(transport.stage(Path(model_path)), inputs_remote)
-
             def forward(event: dict, name=model["name"]) -> None:
                 if on_event is not None:
                     on_event(name, event)
 
+            def uploaded(done: int, total: int) -> None:
+                forward({"event": "upload", "done": done, "total": total})
+
+            sidecars = [Path(model_path).resolve().parent / name for name in model["external_data"]]
+            remote_model = board.stage(Path(model_path), model["sha256"], uploaded, companions=sidecars)
+            created = utc_now()
+            run_id = new_run_id(model["name"], target.name, created)
+            request = settings.request(remote_model, inputs_remote)
+            context = {"run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "model": model,
+                       "target": target_block, "settings": recorded_settings}
             reply, error = None, None
             try:
-                reply = client.run(request, settings.timeout_for(request), forward)
-            except AgentError as exc:  # the agent died or hung: record it, go on with the next model
+                reply = board.run(request, run_id, context, settings.timeout_for(request), forward)
+            except AgentError as exc:  # the agent misbehaved: record it, go on with the next model
                 error = {"kind": "agent", "message": str(exc)}
             if reply and reply.get("status") == "ok" and reply["model"]["sha256"] != model["sha256"]:
                 raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
                                  "the file changed during the run, or the board's copy is corrupt; run again")
-            document = build_result(run_id=run_id, created_at=created, model=model, target=target_block,
+            document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=target_block,
                                     settings=recorded_settings, reply=reply, error=error)
             outcomes.append(DeployOutcome(Path(model_path), document, write_result(results_dir, document)))
+            board.mark_fetched(run_id)
             forward({"event": "done", "status": document["status"]})
-    finally:
-        transport.close()
-    return outcomes
+    return DeployReport(outcomes, recovered)

@@ -58,3 +58,15 @@ class RunFailed(BenchError):
 
 class AgentTimeout(AgentError):
     """The agent ran past its deadline and was killed (with its process group)."""
+
+
+class LinkLost(TransportError):
+    """The connection to the board dropped; a reconnect may recover the run."""
+
+
+class HostKeyError(TransportError):
+    """The board's SSH host key is unknown or changed."""
+
+
+class BoardBusy(TransportError):
+    """Another benchmark holds the board's lock."""

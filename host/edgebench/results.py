@@ -41,7 +41,7 @@ def new_run_id(model_name: str, target_name: str, when: datetime.datetime | None
     return f"{when:%Y%m%dT%H%M%SZ}-{_slug(model_name)}-{_slug(target_name)}-{secrets.token_hex(3)}"
 
 
-def build_result(*, run_id: str, created_at: datetime.datetime, model: dict, target: dict, settings: dict,
+def build_result(*, run_id: str, created_at: str, model: dict, target: dict, settings: dict,
                  reply: dict | None, error: dict | None = None) -> dict:
     """Assemble a result document from the host's view (model, target) and the agent's reply."""
     reply = reply or {}
@@ -54,7 +54,7 @@ def build_result(*, run_id: str, created_at: datetime.datetime, model: dict, tar
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
-        "created_at": created_at.isoformat(timespec="seconds"),
+        "created_at": created_at,
         "edgebench_version": __version__,
         "agent_version": reply.get("agent_version"),
         "protocol_version": reply.get("protocol_version"),

@@ -1,36 +1,239 @@
-"""Targets: where a benchmark runs. The built-in `local` target, and the inventory in configs/.
-
-A Target is frozen: what the inventory said, validated, with a method to open its transport.
-"""
+"""Targets: where a benchmark runs. The built-in `local`, the inventory (configs/targets.yaml), a Host alias
+from ~/.ssh/config, or `user@host[:port]`. A Target is frozen: what was configured, validated."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from .errors import ConfigError
+from .yamlconf import YamlDoc, check_type, load_yaml
 
 LOCAL = "local"
+DEFAULT_INVENTORY = Path("configs/targets.yaml")
+HOST_KEY_POLICIES = ("strict", "accept-new")
+
+# Inventory fields of a target: name -> (type, default).
+FIELDS = {
+    "kind": ("string", None),  # "ssh" (default when host is set) or "local"
+    "host": ("string", None),
+    "port": ("integer", None),
+    "user": ("string", None),
+    "identity_file": ("string or list", None),
+    "python": ("string", None),
+    "work_dir": ("string", "~/.cache/edgebench"),
+    "tags": ("list of strings", []),
+    "providers": ("list of strings", []),
+    "env": ("mapping of strings", {}),
+    "host_key_policy": ("string", "strict"),
+    "lock_timeout": ("number", 600.0),
+    "connect_timeout": ("number", 10.0),
+    "proxy_jump": ("string", None),
+}
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     kind: str = "local"  # "local" or "ssh"
-    python: str | None = None  # interpreter that runs the agent; None = this host's for local
+    host: str | None = None
+    port: int = 22
+    user: str | None = None
+    identity_files: tuple = ()
+    python: str | None = None  # interpreter that runs the agent; None: this host's for local, python3 over SSH
+    work_dir: str = "~/.cache/edgebench"
+    tags: tuple = ()
+    providers: tuple = ()
+    env: tuple = ()  # ((name, value), ...): environment of the agent on the board
+    host_key_policy: str = "strict"
+    lock_timeout: float = 600.0
+    connect_timeout: float = 10.0
+    proxy_jump: str | None = None
+    known_hosts: str | None = None  # the project's known_hosts file (beside the inventory)
+    source: str = "built-in"
+
+    @property
+    def address(self) -> str:
+        if self.kind == "local":
+            return "this machine"
+        port = f":{self.port}" if self.port != 22 else ""
+        return f"{self.user + '@' if self.user else ''}{self.host}{port}"
 
     def open_transport(self):
         if self.kind == "local":
             from .transport.local import LocalTransport
 
-            return LocalTransport(python=self.python, name=self.name)
-        raise ConfigError(f"target {self.name!r} has unknown kind {self.kind!r}")
+            return LocalTransport(name=self.name)
+        from .transport.ssh import SSHTransport
+
+        return SSHTransport(self)
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "python": self.python or sys.executable}
+        """The target block of a result: enough to tell boards apart, nothing secret."""
+        return {"name": self.name, "kind": self.kind, "address": self.address,
+                "python": self.python or (sys.executable if self.kind == "local" else "python3"),
+                "tags": list(self.tags)}
 
 
-def resolve_target(name: str) -> Target:
+@dataclass
+class Inventory:
+    path: Path | None
+    targets: dict = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return sorted({LOCAL, *self.targets})
+
+
+def inventory_path(explicit: Path | None = None) -> Path | None:
+    """--inventory, else $EDGEBENCH_INVENTORY, else configs/targets.yaml when it exists."""
+    if explicit is not None:
+        return Path(explicit)
+    if os.environ.get("EDGEBENCH_INVENTORY"):
+        return Path(os.environ["EDGEBENCH_INVENTORY"])
+    return DEFAULT_INVENTORY if DEFAULT_INVENTORY.is_file() else None
+
+
+def load_inventory(path: Path | None) -> Inventory:
+    if path is None:
+        return Inventory(None)
+    doc = load_yaml(path)
+    if doc.data is None:
+        return Inventory(path)
+    check_type(doc, (), doc.data, "mapping")
+    unknown = sorted(set(doc.data) - {"targets"})
+    if unknown:
+        raise doc.error((unknown[0],), "unknown key", "the inventory has one top-level key: targets")
+    entries = doc.data.get("targets") or {}
+    check_type(doc, ("targets",), entries, "mapping")
+    known_hosts = str(Path(path).resolve().parent / "known_hosts")
+    targets = {}
+    for name, entry in entries.items():
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+            raise doc.error(("targets", name), "a target name is letters, digits, '.', '_' or '-'")
+        targets[name] = _target_from_entry(doc, name, entry or {}, known_hosts)
+    return Inventory(Path(path), targets)
+
+
+def _target_from_entry(doc: YamlDoc, name: str, entry, known_hosts: str) -> Target:
+    keys = ("targets", name)
+    check_type(doc, keys, entry, "mapping")
+    unknown = sorted(set(entry) - set(FIELDS))
+    if unknown:
+        raise doc.error(keys + (unknown[0],), "unknown key", f"known keys: {', '.join(FIELDS)}")
+    values = {}
+    for key, (kind, default) in FIELDS.items():
+        if key not in entry or entry[key] is None:
+            values[key] = default
+            continue
+        value = entry[key]
+        if kind == "string or list":
+            value = [value] if isinstance(value, str) else value
+            check_type(doc, keys + (key,), value, "list of strings")
+        else:
+            check_type(doc, keys + (key,), value, kind)
+        values[key] = value
+    target_kind = values["kind"] or ("local" if name == LOCAL and not values["host"] else "ssh")
+    if target_kind not in ("ssh", "local"):
+        raise doc.error(keys + ("kind",), f"must be ssh or local, got {target_kind!r}")
+    if target_kind == "ssh" and not values["host"]:
+        raise doc.error(keys, "an ssh target needs a host")
+    if values["host_key_policy"] not in HOST_KEY_POLICIES:
+        raise doc.error(keys + ("host_key_policy",), f"must be strict or accept-new, got {values['host_key_policy']!r}")
+    for key in ("lock_timeout", "connect_timeout"):
+        if values[key] <= 0:
+            raise doc.error(keys + (key,), f"must be positive, got {values[key]}")
+    if values["port"] is not None and not 0 < values["port"] < 65536:
+        raise doc.error(keys + ("port",), f"must be a TCP port (1-65535), got {values['port']}")
+    target = Target(
+        name=name, kind=target_kind, host=values["host"], port=values["port"] or 22, user=values["user"],
+        identity_files=tuple(values["identity_file"] or ()), python=values["python"], work_dir=values["work_dir"],
+        tags=tuple(values["tags"]), providers=tuple(values["providers"]),
+        env=tuple(sorted((k, str(v)) for k, v in values["env"].items())), host_key_policy=values["host_key_policy"],
+        lock_timeout=float(values["lock_timeout"]), connect_timeout=float(values["connect_timeout"]),
+        proxy_jump=values["proxy_jump"], known_hosts=known_hosts, source=doc.where(*keys),
+    )
+    if target.kind == "ssh":
+        target = apply_ssh_config(target, explicit_port=values["port"] is not None)
+    return target
+
+
+def ssh_config_path() -> Path:
+    return Path(os.environ.get("EDGEBENCH_SSH_CONFIG") or os.path.expanduser("~/.ssh/config"))
+
+
+def _ssh_config():
+    import paramiko
+
+    path = ssh_config_path()
+    if not path.is_file():
+        return None
+    try:
+        return paramiko.SSHConfig.from_path(str(path))
+    except Exception as exc:  # paramiko raises several types for a malformed file
+        raise ConfigError(f"cannot parse {path}: {exc}") from None
+
+
+def apply_ssh_config(target: Target, explicit_port: bool = False) -> Target:
+    """Honour ~/.ssh/config for the target's host: HostName, User, Port, IdentityFile, ProxyJump.
+    Values set in the inventory win."""
+    config = _ssh_config()
+    if config is None:
+        return target
+    found = config.lookup(target.host)
+    changes = {}
+    if found.get("hostname") and found["hostname"] != target.host:
+        changes["host"] = found["hostname"]
+    if not target.user and found.get("user"):
+        changes["user"] = found["user"]
+    if not explicit_port and found.get("port"):
+        changes["port"] = int(found["port"])
+    if not target.identity_files and found.get("identityfile"):
+        changes["identity_files"] = tuple(os.path.expanduser(p) for p in found["identityfile"])
+    if not target.proxy_jump and found.get("proxyjump") and found["proxyjump"].lower() != "none":
+        changes["proxy_jump"] = found["proxyjump"]
+    return replace(target, **changes) if changes else target
+
+
+def _ssh_config_aliases() -> set[str]:
+    config = _ssh_config()
+    return {h for h in config.get_hostnames() if not any(c in h for c in "*?!")} if config else set()
+
+
+_ADDRESS = re.compile(r"^(?:(?P<user>[A-Za-z0-9_.-]+)@)?(?P<host>[A-Za-z0-9_.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?$")
+
+
+def resolve_target(name: str, inventory: Inventory | None = None) -> Target:
+    """An inventory name, `local`, a ~/.ssh/config Host alias, or user@host[:port]."""
+    inventory = inventory or Inventory(None)
+    if name in inventory.targets:
+        return inventory.targets[name]
     if name == LOCAL:
         return Target(name=LOCAL)
-    raise ConfigError(f"unknown target {name!r}", "known targets: local (see `bench targets`)")
+    known_hosts = str(inventory.path.resolve().parent / "known_hosts") if inventory.path else None
+    if name in _ssh_config_aliases():
+        return apply_ssh_config(Target(name=name, kind="ssh", host=name, known_hosts=known_hosts, source="ssh config"))
+    match = _ADDRESS.match(name)
+    if match and ("@" in name or ":" in name):
+        target = Target(name=name, kind="ssh", host=match["host"].strip("[]"), user=match["user"],
+                        port=int(match["port"] or 22), known_hosts=known_hosts, source="command line")
+        return apply_ssh_config(target, explicit_port=match["port"] is not None)
+    where = f" in {inventory.path}" if inventory.path else " (no inventory: configs/targets.yaml not found)"
+    raise ConfigError(f"unknown target {name!r}{where}",
+                      f"known targets: {', '.join(inventory.names())}; or use a ~/.ssh/config Host alias or user@host[:port]")
+
+
+def select_targets(spec: str, inventory: Inventory) -> list[Target]:
+    """--target a,b or --target tag:arm: several targets for fleets."""
+    names: list[str] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part.startswith("tag:"):
+            tagged = [n for n, t in sorted(inventory.targets.items()) if part[4:] in t.tags]
+            if not tagged:
+                raise ConfigError(f"no target has tag {part[4:]!r}", "tags are set per target in the inventory")
+            names += tagged
+        else:
+            names.append(part)
+    return [resolve_target(n, inventory) for n in dict.fromkeys(names)]

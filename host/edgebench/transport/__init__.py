@@ -1,8 +1,8 @@
-"""How the host reaches the agent: one Transport protocol, a local twin and an SSH implementation.
+"""How the host reaches a board: one Transport protocol with a local twin and an SSH implementation.
 
-A transport runs the agent bundle with arguments and a stdin payload, streams its event lines to a
-callback, and makes files available where the agent runs (`stage`). Everything above it (deploy, doctor)
-is written once against this interface, so the full round trip runs in tests with no board.
+A transport runs commands (argv lists, never shell strings built from user data) and moves files; everything
+above it (board.py: agent bootstrap, uploads by hash, detached runs) is written once against this protocol,
+so the full round trip runs in tests with no board.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from typing import Callable, Protocol
 from edgebench_agent.protocol import EVENT_PREFIX
 
 EventCallback = Callable[[dict], None]
+ProgressCallback = Callable[[int, int], None]  # bytes done, bytes total
 
-# How many plain stderr lines of the agent are kept for error messages.
+# How many plain stderr lines of a remote command are kept for error messages.
 STDERR_TAIL_LINES = 20
 
 
 @dataclass
-class AgentProcessResult:
+class CommandResult:
     returncode: int
     stdout: bytes
     stderr_tail: list[str] = field(default_factory=list)
@@ -30,22 +31,56 @@ class AgentProcessResult:
 
 class Transport(Protocol):
     name: str
+    kind: str  # "local" or "ssh"
+    bytes_uploaded: int  # a counter over the transport's life: tests and benchmarks read it
 
-    def run_agent(self, args: list[str], stdin: bytes, timeout: float, on_event: EventCallback | None = None) -> AgentProcessResult:
-        """Run the agent with `args`, feeding `stdin`; kill it (and its process group) on timeout."""
+    def exec(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None,
+             on_event: EventCallback | None = None) -> CommandResult:
+        """Run argv on the board; on timeout kill it and raise AgentTimeout; a lost link raises LinkLost."""
 
-    def stage(self, local_path: Path) -> str:
-        """Make a file available to the agent; returns its path on the target."""
+    def home(self) -> str:
+        """The login user's home folder on the board."""
+
+    def exists(self, path: str) -> bool: ...
+
+    def makedirs(self, path: str) -> None: ...
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a small file atomically."""
+
+    def read_bytes(self, path: str) -> bytes | None: ...
+
+    def upload(self, local: Path, path: str, progress: ProgressCallback | None = None) -> None:
+        """Copy a file to the board under a temporary name; the caller verifies and renames it."""
+
+    def rename(self, source: str, destination: str) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def reconnect(self) -> None: ...
 
     def close(self) -> None: ...
 
 
 class StderrSplitter:
-    """Feeds agent stderr lines either to the event callback (marked JSON) or to a bounded tail."""
+    """Feeds stderr lines either to the event callback (marked JSON) or to a bounded tail."""
 
     def __init__(self, on_event: EventCallback | None):
         self.on_event = on_event
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._partial = ""
+
+    def feed(self, text: str) -> None:
+        """Accept a chunk of text; complete lines are dispatched."""
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self.line(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            self.line(self._partial)
+            self._partial = ""
 
     def line(self, text: str) -> None:
         text = text.rstrip("\r\n")

@@ -1,38 +1,32 @@
-"""LocalTransport: the built-in `local` target. Runs the agent bundle as a subprocess on this machine."""
+"""LocalTransport: the built-in `local` target. Commands are subprocesses, files are local files."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
-from ..agent_bundle import ensure_bundle
 from ..errors import AgentTimeout, TransportError
-from . import AgentProcessResult, EventCallback, StderrSplitter
+from . import CommandResult, EventCallback, ProgressCallback, StderrSplitter
 
 
 class LocalTransport:
-    def __init__(self, python: str | None = None, name: str = "local"):
+    kind = "local"
+
+    def __init__(self, name: str = "local"):
         self.name = name
-        self.python = python or sys.executable
-        self.bundle = ensure_bundle()
+        self.bytes_uploaded = 0
 
-    def stage(self, local_path: Path) -> str:
-        return str(Path(local_path).resolve())
-
-    def run_agent(self, args, stdin, timeout, on_event: EventCallback | None = None) -> AgentProcessResult:
-        command = [self.python, str(self.bundle), *args]
+    def exec(self, argv, stdin=b"", timeout=None, on_event: EventCallback | None = None) -> CommandResult:
         try:
-            # A new session gives the agent its own process group, so a timeout or Ctrl-C kills all of it.
-            process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            # A new session gives the command its own process group, so a timeout or Ctrl-C kills all of it.
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       start_new_session=True)
         except OSError as exc:
-            raise TransportError(f"cannot start the agent with {self.python}: {exc.strerror}",
+            raise TransportError(f"cannot run {argv[0]}: {exc.strerror}",
                                  "set the target's python to an interpreter with numpy and onnxruntime") from exc
         splitter = StderrSplitter(on_event)
         stdout_chunks: list[bytes] = []
@@ -47,19 +41,58 @@ class LocalTransport:
                 process.stdin.write(stdin)
                 process.stdin.close()
             except BrokenPipeError:
-                pass  # the agent exited early; its reply says why
+                pass  # the command exited early; its output says why
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            raise AgentTimeout(f"the agent did not finish within {timeout:.0f} s and was killed",
-                                 "raise --timeout or lower --max-seconds") from None
-        except BaseException:  # Ctrl-C included: never leave the agent burning the CPU
+            raise AgentTimeout(f"{argv[-1] if argv else 'command'} did not finish within {timeout:.0f} s") from None
+        except BaseException:  # Ctrl-C included: never leave a process burning the CPU
             _kill_group(process)
             raise
         finally:
             for reader in readers:
                 reader.join(5)
-        return AgentProcessResult(process.returncode, b"".join(stdout_chunks), list(splitter.tail))
+        return CommandResult(process.returncode, b"".join(stdout_chunks), list(splitter.tail))
+
+    def home(self) -> str:
+        return os.path.expanduser("~")
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        temp = f"{path}.tmp-{os.getpid()}"
+        with open(temp, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            return None
+
+    def upload(self, local: Path, path: str, progress: ProgressCallback | None = None) -> None:
+        shutil.copyfile(local, path)
+        size = os.path.getsize(path)
+        self.bytes_uploaded += size
+        if progress:
+            progress(size, size)
+
+    def rename(self, source: str, destination: str) -> None:
+        os.replace(source, destination)
+
+    def remove(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def reconnect(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -1,0 +1,69 @@
+"""The board's cache folder: free space, and trimming it to a size budget."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from .jobs import acquire_lock
+
+
+def disk_free_bytes(path):
+    """Free bytes on the file system holding `path` (its nearest existing parent)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def _size(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        total = 0
+        for folder, _, files in os.walk(path):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    pass
+        return total
+    return os.lstat(path).st_size
+
+
+def clean(cache, max_bytes, keep=()):
+    """Delete the least recently used entries (models, agent bundles, finished runs) until the cache fits.
+
+    Running runs and the files named in `keep` (the current agent) stay. Returns a summary dict.
+    """
+    cache = os.path.abspath(os.path.expanduser(cache))
+    lock = acquire_lock(cache, "clean", 30.0)  # never delete a model under a running benchmark
+    if lock is None:
+        return {"error": "the board is busy with a benchmark; try again later"}
+    try:
+        entries = []
+        for sub in ("models", "runs"):
+            folder = os.path.join(cache, sub)
+            for name in os.listdir(folder) if os.path.isdir(folder) else []:
+                path = os.path.join(folder, name)
+                if sub == "runs" and not os.path.exists(os.path.join(path, "exit_code")):
+                    continue  # running or never launched: not ours to delete
+                entries.append(path)
+        for name in os.listdir(cache):
+            if name.startswith("agent-") and name.endswith(".pyz") and name not in keep:
+                entries.append(os.path.join(cache, name))
+        sized = [(os.lstat(p).st_mtime, _size(p), p) for p in entries]
+        total = sum(size for _, size, _ in sized)
+        removed, freed = 0, 0
+        for _, size, path in sorted(sized):
+            if total <= max_bytes:
+                break
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+            total -= size
+            freed += size
+            removed += 1
+        return {"removed": removed, "freed_bytes": freed, "remaining_bytes": total, "max_bytes": max_bytes}
+    finally:
+        lock.close()

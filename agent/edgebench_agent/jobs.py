@@ -1,0 +1,230 @@
+"""Detached runs on the board: a run survives a dropped SSH link, and the host can re-attach to it.
+
+Layout under the board's cache folder (everything the agent writes lives there):
+    runs/<run>/request.json   the run request (written by the host)
+    runs/<run>/host.json      the host's context for the result (opaque to the agent)
+    runs/<run>/pid            pid of the detached job (its own session: pgid == pid)
+    runs/<run>/stderr.log     the job's progress events and logs
+    runs/<run>/reply.json     the reply, written atomically when the run ends
+    runs/<run>/exit_code      written last: its presence means the run is over
+    runs/<run>/fetched        the host stored the result
+    lock                      flock: one benchmark at a time on this board
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from .protocol import EVENT_PREFIX, EXIT_RUN_FAILED, EXIT_USAGE, RequestError
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+POLL_S = 0.1
+
+
+def run_dir(cache, run):
+    """The folder of a run, refusing any id that could leave the cache folder."""
+    if not RUN_ID.match(run or "") or ".." in run:
+        raise RequestError("invalid run id %r" % run)
+    return os.path.join(os.path.abspath(os.path.expanduser(cache)), "runs", run)
+
+
+def _write_atomically(path, data):
+    temp = "%s.tmp-%d" % (path, os.getpid())
+    with open(temp, "w") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return None
+
+
+def finish(folder, reply, code):
+    """Record the end of a run: reply first, then exit_code (whose presence means 'over')."""
+    _write_atomically(os.path.join(folder, "reply.json"), json.dumps(reply))
+    _write_atomically(os.path.join(folder, "exit_code"), str(code))
+
+
+def _event(kind, **fields):
+    fields["event"] = kind
+    sys.stderr.write(EVENT_PREFIX + json.dumps(fields) + "\n")
+    sys.stderr.flush()
+
+
+def acquire_lock(cache, run, timeout_s):
+    """Hold the board's benchmark lock (returned file object), waiting up to timeout_s. None on timeout."""
+    import fcntl
+
+    handle = open(os.path.join(cache, "lock"), "a+")
+    deadline = time.time() + timeout_s
+    announced = False
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError) as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.time() >= deadline:
+                handle.close()
+                return None
+            if not announced:
+                handle.seek(0)
+                _event("lock_wait", holder=handle.read().strip() or None, timeout_s=timeout_s)
+                announced = True
+            time.sleep(0.2)
+            continue
+        handle.seek(0)
+        handle.truncate()
+        handle.write("run %s, pid %d, since %s" % (run, os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%S")))
+        handle.flush()
+        return handle
+
+
+def job(cache, run, lock_timeout_s):
+    """The detached process: take the lock, run the request, record the reply."""
+    from .__main__ import run as run_request
+    from .protocol import normalize_run_request
+
+    folder = run_dir(cache, run)
+    try:
+        with open(os.path.join(folder, "request.json")) as handle:
+            request = normalize_run_request(json.load(handle))
+    except (RequestError, ValueError, IOError, OSError) as exc:
+        finish(folder, {"status": "failed", "error": {"kind": "usage", "message": "bad request: %s" % exc}}, EXIT_USAGE)
+        return EXIT_USAGE
+    lock = acquire_lock(os.path.abspath(os.path.expanduser(cache)), run, lock_timeout_s)
+    if lock is None:
+        holder = (_read(os.path.join(os.path.abspath(os.path.expanduser(cache)), "lock")) or "").strip()
+        message = "the board is busy: another benchmark holds its lock (%s); waited %.0f s" % (holder or "unknown", lock_timeout_s)
+        finish(folder, {"status": "failed", "error": {"kind": "busy", "message": message}}, EXIT_RUN_FAILED)
+        return EXIT_RUN_FAILED
+    try:
+        code, reply = run_request(request, machine_readable=True)
+    finally:
+        lock.close()
+    finish(folder, reply, code)
+    return code
+
+
+def _agent_command():
+    """argv that starts this same agent again (from a .pyz or from the package folder)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the .pyz, or the folder holding the package
+    return [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from edgebench_agent.__main__ import main; sys.exit(main())" % root]
+
+
+def launch(cache, run, lock_timeout_s):
+    """Start the job detached (own session, output to files), then follow it like `attach`."""
+    folder = run_dir(cache, run)
+    if not os.path.isfile(os.path.join(folder, "request.json")):
+        raise RequestError("no request for run %s in %s" % (run, folder))
+    if os.path.exists(os.path.join(folder, "pid")):
+        raise RequestError("run %s was already launched: attach to it instead" % run)
+    with open(os.path.join(folder, "stderr.log"), "ab") as log:
+        process = subprocess.Popen(
+            _agent_command() + ["_job", "--cache", cache, "--run", run, "--lock-timeout", str(lock_timeout_s)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+        )
+    _write_atomically(os.path.join(folder, "pid"), str(process.pid))
+    return follow(folder, lambda: process.poll() is None)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+def attach(cache, run):
+    folder = run_dir(cache, run)
+    pid_text = _read(os.path.join(folder, "pid"))
+    if pid_text is None:
+        raise RequestError("no run %s on this board" % run)
+    return follow(folder, lambda: _pid_alive(int(pid_text)))
+
+
+def follow(folder, alive):
+    """Forward the job's stderr to ours until it ends; then print its reply. Returns the run's exit code."""
+    position = 0
+    log_path = os.path.join(folder, "stderr.log")
+    while True:
+        done = os.path.exists(os.path.join(folder, "exit_code"))
+        running = alive()
+        position = _forward(log_path, position)
+        if done or not running:
+            if not done and not os.path.exists(os.path.join(folder, "exit_code")):
+                message = ("the agent process ended without a result (killed: out of memory, or SIGKILL); "
+                           "its last output is in %s" % log_path)
+                finish(folder, {"status": "failed", "error": {"kind": "killed", "message": message}}, EXIT_RUN_FAILED)
+            _forward(log_path, position)
+            break
+        time.sleep(POLL_S)
+    reply = _read(os.path.join(folder, "reply.json")) or "{}"
+    code = int((_read(os.path.join(folder, "exit_code")) or str(EXIT_RUN_FAILED)).strip())
+    return code, reply
+
+
+def _forward(path, position):
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(position)
+            data = handle.read()
+    except (IOError, OSError):
+        return position
+    complete = data.rfind(b"\n") + 1  # forward whole lines only
+    if complete:
+        sys.stderr.write(data[:complete].decode("utf-8", "replace"))
+        sys.stderr.flush()
+    return position + complete
+
+
+def kill(cache, run, reason):
+    """Kill the job's whole process group and record why. Returns (code, reply)."""
+    folder = run_dir(cache, run)
+    pid_text = _read(os.path.join(folder, "pid"))
+    if pid_text is None:
+        raise RequestError("no run %s on this board" % run)
+    if not os.path.exists(os.path.join(folder, "exit_code")):
+        try:
+            os.killpg(int(pid_text), signal.SIGKILL)
+        except OSError:
+            pass  # already gone
+        deadline = time.time() + 5
+        while _pid_alive(int(pid_text)) and time.time() < deadline:
+            time.sleep(POLL_S)
+        if not os.path.exists(os.path.join(folder, "exit_code")):
+            finish(folder, {"status": "failed", "error": {"kind": "killed", "message": reason}}, EXIT_RUN_FAILED)
+    return int((_read(os.path.join(folder, "exit_code")) or "1").strip()), _read(os.path.join(folder, "reply.json")) or "{}"
+
+
+def list_runs(cache):
+    """Every run under the cache with its state: running, finished, fetched, or dead."""
+    root = os.path.join(os.path.abspath(os.path.expanduser(cache)), "runs")
+    runs = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        folder = os.path.join(root, name)
+        if not RUN_ID.match(name):
+            continue
+        if os.path.exists(os.path.join(folder, "fetched")):
+            state = "fetched"
+        elif os.path.exists(os.path.join(folder, "exit_code")):
+            state = "finished"
+        else:
+            pid_text = _read(os.path.join(folder, "pid"))
+            state = "running" if pid_text and _pid_alive(int(pid_text)) else ("dead" if pid_text else "new")
+        runs.append({"run": name, "state": state, "mtime": os.path.getmtime(folder)})
+    return runs

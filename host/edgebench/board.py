@@ -1,0 +1,239 @@
+"""A board as the host sees it: a Transport plus the agent protocol, the cache folder and detached runs.
+
+- The agent bundle is uploaded by content hash into the board's cache folder, once.
+- Files (models, their sidecars, inputs) are uploaded by sha256 into files/<sha256>/, verified by hash on the
+  board, and renamed into place only then: a name that exists is complete. Present -> not uploaded again.
+- A run is detached on the board (agent `launch`): a dropped link loses nothing. The host reconnects with
+  backoff and re-attaches; `bench fetch` recovers runs that finished while nobody was listening.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+
+from edgebench_agent.protocol import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, PROTOCOL_VERSION
+
+from .agent_bundle import cache_dir, ensure_bundle
+from .errors import AgentError, AgentTimeout, BoardBusy, InputError, LinkLost, TransportError
+from .transport import EventCallback, ProgressCallback
+
+INFO_TIMEOUT_S = 120.0  # an emulated board imports numpy slowly
+SMALL_COMMAND_TIMEOUT_S = 120.0
+RECONNECT_ATTEMPTS = 6
+RECONNECT_BACKOFF_S = (0.5, 1, 2, 4, 8, 15)
+
+
+class Board:
+    def __init__(self, target, transport=None):
+        self.target = target
+        self.transport = transport or target.open_transport()
+        self._info = None
+        self._cache = None
+        self._agent = None
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------------------------- the basics
+    @property
+    def local(self) -> bool:
+        return self.transport.kind == "local"
+
+    @property
+    def cache(self) -> str:
+        """The agent's cache folder on the board (absolute): everything edgebench writes there lives in it."""
+        if self._cache is None:
+            if self.local:
+                self._cache = str(cache_dir() / "board")
+            else:
+                work_dir = self.target.work_dir
+                if work_dir == "~" or work_dir.startswith("~/"):
+                    work_dir = self.transport.home().rstrip("/") + work_dir[1:]
+                self._cache = work_dir.rstrip("/")
+            self.transport.makedirs(self._cache)
+        return self._cache
+
+    def python_argv(self) -> list[str]:
+        python = self.target.python or (sys.executable if self.local else "python3")
+        env = [f"{k}={v}" for k, v in self.target.env]
+        return (["env", *env] if env else []) + [python]
+
+    def ensure_agent(self) -> str:
+        """Path of the agent bundle on the board; uploaded (by content hash) only when missing."""
+        if self._agent is None:
+            bundle = ensure_bundle()
+            if self.local:
+                self._agent = str(bundle)
+            else:
+                remote = f"{self.cache}/{bundle.name}"
+                if not self.transport.exists(remote):
+                    part = f"{remote}.part-{secrets.token_hex(4)}"
+                    self.transport.upload(bundle, part)
+                    # The bundle verifies its own upload: if it can hash itself right, it is whole.
+                    digest = self._hash_with(part, [*self.python_argv(), part])
+                    if digest != _sha256(bundle):
+                        self.transport.remove(part)
+                        raise TransportError(f"the agent upload to {self.target.name} arrived corrupted", "run again")
+                    self.transport.rename(part, remote)
+                self._agent = remote
+        return self._agent
+
+    def command(self, args: list[str], stdin: bytes = b"", timeout: float | None = SMALL_COMMAND_TIMEOUT_S,
+                on_event: EventCallback | None = None):
+        return self.transport.exec([*self.python_argv(), self.ensure_agent(), *args], stdin, timeout, on_event)
+
+    def _json(self, result, what: str):
+        try:
+            return json.loads(result.stdout.decode("utf-8"))
+        except ValueError:
+            tail = " | ".join(result.stderr_tail[-3:]) or "no output"
+            if result.returncode == 127 or "not found" in tail:
+                raise TransportError(f"{self.python_argv()[-1]} is not runnable on {self.target.name}: {tail}",
+                                     "install python3 (>= 3.8) on the board or set the target's python") from None
+            if "SyntaxError" in tail:
+                raise AgentError(f"the board's Python is too old for the agent ({tail})", "the agent needs Python >= 3.8") from None
+            raise AgentError(f"the agent's `{what}` on {self.target.name} gave no valid reply "
+                             f"(exit {result.returncode}): {tail}") from None
+
+    def info(self) -> dict:
+        """The handshake (once per connection): protocol, versions, providers, machine, cache free space."""
+        if self._info is None:
+            document = self._json(self.command(["info", "--cache", self.cache], timeout=INFO_TIMEOUT_S), "info")
+            if document.get("protocol_version") != PROTOCOL_VERSION:
+                raise AgentError(f"the agent on {self.target.name} speaks protocol {document.get('protocol_version')}, "
+                                 f"this host speaks {PROTOCOL_VERSION}", "upgrade edgebench on the older side")
+            self._info = document
+        return self._info
+
+    def _hash_with(self, path: str, argv: list[str]) -> str | None:
+        result = self.transport.exec([*argv, "sha256", path], b"", SMALL_COMMAND_TIMEOUT_S)
+        try:
+            return json.loads(result.stdout.decode()).get(path)
+        except ValueError:
+            return None
+
+    # ---------------------------------------------------------------------------------------- files
+    def stage(self, local: Path, sha256: str, progress: ProgressCallback | None = None,
+              companions: list[Path] = ()) -> str:
+        """Make a file (and companions such as an external-data sidecar, kept beside it under their own
+        names) available on the board; returns its path there. Nothing is uploaded when already present."""
+        local = Path(local)
+        if self.local:
+            return str(local.resolve())
+        folder = f"{self.cache}/files/{sha256}"
+        final = f"{folder}/{local.name}"
+        if self.transport.exists(final):
+            return final
+        self.transport.makedirs(folder)
+        for path in [*companions, local]:  # the named file last: its presence means the set is complete
+            self._upload_verified(Path(path), f"{folder}/{Path(path).name}",
+                                  sha256 if path == local else None, progress if path == local else None)
+        return final
+
+    def _upload_verified(self, local: Path, remote: str, sha256: str | None, progress) -> None:
+        if self.transport.exists(remote):
+            return
+        part = f"{remote}.part-{secrets.token_hex(4)}"
+        self.transport.upload(local, part, progress)
+        expected = sha256 or _sha256(local)
+        got = self._hash_with(part, [*self.python_argv(), self.ensure_agent()])
+        if got != expected:
+            self.transport.remove(part)
+            raise TransportError(f"upload of {local.name} to {self.target.name} arrived corrupted "
+                                 f"(sha256 {got} != {expected})", "run again")
+        self.transport.rename(part, remote)
+
+    # ----------------------------------------------------------------------------------------- runs
+    def run(self, request: dict, run_id: str, host_context: dict, timeout: float,
+            on_event: EventCallback | None = None) -> dict:
+        """Run detached on the board and follow it to the end. Returns the agent's reply.
+
+        Raises InputError for a request the agent refuses, BoardBusy when the lock is not free in time.
+        A timeout kills the run's whole process group on the board and returns a failed reply.
+        """
+        folder = f"{self.cache}/runs/{run_id}"
+        self.transport.makedirs(folder)
+        self.transport.write_bytes(f"{folder}/host.json", json.dumps(host_context).encode())
+        self.transport.write_bytes(f"{folder}/request.json", json.dumps(request).encode())
+        lock_timeout = self.target.lock_timeout
+        deadline = time.monotonic() + timeout + lock_timeout
+        try:
+            try:
+                result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(lock_timeout)],
+                                      timeout=timeout + lock_timeout, on_event=on_event)
+            except LinkLost as lost:
+                result = self._reattach(run_id, deadline, on_event, lost)
+        except AgentTimeout:
+            result = self.kill(run_id, f"timed out after {timeout:.0f} s: killed with its process group")
+        except KeyboardInterrupt:
+            self.kill(run_id, "interrupted from the host (Ctrl-C)")
+            raise
+        reply = self._json(result, "run")
+        error = reply.get("error") or {}
+        if error.get("kind") == "busy" or result.returncode == EXIT_USAGE:
+            self.mark_fetched(run_id)  # refused, not run: nothing for `bench fetch` to store later
+            if error.get("kind") == "busy":
+                raise BoardBusy(error["message"], "wait for the other benchmark, or raise the target's lock_timeout")
+            raise InputError(error.get("message", "the agent refused the request"))
+        if result.returncode not in (EXIT_OK, EXIT_RUN_FAILED):
+            raise AgentError(f"the agent exited with code {result.returncode}", " | ".join(result.stderr_tail[-3:]) or None)
+        if reply.get("status") == "failed":
+            error.setdefault("stderr_tail", result.stderr_tail)
+        return reply
+
+    def _reattach(self, run_id: str, deadline: float, on_event, first_error: Exception):
+        """The link dropped: reconnect with backoff and follow the run again (it went on on the board)."""
+        last = first_error
+        for attempt in range(RECONNECT_ATTEMPTS):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)])
+            try:
+                self.transport.reconnect()
+                if on_event:
+                    on_event({"event": "reconnected", "attempt": attempt + 1})
+                return self.command(["attach", "--cache", self.cache, "--run", run_id],
+                                    timeout=max(deadline - time.monotonic(), 1.0), on_event=on_event)
+            except (LinkLost, TransportError) as exc:
+                last = exc
+        raise LinkLost(f"lost {self.target.name} and could not reconnect ({last.message if hasattr(last, 'message') else last})",
+                       f"the run goes on there; collect it later with: bench fetch --target {self.target.name} {run_id}")
+
+    def kill(self, run_id: str, reason: str):
+        return self.command(["kill", "--cache", self.cache, "--run", run_id, "--reason", reason])
+
+    def runs(self) -> list[dict]:
+        return self._json(self.command(["runs", "--cache", self.cache]), "runs")
+
+    def fetch(self, run_id: str) -> tuple[dict, dict | None]:
+        """(reply, host context) of a finished run."""
+        reply = self._json(self.command(["attach", "--cache", self.cache, "--run", run_id], timeout=None), "attach")
+        context = self.transport.read_bytes(f"{self.cache}/runs/{run_id}/host.json")
+        try:
+            return reply, (json.loads(context) if context else None)
+        except ValueError:
+            return reply, None
+
+    def mark_fetched(self, run_id: str) -> None:
+        self.transport.write_bytes(f"{self.cache}/runs/{run_id}/fetched", b"")
+
+    def clean(self, max_bytes: int) -> dict:
+        keep = Path(self.ensure_agent()).name
+        return self._json(self.command(["clean", "--cache", self.cache, "--max-bytes", str(max_bytes), "--keep", keep]),
+                          "clean")
+
+
+def _sha256(path: Path) -> str:
+    from .modelinfo import file_sha256
+
+    return file_sha256(path)

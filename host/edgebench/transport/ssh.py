@@ -1,0 +1,334 @@
+"""SSHTransport (paramiko): one verified connection per deploy, commands as quoted argv, files over SFTP.
+
+Host keys are always verified: the user's ~/.ssh/known_hosts plus the project's known_hosts file beside the
+inventory. `strict` (default) refuses an unknown key; `accept-new` trusts a key on first use and records it
+in the project file. A CHANGED key is refused under every policy, showing both fingerprints.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import socket
+import stat
+import time
+from pathlib import Path
+
+from ..errors import AgentTimeout, ConfigError, HostKeyError, LinkLost, TransportError
+from . import CommandResult, EventCallback, ProgressCallback, StderrSplitter
+
+KEEPALIVE_S = 15
+# Bigger SSH windows and packets than paramiko's defaults: uploads run several times faster.
+WINDOW_BYTES = 64 * 1024 * 1024
+MAX_PACKET_BYTES = 32 * 1024  # SFTP servers refuse larger; the window does the pipelining
+
+
+def fingerprint(key) -> str:
+    """OpenSSH's format: SHA256:base64 without padding."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def known_host_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class _UnknownHostKey(Exception):
+    def __init__(self, hostname, key):
+        super().__init__(hostname)
+        self.hostname, self.key = hostname, key
+
+
+def _policies():
+    import paramiko
+
+    class RejectUnknown(paramiko.MissingHostKeyPolicy):
+        """Like paramiko's RejectPolicy, but keeps the key so the error can show its fingerprint."""
+
+        def missing_host_key(self, client, hostname, key):
+            raise _UnknownHostKey(hostname, key)
+
+    class AcceptNew(paramiko.MissingHostKeyPolicy):
+        """OpenSSH's StrictHostKeyChecking=accept-new: trust an unknown key once, record it."""
+
+        def __init__(self, known_hosts: Path):
+            self.known_hosts = known_hosts
+
+        def missing_host_key(self, client, hostname, key):
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a") as handle:
+                handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+    return RejectUnknown, AcceptNew
+
+
+class SSHTransport:
+    kind = "ssh"
+
+    def __init__(self, target, jump_depth: int = 0):
+        self.target = target
+        self.name = target.name
+        self.bytes_uploaded = 0
+        self._jump_depth = jump_depth
+        self._jump = None
+        self._client = None
+        self._sftp = None
+        self._home = None
+        self.connect()
+
+    # ------------------------------------------------------------------------------------- connection
+    def _known_hosts_files(self) -> tuple[Path, Path]:
+        user = Path(os.path.expanduser("~/.ssh/known_hosts"))
+        project = Path(self.target.known_hosts) if self.target.known_hosts else Path(os.path.expanduser("~/.cache/edgebench/known_hosts"))
+        return user, project
+
+    def _check_identity_files(self) -> list[str]:
+        import paramiko
+
+        files = [os.path.expanduser(p) for p in self.target.identity_files]
+        for path in files:
+            if not os.path.isfile(path):
+                raise ConfigError(f"identity file of target {self.name!r} not found: {path}")
+            try:
+                paramiko.PKey.from_path(path)
+            except paramiko.PasswordRequiredException:
+                pass  # encrypted: paramiko asks the agent or fails at auth with a clear message
+            except (paramiko.SSHException, ValueError, OSError) as exc:
+                raise ConfigError(f"identity file of target {self.name!r} is not a usable private key: {path} ({exc})",
+                                  "point identity_file at a private key (e.g. ~/.ssh/id_ed25519), not a .pub file") from None
+        return files
+
+    def _proxy_sock(self):
+        if not self.target.proxy_jump:
+            return None
+        if self._jump_depth > 4:
+            raise ConfigError(f"ProxyJump chain of {self.name!r} is longer than 5 hops (a loop?)")
+        from ..targets import resolve_target
+
+        hop = self.target.proxy_jump.split(",")[0].strip()
+        jump_target = resolve_target(hop)
+        self._jump = SSHTransport(jump_target, self._jump_depth + 1)
+        try:
+            return self._jump._client.get_transport().open_channel(
+                "direct-tcpip", (self.target.host, self.target.port), ("127.0.0.1", 0), timeout=self.target.connect_timeout)
+        except Exception as exc:
+            raise TransportError(f"jump host {hop} cannot reach {self.target.host}:{self.target.port}: {exc}") from None
+
+    def connect(self) -> None:
+        import paramiko
+
+        target = self.target
+        identity_files = self._check_identity_files()
+        client = paramiko.SSHClient()
+        user_known, project_known = self._known_hosts_files()
+        if user_known.is_file():
+            client.load_system_host_keys(str(user_known))
+        if project_known.is_file():
+            client.load_host_keys(str(project_known))
+        reject, accept_new = _policies()
+        client.set_missing_host_key_policy(accept_new(project_known) if target.host_key_policy == "accept-new" else reject())
+        where = f"{target.address}"
+        try:
+            client.connect(
+                hostname=target.host, port=target.port, username=target.user or _local_user(),
+                key_filename=identity_files or None, look_for_keys=not identity_files, allow_agent=True,
+                timeout=target.connect_timeout, banner_timeout=target.connect_timeout,
+                auth_timeout=target.connect_timeout, sock=self._proxy_sock(),
+            )
+        except _UnknownHostKey as exc:
+            client.close()
+            raise HostKeyError(
+                f"unknown SSH host key for {exc.hostname} ({exc.key.get_name()} {fingerprint(exc.key)}); refused",
+                f"verify it, then add it: ssh-keyscan -p {target.port} {target.host} >> {project_known} "
+                f"(or set host_key_policy: accept-new for target {self.name!r})") from None
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"the SSH host key of {where} CHANGED: expected {fingerprint(exc.expected_key)}, got "
+                f"{fingerprint(exc.key)}; refused (a reinstalled board, or someone in between)",
+                f"if the board was reinstalled, remove its old line from {user_known} or {project_known}") from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise TransportError(f"SSH authentication to {where} failed ({exc})",
+                                 "check the target's user and identity_file, or add your key to the board's authorized_keys") from None
+        except (socket.timeout, TimeoutError):
+            client.close()
+            raise TransportError(f"cannot reach {where}: no answer within {target.connect_timeout:.0f} s",
+                                 "check that the board is on and reachable, or raise connect_timeout") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            client.close()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+            raise TransportError(f"cannot connect to {where}: {reason}", "check host, port and that sshd runs on the board") from None
+        transport = client.get_transport()
+        transport.set_keepalive(KEEPALIVE_S)
+        transport.default_window_size = WINDOW_BYTES
+        self._client = client
+        self._sftp = None
+
+    def reconnect(self) -> None:
+        self.close()
+        self.connect()
+
+    def close(self) -> None:
+        for closable in (self._sftp, self._client):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:  # closing a dead link raises all sorts; it is closed either way
+                    pass
+        self._sftp = self._client = None
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
+
+    def _transport(self):
+        transport = self._client.get_transport() if self._client else None
+        if transport is None or not transport.is_active():
+            raise LinkLost(f"the SSH connection to {self.target.address} dropped")
+        return transport
+
+    def sftp(self):
+        import paramiko
+
+        if self._sftp is None:
+            try:
+                self._sftp = paramiko.SFTPClient.from_transport(self._transport(), window_size=WINDOW_BYTES,
+                                                                max_packet_size=MAX_PACKET_BYTES)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise LinkLost(f"cannot open SFTP to {self.target.address}: {exc}") from None
+        return self._sftp
+
+    # -------------------------------------------------------------------------------------- commands
+    def exec(self, argv, stdin=b"", timeout=None, on_event: EventCallback | None = None) -> CommandResult:
+        import paramiko
+
+        # Each argument quoted: a model called `a b; $(rm -rf ~)` is one argument, never shell syntax.
+        command = " ".join(shlex.quote(str(a)) for a in argv)
+        splitter = StderrSplitter(on_event)
+        stdout = bytearray()
+        try:
+            channel = self._transport().open_session(timeout=self.target.connect_timeout)
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                busy = False
+                if channel.recv_ready():
+                    stdout += channel.recv(1 << 16)
+                    busy = True
+                if channel.recv_stderr_ready():
+                    splitter.feed(channel.recv_stderr(1 << 16).decode("utf-8", "replace"))
+                    busy = True
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if not busy:
+                    if channel.closed or not channel.get_transport().is_active():
+                        raise LinkLost(f"the SSH connection to {self.target.address} dropped")
+                    if deadline is not None and time.monotonic() > deadline:
+                        channel.close()
+                        raise AgentTimeout(f"{argv[-1] if argv else 'command'} did not finish within {timeout:.0f} s")
+                    time.sleep(0.005)
+            code = channel.recv_exit_status()
+            channel.close()
+        except (ConnectionError, socket.timeout, EOFError, paramiko.SSHException) as exc:
+            raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc or type(exc).__name__})") from None
+        splitter.flush()
+        if code == -1:  # closed without an exit status: the link went down under it
+            raise LinkLost(f"the SSH connection to {self.target.address} dropped during a command")
+        return CommandResult(code, bytes(stdout), list(splitter.tail))
+
+    # ----------------------------------------------------------------------------------------- files
+    def home(self) -> str:
+        if self._home is None:
+            self._home = self._sftp_call(lambda s: s.normalize("."))
+        return self._home
+
+    def _sftp_call(self, action):
+        import paramiko
+
+        try:
+            return action(self.sftp())
+        except (ConnectionError, socket.timeout, EOFError, paramiko.SSHException) as exc:
+            raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc or type(exc).__name__})") from None
+
+    def exists(self, path: str) -> bool:
+        def check(sftp):
+            try:
+                sftp.stat(path)
+                return True
+            except FileNotFoundError:
+                return False
+        return self._sftp_call(check)
+
+    def makedirs(self, path: str) -> None:
+        def make(sftp):
+            parts = path.rstrip("/").split("/")
+            for end in range(2, len(parts) + 1):
+                partial = "/".join(parts[:end])
+                try:
+                    if not stat.S_ISDIR(sftp.stat(partial).st_mode):
+                        raise TransportError(f"{partial} on {self.name} is not a folder")
+                except FileNotFoundError:
+                    sftp.mkdir(partial, 0o700)
+        self._sftp_call(make)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        temp = f"{path}.tmp-{os.getpid()}"
+
+        def write(sftp):
+            with sftp.open(temp, "wb") as handle:
+                handle.write(data)
+            sftp.posix_rename(temp, path)
+        self._write_guard(path, lambda: self._sftp_call(write))
+
+    def read_bytes(self, path: str) -> bytes | None:
+        def read(sftp):
+            try:
+                with sftp.open(path, "rb") as handle:
+                    return handle.read()
+            except FileNotFoundError:
+                return None
+        return self._sftp_call(read)
+
+    def upload(self, local: Path, path: str, progress: ProgressCallback | None = None) -> None:
+        def put(sftp):
+            sent = sftp.put(str(local), path, callback=progress, confirm=True)
+            self.bytes_uploaded += sent.st_size
+        self._write_guard(path, lambda: self._sftp_call(put))
+
+    def _write_guard(self, path: str, action) -> None:
+        """Turn the board's refusals (a full disk, permissions) into one clear line; leave no partial file."""
+        try:
+            action()
+        except PermissionError as exc:
+            self.remove(path)
+            raise TransportError(f"cannot write {path} on {self.name}: permission denied ({exc})",
+                                 "check the permissions of the target's work_dir") from None
+        except OSError as exc:  # SFTP reports a full disk as a bare "Failure"
+            self.remove(path)
+            raise TransportError(f"cannot write {path} on {self.name}: {exc or type(exc).__name__} (is the board's disk full?)",
+                                 "free space in the board's cache folder (bench clean --target ...) or set another work_dir") from None
+
+    def rename(self, source: str, destination: str) -> None:
+        self._sftp_call(lambda s: s.posix_rename(source, destination))
+
+    def remove(self, path: str) -> None:
+        def remove(sftp):
+            try:
+                sftp.remove(path)
+            except (FileNotFoundError, OSError):
+                pass
+        try:
+            self._sftp_call(remove)
+        except LinkLost:
+            pass
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
