@@ -6,7 +6,7 @@ BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.edgebench-installed
 DEMO_MODELS := examples/cnn.onnx examples/setnet.onnx
 # Debian packages of the integration tests (sshd, network namespaces).
-SYSTEM_PACKAGES :=
+SYSTEM_PACKAGES := openssh-server iproute2
 
 .PHONY: setup demo test system-deps benchmarks clean
 

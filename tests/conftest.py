@@ -43,8 +43,11 @@ class CliResult:
 def bench(tmp_path):
     """Run the real `bench` CLI in a subprocess (real exit codes, real stdout/stderr)."""
 
+    home = tmp_path / "home"  # no ~/.ssh/config or known_hosts of the machine leaks into a test
+    home.mkdir(exist_ok=True)
+
     def run(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> CliResult:
-        full_env = {**os.environ, **(env or {})}
+        full_env = {**os.environ, "HOME": str(home), **(env or {})}
         done = subprocess.run([sys.executable, "-m", "edgebench", *map(str, args)], cwd=cwd or tmp_path,
                               capture_output=True, text=True, timeout=timeout, env=full_env)
         return CliResult(done.returncode, done.stdout, done.stderr)
@@ -61,3 +64,107 @@ def assert_one_line_error(result: CliResult, *fragments: str) -> None:
     assert "Traceback" not in result.stderr + result.stdout
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+# ------------------------------------------------------------------------------------ SSH boards
+@dataclass
+class SshBoard:
+    """A board reached over a real sshd: what an inventory entry needs to reach it."""
+
+    name: str
+    server: object  # tests.sshd.SshServer
+    user: str
+    key: Path
+    python: str
+    work_dir: str
+    env: dict
+
+    def entry(self, **overrides) -> dict:
+        entry = {"host": self.server.address, "port": self.server.port, "user": self.user,
+                 "identity_file": str(self.key), "python": self.python, "work_dir": self.work_dir,
+                 "lock_timeout": 30, "connect_timeout": 5}
+        if self.env:
+            entry["env"] = dict(self.env)
+        entry.update(overrides)
+        return {k: v for k, v in entry.items() if v is not None}
+
+
+@pytest.fixture(scope="session")
+def client_key(tmp_path_factory) -> Path:
+    from tests.sshd import keygen
+
+    return keygen(tmp_path_factory.mktemp("client-key") / "id_ed25519")
+
+
+@pytest.fixture(scope="session")
+def ssh_server(client_key):
+    from tests.sshd import SshServer, ensure_user, require_root
+
+    require_root("the SSH tests")
+    server = SshServer.create()
+    server.authorize("root", (client_key.parent / "id_ed25519.pub").read_text())
+    server.authorize(ensure_user(), (client_key.parent / "id_ed25519.pub").read_text())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ssh_board(ssh_server, client_key, tmp_path_factory) -> SshBoard:
+    """root@127.0.0.1 over the real sshd, running the agent with this venv's python."""
+    import sys
+
+    return SshBoard("sshroot", ssh_server, "root", client_key, sys.executable,
+                    str(tmp_path_factory.mktemp("board-root-cache")), {})
+
+
+@pytest.fixture(scope="session")
+def ssh_board_user(ssh_server, client_key) -> SshBoard:
+    """A non-root user over the same sshd, with Debian's /usr/bin/python3 and its own numpy + onnxruntime."""
+    import tempfile
+
+    from tests.sshd import NON_ROOT_USER, board_site_packages
+
+    folder = Path(tempfile.gettempdir()) / "edgebench-test-board-python"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    site = board_site_packages(folder)
+    return SshBoard("sshuser", ssh_server, NON_ROOT_USER, client_key, "/usr/bin/python3", "~/.cache/edgebench",
+                    {"PYTHONPATH": str(site)})
+
+
+@pytest.fixture(scope="session")
+def netns_board(client_key, tmp_path_factory):
+    """A board with its own address: sshd inside a network namespace made for this test session."""
+    import sys
+
+    from tests.sshd import Netns, SshServer, require_root
+
+    require_root("the network namespace board")
+    netns = Netns.create()
+    server = SshServer.create(address=netns.board_address, netns=netns)
+    server.authorize("root", (client_key.parent / "id_ed25519.pub").read_text())
+    try:
+        server.start()
+        yield SshBoard("nsboard", server, "root", client_key, sys.executable,
+                       str(tmp_path_factory.mktemp("board-ns-cache")), {})
+    finally:
+        server.stop()
+        netns.delete()
+
+
+@pytest.fixture
+def inventory(tmp_path):
+    """Write configs/targets.yaml (+ configs/known_hosts trusting the boards' keys) and return its path."""
+    import yaml
+
+    def make(*boards: SshBoard, known: bool = True, **overrides) -> Path:
+        configs = tmp_path / "configs"
+        configs.mkdir(exist_ok=True)
+        targets = {b.name: b.entry(**overrides.get(b.name, {})) for b in boards}
+        path = configs / "targets.yaml"
+        path.write_text(yaml.safe_dump({"targets": targets}, sort_keys=False))
+        if known:
+            (configs / "known_hosts").write_text("".join({b.server.known_hosts_line() for b in boards}))
+        return path
+
+    return make

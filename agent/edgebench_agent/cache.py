@@ -31,7 +31,7 @@ def _size(path):
 
 
 def clean(cache, max_bytes, keep=()):
-    """Delete the least recently used entries (models, agent bundles, finished runs) until the cache fits.
+    """Delete the least recently used entries (uploaded files, agent bundles, finished runs) until the cache fits.
 
     Running runs and the files named in `keep` (the current agent) stay. Returns a summary dict.
     """
@@ -41,7 +41,7 @@ def clean(cache, max_bytes, keep=()):
         return {"error": "the board is busy with a benchmark; try again later"}
     try:
         entries = []
-        for sub in ("models", "runs"):
+        for sub in ("files", "runs"):
             folder = os.path.join(cache, sub)
             for name in os.listdir(folder) if os.path.isdir(folder) else []:
                 path = os.path.join(folder, name)

@@ -130,6 +130,9 @@ def deploy(
         report = run_deploy(models, resolved, settings, results, on_event=progress.event)
     for path in report.recovered:
         typer.echo(f"recovered an earlier run that finished on {resolved.name}: {path}", err=True)
+    if resolved.kind != "local":
+        typer.echo(f"uploaded {report.uploaded_bytes / 1024:.1f} KiB to {resolved.name}"
+                   + (" (agent and models were cached there)" if report.uploaded_bytes == 0 else ""), err=True)
     outcomes = report.outcomes
     documents = [o.document for o in outcomes]
     if json_output:

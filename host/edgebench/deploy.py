@@ -71,6 +71,7 @@ class DeployOutcome:
 class DeployReport:
     outcomes: list[DeployOutcome]
     recovered: list[Path]  # results of earlier runs that finished while nobody was listening
+    uploaded_bytes: int  # what crossed the link: 0 when the agent and every model were cached on the board
 
 
 def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
@@ -159,4 +160,5 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
             outcomes.append(DeployOutcome(Path(model_path), document, write_result(results_dir, document)))
             board.mark_fetched(run_id)
             forward({"event": "done", "status": document["status"]})
-    return DeployReport(outcomes, recovered)
+        uploaded = board.transport.bytes_uploaded
+    return DeployReport(outcomes, recovered, uploaded)

@@ -82,5 +82,6 @@ def check_type(doc: YamlDoc, keys: tuple, value, expected: str):
         "list": isinstance(value, list),
     }[expected]
     if not ok:
-        raise doc.error(keys, f"must be a {expected}, got {value!r}")
+        article = "an" if expected[0] in "aeiou" else "a"
+        raise doc.error(keys, f"must be {article} {expected}, got {value!r}")
     return value

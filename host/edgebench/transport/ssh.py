@@ -159,6 +159,9 @@ class SSHTransport:
                                  "check that the board is on and reachable, or raise connect_timeout") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
+            if "No authentication methods" in str(exc):
+                raise TransportError(f"no SSH key to offer to {where}",
+                                     "set the target's identity_file, load a key into ssh-agent, or put one in ~/.ssh/") from None
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             raise TransportError(f"cannot connect to {where}: {reason}", "check host, port and that sshd runs on the board") from None
         transport = client.get_transport()
