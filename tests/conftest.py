@@ -40,11 +40,10 @@ class CliResult:
 
 
 @pytest.fixture
-def bench(tmp_path):
-    """Run the real `bench` CLI in a subprocess (real exit codes, real stdout/stderr)."""
+def bench(tmp_path, tmp_path_factory):
+    """Run the real `bench` CLI in a subprocess (real exit codes, real stdout/stderr). `bench.home` is its HOME."""
 
-    home = tmp_path / "home"  # no ~/.ssh/config or known_hosts of the machine leaks into a test
-    home.mkdir(exist_ok=True)
+    home = tmp_path_factory.mktemp("home")  # no ~/.ssh/config or known_hosts of the machine leaks into a test
 
     def run(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> CliResult:
         full_env = {**os.environ, "HOME": str(home), **(env or {})}
@@ -52,6 +51,7 @@ def bench(tmp_path):
                               capture_output=True, text=True, timeout=timeout, env=full_env)
         return CliResult(done.returncode, done.stdout, done.stderr)
 
+    run.home = home
     return run
 
 
@@ -98,9 +98,14 @@ def client_key(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ssh_server(client_key):
+    import subprocess
+
     from tests.sshd import SshServer, ensure_user, require_root
 
     require_root("the SSH tests")
+    # The non-root board keeps its cache in its real home: start it empty, so no run left by an earlier
+    # session is collected into this one's results.
+    subprocess.run(["rm", "-rf", f"/home/{ensure_user()}/.cache/edgebench"], check=True)
     server = SshServer.create()
     server.authorize("root", (client_key.parent / "id_ed25519.pub").read_text())
     server.authorize(ensure_user(), (client_key.parent / "id_ed25519.pub").read_text())

@@ -17,6 +17,7 @@ from edgebench import results
 from edgebench.deploy import RunSettings, deploy
 from edgebench.targets import load_inventory, resolve_target
 from tests.conftest import FAST_RUN, FAST_REQUEST, assert_one_line_error
+from tests.sshd import NON_ROOT_USER
 
 GOLDEN = Path(__file__).parent / "golden" / "result_v1.json"
 
@@ -210,23 +211,24 @@ def plain_python_board(client_key):
     """A board whose plain `python3` has numpy and onnxruntime, as on a prepared Pi: nothing in an inventory."""
     import tempfile
 
-    from tests.sshd import SshServer, board_site_packages, require_root
+    from tests.sshd import NON_ROOT_USER, SshServer, board_site_packages, require_root
 
     require_root("the SSH tests")
     folder = Path(tempfile.gettempdir()) / "edgebench-test-board-python"
     folder.mkdir(mode=0o755, exist_ok=True)
     server = SshServer.create(extra_config=f"SetEnv PYTHONPATH={board_site_packages(folder)}")
-    server.authorize("root", (client_key.parent / "id_ed25519.pub").read_text())
+    server.authorize(NON_ROOT_USER, (client_key.parent / "id_ed25519.pub").read_text())
     server.start()
     yield server
     server.stop()
 
 
-def test_an_ssh_config_alias_works_as_a_target(bench, tmp_path, tiny_models, plain_python_board, client_key):
-    home = tmp_path / "home"  # the bench fixture's HOME
+def test_an_ssh_config_alias_works_as_a_target(bench, tmp_path, tiny_models, plain_python_board, client_key,
+                                               ssh_server):
+    home = bench.home
     (home / ".ssh").mkdir(parents=True, exist_ok=True)
     (home / ".ssh" / "config").write_text(
-        f"Host eb-alias\n  HostName 127.0.0.1\n  Port {plain_python_board.port}\n  User root\n"
+        f"Host eb-alias\n  HostName 127.0.0.1\n  Port {plain_python_board.port}\n  User {NON_ROOT_USER}\n"
         f"  IdentityFile {client_key}\n")
     (home / ".ssh" / "known_hosts").write_text(plain_python_board.known_hosts_line())
     done = bench("deploy", tiny_models["matmul"], "--target", "eb-alias", "--results", tmp_path / "r", *FAST_RUN,
@@ -234,13 +236,13 @@ def test_an_ssh_config_alias_works_as_a_target(bench, tmp_path, tiny_models, pla
     assert done.code == 0, done.stderr
     document = _only_result(tmp_path / "r")
     assert document["target"]["name"] == "eb-alias"
-    assert document["target"]["address"] == f"root@127.0.0.1:{plain_python_board.port}"
+    assert document["target"]["address"] == f"{NON_ROOT_USER}@127.0.0.1:{plain_python_board.port}"
     assert document["target"]["python"] == "python3"  # the board's plain python3, not this venv's
     assert document["target"]["info"]["python"]["executable"] != sys.executable
     # user@host:port with the key in its default place (~/.ssh/id_ed25519), no ssh config entry used.
     (home / ".ssh" / "config").unlink()
     shutil.copy(client_key, home / ".ssh" / "id_ed25519")
-    done = bench("doctor", "--target", f"root@127.0.0.1:{plain_python_board.port}", cwd=tmp_path)
+    done = bench("doctor", "--target", f"{NON_ROOT_USER}@127.0.0.1:{plain_python_board.port}", cwd=tmp_path)
     assert done.code == 0, done.stdout + done.stderr
 
 

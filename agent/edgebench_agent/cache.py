@@ -31,9 +31,9 @@ def _size(path):
 
 
 def clean(cache, max_bytes, keep=()):
-    """Delete the least recently used entries (uploaded files, agent bundles, finished runs) until the cache fits.
+    """Delete the least recently used entries (uploaded files, agent bundles, collected runs) until the cache fits.
 
-    Running runs and the files named in `keep` (the current agent) stay. Returns a summary dict.
+    Runs not yet collected and the files named in `keep` (the current agent) stay. Returns a summary dict.
     """
     cache = os.path.abspath(os.path.expanduser(cache))
     lock = acquire_lock(cache, "clean", 30.0)  # never delete a model under a running benchmark
@@ -41,12 +41,10 @@ def clean(cache, max_bytes, keep=()):
         return {"error": "the board is busy with a benchmark; try again later"}
     try:
         entries = []
-        for sub in ("files", "runs"):
+        for sub in ("files", "done"):  # runs/ holds runs a host may still collect: never trimmed
             folder = os.path.join(cache, sub)
             for name in os.listdir(folder) if os.path.isdir(folder) else []:
                 path = os.path.join(folder, name)
-                if sub == "runs" and not os.path.exists(os.path.join(path, "exit_code")):
-                    continue  # running or never launched: not ours to delete
                 entries.append(path)
         for name in os.listdir(cache):
             if name.startswith("agent-") and name.endswith(".pyz") and name not in keep:

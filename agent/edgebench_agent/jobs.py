@@ -7,7 +7,8 @@ Layout under the board's cache folder (everything the agent writes lives there):
     runs/<run>/stderr.log     the job's progress events and logs
     runs/<run>/reply.json     the reply, written atomically when the run ends
     runs/<run>/exit_code      written last: its presence means the run is over
-    runs/<run>/fetched        the host stored the result
+    done/<run>/               where the host moves a run once its result is stored: runs/ holds only runs
+                              a host may still need to collect, so "anything to recover?" is one listing
     lock                      flock: one benchmark at a time on this board
 """
 
@@ -138,7 +139,15 @@ def launch(cache, run, lock_timeout_s):
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
         )
     _write_atomically(os.path.join(folder, "pid"), str(process.pid))
-    return follow(folder, lambda: process.poll() is None)
+
+    def wait(seconds):  # our own child: wake the moment it exits, and reap it
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        return process.poll() is None
+
+    return follow(folder, wait)
 
 
 def _pid_alive(pid):
@@ -151,19 +160,34 @@ def _pid_alive(pid):
 
 def attach(cache, run):
     folder = run_dir(cache, run)
+    if not os.path.isdir(folder) and os.path.isdir(done_dir(cache, run)):
+        folder = done_dir(cache, run)  # already collected once: answer again, never run again
     pid_text = _read(os.path.join(folder, "pid"))
     if pid_text is None:
         raise RequestError("no run %s on this board" % run)
-    return follow(folder, lambda: _pid_alive(int(pid_text)))
+
+    def wait(seconds):
+        time.sleep(seconds)
+        return _pid_alive(int(pid_text))
+
+    return follow(folder, wait)
 
 
-def follow(folder, alive):
-    """Forward the job's stderr to ours until it ends; then print its reply. Returns the run's exit code."""
+def done_dir(cache, run):
+    run_dir(cache, run)  # validates the id
+    return os.path.join(os.path.abspath(os.path.expanduser(cache)), "done", run)
+
+
+def follow(folder, wait):
+    """Forward the job's stderr to ours until it ends; then print its reply. Returns the run's exit code.
+
+    wait(seconds) sleeps (or waits for the job) at most that long and says whether the job still runs.
+    """
     position = 0
     log_path = os.path.join(folder, "stderr.log")
+    running = True
     while True:
         done = os.path.exists(os.path.join(folder, "exit_code"))
-        running = alive()
         position = _forward(log_path, position)
         if done or not running:
             if not done and not os.path.exists(os.path.join(folder, "exit_code")):
@@ -172,7 +196,7 @@ def follow(folder, alive):
                 finish(folder, {"status": "failed", "error": {"kind": "killed", "message": message}}, EXIT_RUN_FAILED)
             _forward(log_path, position)
             break
-        time.sleep(POLL_S)
+        running = wait(POLL_S)
     reply = _read(os.path.join(folder, "reply.json")) or "{}"
     code = int((_read(os.path.join(folder, "exit_code")) or str(EXIT_RUN_FAILED)).strip())
     return code, reply
@@ -212,16 +236,14 @@ def kill(cache, run, reason):
 
 
 def list_runs(cache):
-    """Every run under the cache with its state: running, finished, fetched, or dead."""
+    """Every run not yet collected by a host, with its state: running, finished, dead (or new)."""
     root = os.path.join(os.path.abspath(os.path.expanduser(cache)), "runs")
     runs = []
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         folder = os.path.join(root, name)
         if not RUN_ID.match(name):
             continue
-        if os.path.exists(os.path.join(folder, "fetched")):
-            state = "fetched"
-        elif os.path.exists(os.path.join(folder, "exit_code")):
+        if os.path.exists(os.path.join(folder, "exit_code")):
             state = "finished"
         else:
             pid_text = _read(os.path.join(folder, "pid"))

@@ -6,6 +6,7 @@ one hash, so a board runs exactly the agent the host was tested with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -33,6 +34,7 @@ def _agent_sources() -> list[tuple[str, bytes]]:
     return [(f"edgebench_agent/{p.name}", p.read_bytes()) for p in sorted(package.glob("*.py"))]
 
 
+@functools.lru_cache(maxsize=1)
 def bundle_bytes() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -105,15 +105,48 @@ class Board:
             raise AgentError(f"the agent's `{what}` on {self.target.name} gave no valid reply "
                              f"(exit {result.returncode}): {tail}") from None
 
-    def info(self) -> dict:
-        """The handshake (once per connection): protocol, versions, providers, machine, cache free space."""
+    def info(self, max_age_s: float = 0.0) -> dict:
+        """The handshake: protocol, versions, providers, machine, cache free space.
+
+        max_age_s > 0 accepts a remembered answer of this board (same address, python and agent) that young:
+        deploy's pre-upload gate uses it to save a round trip; every result still records the `info` that
+        comes back with its run, fresh.
+        """
+        if self._info is None and max_age_s > 0:
+            self._info = self._remembered_info(max_age_s)
         if self._info is None:
             document = self._json(self.command(["info", "--cache", self.cache], timeout=INFO_TIMEOUT_S), "info")
             if document.get("protocol_version") != PROTOCOL_VERSION:
                 raise AgentError(f"the agent on {self.target.name} speaks protocol {document.get('protocol_version')}, "
                                  f"this host speaks {PROTOCOL_VERSION}", "upgrade edgebench on the older side")
             self._info = document
+            self._remember_info(document)
         return self._info
+
+    def _info_memo(self) -> Path:
+        import hashlib
+
+        key = "|".join([self.target.kind, self.target.address, *self.python_argv(), ensure_bundle().name, self.target.work_dir])
+        return cache_dir() / "info" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+    def _remembered_info(self, max_age_s: float) -> dict | None:
+        path = self._info_memo()
+        try:
+            if time.time() - path.stat().st_mtime <= max_age_s:
+                return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def _remember_info(self, document: dict) -> None:
+        path = self._info_memo()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_suffix(f".tmp-{secrets.token_hex(3)}")
+            temp.write_text(json.dumps(document))
+            temp.replace(path)
+        except OSError:
+            pass  # only a shortcut: never fatal
 
     def _hash_with(self, path: str, argv: list[str]) -> str | None:
         result = self.transport.exec([*argv, "sha256", path], b"", SMALL_COMMAND_TIMEOUT_S)
@@ -213,19 +246,25 @@ class Board:
         return self.command(["kill", "--cache", self.cache, "--run", run_id, "--reason", reason])
 
     def runs(self) -> list[dict]:
+        """Runs not yet collected by a host (runs/ on the board), with their state. One listing when none."""
+        if not self.transport.listdir(f"{self.cache}/runs"):
+            return []
         return self._json(self.command(["runs", "--cache", self.cache]), "runs")
 
     def fetch(self, run_id: str) -> tuple[dict, dict | None]:
         """(reply, host context) of a finished run."""
         reply = self._json(self.command(["attach", "--cache", self.cache, "--run", run_id], timeout=None), "attach")
-        context = self.transport.read_bytes(f"{self.cache}/runs/{run_id}/host.json")
+        context = (self.transport.read_bytes(f"{self.cache}/runs/{run_id}/host.json")
+                   or self.transport.read_bytes(f"{self.cache}/done/{run_id}/host.json"))
         try:
             return reply, (json.loads(context) if context else None)
         except ValueError:
             return reply, None
 
     def mark_fetched(self, run_id: str) -> None:
-        self.transport.write_bytes(f"{self.cache}/runs/{run_id}/fetched", b"")
+        """The result is stored on the host: move the run out of runs/ (so it is never collected twice)."""
+        self.transport.makedirs(f"{self.cache}/done")
+        self.transport.rename(f"{self.cache}/runs/{run_id}", f"{self.cache}/done/{run_id}")
 
     def clean(self, max_bytes: int) -> dict:
         keep = Path(self.ensure_agent()).name

@@ -84,9 +84,13 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     return [inspect_model(Path(m)) for m in models]
 
 
+# How old a remembered handshake the pre-upload gate accepts (results always carry the run's fresh info).
+GATE_INFO_MAX_AGE_S = 600.0
+
+
 def check_board(board: Board, model_blocks: list[dict], settings: RunSettings) -> dict:
     """The compatibility gate, before any upload: onnxruntime version against each model, and the provider."""
-    info = board.info()
+    info = board.info(max_age_s=GATE_INFO_MAX_AGE_S)
     if info.get("missing"):
         raise ModelError(f"{board.target.name} lacks {', '.join(info['missing'])}",
                          f"run `bench doctor --target {board.target.name}` for what to install")
@@ -155,7 +159,8 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
             if reply and reply.get("status") == "ok" and reply["model"]["sha256"] != model["sha256"]:
                 raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
                                  "the file changed during the run, or the board's copy is corrupt; run again")
-            document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=target_block,
+            fresh_target = {**target_block, "info": reply["info"]} if reply and reply.get("info") else target_block
+            document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
                                     settings=recorded_settings, reply=reply, error=error)
             outcomes.append(DeployOutcome(Path(model_path), document, write_result(results_dir, document)))
             board.mark_fetched(run_id)

@@ -43,6 +43,9 @@ class Transport(Protocol):
 
     def exists(self, path: str) -> bool: ...
 
+    def listdir(self, path: str) -> list[str]:
+        """Names in a folder; [] when it does not exist."""
+
     def makedirs(self, path: str) -> None: ...
 
     def write_bytes(self, path: str, data: bytes) -> None:

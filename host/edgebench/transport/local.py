@@ -60,6 +60,12 @@ class LocalTransport:
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            return []
+
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
