@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.edgebench-installed
 DEMO_MODELS := examples/cnn.onnx examples/setnet.onnx
+DIGITS      := examples/digits.onnx examples/digits_test.npz
 # Debian packages of the integration tests (sshd, network namespaces).
 SYSTEM_PACKAGES := openssh-server iproute2
 
@@ -13,7 +14,7 @@ SYSTEM_PACKAGES := openssh-server iproute2
 # The venv is (re)built only when pyproject.toml changes: a second `make` is instant.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,examples]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import edgebench, edgebench_agent, torch, onnx, onnxruntime"
 	@touch $@
 
@@ -26,8 +27,12 @@ system-deps:
 $(DEMO_MODELS): examples/make_examples.py | $(STAMP)
 	$(PY) examples/make_examples.py
 
-demo: $(STAMP) $(DEMO_MODELS)
-	$(BENCH) deploy --target local $(DEMO_MODELS)
+$(DIGITS): examples/train_digits.py | $(STAMP)
+	$(PY) examples/train_digits.py
+
+demo: $(STAMP) $(DEMO_MODELS) $(DIGITS)
+	$(BENCH) deploy --target local $(DEMO_MODELS) --accuracy
+	$(BENCH) deploy --target local examples/digits.onnx --dim batch=1 --dataset examples/digits_test.npz
 	$(BENCH) compare results/
 
 test: $(STAMP) system-deps

@@ -44,6 +44,12 @@ RUN_DEFAULTS = {
     "provider_options": {},
     "graph_optimization_level": "all",
     "out": None,  # also write the reply to this file
+    # The accuracy pass (a fresh session after the timed one, same settings), or None. Fields:
+    #   inputs: .npz with keys batch<k>_<input position>;  batches: how many;  samples: rows to keep
+    #   outputs: where to write the board's outputs (.npz, keys batch<k>_<output position>), or
+    #   reference: .npz of expected outputs (same keys, plus optional `labels`) to compare on the board,
+    #   with tolerances {output: [atol, rtol]} and label_output (index of the scores output)
+    "accuracy": None,
 }
 
 _INT_FIELDS = (
@@ -161,6 +167,14 @@ def normalize_run_request(raw):
         raise RequestError(
             "graph_optimization_level must be one of %s" % ", ".join(GRAPH_OPTIMIZATION_LEVELS)
         )
+    accuracy = req["accuracy"]
+    if accuracy is not None:
+        if not isinstance(accuracy, dict) or not isinstance(accuracy.get("inputs"), str):
+            raise RequestError("request field 'accuracy' must be an object with an 'inputs' .npz path")
+        if not isinstance(accuracy.get("batches"), int) or accuracy["batches"] < 1:
+            raise RequestError("accuracy.batches must be a positive integer")
+        if not (accuracy.get("outputs") or accuracy.get("reference")):
+            raise RequestError("accuracy needs 'outputs' (a path to write) or 'reference' (to compare on the board)")
     for name in ("values", "dims", "provider_options"):
         if not isinstance(req[name], dict):
             raise RequestError("request field %r must be an object" % name)

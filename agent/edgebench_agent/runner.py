@@ -220,11 +220,71 @@ def run_benchmark(request, emit=None):
         del session, run, first
         gc.collect()
 
+    peak_rss = device.peak_rss_bytes()  # of the timed pass: the accuracy pass may hold more data
+    accuracy = None
+    if request["accuracy"] is not None:
+        emit({"event": "phase", "phase": "accuracy", "repeat": 1, "repeats": 1})
+        accuracy = accuracy_pass(ort, request)
     return {
         "model": {"path": request["model"], "sha256": model_sha},
         "providers": providers,
         "inputs": described,
         "outputs": outputs,
         "repeats": repeats,
-        "memory": {"rss_baseline_bytes": rss_baseline, "peak_rss_bytes": device.peak_rss_bytes()},
+        "memory": {"rss_baseline_bytes": rss_baseline, "peak_rss_bytes": peak_rss},
+        "accuracy": accuracy,
     }
+
+
+def accuracy_pass(ort, request):
+    """Run every accuracy batch in a fresh session with the same settings; never timed.
+
+    Writes the outputs for the host to compare, or compares them here against a reference (when sending
+    them home would move more data than the reference did).
+    """
+    import os
+
+    import numpy as np
+
+    from .metrics import batch_key, evaluate, join_batches
+
+    spec = request["accuracy"]
+    try:
+        arrays = load_npz(spec["inputs"])
+    except InputError as exc:
+        raise RunError("input", str(exc))
+    session = create_session(ort, request)
+    input_names = [arg.name for arg in session.get_inputs()]
+    output_names = [arg.name for arg in session.get_outputs()]
+    per_output = [[] for _ in output_names]
+    try:
+        for batch in range(spec["batches"]):
+            feeds = {name: arrays[batch_key(batch, position)] for position, name in enumerate(input_names)}
+            for position, value in enumerate(session.run(None, feeds)):
+                per_output[position].append(value)
+    except KeyError as exc:
+        raise RunError("input", "the accuracy inputs lack %s" % exc)
+    except Exception as exc:
+        raise RunError("runtime", "inference failed in the accuracy pass: %s" % _one_line(exc))
+    result = {"batches": spec["batches"], "output_names": output_names}
+    if spec.get("reference"):
+        try:
+            reference = load_npz(spec["reference"])
+        except InputError as exc:
+            raise RunError("input", str(exc))
+        samples = spec.get("samples")
+        expected = [join_batches([reference[batch_key(b, j)] for b in range(spec["batches"])], samples)
+                    for j in range(len(output_names))]
+        actual = [join_batches(values, samples) for values in per_output]
+        tolerances = dict((name, tuple(spec.get("tolerances", {}).get(name, (1e-4, 1e-3)))) for name in output_names)
+        result.update(evaluate(output_names, expected, actual, tolerances, reference.get("labels"), spec.get("label_output")))
+        result["compared_on"] = "board"
+    else:
+        temp = spec["outputs"] + ".tmp-%d.npz" % os.getpid()
+        np.savez(temp, **dict((batch_key(b, j), values[b]) for j, values in enumerate(per_output)
+                              for b in range(spec["batches"])))
+        os.replace(temp, spec["outputs"])
+        result["outputs_file"] = spec["outputs"]
+        result["output_bytes"] = int(sum(v.nbytes for values in per_output for v in values))
+        result["compared_on"] = "host"
+    return result

@@ -173,6 +173,26 @@ class Board:
                                   sha256 if path == local else None, progress if path == local else None)
         return final
 
+    def stage_bytes(self, data: bytes, name: str) -> str:
+        """stage() for data made on the host (accuracy inputs, reference outputs)."""
+        import hashlib
+        import tempfile
+
+        digest = hashlib.sha256(data).hexdigest()
+        with tempfile.TemporaryDirectory(prefix="edgebench-stage-") as folder:
+            path = Path(folder) / name
+            path.write_bytes(data)
+            if self.local:  # a local board reads files in place: keep this one in the cache
+                kept = Path(self.cache) / "files" / digest / name
+                if not kept.exists():
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    self.transport.write_bytes(str(kept), data)
+                return str(kept)
+            return self.stage(path, digest)
+
+    def run_path(self, run_id: str, name: str) -> str:
+        return f"{self.cache}/runs/{run_id}/{name}"
+
     def _upload_verified(self, local: Path, remote: str, sha256: str | None, progress) -> None:
         if self.transport.exists(remote):
             return

@@ -100,6 +100,14 @@ def deploy(
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="Execution provider option KEY=VALUE.")] = None,
     graph_optimization: Annotated[Optional[str], typer.Option(help="Graph optimisation level: disable, basic, extended, all.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds before a run is killed (default: from the run's maximums).")] = None,
+    accuracy: Annotated[bool, typer.Option("--accuracy", help="Also check the board's outputs against a reference (a separate pass).")] = False,
+    reference: Annotated[Optional[str], typer.Option(help="Accuracy reference: another .onnx, or a PyTorch MODEL_SPEC (default: the model on this host's CPU).")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help="Labelled .npz (inputs + labels) for top-1/top-5 accuracy; implies --accuracy.")] = None,
+    test_data: Annotated[Optional[Path], typer.Option(help="ONNX test_data_set_N folder as accuracy inputs and reference; implies --accuracy.")] = None,
+    accuracy_samples: Annotated[int, typer.Option(help="Generated inputs for the accuracy pass (without --dataset).")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Dataset batch size when the model's batch dim is free.")] = 32,
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Accuracy tolerance, or OUTPUT=value.")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative accuracy tolerance, or OUTPUT=value.")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ):
@@ -123,7 +131,16 @@ def deploy(
              "repeats": repeats, "intra_op_threads": threads, "inter_op_threads": inter_op_threads,
              "provider": provider, "graph_optimization_level": graph_optimization}
     options.update({k: v for k, v in flags.items() if v is not None})
-    settings = RunSettings(options=options, inputs=inputs, timeout_s=timeout)
+    accuracy_options = None
+    if accuracy or dataset or test_data or reference:
+        from .deploy import AccuracyOptions
+
+        if accuracy_samples < 1 or batch_size < 1:
+            raise InputError("--accuracy-samples and --batch-size must be at least 1")
+        accuracy_options = AccuracyOptions(reference=reference, dataset=dataset, test_data=test_data,
+                                           samples=accuracy_samples, batch_size=batch_size,
+                                           tolerances=_tolerances(atol, rtol))
+    settings = RunSettings(options=options, inputs=inputs, timeout_s=timeout, accuracy=accuracy_options)
     resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
 
     with DeployProgress(_stderr(), [m.stem for m in models]) as progress:
@@ -141,6 +158,11 @@ def deploy(
         typer.echo(json.dumps(documents, indent=1))
     else:
         _print_summary(documents)
+        from .accuracy import verdict_text
+
+        for document in documents:
+            if document.get("accuracy"):
+                typer.echo(f"accuracy {document['model']['name']}: {verdict_text(document['accuracy'])}")
         for outcome in outcomes:
             typer.echo(f"result: {outcome.path}")
     failed = [d for d in documents if d["status"] != "ok"]
@@ -148,6 +170,10 @@ def deploy(
         raise RunFailed(f"{len(failed)} of {len(documents)} runs failed: "
                         + "; ".join(f"{d['model']['name']}: {d['error']['message']}" for d in failed),
                         "the failed runs are recorded in results/ with their reason")
+    wrong = [d for d in documents if d.get("accuracy") and not d["accuracy"]["passed"]]
+    if wrong:
+        raise RunFailed(f"accuracy check failed for {', '.join(d['model']['name'] for d in wrong)}: the board's outputs "
+                        "differ from the reference beyond tolerance", "see the accuracy lines above; --atol/--rtol set tolerances")
 
 
 class DeployProgress:
@@ -199,7 +225,8 @@ def _print_summary(documents: list[dict]) -> None:
     columns = [("model", "model"), ("target", "target"), ("status", "status"), ("n", "n"),
                ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"),
                ("std_ms", "std ms"), ("throughput_per_s", "inf/s"), ("session_ms", "session ms"),
-               ("first_ms", "first ms"), ("peak_rss_mib", "peak RSS MiB")]
+               ("first_ms", "first ms"), ("peak_rss_mib", "peak RSS MiB"), ("accuracy", "accuracy"),
+               ("top1_pct", "top-1 %")]
     table = Table(box=None, pad_edge=False)
     for _, header in columns:
         table.add_column(header, justify="left" if header in ("model", "target", "status") else "right")

@@ -18,6 +18,7 @@ from .compat import incompatibility
 from .errors import AgentError, InputError, ModelError
 from .modelinfo import file_sha256, inspect_model
 from .results import build_result, new_run_id, utc_now, write_result
+from .parity import Tolerances
 from .targets import Target
 
 # Request fields that describe how to measure (the rest say what to measure and where to write).
@@ -30,12 +31,31 @@ CONTEXT_KEYS = ("run_id", "created_at", "model", "target", "settings")
 
 
 @dataclass
+class AccuracyOptions:
+    """The accuracy pass: where its inputs and reference come from, and the tolerances."""
+
+    reference: str | None = None  # another .onnx, or a PyTorch MODEL_SPEC; None: the model itself on the host CPU
+    dataset: Path | None = None  # labelled .npz (inputs + labels)
+    test_data: Path | None = None  # an ONNX test_data_set_N folder
+    samples: int = 8
+    batch_size: int = 32
+    tolerances: Tolerances = field(default_factory=Tolerances)
+
+    def recorded(self) -> dict:
+        return {"reference": self.reference, "dataset": str(self.dataset) if self.dataset else None,
+                "test_data": str(self.test_data) if self.test_data else None, "samples": self.samples,
+                "batch_size": self.batch_size, "atol": self.tolerances.atol, "rtol": self.tolerances.rtol,
+                "per_output": [list(t) for t in self.tolerances.per_output]}
+
+
+@dataclass
 class RunSettings:
     """How to measure: every run option of the agent, plus the host-side timeout."""
 
     options: dict = field(default_factory=dict)  # subset of SETTING_FIELDS overriding the agent's defaults
     inputs: Path | None = None  # user-supplied .npz
     timeout_s: float | None = None  # None: derived from the run's own maximums
+    accuracy: AccuracyOptions | None = None
 
     def request(self, model_path: str, inputs_path: str | None) -> dict:
         """The normalized agent request; raises InputError for an option the agent would refuse."""
@@ -48,7 +68,8 @@ class RunSettings:
     def recorded(self) -> dict:
         """What a result stores about its settings (every field, defaults included, so runs compare)."""
         request = self.request("-", None)
-        recorded = {key: request[key] for key in SETTING_FIELDS}
+        recorded = {key: request[key] for key in SETTING_FIELDS if key != "accuracy"}
+        recorded["accuracy"] = self.accuracy.recorded() if self.accuracy else None
         if self.inputs is not None:
             recorded["inputs_file"] = {"path": str(self.inputs), "sha256": file_sha256(self.inputs)}
         return recorded
@@ -82,6 +103,47 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     if not models:
         raise ModelError("no model given", "pass one or more .onnx files")
     return [inspect_model(Path(m)) for m in models]
+
+
+def plan_accuracy(model_path: Path, settings: RunSettings):
+    """The accuracy pass of one model, reference outputs included: made on the host before any upload, so a
+    dataset that does not fit fails first."""
+    from . import accuracy
+
+    options = settings.accuracy
+    request = settings.request("-", None)
+    planned = accuracy.plan(Path(model_path), dataset=options.dataset, test_data=options.test_data,
+                            samples=options.samples, batch_size=options.batch_size, dims=request["dims"],
+                            values=request["values"], seed=request["seed"])
+    accuracy.compute_reference(planned, Path(model_path), options.reference)
+    return planned
+
+
+def _accuracy_request(board: Board, planned, run_id: str, settings: RunSettings) -> dict:
+    from . import accuracy
+
+    inputs_path = board.stage_bytes(planned.inputs_npz(), "accuracy-inputs.npz")
+    reference_path = None
+    if planned.expected_bytes() > accuracy.DOWNLOAD_LIMIT_BYTES:  # cheaper to send the reference (once, by hash)
+        reference_path = board.stage_bytes(planned.reference_npz(), "accuracy-reference.npz")
+    return accuracy.request_block(planned, inputs_path, settings.accuracy.tolerances,
+                                  board.run_path(run_id, "outputs.npz"), reference_path)
+
+
+def _accuracy_result(board: Board, planned, reply: dict, settings: RunSettings) -> dict | None:
+    from . import accuracy
+
+    answer = reply.get("accuracy") if reply and reply.get("status") == "ok" else None
+    if not answer:
+        return None
+    if answer["compared_on"] == "board":
+        evaluated = answer
+    else:
+        data = board.transport.read_bytes(answer["outputs_file"])
+        if data is None:
+            raise AgentError(f"the accuracy outputs are missing on {board.target.name}: {answer['outputs_file']}")
+        evaluated = accuracy.evaluate_on_host(planned, data, settings.accuracy.tolerances)
+    return accuracy.result_block(planned, evaluated, answer["compared_on"])
 
 
 # How old a remembered handshake the pre-upload gate accepts (results always carry the run's fresh info).
@@ -128,6 +190,7 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
            on_event: ModelEvent | None = None) -> DeployReport:
     model_blocks = check_inputs(models, settings)
     recorded_settings = settings.recorded()
+    plans = [plan_accuracy(m, settings) if settings.accuracy else None for m in models]
     outcomes = []
     with Board(target) as board:
         info = check_board(board, model_blocks, settings)
@@ -136,7 +199,7 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
         inputs_remote = None
         if settings.inputs is not None:
             inputs_remote = board.stage(Path(settings.inputs), file_sha256(settings.inputs))
-        for model_path, model in zip(models, model_blocks):
+        for model_path, model, planned in zip(models, model_blocks, plans):
             def forward(event: dict, name=model["name"]) -> None:
                 if on_event is not None:
                     on_event(name, event)
@@ -149,6 +212,8 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
             created = utc_now()
             run_id = new_run_id(model["name"], target.name, created)
             request = settings.request(remote_model, inputs_remote)
+            if planned is not None:
+                request["accuracy"] = _accuracy_request(board, planned, run_id, settings)
             context = {"run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "model": model,
                        "target": target_block, "settings": recorded_settings}
             reply, error = None, None
@@ -160,8 +225,9 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
                 raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
                                  "the file changed during the run, or the board's copy is corrupt; run again")
             fresh_target = {**target_block, "info": reply["info"]} if reply and reply.get("info") else target_block
+            accuracy_block = _accuracy_result(board, planned, reply, settings) if planned is not None else None
             document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
-                                    settings=recorded_settings, reply=reply, error=error)
+                                    settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block)
             outcomes.append(DeployOutcome(Path(model_path), document, write_result(results_dir, document)))
             board.mark_fetched(run_id)
             forward({"event": "done", "status": document["status"]})

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 
@@ -65,33 +63,10 @@ class OutputComparison:
 
 
 def compare_output(name: str, expected, actual, atol: float, rtol: float) -> OutputComparison:
-    expected = np.asarray(expected)
-    actual = np.asarray(actual)
-    result = OutputComparison(name, tuple(expected.shape), tuple(actual.shape), atol, rtol)
-    if not result.shape_ok:
-        return result
-    if expected.size == 0:
-        return result
-    e = expected.astype(np.float64)
-    a = actual.astype(np.float64)
-    finite = np.isfinite(e)
-    result.nonfinite = int(np.count_nonzero(finite & ~np.isfinite(a)))
-    both = finite & np.isfinite(a)
-    # Elements non-finite in both (NaN where the reference has NaN) count as agreeing.
-    diff = np.where(both, np.abs(a - e), 0.0)
-    scale = np.abs(e)
-    result.max_abs = float(diff.max())
-    result.mean_abs = float(diff[both].mean()) if both.any() else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(both & (scale > 0), diff / scale, 0.0)
-    result.max_rel = float(rel.max())
-    beyond = diff > atol + rtol * scale
-    result.out_of_tolerance_pct = float(100.0 * np.count_nonzero(beyond) / e.size)
-    result.needed_atol = float(np.max(diff - rtol * scale)) if beyond.any() else 0.0
-    ev, av = e[both].ravel(), a[both].ravel()
-    norms = float(np.linalg.norm(ev) * np.linalg.norm(av))
-    result.cosine = float(np.dot(ev, av) / norms) if norms > 0 else (1.0 if np.array_equal(ev, av) else 0.0)
-    return result
+    from edgebench_agent.metrics import compare_arrays
+
+    metrics = compare_arrays(expected, actual, atol, rtol)
+    return OutputComparison(name, tuple(metrics.pop("expected_shape")), tuple(metrics.pop("actual_shape")), **metrics)
 
 
 def compare_outputs(names: list[str], expected: list, actual: list, tolerances: Tolerances) -> list[OutputComparison]:

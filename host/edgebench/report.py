@@ -29,6 +29,8 @@ TABLE_COLUMNS = {
     "session_ms": "session ms",
     "first_ms": "first ms",
     "peak_rss_mib": "peak RSS MiB",
+    "accuracy": "accuracy",
+    "top1_pct": "top-1 %",
 }
 
 
@@ -63,6 +65,12 @@ def run_row(document: dict) -> dict:
         row["first_ms"] = sum(r["first_inference_ns"] for r in repeats) / len(repeats) / 1e6
         peak = (measurements.get("memory") or {}).get("peak_rss_bytes")
         row["peak_rss_mib"] = peak / 2**20 if peak else None
+    accuracy = document.get("accuracy")
+    if accuracy:
+        row["accuracy"] = "PASS" if accuracy["passed"] else "FAIL"
+        row["max_abs_diff"] = max((o["max_abs"] for o in accuracy["outputs"]), default=None)
+        labels = accuracy.get("labels")
+        row["top1_pct"] = labels["board"]["top1_pct"] if labels else None
     return row
 
 
@@ -88,9 +96,11 @@ def grouped(documents: list[dict]):
         if ok:
             pooled = np.concatenate([all_samples_ns(d["measurements"]) for _, d in ok])
             row.update(summarize_ns(pooled))
-            for column in ("session_ms", "first_ms", "peak_rss_mib"):
+            for column in ("session_ms", "first_ms", "peak_rss_mib", "top1_pct"):
                 values = [r[column] for r, _ in ok if r.get(column) is not None]
                 row[column] = float(np.mean(values)) if values else None
+            verdicts = [r["accuracy"] for r, _ in ok if r.get("accuracy")]
+            row["accuracy"] = ("FAIL" if "FAIL" in verdicts else "PASS") if verdicts else None
         rows.append(row)
     frame = pd.DataFrame(rows)
     return frame.reindex(columns=[c for c in TABLE_COLUMNS if c in frame.columns or c in GROUP_KEYS])

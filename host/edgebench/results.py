@@ -2,7 +2,7 @@
 
 SCHEMA_VERSION history:
   1 - first version: run id, versions, model identity and signature, target + agent info, run settings,
-      raw samples per repeat (ns), memory, status with error.
+      raw samples per repeat (ns), memory, status with error, accuracy block (or null).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def new_run_id(model_name: str, target_name: str, when: datetime.datetime | None
 
 
 def build_result(*, run_id: str, created_at: str, model: dict, target: dict, settings: dict,
-                 reply: dict | None, error: dict | None = None) -> dict:
+                 reply: dict | None, error: dict | None = None, accuracy: dict | None = None) -> dict:
     """Assemble a result document from the host's view (model, target) and the agent's reply."""
     reply = reply or {}
     status = "ok" if error is None and reply.get("status") == "ok" else "failed"
@@ -64,6 +64,7 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
         "target": target,
         "settings": settings,
         "measurements": measurements,
+        "accuracy": accuracy,
     }
 
 

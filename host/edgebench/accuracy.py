@@ -1,0 +1,259 @@
+"""Accuracy on the board: is it still right there?
+
+A pass apart from the timed one (same runtime settings, fresh session). The host prepares the inputs in
+batches and the reference outputs: onnxruntime on the host's CPU running the original model by default, or
+another ONNX model (`--reference parent.onnx`), the PyTorch model (`--reference file.py:factory`), or an ONNX
+test data set's output_K.pb. The board's outputs come home as .npz (no pickle), or, when they would be large,
+the reference goes to the board (by hash, cached) and the comparison happens there.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .parity import Tolerances
+
+DEFAULT_SAMPLES = 8
+DEFAULT_BATCH_SIZE = 32
+# Above this many bytes of outputs, compare on the board instead of downloading them.
+DOWNLOAD_LIMIT_BYTES = 16 * 2**20
+
+
+@dataclass
+class AccuracyPlan:
+    source: str  # "generated", "dataset", "test data set"
+    input_names: list[str]
+    output_names: list[str]
+    batches: list[dict]  # one feeds dict per batch
+    samples: int  # rows that count (the last batch may be padded)
+    labels: np.ndarray | None = None
+    expected: list = field(default_factory=list)  # per batch, per output
+    reference: str = ""
+
+    def inputs_npz(self) -> bytes:
+        from edgebench_agent.metrics import batch_key
+
+        return _npz({batch_key(b, p): feeds[n] for b, feeds in enumerate(self.batches)
+                     for p, n in enumerate(self.input_names)})
+
+    def reference_npz(self) -> bytes:
+        from edgebench_agent.metrics import batch_key
+
+        arrays = {batch_key(b, j): value for b, outputs in enumerate(self.expected) for j, value in enumerate(outputs)}
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        return _npz(arrays)
+
+    def expected_bytes(self) -> int:
+        return sum(np.asarray(v).nbytes for outputs in self.expected for v in outputs)
+
+    def label_output(self) -> int | None:
+        """The output that holds class scores: the first one shaped [samples, classes]."""
+        from edgebench_agent.metrics import is_classifier_output, join_batches
+
+        for index in range(len(self.output_names)):
+            if is_classifier_output(join_batches([o[index] for o in self.expected], self.samples)):
+                return index
+        return None
+
+
+def _npz(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _signature(model_path: Path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return session, [(i.name, i.type, list(i.shape)) for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+
+
+def load_dataset(path: Path, signature: list) -> tuple[dict, np.ndarray]:
+    """Arrays by input name plus `labels` from a labelled .npz; one clear error for each way it can misfit."""
+    from edgebench_agent.inputs import InputError as AgentInputError
+    from edgebench_agent.inputs import load_npz, numpy_dtype
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"dataset not found: {path}")
+    try:
+        arrays = load_npz(str(path))
+    except AgentInputError as exc:
+        raise InputError(str(exc)) from None
+    if "labels" not in arrays:
+        raise InputError(f"{path} has no 'labels' array (it holds: {', '.join(sorted(arrays)) or 'nothing'})",
+                         "save the dataset with np.savez(path, <input name>=inputs, labels=labels)")
+    labels = arrays.pop("labels")
+    names = [name for name, _, _ in signature]
+    if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
+        arrays = {names[0]: next(iter(arrays.values()))}  # a single-input model may name its array anything
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise InputError(f"{path} lacks input(s) {', '.join(missing)}; it holds {', '.join(sorted(arrays)) or 'only labels'}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{path}: labels must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    for name, ort_type, shape in signature:
+        array = arrays[name]
+        dtype = numpy_dtype(ort_type, name)
+        if array.dtype != dtype:
+            raise InputError(f"{path}: input {name!r} is {array.dtype} but the model takes {dtype}")
+        if array.ndim != len(shape):
+            raise InputError(f"{path}: input {name!r} has shape {list(array.shape)} but the model takes rank {len(shape)} "
+                             f"{shape} (samples go along the first axis)")
+        fixed = [(axis, want, array.shape[axis]) for axis, want in enumerate(shape)
+                 if axis > 0 and isinstance(want, int) and want != array.shape[axis]]
+        if fixed:
+            axis, want, got = fixed[0]
+            raise InputError(f"{path}: input {name!r} axis {axis} is {got} but the model fixes it at {want} "
+                             f"(dataset shape {list(array.shape)}, model {shape})")
+        if array.shape[0] != labels.shape[0]:
+            raise InputError(f"{path}: {array.shape[0]} samples of {name!r} but {labels.shape[0]} labels")
+    return arrays, labels
+
+
+def _batches_of(arrays: dict, signature: list, batch_size: int) -> tuple[list[dict], int]:
+    """Split samples along the batch axis: the model's fixed batch if it has one (padding the last batch by
+    repeating rows), else batch_size."""
+    first_dims = {shape[0] for _, _, shape in signature if shape}
+    fixed = next((d for d in first_dims if isinstance(d, int)), None)
+    size = fixed or batch_size
+    total = next(iter(arrays.values())).shape[0]
+    batches = []
+    for start in range(0, total, size):
+        batch = {}
+        for name, array in arrays.items():
+            part = array[start:start + size]
+            if fixed and part.shape[0] < size:
+                part = np.concatenate([part, np.repeat(part[-1:], size - part.shape[0], axis=0)])
+            batch[name] = np.ascontiguousarray(part)
+        batches.append(batch)
+    return batches, total
+
+
+def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | None = None,
+         samples: int = DEFAULT_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE, dims: dict | None = None,
+         values: dict | None = None, seed: int = 0) -> AccuracyPlan:
+    from edgebench_agent.inputs import InputError as AgentInputError
+    from edgebench_agent.inputs import build_feeds
+
+    from .testdata import read_test_data_set
+
+    _, signature, output_names = _signature(model_path)
+    names = [name for name, _, _ in signature]
+    if dataset is not None:
+        arrays, labels = load_dataset(dataset, signature)
+        batches, total = _batches_of(arrays, signature, batch_size)
+        return AccuracyPlan("dataset", names, output_names, batches, total, labels)
+    if test_data is not None:
+        inputs, expected = read_test_data_set(Path(test_data), names)
+        result = AccuracyPlan("test data set", names, output_names, [inputs], 1)
+        if expected is not None:
+            result.expected, result.reference = [expected], f"test data set {test_data}"
+        return result
+    batches = []
+    try:
+        for index in range(samples):
+            feeds, _ = build_feeds(signature, values=values or {}, dims=dims or {}, seed=seed + 1000 + index)
+            batches.append(feeds)
+    except AgentInputError as exc:
+        raise InputError(str(exc)) from None
+    return AccuracyPlan("generated", names, output_names, batches, samples)
+
+
+def compute_reference(accuracy: AccuracyPlan, model_path: Path, reference: str | None) -> None:
+    """Fill accuracy.expected: the original model on the host's CPU, another ONNX model, or PyTorch."""
+    if accuracy.expected:
+        return  # a test data set brought its own outputs
+    if reference and not reference.endswith(".onnx") and ":" in reference:
+        from .torchmodel import load_model, run_reference
+
+        loaded = load_model(reference)
+        accuracy.expected = [run_reference(loaded, [b[n] for n in accuracy.input_names]) for b in accuracy.batches]
+        accuracy.reference = f"PyTorch {reference}"
+    else:
+        path = Path(reference) if reference else Path(model_path)
+        if not path.is_file():
+            raise InputError(f"reference model not found: {path}")
+        session, signature, outputs = _signature(path)
+        if [n for n, _, _ in signature] != accuracy.input_names:
+            raise InputError(f"reference {path} takes inputs {[n for n, _, _ in signature]}, "
+                             f"the model takes {accuracy.input_names}")
+        accuracy.expected = [session.run(None, batch) for batch in accuracy.batches]
+        accuracy.reference = f"onnxruntime CPU on this host, {path.name}"
+    counts = {len(outputs) for outputs in accuracy.expected}
+    if counts != {len(accuracy.output_names)}:
+        raise InputError(f"the reference gives {counts.pop()} outputs but the model has {len(accuracy.output_names)}")
+
+
+def tolerance_table(accuracy: AccuracyPlan, tolerances: Tolerances) -> dict:
+    return {name: list(tolerances.for_output(name)) for name in accuracy.output_names}
+
+
+def request_block(accuracy: AccuracyPlan, inputs_path: str, tolerances: Tolerances, outputs_path: str | None,
+                  reference_path: str | None) -> dict:
+    block = {"inputs": inputs_path, "batches": len(accuracy.batches), "samples": accuracy.samples,
+             "tolerances": tolerance_table(accuracy, tolerances), "label_output": accuracy.label_output()}
+    if reference_path:
+        block["reference"] = reference_path
+    else:
+        block["outputs"] = outputs_path
+    return block
+
+
+def evaluate_on_host(accuracy: AccuracyPlan, outputs_npz: bytes, tolerances: Tolerances) -> dict:
+    from edgebench_agent.metrics import batch_key, evaluate, join_batches
+
+    with np.load(io.BytesIO(outputs_npz), allow_pickle=False) as loaded:
+        board = {key: loaded[key] for key in loaded.files}
+    count = len(accuracy.batches)
+    expected = [join_batches([accuracy.expected[b][j] for b in range(count)], accuracy.samples)
+                for j in range(len(accuracy.output_names))]
+    actual = [join_batches([board[batch_key(b, j)] for b in range(count)], accuracy.samples)
+              for j in range(len(accuracy.output_names))]
+    return evaluate(accuracy.output_names, expected, actual,
+                    {n: tuple(t) for n, t in tolerance_table(accuracy, tolerances).items()},
+                    accuracy.labels, accuracy.label_output())
+
+
+def result_block(accuracy: AccuracyPlan, evaluated: dict, compared_on: str) -> dict:
+    """The accuracy block of a result: per output metrics with a verdict, label accuracy when labelled."""
+    outputs = []
+    for entry in evaluated["outputs"]:
+        passed = (entry["expected_shape"] == entry["actual_shape"] and entry["out_of_tolerance_pct"] == 0.0
+                  and entry["nonfinite"] == 0)
+        outputs.append({**entry, "passed": passed})
+    block = {"source": accuracy.source, "reference": accuracy.reference, "samples": accuracy.samples,
+             "batches": len(accuracy.batches), "compared_on": compared_on, "outputs": outputs,
+             "passed": all(o["passed"] for o in outputs)}
+    if "labels" in evaluated:
+        block["labels"] = evaluated["labels"]
+    return block
+
+
+def verdict_text(block: dict) -> str:
+    """One line: PASS/FAIL, the worst output, label accuracy on the board and the host."""
+    from .parity import OutputComparison
+
+    parts = []
+    for entry in block["outputs"]:
+        fields = {k: v for k, v in entry.items() if k in OutputComparison.__dataclass_fields__}
+        comparison = OutputComparison(entry["name"], tuple(entry["expected_shape"]), tuple(entry["actual_shape"]),
+                                      **{k: v for k, v in fields.items() if k not in ("name", "expected_shape", "actual_shape")})
+        text = str(comparison)
+        if "top1_agreement_pct" in entry:
+            text += f", top-1 agreement {entry['top1_agreement_pct']:.1f}%"
+        parts.append(text)
+    labels = block.get("labels")
+    if labels:
+        board, host = labels["board"], labels["reference"]
+        parts.append(f"top-1 accuracy {board['top1_pct']:.2f}% ({board['top1_correct']}/{board['count']}) on the board, "
+                     f"{host['top1_pct']:.2f}% ({host['top1_correct']}/{host['count']}) reference; "
+                     f"top-5 {board['top5_pct']:.2f}% vs {host['top5_pct']:.2f}%")
+    return ("PASS " if block["passed"] else "FAIL ") + "; ".join(parts)
