@@ -173,3 +173,32 @@ def inventory(tmp_path):
         return path
 
     return make
+
+
+# ------------------------------------------------------------------------------------ old-stack board
+OLD_STACK = {"python": "3.8", "onnxruntime": "1.19.2", "numpy": "1.24.4"}  # JetPack 5-like; the oldest we support
+
+
+@pytest.fixture(scope="session")
+def old_python() -> Path:
+    """Python 3.8 (pyenv's) in a venv with onnxruntime 1.19.2 and numpy 1.24.4: the oldest stack the agent supports.
+    Built once per machine in /tmp (world-readable), reused while it works."""
+    import subprocess
+    import tempfile
+
+    from tests.test_agent_compat import python38
+
+    venv = Path(tempfile.gettempdir()) / "edgebench-old-stack-py38"
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import onnxruntime, numpy; print(onnxruntime.__version__, numpy.__version__)"]
+    expected = f"{OLD_STACK['onnxruntime']} {OLD_STACK['numpy']}"
+    if not python.exists() or subprocess.run(probe, capture_output=True, text=True).stdout.strip() != expected:
+        subprocess.run(["rm", "-rf", str(venv)], check=True)
+        subprocess.run([python38(), "-m", "venv", str(venv)], check=True)
+        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                               f"onnxruntime=={OLD_STACK['onnxruntime']}", f"numpy=={OLD_STACK['numpy']}"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"cannot build the old-stack Python 3.8 environment: {done.stderr[-1500:]}")
+        venv.chmod(0o755)
+    return python

@@ -115,9 +115,9 @@ def test_deploy_local_writes_one_result_per_model(bench, tmp_path, tiny_models):
     assert setnet["target"]["info"]["providers"]
     # The summary table names both models, with a p50 column, and the result paths.
     header, *rows = [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("result:")]
-    assert header.split()[:6] == ["model", "target", "status", "n", "p50", "ms"]
+    assert header.split()[:7] == ["model", "variant", "target", "status", "n", "p50", "ms"]
     assert sorted(r.split()[0] for r in rows) == ["matmul", "setnet"]
-    assert all(r.split()[2] == "ok" for r in rows)
+    assert all(r.split()[1:4] == ["original", "local", "ok"] for r in rows)
     assert sorted(line.split()[-1] for line in done.stdout.splitlines() if line.startswith("result:")) == \
         sorted(str(f.relative_to(tmp_path)) if not f.is_absolute() else str(f) for f in files)
 
@@ -199,7 +199,7 @@ def test_compare_groups_runs_and_skips_bad_files(bench, result_folder):
     rows = [line.split() for line in done.stdout.splitlines()[1:] if line.strip()]
     # matmul and identity, each with the default threads (2 runs) and threads=1 (1 run); plus the golden setnet.
     assert len(rows) == 5, done.stdout
-    runs = {(r[0], r[3]): int(r[5]) for r in rows}  # (model, "threads=intra/inter") -> runs
+    runs = {(r[0], r[5]): int(r[7]) for r in rows}  # (model, "threads=intra/inter") -> runs
     assert runs == {("matmul", "threads=0/0"): 2, ("matmul", "threads=1/0"): 1, ("identity_float32", "threads=0/0"): 2,
                     ("identity_float32", "threads=1/0"): 1, ("setnet", "threads=0/0"): 1}
 
@@ -223,7 +223,7 @@ def test_compare_formats(bench, result_folder, tmp_path, fmt):
         assert len(records) == 5 and float(next(r for r in records if r["model"] == "setnet")["p50_ms"]) == 3.0
     else:
         lines = text.strip().splitlines()
-        assert lines[0].startswith("| model | target | settings |") and len(lines) == 2 + 5
+        assert lines[0].startswith("| model | variant | KiB | target | settings |") and len(lines) == 2 + 5
 
 
 def test_compare_on_an_empty_folder_is_one_line(bench, tmp_path):

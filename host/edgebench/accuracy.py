@@ -75,8 +75,9 @@ def _signature(model_path: Path):
     return session, [(i.name, i.type, list(i.shape)) for i in session.get_inputs()], [o.name for o in session.get_outputs()]
 
 
-def load_dataset(path: Path, signature: list) -> tuple[dict, np.ndarray]:
-    """Arrays by input name plus `labels` from a labelled .npz; one clear error for each way it can misfit."""
+def load_dataset(path: Path, signature: list, require_labels: bool = True) -> tuple[dict, np.ndarray | None]:
+    """Arrays by input name plus `labels` from a labelled .npz; one clear error for each way it can misfit.
+    Without require_labels (calibration data), labels are optional and unused."""
     from edgebench_agent.inputs import InputError as AgentInputError
     from edgebench_agent.inputs import load_npz, numpy_dtype
 
@@ -87,17 +88,17 @@ def load_dataset(path: Path, signature: list) -> tuple[dict, np.ndarray]:
         arrays = load_npz(str(path))
     except AgentInputError as exc:
         raise InputError(str(exc)) from None
-    if "labels" not in arrays:
+    if "labels" not in arrays and require_labels:
         raise InputError(f"{path} has no 'labels' array (it holds: {', '.join(sorted(arrays)) or 'nothing'})",
                          "save the dataset with np.savez(path, <input name>=inputs, labels=labels)")
-    labels = arrays.pop("labels")
+    labels = arrays.pop("labels", None)
     names = [name for name, _, _ in signature]
     if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
         arrays = {names[0]: next(iter(arrays.values()))}  # a single-input model may name its array anything
     missing = [n for n in names if n not in arrays]
     if missing:
         raise InputError(f"{path} lacks input(s) {', '.join(missing)}; it holds {', '.join(sorted(arrays)) or 'only labels'}")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    if labels is not None and (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)):
         raise InputError(f"{path}: labels must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
     for name, ort_type, shape in signature:
         array = arrays[name]
@@ -113,7 +114,7 @@ def load_dataset(path: Path, signature: list) -> tuple[dict, np.ndarray]:
             axis, want, got = fixed[0]
             raise InputError(f"{path}: input {name!r} axis {axis} is {got} but the model fixes it at {want} "
                              f"(dataset shape {list(array.shape)}, model {shape})")
-        if array.shape[0] != labels.shape[0]:
+        if labels is not None and array.shape[0] != labels.shape[0]:
             raise InputError(f"{path}: {array.shape[0]} samples of {name!r} but {labels.shape[0]} labels")
     return arrays, labels
 
@@ -222,13 +223,18 @@ def evaluate_on_host(accuracy: AccuracyPlan, outputs_npz: bytes, tolerances: Tol
                     accuracy.labels, accuracy.label_output())
 
 
-def result_block(accuracy: AccuracyPlan, evaluated: dict, compared_on: str) -> dict:
-    """The accuracy block of a result: per output metrics with a verdict, label accuracy when labelled."""
+def result_block(accuracy: AccuracyPlan, evaluated: dict, compared_on: str, min_cosine: float | None = None) -> dict:
+    """The accuracy block of a result: per output metrics with a verdict, label accuracy when labelled.
+
+    min_cosine judges a quantized variant by direction (cosine similarity) instead of element tolerances."""
     outputs = []
     for entry in evaluated["outputs"]:
-        passed = (entry["expected_shape"] == entry["actual_shape"] and entry["out_of_tolerance_pct"] == 0.0
-                  and entry["nonfinite"] == 0)
-        outputs.append({**entry, "passed": passed})
+        same_shape = entry["expected_shape"] == entry["actual_shape"] and entry["nonfinite"] == 0
+        if min_cosine is not None:
+            passed = same_shape and entry["cosine"] >= min_cosine
+        else:
+            passed = same_shape and entry["out_of_tolerance_pct"] == 0.0
+        outputs.append({**entry, "passed": passed, **({"min_cosine": min_cosine} if min_cosine is not None else {})})
     block = {"source": accuracy.source, "reference": accuracy.reference, "samples": accuracy.samples,
              "batches": len(accuracy.batches), "compared_on": compared_on, "outputs": outputs,
              "passed": all(o["passed"] for o in outputs)}
@@ -247,6 +253,9 @@ def verdict_text(block: dict) -> str:
         comparison = OutputComparison(entry["name"], tuple(entry["expected_shape"]), tuple(entry["actual_shape"]),
                                       **{k: v for k, v in fields.items() if k not in ("name", "expected_shape", "actual_shape")})
         text = str(comparison)
+        if "min_cosine" in entry:
+            text = (f"{entry['name']}: cosine {entry['cosine']:.6f} (needs >= {entry['min_cosine']}), "
+                    f"max abs {entry['max_abs']:.3g}")
         if "top1_agreement_pct" in entry:
             text += f", top-1 agreement {entry['top1_agreement_pct']:.1f}%"
         parts.append(text)

@@ -108,6 +108,7 @@ def deploy(
     batch_size: Annotated[int, typer.Option(help="Dataset batch size when the model's batch dim is free.")] = 32,
     atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Accuracy tolerance, or OUTPUT=value.")] = None,
     rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative accuracy tolerance, or OUTPUT=value.")] = None,
+    variants: Annotated[Optional[Path], typer.Option(help="Folder of `bench convert` variants: benchmark each model with its variants (accuracy against the parent).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ):
@@ -131,6 +132,17 @@ def deploy(
              "repeats": repeats, "intra_op_threads": threads, "inter_op_threads": inter_op_threads,
              "provider": provider, "graph_optimization_level": graph_optimization}
     options.update({k: v for k, v in flags.items() if v is not None})
+    if variants is not None:
+        from .convert import variants_of
+
+        if not variants.is_dir():
+            raise InputError(f"variants folder not found: {variants}")
+        found = {m: variants_of(m, variants) for m in models if m.is_file()}
+        if not any(found.values()):
+            raise InputError(f"no variant of {', '.join(m.name for m in models)} in {variants}",
+                             f"make them with: bench convert {models[0]} --to int8-dynamic,fp16 -o {variants}")
+        models = [path for m in models for path in [m, *found.get(m, [])]]
+        accuracy = True
     accuracy_options = None
     if accuracy or dataset or test_data or reference:
         from .deploy import AccuracyOptions
@@ -139,11 +151,11 @@ def deploy(
             raise InputError("--accuracy-samples and --batch-size must be at least 1")
         accuracy_options = AccuracyOptions(reference=reference, dataset=dataset, test_data=test_data,
                                            samples=accuracy_samples, batch_size=batch_size,
-                                           tolerances=_tolerances(atol, rtol))
+                                           tolerances=_tolerances(atol, rtol), tolerances_given=bool(atol or rtol))
     settings = RunSettings(options=options, inputs=inputs, timeout_s=timeout, accuracy=accuracy_options)
     resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
 
-    with DeployProgress(_stderr(), [m.stem for m in models]) as progress:
+    with DeployProgress(_stderr(), [m.name if m.suffix == ".ort" else m.stem for m in dict.fromkeys(models)]) as progress:
         report = run_deploy(models, resolved, settings, results, on_event=progress.event)
     for path in report.recovered:
         typer.echo(f"recovered an earlier run that finished on {resolved.name}: {path}", err=True)
@@ -222,14 +234,14 @@ def _print_summary(documents: list[dict]) -> None:
 
     from .report import format_cell, run_row
 
-    columns = [("model", "model"), ("target", "target"), ("status", "status"), ("n", "n"),
+    columns = [("model", "model"), ("variant", "variant"), ("target", "target"), ("status", "status"), ("n", "n"),
                ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"),
                ("std_ms", "std ms"), ("throughput_per_s", "inf/s"), ("session_ms", "session ms"),
                ("first_ms", "first ms"), ("peak_rss_mib", "peak RSS MiB"), ("accuracy", "accuracy"),
                ("top1_pct", "top-1 %")]
     table = Table(box=None, pad_edge=False)
     for _, header in columns:
-        table.add_column(header, justify="left" if header in ("model", "target", "status") else "right")
+        table.add_column(header, justify="left" if header in ("model", "variant", "target", "status") else "right")
     for document in documents:
         row = run_row(document)
         table.add_row(*[format_cell(row.get(key)) for key, _ in columns])
@@ -384,6 +396,52 @@ def validate(
 
         typer.echo(readable_graph(load_model_proto(model)))
     _print_validation(report, json_output)
+
+
+@app.command()
+@cli_errors
+def convert(
+    model: Annotated[Path, typer.Argument(help="The parent .onnx model.", show_default=False)],
+    to: Annotated[str, typer.Option("--to", help="Comma-separated: int8-dynamic, int8-static, fp16, ort, optimized, opset:N.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the variants.")] = Path("variants"),
+    calibration: Annotated[Optional[Path], typer.Option(help="int8-static calibration data: .npz of inputs by name (samples on axis 0).")] = None,
+    keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--no-keep-io-types", help="fp16: keep float32 inputs and outputs.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the variants and their provenance as JSON.")] = False,
+):
+    """Convert a model for the board; each variant is checked against its parent and records its provenance."""
+    from rich.table import Table
+
+    from .convert import convert as run_convert
+    from .convert import parse_kinds
+    from .errors import RunFailed
+    from .report import format_cell
+
+    produced = run_convert(model, parse_kinds(to), output_dir, calibration=calibration, keep_io_types=keep_io_types)
+    if json_output:
+        import json
+
+        typer.echo(json.dumps([{"variant": v.kind, "path": str(v.path) if v.path else None, "error": v.error,
+                                "provenance": v.provenance} for v in produced], indent=1, default=str))
+    else:
+        table = Table(box=None, pad_edge=False)
+        for header in ("variant", "file", "KiB", "max abs", "cosine", "top-1 agree %", "parity"):
+            table.add_column(header, justify="left" if header in ("variant", "file", "parity") else "right")
+        for variant in produced:
+            if variant.error:
+                table.add_row(variant.kind, "-", "-", "-", "-", "-", f"FAILED: {variant.error}")
+                continue
+            worst = max(variant.parity["outputs"], key=lambda o: o["max_abs"])
+            rule = variant.parity["tolerance"]
+            stated = f"cosine >= {rule['min_cosine']}" if "min_cosine" in rule else f"atol {rule['atol']:g}, rtol {rule['rtol']:g}"
+            table.add_row(variant.kind, variant.path.name, format_cell(variant.path.stat().st_size / 1024),
+                          format_cell(worst["max_abs"]), f"{worst['cosine']:.6f}",
+                          format_cell(worst.get("top1_agreement_pct")),
+                          ("ok" if variant.parity["passed"] else "FAIL") + f" ({stated})")
+        _stdout().print(table)
+    failed = [v for v in produced if not v.ok]
+    if failed:
+        raise RunFailed("; ".join(f"{v.kind}: {v.error or 'outside its stated tolerance'}" for v in failed),
+                        "the other variants were written" if len(failed) < len(produced) else None)
 
 
 # ------------------------------------------------------------------------------------------- boards

@@ -7,7 +7,7 @@ that fails on the board is recorded as a failed result and the other models go o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +40,7 @@ class AccuracyOptions:
     samples: int = 8
     batch_size: int = 32
     tolerances: Tolerances = field(default_factory=Tolerances)
+    tolerances_given: bool = False  # False: a variant is judged by its conversion's stated tolerance
 
     def recorded(self) -> dict:
         return {"reference": self.reference, "dataset": str(self.dataset) if self.dataset else None,
@@ -105,12 +106,15 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     return [inspect_model(Path(m)) for m in models]
 
 
-def plan_accuracy(model_path: Path, settings: RunSettings):
+def plan_accuracy(model_path: Path, settings: RunSettings, model: dict):
     """The accuracy pass of one model, reference outputs included: made on the host before any upload, so a
-    dataset that does not fit fails first."""
+    dataset that does not fit fails first. A converted variant is compared with its parent."""
     from . import accuracy
 
     options = settings.accuracy
+    provenance = model.get("provenance")
+    if provenance and options.reference is None:
+        options = replace(options, reference=provenance["parent"]["path"])
     request = settings.request("-", None)
     planned = accuracy.plan(Path(model_path), dataset=options.dataset, test_data=options.test_data,
                             samples=options.samples, batch_size=options.batch_size, dims=request["dims"],
@@ -119,20 +123,33 @@ def plan_accuracy(model_path: Path, settings: RunSettings):
     return planned
 
 
-def _accuracy_request(board: Board, planned, run_id: str, settings: RunSettings) -> dict:
+def accuracy_rule(model: dict, options: AccuracyOptions) -> tuple[Tolerances, float | None]:
+    """(tolerances, min_cosine) for one model: a variant's conversion states its own unless the user set one."""
+    from .convert import TOLERANCES
+
+    provenance = model.get("provenance")
+    if not provenance or options.tolerances_given:
+        return options.tolerances, None
+    rule = TOLERANCES["opset" if provenance["variant"].startswith("opset:") else provenance["variant"]]
+    if "min_cosine" in rule:
+        return options.tolerances, rule["min_cosine"]
+    return Tolerances(rule["atol"], rule["rtol"]), None
+
+
+def _accuracy_request(board: Board, planned, run_id: str, tolerances: Tolerances) -> dict:
     from . import accuracy
 
     inputs_path = board.stage_bytes(planned.inputs_npz(), "accuracy-inputs.npz")
     reference_path = None
     if planned.expected_bytes() > accuracy.DOWNLOAD_LIMIT_BYTES:  # cheaper to send the reference (once, by hash)
         reference_path = board.stage_bytes(planned.reference_npz(), "accuracy-reference.npz")
-    return accuracy.request_block(planned, inputs_path, settings.accuracy.tolerances,
-                                  board.run_path(run_id, "outputs.npz"), reference_path)
+    return accuracy.request_block(planned, inputs_path, tolerances, board.run_path(run_id, "outputs.npz"), reference_path)
 
 
-def _accuracy_result(board: Board, planned, reply: dict, settings: RunSettings) -> dict | None:
+def _accuracy_result(board: Board, planned, reply: dict, rule: tuple) -> dict | None:
     from . import accuracy
 
+    tolerances, min_cosine = rule
     answer = reply.get("accuracy") if reply and reply.get("status") == "ok" else None
     if not answer:
         return None
@@ -142,8 +159,8 @@ def _accuracy_result(board: Board, planned, reply: dict, settings: RunSettings) 
         data = board.transport.read_bytes(answer["outputs_file"])
         if data is None:
             raise AgentError(f"the accuracy outputs are missing on {board.target.name}: {answer['outputs_file']}")
-        evaluated = accuracy.evaluate_on_host(planned, data, settings.accuracy.tolerances)
-    return accuracy.result_block(planned, evaluated, answer["compared_on"])
+        evaluated = accuracy.evaluate_on_host(planned, data, tolerances)
+    return accuracy.result_block(planned, evaluated, answer["compared_on"], min_cosine)
 
 
 # How old a remembered handshake the pre-upload gate accepts (results always carry the run's fresh info).
@@ -190,7 +207,7 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
            on_event: ModelEvent | None = None) -> DeployReport:
     model_blocks = check_inputs(models, settings)
     recorded_settings = settings.recorded()
-    plans = [plan_accuracy(m, settings) if settings.accuracy else None for m in models]
+    plans = [plan_accuracy(m, settings, block) if settings.accuracy else None for m, block in zip(models, model_blocks)]
     outcomes = []
     with Board(target) as board:
         info = check_board(board, model_blocks, settings)
@@ -212,8 +229,9 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
             created = utc_now()
             run_id = new_run_id(model["name"], target.name, created)
             request = settings.request(remote_model, inputs_remote)
+            rule = accuracy_rule(model, settings.accuracy) if planned is not None else None
             if planned is not None:
-                request["accuracy"] = _accuracy_request(board, planned, run_id, settings)
+                request["accuracy"] = _accuracy_request(board, planned, run_id, rule[0])
             context = {"run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "model": model,
                        "target": target_block, "settings": recorded_settings}
             reply, error = None, None
@@ -225,7 +243,7 @@ def deploy(models: list[Path], target: Target, settings: RunSettings, results_di
                 raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
                                  "the file changed during the run, or the board's copy is corrupt; run again")
             fresh_target = {**target_block, "info": reply["info"]} if reply and reply.get("info") else target_block
-            accuracy_block = _accuracy_result(board, planned, reply, settings) if planned is not None else None
+            accuracy_block = _accuracy_result(board, planned, reply, rule) if planned is not None else None
             document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
                                     settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block)
             outcomes.append(DeployOutcome(Path(model_path), document, write_result(results_dir, document)))

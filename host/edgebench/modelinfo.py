@@ -91,20 +91,53 @@ def check_external_data(model, model_path: Path) -> list[Path]:
     return safe
 
 
+def _inspect_ort_format(path: Path) -> dict:
+    """An ORT-format model (.ort, a flatbuffer): its signature comes from onnxruntime; its opsets from the
+    provenance of the conversion that made it, when there is one."""
+    import onnxruntime as ort
+
+    from .convert import read_provenance
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types
+        raise ModelError(f"{path} is not a loadable ORT-format model: {_condense(exc)}") from None
+
+    from edgebench_agent.inputs import ORT_TO_NUMPY
+
+    def signature(args):
+        return [{"name": a.name, "dtype": ORT_TO_NUMPY[a.type].__name__ if a.type in ORT_TO_NUMPY else a.type,
+                 "shape": [d if isinstance(d, int) else (d or None) for d in a.shape]} for a in args]
+
+    provenance = read_provenance(path) or {}
+    parent = provenance.get("parent", {})
+    return {"format": "ort", "ir_version": parent.get("ir_version", 0), "opsets": parent.get("opsets", {}),
+            "producer": "onnxruntime ORT format", "inputs": signature(session.get_inputs()),
+            "outputs": signature(session.get_outputs()), "external_data": []}
+
+
 def inspect_model(path: Path) -> dict:
-    """The model block of a result: identity plus signature."""
+    """The model block of a result: identity, signature, and provenance when it is a converted variant."""
+    from .convert import read_provenance
+
     path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}", "check the path")
+    name = path.name if path.suffix == ".ort" else path.stem  # digits.ort beside digits.onnx: keep them apart
+    identity = {"name": name, "path": str(path.resolve()), "sha256": file_sha256(path),
+                "size_bytes": path.stat().st_size}
+    if path.suffix == ".ort":
+        return {**identity, **_inspect_ort_format(path), "provenance": read_provenance(path)}
     model = load_model_proto(path)
     initializer_names = {init.name for init in model.graph.initializer}
     return {
-        "name": path.stem,
-        "path": str(path.resolve()),
-        "sha256": file_sha256(path),
-        "size_bytes": path.stat().st_size,
+        **identity,
+        "format": "onnx",
         "ir_version": model.ir_version,
         "opsets": {(entry.domain or "ai.onnx"): entry.version for entry in model.opset_import},
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializer_names],
         "outputs": [_value_info(v) for v in model.graph.output],
         "external_data": [p.name for p in check_external_data(model, path)],
+        "provenance": read_provenance(path),
     }

@@ -9,12 +9,14 @@ import json
 
 from .stats import all_samples_ns, summarize_ns
 
-GROUP_KEYS = ("model", "target", "settings")
+GROUP_KEYS = ("model", "variant", "target", "settings")
 FORMATS = ("table", "csv", "md", "json")
 
 # Columns shown in tables, with their headers.
 TABLE_COLUMNS = {
     "model": "model",
+    "variant": "variant",
+    "size_kib": "KiB",
     "target": "target",
     "settings": "settings",
     "runs": "runs",
@@ -48,10 +50,14 @@ def run_row(document: dict) -> dict:
     """One flat row per result (statistics over the pooled samples of its repeats)."""
     measurements = document.get("measurements") or {}
     ok = document["status"] == "ok" and measurements.get("repeats")
+    provenance = document["model"].get("provenance") or {}
     row = {
         "run_id": document["run_id"],
         "created_at": document.get("created_at"),
-        "model": document["model"].get("name"),
+        # A variant is listed under its parent, so a model and its conversions sit together.
+        "model": provenance.get("parent", {}).get("name") or document["model"].get("name"),
+        "variant": provenance.get("variant", "original"),
+        "size_kib": (document["model"].get("size_bytes") or 0) / 1024,
         "model_sha256": document["model"].get("sha256"),
         "target": document["target"].get("name"),
         "settings": settings_label(document["settings"]),
@@ -92,7 +98,8 @@ def grouped(documents: list[dict]):
     rows = []
     for key, members in sorted(groups.items(), key=lambda item: tuple(str(k) for k in item[0])):
         ok = [(r, d) for r, d in members if r["status"] == "ok" and "n" in r]
-        row = dict(zip(GROUP_KEYS, key), runs=len(members), failed=len(members) - len(ok))
+        row = dict(zip(GROUP_KEYS, key), runs=len(members), failed=len(members) - len(ok),
+                   size_kib=members[0][0]["size_kib"])
         if ok:
             pooled = np.concatenate([all_samples_ns(d["measurements"]) for _, d in ok])
             row.update(summarize_ns(pooled))

@@ -1,0 +1,335 @@
+"""Convert a model for the board: INT8 (dynamic, static), FP16, ORT format, an older opset, an offline-optimised
+graph. Every variant is checked against its parent on the host and carries provenance.
+
+Provenance is written beside each variant (`<variant>.edgebench.json`): parent path and sha256, the conversion
+and its settings, tool versions, the variant's sha256 and its parity with the parent. `bench deploy` reads it,
+so every result traces back to the exact model and conversion it came from. A conversion that fails is reported
+with its reason; the others go ahead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .modelinfo import file_sha256, load_model_proto
+
+KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized")  # plus opset:N
+PROVENANCE_SUFFIX = ".edgebench.json"
+PROVENANCE_VERSION = 1  # history: 1 - first version
+
+# How close a variant must stay to its parent on the host (the "stated tolerance"): (atol, rtol), or a minimum
+# cosine similarity for the quantized ones, whose errors are expected and only their direction must hold.
+TOLERANCES = {
+    "opset": {"atol": 1e-5, "rtol": 1e-5},
+    "optimized": {"atol": 1e-4, "rtol": 1e-3},
+    "ort": {"atol": 1e-4, "rtol": 1e-3},
+    "fp16": {"atol": 1e-2, "rtol": 1e-2},
+    "int8-dynamic": {"min_cosine": 0.98},
+    "int8-static": {"min_cosine": 0.98},
+}
+
+
+@dataclass
+class Variant:
+    kind: str  # "int8-dynamic", ..., "opset:17"
+    path: Path | None = None
+    error: str | None = None
+    parity: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.parity.get("passed", False)
+
+
+def parse_kinds(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    if not kinds:
+        raise ConfigError("--to names no conversion", f"choose from {', '.join(KINDS)}, opset:N")
+    for kind in kinds:
+        if kind.startswith("opset:"):
+            if not kind[6:].isdigit() or not 7 <= int(kind[6:]) <= 30:
+                raise ConfigError(f"--to {kind}: the opset must be a number from 7 to 30")
+        elif kind not in KINDS:
+            raise ConfigError(f"unknown conversion {kind!r}", f"choose from {', '.join(KINDS)}, opset:N")
+    return list(dict.fromkeys(kinds))
+
+
+def variant_name(model_path: Path, kind: str) -> str:
+    stem = Path(model_path).stem
+    if kind == "ort":
+        return f"{stem}.ort"
+    return f"{stem}.{kind.replace(':', '')}.onnx"
+
+
+def tool_versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    from . import __version__
+
+    return {"edgebench": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+# --------------------------------------------------------------------------------------- conversions
+def _preprocessed(model_path: Path, scratch: Path) -> Path:
+    """onnxruntime's recommended pre-processing before quantization (shape inference, graph clean-up)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = scratch / "preprocessed.onnx"
+    quant_pre_process(str(model_path), str(out), skip_symbolic_shape=False)
+    return out
+
+
+def _int8_dynamic(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(_preprocessed(model_path, scratch)), str(out), weight_type=QuantType.QInt8)
+    return {"weight_type": "QInt8", "preprocess": "quant_pre_process"}
+
+
+def _int8_static(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    calibration = options.get("calibration")
+    if calibration is None:
+        raise InputError("int8-static needs calibration data: --calibration data.npz (inputs by name, samples on axis 0)")
+    batches = calibration_batches(model_path, Path(calibration), options.get("calibration_samples", 128))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(batches)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(_preprocessed(model_path, scratch)), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
+    return {"format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True,
+            "calibration": {"path": str(calibration), "sha256": file_sha256(Path(calibration)), "samples": len(batches)}}
+
+
+def _fp16(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    keep = options.get("keep_io_types", True)
+    model = convert_float_to_float16(onnx.load(str(model_path)), keep_io_types=keep)
+    onnx.save(model, str(out))
+    return {"keep_io_types": keep, "converter": "onnxruntime.transformers.float16"}
+
+
+def _optimized(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    # EXTENDED, not ALL: ALL adds layout transformations for this host's CPU (NCHWc on x86) that an ARM board
+    # cannot run. The saved graph stays portable.
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    session_options.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(model_path), session_options, providers=["CPUExecutionProvider"])
+    return {"graph_optimization_level": "extended"}
+
+
+def _ort_format(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
+    source = scratch / "ort-input" / f"{Path(model_path).stem}.onnx"
+    source.parent.mkdir()
+    shutil.copy(model_path, source)
+    done = subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(source),
+                           "--output_dir", str(scratch / "ort-output"), "--optimization_style", "Runtime"],
+                          capture_output=True, text=True, timeout=600)
+    produced = sorted((scratch / "ort-output").glob("*.ort"))
+    if done.returncode != 0 or not produced:
+        tail = " ".join((done.stderr or done.stdout).split()[-40:])
+        raise RuntimeError(f"convert_onnx_models_to_ort failed: {tail}")
+    shutil.copy(produced[0], out)
+    configs = sorted((scratch / "ort-output").glob("*.config"))
+    operators = configs[0].read_text() if configs else ""
+    config_path = out.with_name(out.name + ".required_operators.config")
+    config_path.write_text(operators)
+    return {"optimization_style": "Runtime", "required_operators_config": config_path.name}
+
+
+def _opset(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
+    import onnx
+    from onnx import version_converter
+
+    target = options["opset"]
+    model = load_model_proto(model_path, load_external_data=True)
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    converted = version_converter.convert_version(model, target)
+    # IR version: the lowest that carries this opset, so older runtimes load it too.
+    converted.ir_version = min(converted.ir_version, _ir_for_opset(target))
+    onnx.checker.check_model(converted, full_check=True)
+    onnx.save(converted, str(out))
+    return {"from_opset": current, "to_opset": target, "ir_version": converted.ir_version}
+
+
+def _ir_for_opset(opset: int) -> int:
+    """ONNX's release table: the IR version that came with each opset."""
+    for max_opset, ir_version in ((8, 3), (9, 4), (10, 5), (11, 6), (14, 7), (18, 8), (20, 9), (22, 10)):
+        if opset <= max_opset:
+            return ir_version
+    return 11
+
+
+CONVERTERS = {"int8-dynamic": _int8_dynamic, "int8-static": _int8_static, "fp16": _fp16, "ort": _ort_format,
+              "optimized": _optimized}
+
+
+# ------------------------------------------------------------------------------------------- parity
+def calibration_batches(model_path: Path, path: Path, limit: int) -> list[dict]:
+    """Calibration samples one at a time (or in the model's fixed batch), from an .npz of inputs by name."""
+    from .accuracy import _batches_of, _signature, load_dataset
+
+    _, signature, _ = _signature(model_path)
+    arrays, _ = load_dataset(path, signature, require_labels=False)
+    batches, _ = _batches_of(arrays, signature, 1)
+    return batches[:limit]
+
+
+def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) -> list[dict]:
+    """A few inputs to compare a variant with its parent: calibration samples when given, else generated
+    (free dimensions at 1)."""
+    from edgebench_agent.inputs import build_feeds
+
+    from .accuracy import _signature
+
+    if calibration is not None:
+        return calibration_batches(model_path, Path(calibration), samples)
+    _, signature, _ = _signature(model_path)
+    dims = {}
+    for name, _, shape in signature:
+        for axis, dim in enumerate(shape):
+            if not isinstance(dim, int):
+                dims[dim if isinstance(dim, str) else f"{name}:{axis}"] = 1
+    return [build_feeds(signature, dims=dims, seed=500 + index)[0] for index in range(samples)]
+
+
+def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict]) -> dict:
+    """Run parent and variant on the host's CPU; compare every output against the stated tolerance."""
+    import onnxruntime as ort
+
+    from edgebench_agent.metrics import compare_arrays, is_classifier_output, join_batches, topk_agreement
+
+    parent_session = ort.InferenceSession(str(parent), providers=["CPUExecutionProvider"])
+    variant_session = ort.InferenceSession(str(variant), providers=["CPUExecutionProvider"])
+    names = [o.name for o in parent_session.get_outputs()]
+    expected = [parent_session.run(None, feeds) for feeds in feeds_list]
+    actual = [variant_session.run(None, feeds) for feeds in feeds_list]
+    rule = TOLERANCES["opset" if kind.startswith("opset:") else kind]
+    outputs, passed = [], True
+    for index, name in enumerate(names):
+        e = join_batches([row[index] for row in expected])
+        a = join_batches([row[index] for row in actual])
+        metrics = compare_arrays(e, a, rule.get("atol", 0.0), rule.get("rtol", 0.0))
+        if "min_cosine" in rule:
+            ok = metrics["expected_shape"] == metrics["actual_shape"] and metrics["cosine"] >= rule["min_cosine"]
+        else:
+            ok = (metrics["expected_shape"] == metrics["actual_shape"] and metrics["out_of_tolerance_pct"] == 0.0
+                  and metrics["nonfinite"] == 0)
+        if is_classifier_output(e) and metrics["expected_shape"] == metrics["actual_shape"]:
+            metrics.update(topk_agreement(e, a))
+        outputs.append({"name": name, "passed": ok, **metrics})
+        passed = passed and ok
+    return {"tolerance": rule, "samples": len(feeds_list), "outputs": outputs, "passed": passed}
+
+
+# --------------------------------------------------------------------------------------------- main
+def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path | None = None,
+            keep_io_types: bool = True) -> list[Variant]:
+    model_path = Path(model_path)
+    parent_proto = load_model_proto(model_path)  # a clear error for a missing or corrupt parent, before anything
+    if calibration is not None and not Path(calibration).is_file():
+        raise InputError(f"calibration data not found: {calibration}")
+    if "int8-static" in kinds and calibration is None:
+        raise InputError("int8-static needs calibration data: --calibration data.npz (inputs by name, samples on axis 0)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parent_sha = file_sha256(model_path)
+    feeds_list = parity_inputs(model_path, calibration)
+    variants = []
+    for kind in kinds:
+        variant = Variant(kind)
+        options = {"calibration": calibration, "keep_io_types": keep_io_types}
+        if kind.startswith("opset:"):
+            options["opset"] = int(kind[6:])
+        final = out_dir / variant_name(model_path, kind)
+        with tempfile.TemporaryDirectory(prefix="edgebench-convert-") as scratch:
+            scratch = Path(scratch)
+            staged = scratch / final.name
+            try:
+                converter = _opset if kind.startswith("opset:") else CONVERTERS[kind]
+                settings = converter(model_path, staged, scratch, options)
+                variant.parity = check_parity(kind, model_path, staged, feeds_list)
+            except InputError:
+                raise
+            except Exception as exc:  # converters raise anything from ValueError to onnxruntime's Fail
+                variant.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+                variants.append(variant)
+                continue
+            for extra in scratch.glob(staged.name + ".*"):
+                shutil.copy(extra, out_dir / extra.name)  # the ORT operator config
+            shutil.copy(staged, final.with_name(final.name + ".tmp"))
+            os.replace(final.with_name(final.name + ".tmp"), final)
+        variant.path = final
+        variant.provenance = {
+            "provenance_version": PROVENANCE_VERSION,
+            "variant": kind,
+            "path": final.name,
+            "sha256": file_sha256(final),
+            "size_bytes": final.stat().st_size,
+            "parent": {"path": str(model_path.resolve()), "name": model_path.stem, "sha256": parent_sha,
+                       "size_bytes": model_path.stat().st_size, "ir_version": parent_proto.ir_version,
+                       "opsets": {(o.domain or "ai.onnx"): o.version for o in parent_proto.opset_import}},
+            "settings": settings,
+            "tools": tool_versions(),
+            "parity": variant.parity,
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        provenance_path = final.with_name(final.name + PROVENANCE_SUFFIX)
+        provenance_path.write_text(json.dumps(variant.provenance, indent=1, default=_plain))
+        variants.append(variant)
+    return variants
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
+
+
+def read_provenance(model_path: Path) -> dict | None:
+    """The provenance stored beside a variant, or None for a model that is not one (or whose file changed)."""
+    path = Path(model_path)
+    sidecar = path.with_name(path.name + PROVENANCE_SUFFIX)
+    try:
+        provenance = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(provenance, dict) or provenance.get("sha256") != file_sha256(path):
+        return None  # the variant was changed after conversion: the provenance no longer describes it
+    return provenance
+
+
+def variants_of(model_path: Path, folder: Path) -> list[Path]:
+    """Variants in `folder` whose provenance names this model (by sha256) as their parent."""
+    parent_sha = file_sha256(Path(model_path))
+    found = []
+    for sidecar in sorted(Path(folder).glob(f"*{PROVENANCE_SUFFIX}")):
+        variant = sidecar.with_name(sidecar.name[: -len(PROVENANCE_SUFFIX)])
+        provenance = read_provenance(variant)
+        if provenance and provenance["parent"]["sha256"] == parent_sha:
+            found.append(variant)
+    return found
