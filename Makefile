@@ -6,8 +6,8 @@ BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.edgebench-installed
 DEMO_MODELS := examples/cnn.onnx examples/setnet.onnx
 DIGITS      := examples/digits.onnx examples/digits_test.npz
-# Debian packages of the integration tests (sshd, network namespaces).
-SYSTEM_PACKAGES := openssh-server iproute2
+# Debian packages of the integration tests (sshd, network namespaces, a headless browser for the HTML report).
+SYSTEM_PACKAGES := openssh-server iproute2 chromium
 
 .PHONY: setup demo test system-deps benchmarks clean
 

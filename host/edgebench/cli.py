@@ -37,8 +37,8 @@ def _stdout():
     from rich.console import Console
 
     console = Console(highlight=False)
-    if not console.is_terminal:  # a pipe or a file: never cut a table at 80 columns
-        console = Console(highlight=False, width=250)
+    if not console.is_terminal:  # a pipe or a file: never cut or wrap a table at 80 columns
+        console = Console(highlight=False, width=1000)
     return console
 
 
@@ -581,41 +581,115 @@ def _parse_size(text: str) -> int | None:
 @cli_errors
 def compare(
     paths: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
-    format: Annotated[str, typer.Option("--format", "-f", help="table, csv, md or json.")] = "table",
+    by: Annotated[str, typer.Option(help="Group by these keys: model, variant, target, settings, provider, threads, inter_threads, opt, dims, plan.")] = ",".join(("model", "variant", "target", "settings")),
+    baseline: Annotated[Optional[str], typer.Option(help="Compare every group with the one where KEY=VALUE, e.g. target=pi4 or variant=original.")] = None,
+    metric: Annotated[str, typer.Option(help="p50, p90, p99, mean or throughput.")] = "p50",
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv, md, json, html or parquet.")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    fail_on_regression: Annotated[Optional[str], typer.Option(help="Exit 1 when a group is significantly slower than the baseline by more than this, e.g. 5%.")] = None,
+    include_invalid: Annotated[bool, typer.Option("--include-invalid", help="Keep INVALID runs (e.g. throttled) in the comparison.")] = False,
+    per_run: Annotated[bool, typer.Option("--per-run", help="One row per run instead of per group (exports).")] = False,
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = 0.01,
+    min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
 ):
-    """Compare results: one row per model x target x settings."""
-    from .errors import ConfigError, ResultError
-    from .report import FORMATS, formatted_cells, grouped, render
+    """Compare results: medians with confidence intervals, speed-ups with significance, regressions, HTML."""
+    from .errors import ConfigError, ResultError, RunFailed
+    from .report import FORMATS, KEYS, cells, compare_runs, per_run_frame, render
     from .results import load_results
+    from .stats import METRICS
 
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}", f"choose one of: {', '.join(FORMATS)}")
+    if format == "parquet" and output is None:
+        raise ConfigError("--format parquet needs --output FILE")
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}", f"choose one of: {', '.join(METRICS)}")
+    keys = tuple(k.strip() for k in by.split(",") if k.strip())
+    unknown = [k for k in keys if k not in KEYS]
+    if unknown or not keys:
+        raise ConfigError(f"cannot group by {', '.join(unknown) or 'nothing'}", f"keys: {', '.join(KEYS)}")
+    base = None
+    if baseline:
+        key, sep, value = baseline.partition("=")
+        if not sep or key not in KEYS or not value:
+            raise ConfigError(f"--baseline {baseline!r} must look like KEY=VALUE with KEY one of {', '.join(KEYS)}")
+        base = (key, value)
+    threshold = _percent(fail_on_regression, "--fail-on-regression") if fail_on_regression else None
+    if threshold is not None and base is None:
+        raise ConfigError("--fail-on-regression needs --baseline KEY=VALUE to know what a regression is against")
+    effect = _percent(min_effect, "--min-effect")
+
     documents, problems = load_results(paths)
     for problem in problems:
         typer.echo(f"warning: skipped {problem}", err=True)
     if not documents:
         raise ResultError(f"no readable results in {', '.join(map(str, paths))}", "run `bench deploy` first")
-    frame = grouped(documents)
-    if format == "table" and output is None:
-        from rich.table import Table
-
-        headers, cells = formatted_cells(frame)
-        table = Table(box=None, pad_edge=False)
-        for header in headers:
-            table.add_column(header, justify="left" if header in ("model", "target", "settings") else "right")
-        for row in cells:
-            table.add_row(*row)
-        _stdout().print(table)
-        return
-    text = render(frame, "md" if format == "table" else format)
-    if output is None:
-        sys.stdout.write(text)
-    else:
+    comparison = compare_runs(documents, keys, metric, base, include_invalid, alpha, effect, threshold)
+    if base and not any(r.get("verdict") == "baseline" for r in comparison.rows):
+        raise ConfigError(f"no runs with {base[0]}={base[1]} to compare against",
+                          f"values present: {', '.join(sorted({str(r.get(base[0])) for r in comparison.rows}))}")
+    if per_run:
+        frame = per_run_frame(documents)
+        text = None if format in ("table", "parquet", "html") else frame.to_csv(index=False) if format == "csv" else \
+            frame.to_json(orient="records", indent=1) if format == "json" else None
+    if format == "parquet":
+        (per_run_frame(documents) if per_run else comparison.frame()).to_parquet(output, index=False)
+        typer.echo(f"wrote {output}", err=True)
+    elif format == "html":
+        from .html import render_html
         from .results import write_text_atomically
 
-        write_text_atomically(output, text)
-        typer.echo(f"wrote {output}", err=True)
+        page = render_html(comparison, documents, problems)
+        if output is None:
+            sys.stdout.write(page)
+        else:
+            write_text_atomically(output, page)
+            typer.echo(f"wrote {output}", err=True)
+    elif format == "table" and output is None and not per_run:
+        from rich.table import Table
+
+        headers, rows = cells(comparison)
+        table = Table(box=None, pad_edge=False)
+        for header in headers:
+            table.add_column(header, justify="left" if header in (*keys, "vs baseline", "accuracy", "p50 95% CI") else "right",
+                             no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        _stdout().print(table)
+    else:
+        if per_run:
+            text = text or frame.to_csv(index=False)
+        else:
+            from .report import markdown_table
+
+            text = markdown_table(*cells(comparison)) if format in ("table", "md") else render(comparison, format)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            from .results import write_text_atomically
+
+            write_text_atomically(output, text)
+            typer.echo(f"wrote {output}", err=True)
+    for run in comparison.failed:
+        typer.echo(f"failed run {run['run_id']} ({run['model']} on {run['target']}): {run['reason']}", err=True)
+    for run in comparison.invalid:
+        typer.echo(f"INVALID run {run['run_id']} ({run['model']} on {run['target']}): {'; '.join(run['reasons'])}"
+                   + ("" if include_invalid else " (left out; --include-invalid keeps it)"), err=True)
+    if comparison.regressions:
+        raise RunFailed(f"{len(comparison.regressions)} regression(s) beyond {fail_on_regression}: "
+                        + "; ".join(comparison.regressions))
+
+
+def _percent(text: str, option: str) -> float:
+    from .errors import ConfigError
+
+    try:
+        value = float(text.strip().rstrip("%")) / 100.0
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} must be a percentage like 5%") from None
+    if value < 0:
+        raise ConfigError(f"{option} must not be negative")
+    return value
 
 
 def main() -> None:

@@ -6,33 +6,20 @@ pandas is imported inside the functions: `bench --help` must stay fast.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
-from .stats import all_samples_ns, summarize_ns
+from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, summarize_ns
 
-GROUP_KEYS = ("model", "variant", "target", "settings")
-FORMATS = ("table", "csv", "md", "json")
+DEFAULT_BY = ("model", "variant", "target", "settings")
+KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "plan")
+FORMATS = ("table", "csv", "md", "json", "html", "parquet")
 
-# Columns shown in tables, with their headers.
-TABLE_COLUMNS = {
-    "model": "model",
-    "variant": "variant",
-    "size_kib": "KiB",
-    "target": "target",
-    "settings": "settings",
-    "runs": "runs",
-    "failed": "failed",
-    "n": "n",
-    "p50_ms": "p50 ms",
-    "p90_ms": "p90 ms",
-    "p99_ms": "p99 ms",
-    "mean_ms": "mean ms",
-    "std_ms": "std ms",
-    "throughput_per_s": "inf/s",
-    "session_ms": "session ms",
-    "first_ms": "first ms",
-    "peak_rss_mib": "peak RSS MiB",
-    "accuracy": "accuracy",
-    "top1_pct": "top-1 %",
+# Headers of the columns a table shows.
+HEADERS = {
+    "size_kib": "KiB", "runs": "runs", "failed": "failed", "n": "n", "p50_ms": "p50 ms", "ci": "p50 95% CI",
+    "p90_ms": "p90 ms", "p99_ms": "p99 ms", "mean_ms": "mean ms", "throughput_per_s": "inf/s",
+    "session_ms": "session ms", "first_ms": "first ms", "peak_rss_mib": "peak RSS MiB", "accuracy": "accuracy",
+    "top1_pct": "top-1 %", "speedup": "speed-up", "speedup_ci": "speed-up 95% CI", "p_value": "p", "verdict": "vs baseline",
 }
 
 
@@ -50,17 +37,12 @@ def run_row(document: dict) -> dict:
     """One flat row per result (statistics over the pooled samples of its repeats)."""
     measurements = document.get("measurements") or {}
     ok = document["status"] == "ok" and measurements.get("repeats")
-    provenance = document["model"].get("provenance") or {}
     row = {
         "run_id": document["run_id"],
         "created_at": document.get("created_at"),
-        # A variant is listed under its parent, so a model and its conversions sit together.
-        "model": provenance.get("parent", {}).get("name") or document["model"].get("name"),
-        "variant": provenance.get("variant", "original"),
+        **run_keys(document),
         "size_kib": (document["model"].get("size_bytes") or 0) / 1024,
         "model_sha256": document["model"].get("sha256"),
-        "target": document["target"].get("name"),
-        "settings": settings_label(document["settings"]),
         "status": document["status"],
         "error": (document.get("error") or {}).get("message"),
     }
@@ -80,57 +62,169 @@ def run_row(document: dict) -> dict:
     return row
 
 
-def results_frame(documents: list[dict]):
-    import pandas as pd
+def run_keys(document: dict) -> dict:
+    """The values a comparison can group by, for one result. A variant is listed under its parent model."""
+    settings = document.get("settings") or {}
+    provenance = document["model"].get("provenance") or {}
+    return {
+        "model": provenance.get("parent", {}).get("name") or document["model"].get("name"),
+        "variant": provenance.get("variant", "original"),
+        "target": document["target"].get("name"),
+        "settings": settings_label(settings),
+        "provider": settings.get("provider", "?").replace("ExecutionProvider", "").lower(),
+        "threads": settings.get("intra_op_threads", 0),
+        "inter_threads": settings.get("inter_op_threads", 0),
+        "opt": settings.get("graph_optimization_level", "all"),
+        "dims": ",".join(f"{k}={v}" for k, v in sorted((settings.get("dims") or {}).items())) or "-",
+        "plan": (document.get("plan") or {}).get("name", "-"),
+    }
 
-    return pd.DataFrame([run_row(d) for d in documents])
+
+def validity(document: dict) -> tuple[bool, list[str]]:
+    block = document.get("validity") or {}
+    return bool(block.get("valid", True)), list(block.get("reasons") or [])
 
 
-def grouped(documents: list[dict]):
-    """One row per model x target x settings; latency statistics over all samples of the group's ok runs."""
+@dataclass
+class Comparison:
+    """What `bench compare` found: a row per group, and the runs kept apart."""
+
+    rows: list[dict]
+    by: tuple
+    metric: str
+    baseline: tuple | None
+    failed: list[dict] = field(default_factory=list)  # {run_id, model, target, reason}
+    invalid: list[dict] = field(default_factory=list)  # {run_id, model, target, reasons}
+    regressions: list[str] = field(default_factory=list)
+    samples: dict = field(default_factory=dict)  # group label -> pooled samples (ns), for plots
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p50", baseline: tuple | None = None,
+                 include_invalid: bool = False, alpha: float = DEFAULT_ALPHA, min_effect: float = DEFAULT_MIN_EFFECT,
+                 regression_threshold: float | None = None) -> Comparison:
+    """Group runs, summarise each group from its pooled raw samples, and compare against a baseline group."""
     import numpy as np
-    import pandas as pd
 
-    groups: dict[tuple, list[dict]] = {}
+    by = tuple(by)
+    if baseline and baseline[0] not in by:
+        by = (*by, baseline[0])
+    result = Comparison([], by, metric, baseline)
+    groups: dict[tuple, list] = {}
     for document in documents:
         row = run_row(document)
-        groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append((row, document))
-    rows = []
-    for key, members in sorted(groups.items(), key=lambda item: tuple(str(k) for k in item[0])):
-        ok = [(r, d) for r, d in members if r["status"] == "ok" and "n" in r]
-        row = dict(zip(GROUP_KEYS, key), runs=len(members), failed=len(members) - len(ok),
-                   size_kib=members[0][0]["size_kib"])
+        keys = row
+        valid, reasons = validity(document)
+        if document["status"] != "ok":
+            result.failed.append({"run_id": document["run_id"], "model": keys["model"], "target": keys["target"],
+                                  "reason": row.get("error") or "unknown"})
+        elif not valid:
+            result.invalid.append({"run_id": document["run_id"], "model": keys["model"], "target": keys["target"],
+                                   "reasons": reasons})
+            if not include_invalid:
+                continue
+        groups.setdefault(tuple(str(keys[k]) for k in by), []).append((row, document))
+    pooled: dict[tuple, np.ndarray] = {}
+    for key in sorted(groups):
+        members = groups[key]
+        ok = [(r, d) for r, d in members if r["status"] == "ok" and r.get("n")]
+        row = dict(zip(by, key), runs=len(members), failed=len(members) - len(ok),
+                   size_kib=members[0][0].get("size_kib"))
         if ok:
-            pooled = np.concatenate([all_samples_ns(d["measurements"]) for _, d in ok])
-            row.update(summarize_ns(pooled))
+            samples = np.concatenate([all_samples_ns(d["measurements"]) for _, d in ok])
+            pooled[key] = samples
+            row.update(summarize_ns(samples))
+            low, high = median_ci(samples / 1e6)
+            row["ci_low_ms"], row["ci_high_ms"] = low, high
             for column in ("session_ms", "first_ms", "peak_rss_mib", "top1_pct"):
                 values = [r[column] for r, _ in ok if r.get(column) is not None]
                 row[column] = float(np.mean(values)) if values else None
             verdicts = [r["accuracy"] for r, _ in ok if r.get("accuracy")]
             row["accuracy"] = ("FAIL" if "FAIL" in verdicts else "PASS") if verdicts else None
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    return frame.reindex(columns=[c for c in TABLE_COLUMNS if c in frame.columns or c in GROUP_KEYS])
+        result.rows.append(row)
+        result.samples[" / ".join(key)] = pooled.get(key)
+    if baseline:
+        _against_baseline(result, pooled, alpha, min_effect, regression_threshold)
+    return result
 
 
-def render(frame, fmt: str) -> str:
-    """csv, md or json text of a table (the rich table is drawn by the CLI)."""
+def _against_baseline(result: Comparison, pooled: dict, alpha, min_effect, threshold) -> None:
+    key_name, value = result.baseline
+    position = result.by.index(key_name)
+    for row in result.rows:
+        key = tuple(str(row[k]) for k in result.by)
+        base_key = key[:position] + (value,) + key[position + 1:]
+        if key not in pooled or base_key not in pooled:
+            row["verdict"] = "no baseline run" if key != base_key else "baseline (no samples)"
+            continue
+        if key == base_key:
+            row["verdict"] = "baseline"
+            continue
+        found = compare_samples(pooled[base_key], pooled[key], result.metric, alpha, min_effect)
+        row.update(speedup=found["speedup"], speedup_low=found["speedup_low"], speedup_high=found["speedup_high"],
+                   p_value=found["p_value"], change_pct=100 * found["change"], verdict=found["verdict"])
+        if found["verdict"] == "slower" and threshold is not None and found["change"] > threshold:
+            label = ", ".join(f"{k}={row[k]}" for k in result.by if k != key_name)
+            result.regressions.append(f"{label}: {100 * found['change']:.1f}% slower than {key_name}={value} "
+                                      f"({result.metric}, p={found['p_value']:.2g})")
+
+
+def table_columns(comparison: Comparison) -> list[str]:
+    columns = [*comparison.by, "size_kib", "runs", "failed", "n", "p50_ms", "ci", "p90_ms", "p99_ms", "mean_ms",
+               "throughput_per_s", "session_ms", "first_ms", "peak_rss_mib", "accuracy", "top1_pct"]
+    if comparison.baseline:
+        columns += ["speedup", "speedup_ci", "p_value", "verdict"]
+    present = set().union(*[r.keys() for r in comparison.rows]) if comparison.rows else set()
+    derived = {"ci": "ci_low_ms", "speedup_ci": "speedup_low"}
+    return [c for c in columns if c in present or derived.get(c) in present or c in comparison.by]
+
+
+def cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Headers and text cells, numbers rounded for people."""
+    columns = table_columns(comparison)
+    headers = [HEADERS.get(c, c) for c in columns]
+    rows = []
+    for row in comparison.rows:
+        line = []
+        for column in columns:
+            if column == "ci":
+                line.append(f"[{row['ci_low_ms']:.4g}, {row['ci_high_ms']:.4g}]" if row.get("ci_low_ms") is not None else "-")
+            elif column == "speedup_ci":
+                line.append(f"[{row['speedup_low']:.3f}, {row['speedup_high']:.3f}]" if "speedup_low" in row else "-")
+            elif column == "speedup":
+                line.append(f"{row['speedup']:.3f}x" if row.get("speedup") is not None else "-")
+            elif column == "p_value":
+                line.append(f"{row['p_value']:.2g}" if row.get("p_value") is not None else "-")
+            else:
+                line.append(format_cell(row.get(column)))
+        rows.append(line)
+    return headers, rows
+
+
+def render(comparison: Comparison, fmt: str) -> str:
+    """csv, md or json text of a comparison (the terminal table is drawn by the CLI, HTML by html.py)."""
     if fmt == "csv":
-        return frame.to_csv(index=False)
+        return comparison.frame().to_csv(index=False)
     if fmt == "json":
-        return json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
+        return json.dumps(json.loads(comparison.frame().to_json(orient="records")), indent=1)
     if fmt == "md":
-        return markdown_table(frame)
+        return markdown_table(*cells(comparison))
     raise ValueError(fmt)
 
 
-def formatted_cells(frame) -> tuple[list[str], list[list[str]]]:
-    """Headers and text cells, numbers rounded for people."""
-    headers = [TABLE_COLUMNS.get(c, c) for c in frame.columns]
-    cells = []
-    for record in frame.itertuples(index=False):
-        cells.append([format_cell(v) for v in record])
-    return headers, cells
+def per_run_frame(documents: list[dict]):
+    """One row per run with its keys and statistics: the export for pandas, DuckDB or a spreadsheet."""
+    import pandas as pd
+
+    rows = []
+    for document in documents:
+        valid, reasons = validity(document)
+        rows.append({**run_row(document), "valid": valid, "invalid_reasons": "; ".join(reasons)})
+    return pd.DataFrame(rows)
 
 
 def format_cell(value) -> str:
@@ -148,8 +242,7 @@ def format_cell(value) -> str:
     return str(value)
 
 
-def markdown_table(frame) -> str:
-    headers, cells = formatted_cells(frame)
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,13 @@ MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs
 MIGRATIONS: dict[int, callable] = {}
 
 
+def _readable(handle: int) -> None:
+    """mkstemp makes 0600 files; results and reports are ordinary files: 0666 less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(handle, 0o666 & ~mask)
+
+
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -79,6 +86,7 @@ def write_result(results_dir: Path, document: dict) -> Path:
                           "choose a writable folder with --results") from None
     final = results_dir / f"{document['run_id']}.json"
     try:
+        _readable(handle)
         with os.fdopen(handle, "w") as out:
             json.dump(document, out, indent=1)
             out.write("\n")
@@ -153,6 +161,7 @@ def write_text_atomically(path: Path, text: str) -> None:
     except OSError as exc:
         raise ResultError(f"cannot write {path}: {exc.strerror}") from None
     try:
+        _readable(handle)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()

@@ -33,3 +33,124 @@ def summarize_ns(samples_ns) -> dict:
         "mad_ms": float(np.median(np.abs(values - p50))),
         "throughput_per_s": 1000.0 / mean if mean > 0 else float("nan"),
     }
+
+
+# ------------------------------------------------------------------------------------- inference
+# Samples within one run are autocorrelated (caches, clocks, the OS), so a test on 100,000 raw samples would
+# call every difference "significant". Tests and intervals use a seeded subsample of at most this many per
+# side, and a difference must also exceed a minimum effect size to count.
+MAX_TEST_SAMPLES = 2000
+DEFAULT_ALPHA = 0.01
+DEFAULT_MIN_EFFECT = 0.02  # 2 %
+METRICS = ("p50", "p90", "p99", "mean", "throughput")
+
+
+def subsample(values, limit: int = MAX_TEST_SAMPLES, seed: int = 0) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size <= limit:
+        return values
+    return np.random.default_rng(seed).choice(values, size=limit, replace=False)
+
+
+def metric_value(values, metric: str) -> float:
+    """The chosen statistic of latency samples (throughput is per second, from the mean)."""
+    values = np.asarray(values, dtype=np.float64)
+    if metric == "mean":
+        return float(values.mean())
+    if metric == "throughput":
+        return float(1e9 / values.mean())
+    return float(np.percentile(values, {"p50": 50, "p90": 90, "p99": 99}[metric]))
+
+
+def median_ci(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval of the median from order statistics (binomial, normal approximation)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    n = ordered.size
+    if n == 0:
+        return float("nan"), float("nan")
+    z = _z(confidence)
+    low = int(np.floor(n / 2 - z * np.sqrt(n) / 2))
+    high = int(np.ceil(n / 2 + z * np.sqrt(n) / 2))
+    return float(ordered[max(low, 0)]), float(ordered[min(high, n - 1)])
+
+
+def _z(confidence: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def bootstrap_ratio_ci(baseline, candidate, metric: str, rounds: int = 400, confidence: float = 0.95,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """Speed-up of candidate over baseline (>1 = faster) and its bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    a = subsample(baseline, 1000, seed)
+    b = subsample(candidate, 1000, seed + 1)
+    ratio = _speedup(metric_value(a, metric), metric_value(b, metric), metric)
+    ra = a[rng.integers(0, a.size, size=(rounds, a.size))]
+    rb = b[rng.integers(0, b.size, size=(rounds, b.size))]
+    if metric in ("mean", "throughput"):
+        sa, sb = ra.mean(axis=1), rb.mean(axis=1)
+    else:
+        q = {"p50": 50, "p90": 90, "p99": 99}[metric]
+        sa, sb = np.percentile(ra, q, axis=1), np.percentile(rb, q, axis=1)
+    ratios = sa / sb  # latency ratios: baseline / candidate; throughput ratio is the same (1/mean)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return ratio, float(low), float(high)
+
+
+def _speedup(baseline_value: float, candidate_value: float, metric: str) -> float:
+    if metric == "throughput":
+        return candidate_value / baseline_value
+    return baseline_value / candidate_value
+
+
+def mann_whitney(a, b) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U test (normal approximation with tie and continuity correction).
+
+    Returns (U of a, p-value). Ranks are computed on the pooled samples."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    n1, n2 = a.size, b.size
+    if n1 == 0 or n2 == 0:
+        return float("nan"), 1.0
+    pooled = np.concatenate([a, b])
+    order = np.argsort(pooled, kind="mergesort")
+    ranks = np.empty(pooled.size, dtype=np.float64)
+    sorted_values = pooled[order]
+    # Average ranks of ties.
+    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [pooled.size]])
+    average = (starts + ends + 1) / 2.0  # 1-based average rank of each tie block
+    ranks[order] = np.repeat(average, ends - starts)
+    u1 = ranks[:n1].sum() - n1 * (n1 + 1) / 2.0
+    tie_sizes = (ends - starts).astype(np.float64)
+    n = n1 + n2
+    tie_term = ((tie_sizes ** 3 - tie_sizes).sum()) / (n * (n - 1)) if n > 1 else 0.0
+    sigma = np.sqrt(n1 * n2 / 12.0 * ((n + 1) - tie_term))
+    if sigma == 0:
+        return float(u1), 1.0
+    mu = n1 * n2 / 2.0
+    z = (abs(u1 - mu) - 0.5) / sigma
+    from math import erfc, sqrt
+
+    return float(u1), float(min(1.0, erfc(max(z, 0.0) / sqrt(2.0))))
+
+
+def compare_samples(baseline, candidate, metric: str = "p50", alpha: float = DEFAULT_ALPHA,
+                    min_effect: float = DEFAULT_MIN_EFFECT, seed: int = 0) -> dict:
+    """Is candidate faster or slower than baseline? Both a significant test AND an effect beyond min_effect
+    are needed; otherwise the verdict is 'no significant difference'."""
+    a = subsample(baseline, seed=seed)
+    b = subsample(candidate, seed=seed + 1)
+    _, p_value = mann_whitney(a, b)
+    speedup, low, high = bootstrap_ratio_ci(baseline, candidate, metric, seed=seed)
+    change = 1.0 / speedup - 1.0  # relative change of latency: +0.05 = 5 % slower
+    significant = p_value < alpha and abs(change) >= min_effect and not (low <= 1.0 <= high)
+    verdict = "no significant difference"
+    if significant:
+        verdict = "faster" if speedup > 1 else "slower"
+    return {"speedup": speedup, "speedup_low": low, "speedup_high": high, "change": change,
+            "p_value": p_value, "significant": significant, "verdict": verdict}

@@ -1,0 +1,154 @@
+"""The HTML report: one self-contained file (plots inlined as PNG, no network, no CDN).
+
+Plots a person would rather look at than read: latency distributions per group, speed against accuracy for a
+model's variants, per-operator time when profiles are present; then the table, the failed and the INVALID runs.
+matplotlib is imported here only, with the Agg backend (no display).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+
+import numpy as np
+
+from .report import Comparison, cells
+
+MAX_BOX_SAMPLES = 3000
+MAX_GROUPS_PLOTTED = 40
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #1d2430; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border-bottom: 1px solid #d8dde6; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th { background: #f1f4f8; } td.text { text-align: left; }
+.faster { color: #11772f; font-weight: 600; } .slower { color: #b3261e; font-weight: 600; }
+.muted { color: #6b7380; } img { max-width: 100%; border: 1px solid #e3e7ee; margin: 0.5em 0; }
+"""
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_plot(comparison: Comparison) -> str | None:
+    """Box plots of each group's latency (ms), subsampled, one box per group."""
+    groups = [(label, samples) for label, samples in comparison.samples.items() if samples is not None][:MAX_GROUPS_PLOTTED]
+    if not groups:
+        return None
+    plt = _pyplot()
+    rng = np.random.default_rng(0)
+    data = []
+    for _, samples in groups:
+        values = samples / 1e6
+        if values.size > MAX_BOX_SAMPLES:
+            values = rng.choice(values, MAX_BOX_SAMPLES, replace=False)
+        data.append(values)
+    figure, axis = plt.subplots(figsize=(9, 0.45 * len(groups) + 1.4))
+    axis.boxplot(data, vert=False, showfliers=False, widths=0.6, patch_artist=True,
+                 boxprops={"facecolor": "#cfe0f6", "edgecolor": "#3466a4"}, medianprops={"color": "#b3261e"})
+    axis.set_yticks(range(1, len(groups) + 1), [label for label, _ in groups], fontsize=8)
+    axis.set_xlabel("latency per inference (ms); whiskers 1.5 IQR, outliers hidden")
+    if max(v.max() for v in data) / max(min(v.min() for v in data), 1e-9) > 50:
+        axis.set_xscale("log")
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title("Latency distributions")
+    return _png(figure)
+
+
+def accuracy_plot(comparison: Comparison) -> str | None:
+    """Speed against accuracy: each variant of a model as a point (p50 vs top-1 %, or vs max abs difference)."""
+    rows = [r for r in comparison.rows if r.get("p50_ms") is not None and r.get("accuracy")]
+    if len(rows) < 2 or "variant" not in comparison.by:
+        return None
+    plt = _pyplot()
+    use_top1 = all(r.get("top1_pct") is not None for r in rows)
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for model in sorted({r["model"] for r in rows}):
+        points = [r for r in rows if r["model"] == model]
+        xs = [r["p50_ms"] for r in points]
+        ys = [r["top1_pct"] for r in points] if use_top1 else [r.get("size_kib") for r in points]
+        axis.scatter(xs, ys, s=40, label=model)
+        for r, x, y in zip(points, xs, ys):
+            axis.annotate(f"{r['variant']} ({r['target']})", (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    axis.set_xlabel("p50 latency (ms)")
+    axis.set_ylabel("top-1 accuracy on the board (%)" if use_top1 else "model size (KiB)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("Speed against accuracy" if use_top1 else "Speed against size")
+    return _png(figure)
+
+
+def operator_plot(documents: list[dict]) -> str | None:
+    """Top operators by total time, from the profile pass of the newest run that has one."""
+    profiled = [d for d in documents if (d.get("profile") or {}).get("top_operators")]
+    if not profiled:
+        return None
+    document = max(profiled, key=lambda d: d.get("created_at") or "")
+    top = document["profile"]["top_operators"][:15]
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 0.35 * len(top) + 1.2))
+    names = [f"{op['op_type']}" + (f" ({op['node']})" if op.get("node") else "") for op in top][::-1]
+    axis.barh(names, [op["total_us"] / 1000 for op in top][::-1], color="#3466a4")
+    axis.set_xlabel("total time in the profile pass (ms)")
+    axis.tick_params(axis="y", labelsize=7)
+    axis.set_title(f"Per-operator time: {document['model']['name']} on {document['target']['name']}")
+    return _png(figure)
+
+
+def render_html(comparison: Comparison, documents: list[dict], problems: list[str], title: str = "edgebench report") -> str:
+    headers, rows = cells(comparison)
+    verdict_column = headers.index("vs baseline") if "vs baseline" in headers else None
+    text_columns = {i for i, h in enumerate(headers) if h in (*comparison.by, "accuracy", "vs baseline", "p50 95% CI")}
+    table = ["<div style='overflow-x:auto'><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"]
+    for row in rows:
+        cells_html = []
+        for index, cell in enumerate(row):
+            css = ["text"] if index in text_columns else []
+            if index == verdict_column and cell in ("faster", "slower"):
+                css.append(cell)
+            cells_html.append(f"<td class='{' '.join(css)}'>{html.escape(cell)}</td>")
+        table.append("<tr>" + "".join(cells_html) + "</tr>")
+    table.append("</table></div>")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p class='muted'>{len(documents)} results; grouped by {', '.join(comparison.by)}; metric "
+             f"{comparison.metric}" + (f"; baseline {comparison.baseline[0]}={html.escape(str(comparison.baseline[1]))}"
+                                       if comparison.baseline else "")
+             + f"; made {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by edgebench.</p>"]
+    for heading, image in (("Latency", latency_plot(comparison)), ("Speed and accuracy", accuracy_plot(comparison)),
+                           ("Where the time goes", operator_plot(documents))):
+        if image:
+            parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")
+    parts.append("<h2>Table</h2>" + "".join(table))
+    if comparison.regressions:
+        parts.append("<h2>Regressions</h2><ul>" + "".join(f"<li class='slower'>{html.escape(r)}</li>" for r in comparison.regressions) + "</ul>")
+    if comparison.invalid:
+        parts.append("<h2>INVALID runs (left out of the comparison)</h2><ul>" + "".join(
+            f"<li>{html.escape(r['model'])} on {html.escape(r['target'])} ({html.escape(r['run_id'])}): "
+            f"{html.escape('; '.join(r['reasons']) or 'marked invalid')}</li>" for r in comparison.invalid) + "</ul>")
+    if comparison.failed:
+        parts.append("<h2>Failed runs</h2><ul>" + "".join(
+            f"<li>{html.escape(r['model'])} on {html.escape(r['target'])} ({html.escape(r['run_id'])}): "
+            f"{html.escape(r['reason'])}</li>" for r in comparison.failed) + "</ul>")
+    if problems:
+        parts.append("<h2>Skipped files</h2><ul>" + "".join(f"<li class='muted'>{html.escape(p)}</li>" for p in problems) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
