@@ -41,6 +41,8 @@ test: $(STAMP) system-deps
 benchmarks: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/cli_start.py
+	$(PY) benchmarks/compare_scale.py
+	$(PY) benchmarks/upload.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info

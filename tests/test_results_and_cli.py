@@ -199,7 +199,7 @@ def test_compare_groups_runs_and_skips_bad_files(bench, result_folder):
     rows = [line.split() for line in done.stdout.splitlines()[1:] if line.strip()]
     # matmul and identity, each with the default threads (2 runs) and threads=1 (1 run); plus the golden setnet.
     assert len(rows) == 5, done.stdout
-    runs = {(r[0], r[5]): int(r[7]) for r in rows}  # (model, "threads=intra/inter") -> runs
+    runs = {(r[0], r[4]): int(r[7]) for r in rows}  # (model, "threads=intra/inter") -> runs
     assert runs == {("matmul", "threads=0/0"): 2, ("matmul", "threads=1/0"): 1, ("identity_float32", "threads=0/0"): 2,
                     ("identity_float32", "threads=1/0"): 1, ("setnet", "threads=0/0"): 1}
 
@@ -223,7 +223,7 @@ def test_compare_formats(bench, result_folder, tmp_path, fmt):
         assert len(records) == 5 and float(next(r for r in records if r["model"] == "setnet")["p50_ms"]) == 3.0
     else:
         lines = text.strip().splitlines()
-        assert lines[0].startswith("| model | variant | KiB | target | settings |") and len(lines) == 2 + 5
+        assert lines[0].startswith("| model | variant | target | settings | KiB | runs |") and len(lines) == 2 + 5
 
 
 def test_compare_on_an_empty_folder_is_one_line(bench, tmp_path):
