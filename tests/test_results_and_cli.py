@@ -115,9 +115,10 @@ def test_deploy_local_writes_one_result_per_model(bench, tmp_path, tiny_models):
     assert setnet["target"]["info"]["providers"]
     # The summary table names both models, with a p50 column, and the result paths.
     header, *rows = [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("result:")]
-    assert header.split()[:7] == ["model", "variant", "target", "status", "n", "p50", "ms"]
+    assert header.split()[:8] == ["model", "variant", "target", "settings", "status", "n", "p50", "ms"]
     assert sorted(r.split()[0] for r in rows) == ["matmul", "setnet"]
-    assert all(r.split()[1:4] == ["original", "local", "ok"] for r in rows)
+    # settings is "cpu threads=0/0 opt=all": three words
+    assert all(r.split()[1:3] + r.split()[6:7] == ["original", "local", "ok"] for r in rows)
     assert sorted(line.split()[-1] for line in done.stdout.splitlines() if line.startswith("result:")) == \
         sorted(str(f.relative_to(tmp_path)) if not f.is_absolute() else str(f) for f in files)
 

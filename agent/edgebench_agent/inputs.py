@@ -40,14 +40,17 @@ def numpy_dtype(ort_type, input_name):
         raise InputError("input %r has type %s, which edgebench cannot generate or load" % (input_name, ort_type))
 
 
-def resolve_shape(name, shape, dims):
-    """Concrete shape for one input: fixed dims stay, free dims come from `dims`.
+def resolve_shape(name, shape, dims, batch=None):
+    """Concrete shape for one input: fixed dims stay, free dims come from `dims`, a free axis 0 from `batch`.
 
     `dims` keys are a dim's symbolic name ("batch") or "input:axis" ("x:0"); the latter wins.
     """
     resolved = []
     for axis, dim in enumerate(shape):
         if isinstance(dim, int) and dim >= 0:
+            if axis == 0 and batch is not None and dim != batch:
+                raise InputError("input %r has a fixed batch of %d, so batch %d cannot be set: export it with "
+                                 "a dynamic batch axis" % (name, dim, batch))
             resolved.append(dim)
             continue
         by_axis = "%s:%d" % (name, axis)
@@ -55,6 +58,8 @@ def resolve_shape(name, shape, dims):
             resolved.append(int(dims[by_axis]))
         elif isinstance(dim, str) and dim in dims:
             resolved.append(int(dims[dim]))
+        elif axis == 0 and batch is not None:
+            resolved.append(int(batch))
         else:
             label = ("'%s'" % dim) if isinstance(dim, str) else "(unnamed)"
             hint = ("--dim %s=N or " % dim) if isinstance(dim, str) else ""
@@ -113,7 +118,7 @@ def _shape_text(shape):
     return "[%s]" % ", ".join(str(d) if d is not None else "?" for d in shape)
 
 
-def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0):
+def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0, batch=None):
     """Feeds for every model input, and a description of where each came from.
 
     signature: list of (name, ort_type, shape) from the session.
@@ -144,7 +149,7 @@ def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0):
             _check_user_array(name, array, dtype, shape)
             source = "file"
         else:
-            concrete = resolve_shape(name, shape, dims)
+            concrete = resolve_shape(name, shape, dims, batch)
             if name in values:
                 array = np.full(concrete, values[name], dtype=dtype)
                 source = "value"

@@ -108,3 +108,28 @@ def evaluate(names, expected, actual, tolerances, labels=None, label_output=None
         result["labels"] = {"board": label_accuracy(actual[label_output], labels),
                             "reference": label_accuracy(expected[label_output], labels)}
     return result
+
+
+def top_operators(events, limit=15):
+    """onnxruntime profile events -> the operators that took the most time (node events, `dur` in µs)."""
+    by_type, by_node = {}, {}
+    total = 0
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        duration = int(event.get("dur", 0))
+        op_type = (event.get("args") or {}).get("op_name", "?")
+        node = str(event["name"])[: -len("_kernel_time")]
+        total += duration
+        entry = by_type.setdefault(op_type, {"op_type": op_type, "total_us": 0, "calls": 0, "nodes": set()})
+        entry["total_us"] += duration
+        entry["calls"] += 1
+        entry["nodes"].add(node)
+        by_node[(op_type, node)] = by_node.get((op_type, node), 0) + duration
+    ranked = sorted(by_type.values(), key=lambda e: -e["total_us"])[:limit]
+    for entry in ranked:
+        entry["nodes"] = len(entry["nodes"])
+        entry["pct"] = 100.0 * entry["total_us"] / total if total else 0.0
+    nodes = [{"op_type": op, "node": node, "total_us": us, "pct": 100.0 * us / total if total else 0.0}
+             for (op, node), us in sorted(by_node.items(), key=lambda item: -item[1])[:limit]]
+    return {"total_us": total, "top_operators": ranked, "top_nodes": nodes}

@@ -28,6 +28,7 @@ RUN_DEFAULTS = {
     "inputs": None,  # optional .npz with user-supplied input arrays (allow_pickle=False)
     "values": {},  # input name -> scalar value that fills that whole input (e.g. sample_rate=16000)
     "dims": {},  # free dimension overrides: dim name, or "input:axis" -> size
+    "batch": None,  # size of every free leading (batch) dimension; `dims` wins where both apply
     "seed": 0,
     "warmup_min_iterations": 10,
     "warmup_max_iterations": 500,
@@ -50,6 +51,11 @@ RUN_DEFAULTS = {
     #   reference: .npz of expected outputs (same keys, plus optional `labels`) to compare on the board,
     #   with tolerances {output: [atol, rtol]} and label_output (index of the scores output)
     "accuracy": None,
+    "cpus": None,  # CPU affinity of the run, e.g. [2, 3]; None: all
+    "spin_wait": None,  # onnxruntime thread spinning: True / False; None: its default
+    "cooldown": None,  # {"margin_c": 3.0, "timeout_s": 120, "idle_file": path}: wait for the board to cool first
+    "telemetry_interval_s": 1.0,  # board state sampled this often during the timed loop (sysfs only)
+    "profile": None,  # {"dir": folder, "iterations": 20}: a separate onnxruntime profiling pass
 }
 
 _INT_FIELDS = (
@@ -175,9 +181,22 @@ def normalize_run_request(raw):
             raise RequestError("accuracy.batches must be a positive integer")
         if not (accuracy.get("outputs") or accuracy.get("reference")):
             raise RequestError("accuracy needs 'outputs' (a path to write) or 'reference' (to compare on the board)")
+    if req["cpus"] is not None and (not isinstance(req["cpus"], list) or not req["cpus"]
+                                    or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in req["cpus"])):
+        raise RequestError("cpus must be a list of CPU numbers, e.g. [2, 3]")
+    if req["spin_wait"] is not None and not isinstance(req["spin_wait"], bool):
+        raise RequestError("spin_wait must be true, false or null")
+    if req["cooldown"] is not None and not isinstance(req["cooldown"], dict):
+        raise RequestError("cooldown must be an object like {\"margin_c\": 3, \"timeout_s\": 120}")
+    if req["profile"] is not None and not isinstance(req["profile"], dict):
+        raise RequestError("profile must be an object like {\"iterations\": 20}")
+    if not isinstance(req["telemetry_interval_s"], (int, float)) or req["telemetry_interval_s"] <= 0:
+        raise RequestError("telemetry_interval_s must be a positive number")
     for name in ("values", "dims", "provider_options"):
         if not isinstance(req[name], dict):
             raise RequestError("request field %r must be an object" % name)
+    if req["batch"] is not None and (not isinstance(req["batch"], int) or isinstance(req["batch"], bool) or req["batch"] < 1):
+        raise RequestError("batch must be a positive integer, got %r" % (req["batch"],))
     for key, value in req["dims"].items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RequestError("dimension override %r must be a positive integer, got %r" % (key, value))

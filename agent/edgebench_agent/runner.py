@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 import time
 
-from . import device
+from . import device, telemetry
 from .inputs import InputError, build_feeds, load_npz
 
 NS_PER_S = 1000000000
@@ -108,6 +109,10 @@ def session_options(ort, request):
     options = ort.SessionOptions()
     options.intra_op_num_threads = request["intra_op_threads"]
     options.inter_op_num_threads = request["inter_op_threads"]
+    if request["spin_wait"] is not None:
+        flag = "1" if request["spin_wait"] else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", flag)
+        options.add_session_config_entry("session.inter_op.allow_spinning", flag)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[request["graph_optimization_level"]])
     options.log_severity_level = 3  # errors only: warnings would flood the board's stderr
     return options
@@ -144,6 +149,80 @@ def signature_of(session):
     return [(arg.name, arg.type, list(arg.shape)) for arg in session.get_inputs()]
 
 
+class Sampler(object):
+    """Samples the board's state (sysfs only) every `interval` seconds in a thread, while measuring."""
+
+    def __init__(self, interval):
+        import threading
+
+        self.interval = interval
+        self.samples = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edgebench-telemetry")
+        self._thread.daemon = True
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append(telemetry.snapshot(light=True))
+            except Exception:  # telemetry is best effort: never let it stop a run
+                pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def set_affinity(cpus):
+    if cpus is None:
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        raise RunError("input", "CPU affinity (--cpus) is not supported on this system")
+    available = sorted(os.sched_getaffinity(0))
+    missing = sorted(set(cpus) - set(available))
+    if missing:
+        raise RunError("input", "cpus %s are not available on this board; it has %s" % (missing, available))
+    os.sched_setaffinity(0, set(cpus))
+    return sorted(cpus)
+
+
+def cool_down(spec, emit):
+    """Wait until the hottest sensor is within margin_c of the idle baseline (the coolest seen on this board,
+    remembered in idle_file), or timeout_s. Returns what happened."""
+    import json
+
+    margin = float(spec.get("margin_c", 3.0))
+    timeout = float(spec.get("timeout_s", 120.0))
+    idle_file = spec.get("idle_file")
+    now = telemetry.max_temperature(telemetry.snapshot(light=True))
+    if now is None:
+        return {"skipped": "no temperature sensor"}
+    idle = now
+    if idle_file:
+        try:
+            with open(idle_file) as handle:
+                idle = min(idle, float(json.load(handle)["idle_c"]))
+        except (IOError, OSError, ValueError, KeyError, TypeError):
+            pass
+    started = time.time()
+    emit({"event": "cooldown", "temp_c": now, "target_c": idle + margin})
+    while now > idle + margin and time.time() - started < timeout:
+        time.sleep(1.0)
+        now = telemetry.max_temperature(telemetry.snapshot(light=True))
+    if idle_file:
+        try:
+            with open(idle_file, "w") as handle:
+                json.dump({"idle_c": min(idle, now)}, handle)
+        except (IOError, OSError):
+            pass
+    return {"idle_c": idle, "end_c": now, "waited_s": round(time.time() - started, 1),
+            "reached": now <= idle + margin}
+
+
 def run_benchmark(request, emit=None):
     """Carry out a normalized run request. Returns the measurement part of the reply.
 
@@ -152,6 +231,8 @@ def run_benchmark(request, emit=None):
     import onnxruntime as ort
 
     emit = emit or (lambda event: None)
+    affinity = set_affinity(request["cpus"])
+    board = {"before": telemetry.snapshot(), "during": [], "cooldowns": []}
     try:
         model_sha = file_sha256(request["model"])
     except OSError as exc:
@@ -167,6 +248,8 @@ def run_benchmark(request, emit=None):
     feeds = described = outputs = providers = None
     rss_baseline = device.current_rss_bytes()
     for index in range(request["repeats"]):
+        if request["cooldown"] is not None:
+            board["cooldowns"].append(cool_down(request["cooldown"], emit))
         emit({"event": "phase", "phase": "session", "repeat": index + 1, "repeats": request["repeats"]})
         t0 = time.perf_counter_ns()
         session = create_session(ort, request)
@@ -174,7 +257,7 @@ def run_benchmark(request, emit=None):
         if feeds is None:
             try:
                 feeds, described = build_feeds(
-                    signature_of(session), user_arrays, request["values"], request["dims"], request["seed"]
+                    signature_of(session), user_arrays, request["values"], request["dims"], request["seed"], request["batch"]
                 )
             except InputError as exc:
                 raise RunError("input", str(exc))
@@ -206,10 +289,12 @@ def run_benchmark(request, emit=None):
                   "elapsed_s": round(elapsed_s, 3), "min_iterations": request["min_iterations"],
                   "min_seconds": request["min_seconds"], "max_seconds": request["max_seconds"]})
 
-        samples = timed_loop(
-            run, feeds, request["min_iterations"], request["min_seconds"],
-            request["max_iterations"], request["max_seconds"], on_progress=progress,
-        )
+        with Sampler(request["telemetry_interval_s"]) as sampler:
+            samples = timed_loop(
+                run, feeds, request["min_iterations"], request["min_seconds"],
+                request["max_iterations"], request["max_seconds"], on_progress=progress,
+            )
+        board["during"].extend(sampler.samples)
         repeats.append({
             "session_create_ns": session_create_ns,
             "first_inference_ns": first_inference_ns,
@@ -221,10 +306,15 @@ def run_benchmark(request, emit=None):
         gc.collect()
 
     peak_rss = device.peak_rss_bytes()  # of the timed pass: the accuracy pass may hold more data
+    board["after"] = telemetry.snapshot()
     accuracy = None
     if request["accuracy"] is not None:
         emit({"event": "phase", "phase": "accuracy", "repeat": 1, "repeats": 1})
         accuracy = accuracy_pass(ort, request)
+    profile = None
+    if request["profile"] is not None:  # never during a timed pass: profiling slows a run up to ~3x
+        emit({"event": "phase", "phase": "profile", "repeat": 1, "repeats": 1})
+        profile = profile_pass(ort, request, feeds)
     return {
         "model": {"path": request["model"], "sha256": model_sha},
         "providers": providers,
@@ -233,7 +323,29 @@ def run_benchmark(request, emit=None):
         "repeats": repeats,
         "memory": {"rss_baseline_bytes": rss_baseline, "peak_rss_bytes": peak_rss},
         "accuracy": accuracy,
+        "telemetry": board,
+        "placement": {"cpus": affinity, "spin_wait": request["spin_wait"],
+                      "intra_op_threads": request["intra_op_threads"], "inter_op_threads": request["inter_op_threads"]},
+        "profile": profile,
     }
+
+
+def profile_pass(ort, request, feeds):
+    """A separate session with onnxruntime's profiler on; returns where its JSON trace was written."""
+    spec = request["profile"]
+    options = session_options(ort, request)
+    options.enable_profiling = True
+    folder = spec.get("dir") or os.getcwd()
+    options.profile_file_prefix = os.path.join(folder, "profile")
+    providers = [(request["provider"], {str(k): str(v) for k, v in request["provider_options"].items()})]
+    if request["provider"] != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")
+    session = ort.InferenceSession(request["model"], sess_options=options, providers=providers)
+    iterations = int(spec.get("iterations", 20))
+    for _ in range(iterations):
+        session.run(None, feeds)
+    path = session.end_profiling()
+    return {"file": os.path.abspath(path), "iterations": iterations}
 
 
 def accuracy_pass(ort, request):

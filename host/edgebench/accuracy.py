@@ -140,7 +140,7 @@ def _batches_of(arrays: dict, signature: list, batch_size: int) -> tuple[list[di
 
 def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | None = None,
          samples: int = DEFAULT_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE, dims: dict | None = None,
-         values: dict | None = None, seed: int = 0) -> AccuracyPlan:
+         values: dict | None = None, seed: int = 0, batch: int | None = None) -> AccuracyPlan:
     from edgebench_agent.inputs import InputError as AgentInputError
     from edgebench_agent.inputs import build_feeds
 
@@ -161,7 +161,7 @@ def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | Non
     batches = []
     try:
         for index in range(samples):
-            feeds, _ = build_feeds(signature, values=values or {}, dims=dims or {}, seed=seed + 1000 + index)
+            feeds, _ = build_feeds(signature, values=values or {}, dims=dims or {}, seed=seed + 1000 + index, batch=batch)
             batches.append(feeds)
     except AgentInputError as exc:
         raise InputError(str(exc)) from None

@@ -216,6 +216,10 @@ class Board:
         """
         folder = f"{self.cache}/runs/{run_id}"
         self.transport.makedirs(folder)
+        if request.get("cooldown") is not None:
+            request = {**request, "cooldown": {**request["cooldown"], "idle_file": f"{self.cache}/thermal_idle.json"}}
+        if request.get("profile") is not None:
+            request = {**request, "profile": {**request["profile"], "dir": folder}}
         self.transport.write_bytes(f"{folder}/host.json", json.dumps(host_context).encode())
         self.transport.write_bytes(f"{folder}/request.json", json.dumps(request).encode())
         lock_timeout = self.target.lock_timeout

@@ -82,7 +82,7 @@ def main_options(
 @cli_errors
 def deploy(
     models: Annotated[list[Path], typer.Argument(help="ONNX model files to benchmark.", show_default=False)],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target to run on (`local` or an inventory name).")] = "local",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target(s): `local`, inventory names, a,b for a fleet, tag:arm for every target so tagged.")] = "local",
     results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
     inputs: Annotated[Optional[Path], typer.Option(help="Input arrays by input name (.npz, no pickled objects).")] = None,
     value: Annotated[Optional[list[str]], typer.Option("--value", help="Fill an input with a value: NAME=VALUE (e.g. sample_rate=16000).")] = None,
@@ -94,12 +94,20 @@ def deploy(
     max_iterations: Annotated[Optional[int], typer.Option(help="Timed iterations at most.")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="Timed seconds at most.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Fresh sessions to measure.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads (0 = onnxruntime's default).")] = None,
+    threads: Annotated[Optional[str], typer.Option("--threads", help="Intra-op threads (0 = onnxruntime's default); a list sweeps: 1,2,4.")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", help="Size of the free batch dimension; a list sweeps: 1,8.")] = None,
     inter_op_threads: Annotated[Optional[int], typer.Option(help="Inter-op threads (0 = default).")] = None,
-    provider: Annotated[Optional[str], typer.Option(help="Execution provider: cpu, cuda, tensorrt, xnnpack, ... or a full name.")] = None,
+    provider: Annotated[Optional[str], typer.Option(help="Execution provider: cpu, cuda, tensorrt, xnnpack, ... or a full name; a list sweeps.")] = None,
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="Execution provider option KEY=VALUE.")] = None,
     graph_optimization: Annotated[Optional[str], typer.Option(help="Graph optimisation level: disable, basic, extended, all.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds before a run is killed (default: from the run's maximums).")] = None,
+    cpus: Annotated[Optional[str], typer.Option(help="Pin the run to these CPUs of the board, e.g. 2,3.")] = None,
+    spin_wait: Annotated[Optional[bool], typer.Option("--spin-wait/--no-spin-wait", help="onnxruntime thread spinning (default: its own).")] = None,
+    cooldown: Annotated[bool, typer.Option("--cooldown", help="Before each session, wait until the board is back near its idle temperature.")] = False,
+    cooldown_margin: Annotated[float, typer.Option(help="Degrees C above the idle baseline that count as cool.")] = 3.0,
+    cooldown_timeout: Annotated[float, typer.Option(help="Seconds to wait for the board to cool at most.")] = 120.0,
+    profile: Annotated[bool, typer.Option("--profile", help="Also run a separate onnxruntime profiling pass and keep the top operators.")] = False,
+    profile_iterations: Annotated[int, typer.Option(help="Inferences in the profiling pass.")] = 20,
     accuracy: Annotated[bool, typer.Option("--accuracy", help="Also check the board's outputs against a reference (a separate pass).")] = False,
     reference: Annotated[Optional[str], typer.Option(help="Accuracy reference: another .onnx, or a PyTorch MODEL_SPEC (default: the model on this host's CPU).")] = None,
     dataset: Annotated[Optional[Path], typer.Option(help="Labelled .npz (inputs + labels) for top-1/top-5 accuracy; implies --accuracy.")] = None,
@@ -115,9 +123,10 @@ def deploy(
     """Benchmark ONNX models on a target; one result file per model in results/."""
     from edgebench_agent.protocol import RequestError, parse_assignments, parse_scalar
 
-    from .deploy import RunSettings, deploy as run_deploy
+    from .deploy import FleetReport, RunSettings, deploy_fleet, expand_sweep
+    from .deploy import deploy as run_deploy
     from .errors import InputError, RunFailed
-    from .targets import inventory_path, load_inventory, resolve_target
+    from .targets import inventory_path, load_inventory, select_targets
 
     try:
         options = {
@@ -127,11 +136,19 @@ def deploy(
         }
     except RequestError as exc:
         raise InputError(str(exc)) from None
+    thread_list, batch_list = _int_list(threads, "--threads"), _int_list(batch, "--batch")
+    provider_list = [p.strip() for p in provider.split(",") if p.strip()] if provider else None
     flags = {"seed": seed, "warmup_min_iterations": warmup, "min_iterations": min_iterations,
              "min_seconds": min_seconds, "max_iterations": max_iterations, "max_seconds": max_seconds,
-             "repeats": repeats, "intra_op_threads": threads, "inter_op_threads": inter_op_threads,
-             "provider": provider, "graph_optimization_level": graph_optimization}
+             "repeats": repeats, "inter_op_threads": inter_op_threads, "graph_optimization_level": graph_optimization,
+             "cpus": _int_list(cpus, "--cpus"), "spin_wait": spin_wait}
     options.update({k: v for k, v in flags.items() if v is not None})
+    if cooldown:
+        options["cooldown"] = {"margin_c": cooldown_margin, "timeout_s": cooldown_timeout}
+    if profile:
+        if profile_iterations < 1:
+            raise InputError("--profile-iterations must be at least 1")
+        options["profile"] = {"iterations": profile_iterations}
     if variants is not None:
         from .convert import variants_of
 
@@ -153,16 +170,24 @@ def deploy(
                                            samples=accuracy_samples, batch_size=batch_size,
                                            tolerances=_tolerances(atol, rtol), tolerances_given=bool(atol or rtol))
     settings = RunSettings(options=options, inputs=inputs, timeout_s=timeout, accuracy=accuracy_options)
-    resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
+    cells = expand_sweep(settings, thread_list, batch_list, provider_list)
+    resolved = select_targets(target, load_inventory(inventory_path(inventory)))
 
-    with DeployProgress(_stderr(), [m.name if m.suffix == ".ort" else m.stem for m in dict.fromkeys(models)]) as progress:
-        report = run_deploy(models, resolved, settings, results, on_event=progress.event)
-    for path in report.recovered:
-        typer.echo(f"recovered an earlier run that finished on {resolved.name}: {path}", err=True)
-    if resolved.kind != "local":
-        typer.echo(f"uploaded {report.uploaded_bytes / 1024:.1f} KiB to {resolved.name}"
-                   + (" (agent and models were cached there)" if report.uploaded_bytes == 0 else ""), err=True)
-    outcomes = report.outcomes
+    with DeployProgress(_stderr(), [t.name for t in resolved]) as progress:
+        if len(resolved) == 1:
+            fleet = FleetReport({resolved[0].name: run_deploy(models, resolved[0], cells, results, on_event=progress.event)}, {})
+        else:
+            fleet = deploy_fleet(models, resolved, cells, results, on_event=progress.event)
+    outcomes = []
+    for name, report in fleet.reports.items():
+        for path in report.recovered:
+            typer.echo(f"recovered an earlier run that finished on {name}: {path}", err=True)
+        if next(t for t in resolved if t.name == name).kind != "local":
+            typer.echo(f"uploaded {report.uploaded_bytes / 1024:.1f} KiB to {name}"
+                       + (" (agent and models were cached there)" if report.uploaded_bytes == 0 else ""), err=True)
+        outcomes += report.outcomes
+    if not outcomes and len(fleet.failures) == 1:
+        raise next(iter(fleet.failures.values()))
     documents = [o.document for o in outcomes]
     if json_output:
         import json
@@ -175,26 +200,55 @@ def deploy(
         for document in documents:
             if document.get("accuracy"):
                 typer.echo(f"accuracy {document['model']['name']}: {verdict_text(document['accuracy'])}")
+            for line in _profile_lines(document):
+                typer.echo(line)
         for outcome in outcomes:
             typer.echo(f"result: {outcome.path}")
-    failed = [d for d in documents if d["status"] != "ok"]
-    if failed:
-        raise RunFailed(f"{len(failed)} of {len(documents)} runs failed: "
-                        + "; ".join(f"{d['model']['name']}: {d['error']['message']}" for d in failed),
-                        "the failed runs are recorded in results/ with their reason")
+    for warning in sorted({w for d in documents for w in (d.get("validity") or {}).get("warnings", [])}):
+        typer.echo(f"warning: {warning}", err=True)
+    problems = [f"{d['model']['name']} on {d['target']['name']}: {d['error']['message']}" for d in documents if d["status"] != "ok"]
+    problems += [f"{d['model']['name']} on {d['target']['name']} is INVALID: {'; '.join(d['validity']['reasons'])}"
+                 for d in documents if d["status"] == "ok" and not d["validity"]["valid"]]
+    problems += [f"{name}: {exc}" for name, exc in fleet.failures.items()]
+    if problems:
+        raise RunFailed(f"{len(problems)} problem(s): " + "; ".join(problems),
+                        "failed and INVALID runs are recorded in results/ with their reason")
     wrong = [d for d in documents if d.get("accuracy") and not d["accuracy"]["passed"]]
     if wrong:
         raise RunFailed(f"accuracy check failed for {', '.join(d['model']['name'] for d in wrong)}: the board's outputs "
                         "differ from the reference beyond tolerance", "see the accuracy lines above; --atol/--rtol set tolerances")
 
 
+def _int_list(text: str | None, option: str) -> list[int] | None:
+    from .errors import InputError
+
+    if text is None:
+        return None
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"{option} {text!r} must be a number or a comma-separated list of numbers") from None
+    if not values:
+        raise InputError(f"{option} {text!r} names no value")
+    return values
+
+
+def _profile_lines(document: dict) -> list[str]:
+    profile = document.get("profile") or {}
+    top = profile.get("top_operators") or []
+    if not top:
+        return []
+    ops = ", ".join(f"{op['op_type']} {op['pct']:.0f}%" for op in top[:5])
+    return [f"profile {document['model']['name']}: {profile['iterations']} inferences, top operators: {ops}"]
+
+
 class DeployProgress:
-    """A progress line per model, fed by the agent's events; silent when stderr is not a terminal."""
+    """A progress line per board, fed by the agent's events; silent when stderr is not a terminal."""
 
     def __init__(self, console, names: list[str]):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("{task.fields[name]:<16}"), BarColumn(), TextColumn("{task.description}"),
+        self.progress = Progress(TextColumn("{task.fields[name]:<28}"), BarColumn(), TextColumn("{task.description}"),
                                  TimeElapsedColumn(), console=console, transient=True,
                                  disable=not console.is_terminal)
         self.tasks = {name: self.progress.add_task("waiting", total=1.0, name=name) for name in names}
@@ -211,6 +265,8 @@ class DeployProgress:
         if task is None:
             return
         kind = event.get("event")
+        if event.get("model"):
+            self.progress.update(task, name=f"{name}: {event['model']}")
         if kind == "upload":
             self.progress.update(task, completed=event["done"] / max(event["total"], 1),
                                  description=f"upload {event['done'] / 2**20:.1f}/{event['total'] / 2**20:.1f} MiB")
@@ -234,16 +290,19 @@ def _print_summary(documents: list[dict]) -> None:
 
     from .report import format_cell, run_row
 
-    columns = [("model", "model"), ("variant", "variant"), ("target", "target"), ("status", "status"), ("n", "n"),
+    columns = [("model", "model"), ("variant", "variant"), ("target", "target"), ("settings", "settings"),
+               ("status", "status"), ("n", "n"),
                ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"),
                ("std_ms", "std ms"), ("throughput_per_s", "inf/s"), ("session_ms", "session ms"),
-               ("first_ms", "first ms"), ("peak_rss_mib", "peak RSS MiB"), ("accuracy", "accuracy"),
+               ("first_ms", "first ms"), ("peak_rss_mib", "peak RSS MiB"), ("valid", "valid"), ("accuracy", "accuracy"),
                ("top1_pct", "top-1 %")]
     table = Table(box=None, pad_edge=False)
     for _, header in columns:
-        table.add_column(header, justify="left" if header in ("model", "variant", "target", "status") else "right")
+        table.add_column(header, justify="left" if header in ("model", "variant", "target", "settings", "status", "valid") else "right",
+                         no_wrap=True)
     for document in documents:
         row = run_row(document)
+        row["valid"] = "yes" if (document.get("validity") or {}).get("valid", True) else "INVALID"
         table.add_row(*[format_cell(row.get(key)) for key, _ in columns])
     _stdout().print(table)
 

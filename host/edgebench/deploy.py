@@ -118,7 +118,7 @@ def plan_accuracy(model_path: Path, settings: RunSettings, model: dict):
     request = settings.request("-", None)
     planned = accuracy.plan(Path(model_path), dataset=options.dataset, test_data=options.test_data,
                             samples=options.samples, batch_size=options.batch_size, dims=request["dims"],
-                            values=request["values"], seed=request["seed"])
+                            values=request["values"], seed=request["seed"], batch=request["batch"])
     accuracy.compute_reference(planned, Path(model_path), options.reference)
     return planned
 
@@ -203,51 +203,127 @@ def recover(board: Board, results_dir: Path, only: list[str] | None = None) -> l
     return written
 
 
-def deploy(models: list[Path], target: Target, settings: RunSettings, results_dir: Path,
+def expand_sweep(settings: RunSettings, threads: list[int] | None = None, batches: list[int] | None = None,
+                 providers: list[str] | None = None) -> list[RunSettings]:
+    """The matrix of a sweep: one RunSettings per (threads, batch, provider) cell."""
+    import itertools
+
+    cells = []
+    for thread, batch, provider in itertools.product(threads or [None], batches or [None], providers or [None]):
+        options = dict(settings.options)
+        for key, value in (("intra_op_threads", thread), ("batch", batch), ("provider", provider)):
+            if value is not None:
+                options[key] = value
+        cells.append(replace(settings, options=options))
+    return cells
+
+
+def _profile_summary(board: Board, reply: dict | None) -> dict | None:
+    """Pull the profile pass's trace home and keep its top operators (the trace itself stays on the board)."""
+    from edgebench_agent.metrics import top_operators
+
+    answer = (reply or {}).get("profile")
+    if not answer:
+        return None
+    data = board.transport.read_bytes(answer["file"])
+    if data is None:
+        return {"iterations": answer["iterations"], "file": answer["file"], "error": "the profile trace is missing"}
+    import json
+
+    try:
+        events = json.loads(data)
+    except ValueError:
+        return {"iterations": answer["iterations"], "file": answer["file"], "error": "the profile trace is not valid JSON"}
+    return {"iterations": answer["iterations"], "file": answer["file"], **top_operators(events)}
+
+
+def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunSettings], results_dir: Path,
            on_event: ModelEvent | None = None) -> DeployReport:
-    model_blocks = check_inputs(models, settings)
-    recorded_settings = settings.recorded()
-    plans = [plan_accuracy(m, settings, block) if settings.accuracy else None for m, block in zip(models, model_blocks)]
+    """Every model under every settings cell (a sweep) on one target, over one connection."""
+    cells = settings if isinstance(settings, list) else [settings]
+    model_blocks = check_inputs(models, cells[0])
+    for cell in cells[1:]:
+        cell.request("-", None)
+    # Accuracy plans (and their references) before touching the board: a dataset that does not fit fails first.
+    plans = {(i, j): plan_accuracy(m, cell, block) if cell.accuracy else None
+             for i, cell in enumerate(cells) for j, (m, block) in enumerate(zip(models, model_blocks))}
     outcomes = []
     with Board(target) as board:
-        info = check_board(board, model_blocks, settings)
-        target_block = {**target.describe(), "info": info}
+        infos = [check_board(board, model_blocks, cell) for cell in cells]
+        target_block = {**target.describe(), "info": infos[0]}
         recovered = recover(board, results_dir)
         inputs_remote = None
-        if settings.inputs is not None:
-            inputs_remote = board.stage(Path(settings.inputs), file_sha256(settings.inputs))
-        for model_path, model, planned in zip(models, model_blocks, plans):
-            def forward(event: dict, name=model["name"]) -> None:
-                if on_event is not None:
-                    on_event(name, event)
-
-            def uploaded(done: int, total: int) -> None:
-                forward({"event": "upload", "done": done, "total": total})
-
-            sidecars = [Path(model_path).resolve().parent / name for name in model["external_data"]]
-            remote_model = board.stage(Path(model_path), model["sha256"], uploaded, companions=sidecars)
-            created = utc_now()
-            run_id = new_run_id(model["name"], target.name, created)
-            request = settings.request(remote_model, inputs_remote)
-            rule = accuracy_rule(model, settings.accuracy) if planned is not None else None
-            if planned is not None:
-                request["accuracy"] = _accuracy_request(board, planned, run_id, rule[0])
-            context = {"run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "model": model,
-                       "target": target_block, "settings": recorded_settings}
-            reply, error = None, None
-            try:
-                reply = board.run(request, run_id, context, settings.timeout_for(request), forward)
-            except AgentError as exc:  # the agent misbehaved: record it, go on with the next model
-                error = {"kind": "agent", "message": str(exc)}
-            if reply and reply.get("status") == "ok" and reply["model"]["sha256"] != model["sha256"]:
-                raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
-                                 "the file changed during the run, or the board's copy is corrupt; run again")
-            fresh_target = {**target_block, "info": reply["info"]} if reply and reply.get("info") else target_block
-            accuracy_block = _accuracy_result(board, planned, reply, rule) if planned is not None else None
-            document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
-                                    settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block)
-            outcomes.append(DeployOutcome(Path(model_path), document, write_result(results_dir, document)))
-            board.mark_fetched(run_id)
-            forward({"event": "done", "status": document["status"]})
+        if cells[0].inputs is not None:
+            inputs_remote = board.stage(Path(cells[0].inputs), file_sha256(cells[0].inputs))
+        for i, cell in enumerate(cells):
+            recorded_settings = cell.recorded()
+            for j, (model_path, model) in enumerate(zip(models, model_blocks)):
+                outcomes.append(_run_one(board, target, target_block, cell, recorded_settings, Path(model_path), model,
+                                         plans[(i, j)], inputs_remote, results_dir, on_event))
         uploaded = board.transport.bytes_uploaded
     return DeployReport(outcomes, recovered, uploaded)
+
+
+def _run_one(board, target, target_block, settings, recorded_settings, model_path, model, planned, inputs_remote,
+             results_dir, on_event) -> DeployOutcome:
+    def forward(event: dict, name=model["name"]) -> None:
+        if on_event is not None:
+            on_event(target.name, {**event, "model": name})
+
+    def uploaded(done: int, total: int) -> None:
+        forward({"event": "upload", "done": done, "total": total})
+
+    sidecars = [model_path.resolve().parent / name for name in model["external_data"]]
+    remote_model = board.stage(model_path, model["sha256"], uploaded, companions=sidecars)
+    created = utc_now()
+    run_id = new_run_id(model["name"], target.name, created)
+    request = settings.request(remote_model, inputs_remote)
+    rule = accuracy_rule(model, settings.accuracy) if planned is not None else None
+    if planned is not None:
+        request["accuracy"] = _accuracy_request(board, planned, run_id, rule[0])
+    context = {"run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "model": model,
+               "target": target_block, "settings": recorded_settings}
+    reply, error = None, None
+    try:
+        reply = board.run(request, run_id, context, settings.timeout_for(request), forward)
+    except AgentError as exc:  # the agent misbehaved: record it, go on with the next model
+        error = {"kind": "agent", "message": str(exc)}
+    if reply and reply.get("status") == "ok" and reply["model"]["sha256"] != model["sha256"]:
+        raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
+                         "the file changed during the run, or the board's copy is corrupt; run again")
+    fresh_target = {**target_block, "info": reply["info"]} if reply and reply.get("info") else target_block
+    accuracy_block = _accuracy_result(board, planned, reply, rule) if planned is not None else None
+    document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
+                            settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block,
+                            profile=_profile_summary(board, reply))
+    outcome = DeployOutcome(model_path, document, write_result(results_dir, document))
+    board.mark_fetched(run_id)
+    forward({"event": "done", "status": document["status"]})
+    return outcome
+
+
+@dataclass
+class FleetReport:
+    reports: dict  # target name -> DeployReport
+    failures: dict  # target name -> BenchError
+
+
+def deploy_fleet(models: list[Path], targets: list[Target], cells: list[RunSettings], results_dir: Path,
+                 on_event: ModelEvent | None = None) -> FleetReport:
+    """Boards in parallel (one connection and one board lock each); a board that fails does not stop the others."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .errors import BenchError
+
+    check_inputs(models, cells[0])  # bad input fails once, before any board is touched
+    fleet = FleetReport({}, {})
+
+    def one(target: Target):
+        try:
+            fleet.reports[target.name] = deploy(models, target, cells, results_dir, on_event)
+        except BenchError as exc:
+            fleet.failures[target.name] = exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(targets)))) as pool:
+        list(pool.map(one, targets))
+    return fleet

@@ -28,6 +28,10 @@ def settings_label(settings: dict) -> str:
     provider = settings.get("provider", "?").replace("ExecutionProvider", "").lower()
     parts = [provider, f"threads={settings.get('intra_op_threads', 0)}/{settings.get('inter_op_threads', 0)}",
              f"opt={settings.get('graph_optimization_level', 'all')}"]
+    if settings.get("batch"):
+        parts.append(f"batch={settings['batch']}")
+    if settings.get("cpus"):
+        parts.append("cpus=" + ",".join(map(str, settings["cpus"])))
     if settings.get("dims"):
         parts.append("dims=" + ",".join(f"{k}={v}" for k, v in sorted(settings["dims"].items())))
     return " ".join(parts)

@@ -2,7 +2,8 @@
 
 SCHEMA_VERSION history:
   1 - first version: run id, versions, model identity and signature, target + agent info, run settings,
-      raw samples per repeat (ns), memory, status with error, accuracy block (or null).
+      raw samples per repeat (ns), memory, board telemetry and placement, status with error, validity
+      (VALID/INVALID with reasons, warnings), accuracy block (or null), profile summary (or null).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from .errors import ResultError
 SCHEMA_VERSION = 1
 
 # What a result keeps of the agent's run reply.
-MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs", "repeats", "memory")
+MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs", "repeats", "memory", "telemetry",
+                    "placement")
 
 # Older schema versions and the step that lifts a document one version up (asv-style migrations).
 MIGRATIONS: dict[int, callable] = {}
@@ -49,15 +51,20 @@ def new_run_id(model_name: str, target_name: str, when: datetime.datetime | None
 
 
 def build_result(*, run_id: str, created_at: str, model: dict, target: dict, settings: dict,
-                 reply: dict | None, error: dict | None = None, accuracy: dict | None = None) -> dict:
+                 reply: dict | None, error: dict | None = None, accuracy: dict | None = None,
+                 profile: dict | None = None) -> dict:
     """Assemble a result document from the host's view (model, target) and the agent's reply."""
     reply = reply or {}
     status = "ok" if error is None and reply.get("status") == "ok" else "failed"
     if status == "failed" and error is None:
         error = reply.get("error") or {"kind": "runtime", "message": "the agent reported a failure without a reason"}
     measurements = None
+    validity = {"valid": True, "reasons": [], "warnings": []}
     if status == "ok":
-        measurements = {key: reply[key] for key in MEASUREMENT_KEYS}
+        from edgebench_agent.telemetry import assess
+
+        measurements = {key: reply.get(key) for key in MEASUREMENT_KEYS}
+        validity = assess(reply.get("telemetry"))  # the host analyses: the board only recorded its state
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -71,7 +78,9 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
         "target": target,
         "settings": settings,
         "measurements": measurements,
+        "validity": validity,
         "accuracy": accuracy,
+        "profile": profile,
     }
 
 
