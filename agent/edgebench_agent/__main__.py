@@ -124,7 +124,17 @@ def run(request, machine_readable=True):
         reply["error"] = {"kind": "runtime", "message": "out of memory on the board"}
         code = EXIT_RUN_FAILED
     reply["finished_at"] = _now()
+    reply["digest"] = reply_digest(reply)
     return code, reply
+
+
+def reply_digest(reply):
+    """sha256 of the reply's canonical JSON (digest left out): `bench import` refuses a result edited after the
+    agent wrote it. An integrity check against accidents and casual edits, not a signature."""
+    import hashlib
+
+    body = dict((k, v) for k, v in reply.items() if k != "digest")
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def _request_from_flags(args):
@@ -137,12 +147,24 @@ def _request_from_flags(args):
     raw["dims"] = parse_assignments(args.dim, "--dim", int)
     raw["provider_options"] = parse_assignments(args.provider_option, "--provider-option", str)
     for field in ("seed", "min_iterations", "min_seconds", "max_iterations", "max_seconds", "repeats",
-                  "intra_op_threads", "inter_op_threads", "provider", "graph_optimization_level"):
+                  "intra_op_threads", "inter_op_threads", "provider", "graph_optimization_level", "batch",
+                  "spin_wait", "telemetry_interval_s"):
         value = getattr(args, field)
         if value is not None:
             raw[field] = value
     if args.warmup is not None:
         raw["warmup_min_iterations"] = args.warmup
+    if args.cpus:
+        try:
+            raw["cpus"] = [int(c) for c in args.cpus.split(",") if c.strip()]
+        except ValueError:
+            raise RequestError("--cpus %r must be CPU numbers like 2,3" % args.cpus)
+    if args.cooldown:
+        raw["cooldown"] = {"margin_c": args.cooldown_margin, "timeout_s": args.cooldown_timeout}
+    if args.profile:
+        raw["profile"] = {"iterations": args.profile_iterations, "dir": os.path.dirname(os.path.abspath(args.out or "x"))}
+    if args.dataset:
+        raw["accuracy"] = {"dataset": os.path.abspath(args.dataset), "batch_size": args.batch_size}
     return raw
 
 
@@ -220,6 +242,20 @@ def build_parser():
     run.add_argument("--provider", help="execution provider (default %s)" % d["provider"])
     run.add_argument("--provider-option", action="append", metavar="KEY=VALUE", help="execution provider option")
     run.add_argument("--graph-optimization-level", choices=GRAPH_OPTIMIZATION_LEVELS, help="default %s" % d["graph_optimization_level"])
+    run.add_argument("--batch", type=int, help="size of every free leading (batch) dimension")
+    run.add_argument("--cpus", metavar="LIST", help="pin the run to these CPUs, e.g. 2,3")
+    spin = run.add_mutually_exclusive_group()
+    spin.add_argument("--spin-wait", dest="spin_wait", action="store_const", const=True, help="let onnxruntime threads spin")
+    spin.add_argument("--no-spin-wait", dest="spin_wait", action="store_const", const=False, help="no spinning")
+    run.add_argument("--cooldown", action="store_true", help="wait until the board is back near its idle temperature first")
+    run.add_argument("--cooldown-margin", type=float, default=3.0, metavar="C", help="degrees above idle that count as cool (3)")
+    run.add_argument("--cooldown-timeout", type=float, default=120.0, metavar="S", help="wait at most this long (120)")
+    run.add_argument("--telemetry-interval", dest="telemetry_interval_s", type=float, metavar="S",
+                     help="sample the board's state this often while measuring (default 1)")
+    run.add_argument("--profile", action="store_true", help="a separate onnxruntime profiling pass; the trace is written beside --out")
+    run.add_argument("--profile-iterations", type=int, default=20, metavar="N", help="inferences in the profiling pass (20)")
+    run.add_argument("--dataset", metavar="NPZ", help="labelled data (inputs by name + labels): top-1/top-5 accuracy on this board")
+    run.add_argument("--batch-size", type=int, default=32, metavar="N", help="dataset batch when the batch dim is free (32)")
     return parser
 
 
@@ -238,6 +274,20 @@ def _summary(reply):
             % (index + 1, len(samples), p50, p90, repeat["first_inference_ns"] / 1e6, repeat["session_create_ns"] / 1e6)
         )
     lines.append("peak RSS  %.1f MiB" % (reply["memory"]["peak_rss_bytes"] / 2.0 ** 20))
+    from .telemetry import assess
+
+    verdict = assess(reply.get("telemetry"))
+    lines.append("board     " + ("VALID" if verdict["valid"] else "INVALID: " + "; ".join(verdict["reasons"])))
+    for warning in verdict["warnings"]:
+        lines.append("warning   " + warning)
+    labels = ((reply.get("accuracy") or {}).get("labels") or {}).get("board")
+    if labels:
+        lines.append("accuracy  top-1 %.2f%% (%d/%d), top-5 %.2f%%" % (labels["top1_pct"], labels["top1_correct"],
+                                                                        labels["count"], labels["top5_pct"]))
+    top = (reply.get("profile") or {}).get("top_operators") or []
+    if top:
+        lines.append("profile   " + ", ".join("%s %.0f%%" % (op["op_type"], op["pct"]) for op in top[:5]))
+    lines.append("(full statistics: copy the --out file home and run `bench import` there)")
     return "\n".join(lines)
 
 

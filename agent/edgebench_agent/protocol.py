@@ -174,9 +174,12 @@ def normalize_run_request(raw):
             "graph_optimization_level must be one of %s" % ", ".join(GRAPH_OPTIMIZATION_LEVELS)
         )
     accuracy = req["accuracy"]
-    if accuracy is not None:
+    if accuracy is not None and isinstance(accuracy, dict) and isinstance(accuracy.get("dataset"), str):
+        if not isinstance(accuracy.get("batch_size", 32), int) or accuracy.get("batch_size", 32) < 1:
+            raise RequestError("accuracy.batch_size must be a positive integer")
+    elif accuracy is not None:
         if not isinstance(accuracy, dict) or not isinstance(accuracy.get("inputs"), str):
-            raise RequestError("request field 'accuracy' must be an object with an 'inputs' .npz path")
+            raise RequestError("request field 'accuracy' must be an object with an 'inputs' .npz path, or a 'dataset'")
         if not isinstance(accuracy.get("batches"), int) or accuracy["batches"] < 1:
             raise RequestError("accuracy.batches must be a positive integer")
         if not (accuracy.get("outputs") or accuracy.get("reference")):

@@ -330,6 +330,33 @@ def run_benchmark(request, emit=None):
     }
 
 
+def dataset_pass(ort, request):
+    """Standalone accuracy: a labelled .npz run on the board, top-1/top-5 computed here (no host needed)."""
+    from .dataset import batches_of, load_dataset
+    from .metrics import is_classifier_output, join_batches, label_accuracy
+
+    spec = request["accuracy"]
+    session = create_session(ort, request)
+    try:
+        arrays, labels = load_dataset(spec["dataset"], signature_of(session))
+    except InputError as exc:
+        raise RunError("input", str(exc))
+    batches, total = batches_of(arrays, signature_of(session), int(spec.get("batch_size", 32)))
+    names = [arg.name for arg in session.get_outputs()]
+    per_output = [[] for _ in names]
+    for batch in batches:
+        for position, value in enumerate(session.run(None, batch)):
+            per_output[position].append(value)
+    joined = [join_batches(values, total) for values in per_output]
+    scores = next((index for index, value in enumerate(joined) if is_classifier_output(value)), None)
+    if scores is None:
+        raise RunError("input", "no output of this model looks like class scores [samples, classes]: "
+                                "top-1/top-5 accuracy needs one")
+    return {"source": "dataset", "compared_on": "board", "samples": total, "batches": len(batches),
+            "output_names": names, "scores_output": names[scores],
+            "labels": {"board": label_accuracy(joined[scores], labels)}}
+
+
 def profile_pass(ort, request, feeds):
     """A separate session with onnxruntime's profiler on; returns where its JSON trace was written."""
     spec = request["profile"]
@@ -345,7 +372,18 @@ def profile_pass(ort, request, feeds):
     for _ in range(iterations):
         session.run(None, feeds)
     path = session.end_profiling()
-    return {"file": os.path.abspath(path), "iterations": iterations}
+    summary = {}
+    try:  # a summary here too, for a board with no host: the trace itself stays beside it
+        import json
+
+        from .metrics import top_operators
+
+        with open(path) as handle:
+            summary = top_operators(json.load(handle))
+    except (IOError, OSError, ValueError):
+        pass
+    summary.update({"file": os.path.abspath(path), "iterations": iterations})
+    return summary
 
 
 def accuracy_pass(ort, request):
@@ -361,6 +399,8 @@ def accuracy_pass(ort, request):
     from .metrics import batch_key, evaluate, join_batches
 
     spec = request["accuracy"]
+    if spec.get("dataset"):
+        return dataset_pass(ort, request)
     try:
         arrays = load_npz(spec["inputs"])
     except InputError as exc:

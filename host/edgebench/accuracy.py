@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench_agent.dataset import batches_of as dataset_batches
+
 from .errors import InputError
 from .parity import Tolerances
 
@@ -76,66 +78,16 @@ def _signature(model_path: Path):
 
 
 def load_dataset(path: Path, signature: list, require_labels: bool = True) -> tuple[dict, np.ndarray | None]:
-    """Arrays by input name plus `labels` from a labelled .npz; one clear error for each way it can misfit.
-    Without require_labels (calibration data), labels are optional and unused."""
+    """The agent's dataset loader, with its errors as the host's InputError."""
+    from edgebench_agent import dataset
     from edgebench_agent.inputs import InputError as AgentInputError
-    from edgebench_agent.inputs import load_npz, numpy_dtype
 
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise InputError(f"dataset not found: {path}")
     try:
-        arrays = load_npz(str(path))
+        return dataset.load_dataset(path, signature, require_labels)
     except AgentInputError as exc:
         raise InputError(str(exc)) from None
-    if "labels" not in arrays and require_labels:
-        raise InputError(f"{path} has no 'labels' array (it holds: {', '.join(sorted(arrays)) or 'nothing'})",
-                         "save the dataset with np.savez(path, <input name>=inputs, labels=labels)")
-    labels = arrays.pop("labels", None)
-    names = [name for name, _, _ in signature]
-    if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
-        arrays = {names[0]: next(iter(arrays.values()))}  # a single-input model may name its array anything
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise InputError(f"{path} lacks input(s) {', '.join(missing)}; it holds {', '.join(sorted(arrays)) or 'only labels'}")
-    if labels is not None and (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)):
-        raise InputError(f"{path}: labels must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
-    for name, ort_type, shape in signature:
-        array = arrays[name]
-        dtype = numpy_dtype(ort_type, name)
-        if array.dtype != dtype:
-            raise InputError(f"{path}: input {name!r} is {array.dtype} but the model takes {dtype}")
-        if array.ndim != len(shape):
-            raise InputError(f"{path}: input {name!r} has shape {list(array.shape)} but the model takes rank {len(shape)} "
-                             f"{shape} (samples go along the first axis)")
-        fixed = [(axis, want, array.shape[axis]) for axis, want in enumerate(shape)
-                 if axis > 0 and isinstance(want, int) and want != array.shape[axis]]
-        if fixed:
-            axis, want, got = fixed[0]
-            raise InputError(f"{path}: input {name!r} axis {axis} is {got} but the model fixes it at {want} "
-                             f"(dataset shape {list(array.shape)}, model {shape})")
-        if labels is not None and array.shape[0] != labels.shape[0]:
-            raise InputError(f"{path}: {array.shape[0]} samples of {name!r} but {labels.shape[0]} labels")
-    return arrays, labels
-
-
-def _batches_of(arrays: dict, signature: list, batch_size: int) -> tuple[list[dict], int]:
-    """Split samples along the batch axis: the model's fixed batch if it has one (padding the last batch by
-    repeating rows), else batch_size."""
-    first_dims = {shape[0] for _, _, shape in signature if shape}
-    fixed = next((d for d in first_dims if isinstance(d, int)), None)
-    size = fixed or batch_size
-    total = next(iter(arrays.values())).shape[0]
-    batches = []
-    for start in range(0, total, size):
-        batch = {}
-        for name, array in arrays.items():
-            part = array[start:start + size]
-            if fixed and part.shape[0] < size:
-                part = np.concatenate([part, np.repeat(part[-1:], size - part.shape[0], axis=0)])
-            batch[name] = np.ascontiguousarray(part)
-        batches.append(batch)
-    return batches, total
 
 
 def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | None = None,
@@ -150,7 +102,7 @@ def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | Non
     names = [name for name, _, _ in signature]
     if dataset is not None:
         arrays, labels = load_dataset(dataset, signature)
-        batches, total = _batches_of(arrays, signature, batch_size)
+        batches, total = dataset_batches(arrays, signature, batch_size)
         return AccuracyPlan("dataset", names, output_names, batches, total, labels)
     if test_data is not None:
         inputs, expected = read_test_data_set(Path(test_data), names)

@@ -503,6 +503,51 @@ def convert(
                         "the other variants were written" if len(failed) < len(produced) else None)
 
 
+agent_app = typer.Typer(help="The board agent on its own: one file to copy to a board.", no_args_is_help=True,
+                        rich_markup_mode=None)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("bundle")
+@cli_errors
+def agent_bundle(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .pyz.")] = Path("edgebench-agent.pyz"),
+):
+    """Write the single-file agent (the same build deploy ships): `python3 edgebench-agent.pyz --help` on a board."""
+    import hashlib
+
+    from .agent_bundle import ensure_bundle
+
+    bundle = ensure_bundle()
+    data = bundle.read_bytes()
+    temp = output.with_name(f".{output.name}.tmp")
+    try:
+        temp.write_bytes(data)
+        temp.chmod(0o755)
+        temp.replace(output)
+    except OSError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(f"cannot write {output}: {exc.strerror}") from None
+    typer.echo(f"wrote {output} ({len(data) / 1024:.1f} KiB, sha256 {hashlib.sha256(data).hexdigest()[:12]}; "
+               f"deploy ships it as {bundle.name})")
+
+
+@app.command("import")
+@cli_errors
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="result.json files written by `edgebench-agent run --out`.")],
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Name the board (default: its hostname).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="The model file the board ran: its sha256 must match.")] = None,
+    results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
+):
+    """Bring results made by the agent standing alone on a board into results/, as full results."""
+    from .importer import import_reply
+
+    for file in files:
+        typer.echo(f"result: {import_reply(file, results, model=model, target=target)}")
+
+
 # ------------------------------------------------------------------------------------------- boards
 @app.command()
 @cli_errors

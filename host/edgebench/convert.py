@@ -191,11 +191,11 @@ CONVERTERS = {"int8-dynamic": _int8_dynamic, "int8-static": _int8_static, "fp16"
 # ------------------------------------------------------------------------------------------- parity
 def calibration_batches(model_path: Path, path: Path, limit: int) -> list[dict]:
     """Calibration samples one at a time (or in the model's fixed batch), from an .npz of inputs by name."""
-    from .accuracy import _batches_of, _signature, load_dataset
+    from .accuracy import _signature, dataset_batches, load_dataset
 
     _, signature, _ = _signature(model_path)
     arrays, _ = load_dataset(path, signature, require_labels=False)
-    batches, _ = _batches_of(arrays, signature, 1)
+    batches, _ = dataset_batches(arrays, signature, 1)
     return batches[:limit]
 
 

@@ -59,7 +59,7 @@ def run_row(document: dict) -> dict:
         row["peak_rss_mib"] = peak / 2**20 if peak else None
     accuracy = document.get("accuracy")
     if accuracy:
-        row["accuracy"] = "PASS" if accuracy["passed"] else "FAIL"
+        row["accuracy"] = None if accuracy.get("passed") is None else ("PASS" if accuracy["passed"] else "FAIL")
         row["max_abs_diff"] = max((o["max_abs"] for o in accuracy["outputs"]), default=None)
         labels = accuracy.get("labels")
         row["top1_pct"] = labels["board"]["top1_pct"] if labels else None

@@ -3,7 +3,8 @@
 SCHEMA_VERSION history:
   1 - first version: run id, versions, model identity and signature, target + agent info, run settings,
       raw samples per repeat (ns), memory, board telemetry and placement, status with error, validity
-      (VALID/INVALID with reasons, warnings), accuracy block (or null), profile summary (or null).
+      (VALID/INVALID with reasons, warnings), accuracy block (or null), profile summary (or null), origin
+      (deploy, or import of a standalone agent result, with the agent's reply digest).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
         "validity": validity,
         "accuracy": accuracy,
         "profile": profile,
+        "origin": {"kind": "deploy", "digest": reply.get("digest")},
     }
 
 
