@@ -6,8 +6,9 @@ BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.edgebench-installed
 DEMO_MODELS := examples/cnn.onnx examples/setnet.onnx
 DIGITS      := examples/digits.onnx examples/digits_test.npz
-# Debian packages of the integration tests (sshd, network namespaces, a headless browser for the HTML report).
-SYSTEM_PACKAGES := openssh-server iproute2 chromium
+# Debian packages of the integration tests (sshd, network namespaces, a headless browser for the HTML report,
+# qemu-user for the emulated aarch64 board).
+SYSTEM_PACKAGES := openssh-server iproute2 chromium qemu-user-static
 
 .PHONY: setup demo test system-deps benchmarks clean
 
@@ -36,6 +37,7 @@ demo: $(STAMP) $(DEMO_MODELS) $(DIGITS)
 	$(BENCH) compare results/
 
 test: $(STAMP) system-deps
+	$(PY) scripts/build_arm64_board.py
 	$(PY) -m pytest
 
 benchmarks: $(STAMP)

@@ -202,3 +202,33 @@ def old_python() -> Path:
             pytest.fail(f"cannot build the old-stack Python 3.8 environment: {done.stderr[-1500:]}")
         venv.chmod(0o755)
     return python
+
+
+# ------------------------------------------------------------------------------------------ real boards
+@pytest.fixture(scope="session")
+def arm64_python() -> Path:
+    """The emulated aarch64 board's python (scripts/build_arm64_board.py; built once, cached outside the repo).
+    A failure to build fails the tests that need it, with its reason: never a silent skip."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "build_arm64_board.py")], capture_output=True,
+                          text=True, timeout=1200)
+    if done.returncode != 0:
+        pytest.fail(f"cannot build the emulated aarch64 board: {(done.stderr or done.stdout)[-2000:]}")
+    line = next(l for l in done.stdout.splitlines() if l.startswith("board python: "))
+    return Path(line.split(": ", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def arm64_board(ssh_server, client_key, arm64_python, tmp_path_factory) -> SshBoard:
+    """A Raspberry Pi 4 stand-in: aarch64 Python 3.11 under qemu, reached over the real sshd like a Pi."""
+    return SshBoard("pi4emu", ssh_server, "root", client_key, str(arm64_python),
+                    str(tmp_path_factory.mktemp("board-arm64-cache")), {})
+
+
+@pytest.fixture(scope="session")
+def old_board(ssh_server, client_key, old_python, tmp_path_factory) -> SshBoard:
+    """A JetPack 5 stand-in: Python 3.8 with onnxruntime 1.19.2 and numpy 1.24.4, over the real sshd."""
+    return SshBoard("oldstack", ssh_server, "root", client_key, str(old_python),
+                    str(tmp_path_factory.mktemp("board-old-cache")), {})

@@ -18,14 +18,25 @@ def _read_text(path):
         return None
 
 
+# Arm's CPU part numbers (MIDR) of the cores edge boards use.
+ARM_CORES = {
+    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1", "0xd41": "Cortex-A78", "0xd42": "Cortex-A78AE", "0xd4b": "Cortex-A78C",
+}
+
+
 def cpu_model(cpuinfo_text=None):
-    """CPU name from /proc/cpuinfo: x86 'model name', or an ARM 'Model'/'Hardware' line."""
+    """CPU name from /proc/cpuinfo: x86 'model name'; on Arm the core from its part number (and the SoC)."""
     text = cpuinfo_text if cpuinfo_text is not None else (_read_text("/proc/cpuinfo") or "")
     fields = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep and value.strip():
             fields.setdefault(key.strip().lower(), value.strip())
+    part = fields.get("cpu part", "").lower()
+    if part in ARM_CORES:
+        return ARM_CORES[part] + (" (%s)" % fields["hardware"] if "hardware" in fields else "")
     for key in ("model name", "model", "hardware", "cpu model", "processor"):
         if key in fields and not fields[key].isdigit():
             return fields[key]
