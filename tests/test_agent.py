@@ -224,10 +224,8 @@ def test_npz_inputs_through_the_agent(client, tiny_models, tmp_path):
 
 
 def test_unavailable_provider_is_an_error_not_a_cpu_fallback(client, tiny_models):
-    reply = client.run(request(tiny_models["matmul"], provider="tensorrt"), timeout=60)
-    assert reply["status"] == "failed"
-    assert reply["error"]["kind"] == "provider"
-    assert "TensorrtExecutionProvider is not available" in reply["error"]["message"]
+    with pytest.raises(InputError, match="execution provider TensorrtExecutionProvider is not available"):
+        client.run(request(tiny_models["matmul"], provider="tensorrt"), timeout=60)
 
 
 def test_agent_cli_keeps_stdout_for_one_json_document(tiny_models, tmp_path):

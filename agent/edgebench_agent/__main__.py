@@ -28,8 +28,9 @@ from .protocol import (
     parse_scalar,
 )
 
-# Error kinds that are the caller's to fix (exit 2); anything else is a failed run (exit 1).
-USAGE_KINDS = ("usage", "input")
+# Error kinds that are the caller's to fix (exit 2): nothing was measured, so the host stores no result.
+# Anything else (a crash, a hang, out of memory) is a failed run (exit 1), recorded with its reason.
+USAGE_KINDS = ("usage", "input", "model", "provider")
 
 
 def _now():
@@ -208,6 +209,9 @@ def build_parser():
         if name in ("launch", "_job"):
             job.add_argument("--lock-timeout", type=float, default=600.0, metavar="S",
                              help="wait this long for another benchmark to finish (default 600)")
+        if name in ("launch", "attach"):
+            job.add_argument("--run-timeout", type=float, metavar="S",
+                             help="kill the run (its whole process group) when it runs longer than this")
         if name == "kill":
             job.add_argument("--reason", default="killed on request", help="recorded as the run's error")
     runs = commands.add_parser("runs", help="list the runs in the cache with their state (JSON)")
@@ -335,9 +339,9 @@ def _job_command(args, protocol_out):
     if args.command == "_job":
         return jobs.job(args.cache, args.run, args.lock_timeout)
     if args.command == "launch":
-        code, text = jobs.launch(args.cache, args.run, args.lock_timeout)
+        code, text = jobs.launch(args.cache, args.run, args.lock_timeout, args.run_timeout)
     elif args.command == "attach":
-        code, text = jobs.attach(args.cache, args.run)
+        code, text = jobs.attach(args.cache, args.run, args.run_timeout)
     elif args.command == "kill":
         code, text = jobs.kill(args.cache, args.run, args.reason)
     elif args.command == "runs":

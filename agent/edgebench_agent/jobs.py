@@ -6,6 +6,7 @@ Layout under the board's cache folder (everything the agent writes lives there):
     runs/<run>/pid            pid of the detached job (its own session: pgid == pid)
     runs/<run>/stderr.log     the job's progress events and logs
     runs/<run>/reply.json     the reply, written atomically when the run ends
+    runs/<run>/started        written when the job holds the lock: the run timeout counts from here
     runs/<run>/exit_code      written last: its presence means the run is over
     done/<run>/               where the host moves a run once its result is stored: runs/ holds only runs
                               a host may still need to collect, so "anything to recover?" is one listing
@@ -112,6 +113,7 @@ def job(cache, run, lock_timeout_s):
         message = "the board is busy: another benchmark holds its lock (%s); waited %.0f s" % (holder or "unknown", lock_timeout_s)
         finish(folder, {"status": "failed", "error": {"kind": "busy", "message": message}}, EXIT_RUN_FAILED)
         return EXIT_RUN_FAILED
+    _write_atomically(os.path.join(folder, "started"), "%.3f" % time.time())
     try:
         code, reply = run_request(request, machine_readable=True)
     finally:
@@ -126,7 +128,7 @@ def _agent_command():
     return [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from edgebench_agent.__main__ import main; sys.exit(main())" % root]
 
 
-def launch(cache, run, lock_timeout_s):
+def launch(cache, run, lock_timeout_s, run_timeout_s=None):
     """Start the job detached (own session, output to files), then follow it like `attach`."""
     folder = run_dir(cache, run)
     if not os.path.isfile(os.path.join(folder, "request.json")):
@@ -147,7 +149,7 @@ def launch(cache, run, lock_timeout_s):
             pass
         return process.poll() is None
 
-    return follow(folder, wait)
+    return follow(folder, wait, run_timeout_s)
 
 
 def _pid_alive(pid):
@@ -158,7 +160,7 @@ def _pid_alive(pid):
     return True
 
 
-def attach(cache, run):
+def attach(cache, run, run_timeout_s=None):
     folder = run_dir(cache, run)
     if not os.path.isdir(folder) and os.path.isdir(done_dir(cache, run)):
         folder = done_dir(cache, run)  # already collected once: answer again, never run again
@@ -170,7 +172,7 @@ def attach(cache, run):
         time.sleep(seconds)
         return _pid_alive(int(pid_text))
 
-    return follow(folder, wait)
+    return follow(folder, wait, run_timeout_s)
 
 
 def done_dir(cache, run):
@@ -178,10 +180,12 @@ def done_dir(cache, run):
     return os.path.join(os.path.abspath(os.path.expanduser(cache)), "done", run)
 
 
-def follow(folder, wait):
+def follow(folder, wait, run_timeout_s=None):
     """Forward the job's stderr to ours until it ends; then print its reply. Returns the run's exit code.
 
     wait(seconds) sleeps (or waits for the job) at most that long and says whether the job still runs.
+    A job running longer than run_timeout_s since it took the lock is killed with its process group here, on
+    the board: a hung run stops even when the host is gone.
     """
     position = 0
     log_path = os.path.join(folder, "stderr.log")
@@ -189,6 +193,12 @@ def follow(folder, wait):
     while True:
         done = os.path.exists(os.path.join(folder, "exit_code"))
         position = _forward(log_path, position)
+        started = _read(os.path.join(folder, "started"))
+        if not done and run_timeout_s and started and time.time() - float(started) > run_timeout_s:
+            run = os.path.basename(folder)
+            kill(os.path.dirname(os.path.dirname(folder)), run,
+                 "timed out after %.0f s: killed with its process group on the board" % run_timeout_s)
+            done = True
         if done or not running:
             if not done and not os.path.exists(os.path.join(folder, "exit_code")):
                 message = ("the agent process ended without a result (killed: out of memory, or SIGKILL); "
@@ -219,6 +229,7 @@ def _forward(path, position):
 def kill(cache, run, reason):
     """Kill the job's whole process group and record why. Returns (code, reply)."""
     folder = run_dir(cache, run)
+    reason = {"kind": "timeout" if reason.startswith("timed out") else "killed", "message": reason}
     pid_text = _read(os.path.join(folder, "pid"))
     if pid_text is None:
         raise RequestError("no run %s on this board" % run)
@@ -231,7 +242,7 @@ def kill(cache, run, reason):
         while _pid_alive(int(pid_text)) and time.time() < deadline:
             time.sleep(POLL_S)
         if not os.path.exists(os.path.join(folder, "exit_code")):
-            finish(folder, {"status": "failed", "error": {"kind": "killed", "message": reason}}, EXIT_RUN_FAILED)
+            finish(folder, {"status": "failed", "error": reason}, EXIT_RUN_FAILED)
     return int((_read(os.path.join(folder, "exit_code")) or "1").strip()), _read(os.path.join(folder, "reply.json")) or "{}"
 
 

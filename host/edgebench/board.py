@@ -25,6 +25,7 @@ INFO_TIMEOUT_S = 120.0  # an emulated board imports numpy slowly
 SMALL_COMMAND_TIMEOUT_S = 120.0
 RECONNECT_ATTEMPTS = 6
 RECONNECT_BACKOFF_S = (0.5, 1, 2, 4, 8, 15)
+HOST_MARGIN_S = 60.0  # beyond the run and lock timeouts, before the host gives up on a silent board
 
 
 class Board:
@@ -34,6 +35,7 @@ class Board:
         self._info = None
         self._cache = None
         self._agent = None
+        self._run_timeout = None
 
     def close(self) -> None:
         self.transport.close()
@@ -165,13 +167,34 @@ class Board:
             return str(local.resolve())
         folder = f"{self.cache}/files/{sha256}"
         final = f"{folder}/{local.name}"
-        if self.transport.exists(final):
-            return final
-        self.transport.makedirs(folder)
-        for path in [*companions, local]:  # the named file last: its presence means the set is complete
-            self._upload_verified(Path(path), f"{folder}/{Path(path).name}",
-                                  sha256 if path == local else None, progress if path == local else None)
+
+        def upload_all():
+            if self.transport.exists(final):
+                return
+            self.transport.makedirs(folder)
+            for name in self.transport.listdir(folder):
+                if ".part-" in name:  # left by a dropped link: never complete, never used
+                    self.transport.remove(f"{folder}/{name}")
+            for path in [*companions, local]:  # the named file last: its presence means the set is complete
+                self._upload_verified(Path(path), f"{folder}/{Path(path).name}",
+                                      sha256 if path == local else None, progress if path == local else None)
+
+        self._with_reconnect(upload_all)
         return final
+
+    def _with_reconnect(self, action):
+        """Run an idempotent step; when the link drops, reconnect with backoff and run it again."""
+        for attempt in range(RECONNECT_ATTEMPTS + 1):
+            try:
+                return action()
+            except LinkLost:
+                if attempt == RECONNECT_ATTEMPTS:
+                    raise
+                time.sleep(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)])
+                try:
+                    self.transport.reconnect()
+                except TransportError:
+                    continue
 
     def stage_bytes(self, data: bytes, name: str) -> str:
         """stage() for data made on the host (accuracy inputs, reference outputs)."""
@@ -215,19 +238,27 @@ class Board:
         A timeout kills the run's whole process group on the board and returns a failed reply.
         """
         folder = f"{self.cache}/runs/{run_id}"
-        self.transport.makedirs(folder)
         if request.get("cooldown") is not None:
             request = {**request, "cooldown": {**request["cooldown"], "idle_file": f"{self.cache}/thermal_idle.json"}}
         if request.get("profile") is not None:
             request = {**request, "profile": {**request["profile"], "dir": folder}}
-        self.transport.write_bytes(f"{folder}/host.json", json.dumps(host_context).encode())
-        self.transport.write_bytes(f"{folder}/request.json", json.dumps(request).encode())
+
+        def prepare():
+            self.transport.makedirs(folder)
+            self.transport.write_bytes(f"{folder}/host.json", json.dumps(host_context).encode())
+            self.transport.write_bytes(f"{folder}/request.json", json.dumps(request).encode())
+
+        self._with_reconnect(prepare)
         lock_timeout = self.target.lock_timeout
-        deadline = time.monotonic() + timeout + lock_timeout
+        # The board kills a run that overruns `timeout` (from when it holds the lock); the host's own deadline is
+        # a safety net on top, for a board that stopped answering altogether.
+        host_timeout = timeout + lock_timeout + HOST_MARGIN_S
+        deadline = time.monotonic() + host_timeout
+        self._run_timeout = timeout
         try:
             try:
-                result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(lock_timeout)],
-                                      timeout=timeout + lock_timeout, on_event=on_event)
+                result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(lock_timeout),
+                                       "--run-timeout", str(timeout)], timeout=host_timeout, on_event=on_event)
             except LinkLost as lost:
                 result = self._reattach(run_id, deadline, on_event, lost)
         except AgentTimeout:
@@ -259,8 +290,11 @@ class Board:
                 self.transport.reconnect()
                 if on_event:
                     on_event({"event": "reconnected", "attempt": attempt + 1})
-                return self.command(["attach", "--cache", self.cache, "--run", run_id],
-                                    timeout=max(deadline - time.monotonic(), 1.0), on_event=on_event)
+                launched = self.transport.exists(f"{self.cache}/runs/{run_id}/pid")
+                verb = ["attach", "--cache", self.cache, "--run", run_id] if launched else \
+                    ["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(self.target.lock_timeout)]
+                verb += ["--run-timeout", str(self._run_timeout)]
+                return self.command(verb, timeout=max(deadline - time.monotonic(), 1.0), on_event=on_event)
             except (LinkLost, TransportError) as exc:
                 last = exc
         raise LinkLost(f"lost {self.target.name} and could not reconnect ({last.message if hasattr(last, 'message') else last})",

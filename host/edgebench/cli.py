@@ -680,6 +680,60 @@ def _parse_size(text: str) -> int | None:
     return int(float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper()))
 
 
+# ------------------------------------------------------------------------------------------------ plans
+@app.command("run")
+@cli_errors
+def run_plan(
+    plan_file: Annotated[Path, typer.Argument(help="A benchmark plan (YAML), e.g. configs/plan.yaml.", show_default=False)],
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this plan model (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the matrix (and what is already measured); run nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run every cell again, even those already measured.")] = False,
+    results: Annotated[Optional[Path], typer.Option(help="Folder for result files (default: the plan's, else results/).")] = None,
+    inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+):
+    """Run a benchmark plan: models x variants x targets x settings; resumes where an earlier run stopped."""
+    from rich.table import Table
+
+    from .errors import ConfigError, RunFailed
+    from .plan import build_models, collect_unfinished, load_plan, mark_done, matrix, run_plan as execute
+    from .report import settings_label
+    from .targets import inventory_path, load_inventory
+
+    loaded_inventory = load_inventory(inventory_path(inventory))
+    plan = load_plan(plan_file, loaded_inventory)
+    unknown = [name for name in only or [] if name not in {m.name for m in plan.models}]
+    if unknown:
+        raise ConfigError(f"--only {unknown[0]}: no such model in {plan_file}",
+                          f"its models: {', '.join(m.name for m in plan.models)}")
+    results_dir = results or plan.results or Path("results")
+    built = build_models(plan, plan_file.resolve().parent / ".edgebench-build" / plan.name, force=force)
+    cells = matrix(plan, built, loaded_inventory, only)
+    if not dry_run:
+        for path in collect_unfinished(cells, results_dir):
+            typer.echo(f"recovered an earlier run of this plan: {path}", err=True)
+    mark_done(cells, plan, results_dir)
+    table = Table(box=None, pad_edge=False)
+    for header in ("model", "variant", "target", "settings", "cell", "status"):
+        table.add_column(header, no_wrap=True)
+    for cell in cells:
+        status = "done (skipped)" if cell.done and not force else "to run"
+        table.add_row(cell.model, cell.variant, cell.target.name, settings_label(cell.settings.recorded()), cell.key, status)
+    _stdout().print(table)
+    typer.echo(f"plan {plan.name} (sha256 {plan.sha256[:12]}): {len(cells)} cells, "
+               f"{sum(1 for c in cells if c.done and not force)} already measured", err=True)
+    if dry_run:
+        return
+    with DeployProgress(_stderr(), sorted({c.target.name for c in cells})) as progress:
+        outcome = execute(plan, cells, results_dir, force=force, on_event=progress.event)
+    for _, path in outcome.ran:
+        typer.echo(f"result: {path}")
+    typer.echo(f"ran {len(outcome.ran)} cells, skipped {len(outcome.skipped)} already measured, "
+               f"{len(outcome.failed)} failed", err=True)
+    if outcome.failed:
+        raise RunFailed(f"{len(outcome.failed)} cell(s) failed: " + "; ".join(
+            f"{c.model}/{c.variant} on {c.target.name}: {message}" for c, message in outcome.failed))
+
+
 # --------------------------------------------------------------------------------------------- compare
 @app.command()
 @cli_errors

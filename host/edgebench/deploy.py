@@ -96,6 +96,28 @@ class DeployReport:
     uploaded_bytes: int  # what crossed the link: 0 when the agent and every model were cached on the board
 
 
+def check_results_dir(results_dir: Path) -> None:
+    """Fail before measuring anything when the results cannot be stored."""
+    import tempfile
+
+    from .errors import ResultError
+
+    import os
+
+    folder = Path(results_dir)
+    try:
+        if folder.is_dir():
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+            return
+        existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise OSError(f"{existing} is not a writable folder")  # created only when the first result is stored
+    except OSError as exc:
+        raise ResultError(f"cannot write results to {results_dir}: {exc.strerror or exc}",
+                          "choose a writable folder with --results") from None
+
+
 def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     """Everything that can be checked before touching the target. Returns the model blocks."""
     settings.request("-", None)  # option errors first: they are the cheapest to fix
@@ -184,12 +206,13 @@ def check_board(board: Board, model_blocks: list[dict], settings: RunSettings) -
     return info
 
 
-def recover(board: Board, results_dir: Path, only: list[str] | None = None) -> list[Path]:
+def recover(board: Board, results_dir: Path, only: list[str] | None = None, wait_running: bool = False) -> list[Path]:
     """Store the results of runs that finished on the board but never reached results/ (a dropped link, a
-    killed host). A result already stored is not stored again."""
+    killed host). A result already stored is not stored again. wait_running also follows runs still going."""
+    states = ("finished", "dead", "running") if wait_running else ("finished", "dead")
     written = []
     for run in board.runs():
-        if run["state"] not in ("finished", "dead") or (only and run["run"] not in only):
+        if run["state"] not in states or (only and run["run"] not in only):
             continue
         reply, context = board.fetch(run["run"])
         if not isinstance(context, dict) or not all(k in context for k in CONTEXT_KEYS):
@@ -198,6 +221,7 @@ def recover(board: Board, results_dir: Path, only: list[str] | None = None) -> l
         if not path.exists():
             document = build_result(run_id=context["run_id"], created_at=context["created_at"], model=context["model"],
                                     target=context["target"], settings=context["settings"], reply=reply)
+            document.update(context.get("annotate") or {})  # e.g. the plan and cell it belongs to
             written.append(write_result(results_dir, document))
         board.mark_fetched(run["run"])
     return written
@@ -238,10 +262,11 @@ def _profile_summary(board: Board, reply: dict | None) -> dict | None:
 
 
 def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunSettings], results_dir: Path,
-           on_event: ModelEvent | None = None) -> DeployReport:
+           on_event: ModelEvent | None = None, annotate: dict | None = None) -> DeployReport:
     """Every model under every settings cell (a sweep) on one target, over one connection."""
     cells = settings if isinstance(settings, list) else [settings]
     model_blocks = check_inputs(models, cells[0])
+    check_results_dir(results_dir)
     for cell in cells[1:]:
         cell.request("-", None)
     # Accuracy plans (and their references) before touching the board: a dataset that does not fit fails first.
@@ -259,13 +284,13 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
             recorded_settings = cell.recorded()
             for j, (model_path, model) in enumerate(zip(models, model_blocks)):
                 outcomes.append(_run_one(board, target, target_block, cell, recorded_settings, Path(model_path), model,
-                                         plans[(i, j)], inputs_remote, results_dir, on_event))
+                                         plans[(i, j)], inputs_remote, results_dir, on_event, annotate))
         uploaded = board.transport.bytes_uploaded
     return DeployReport(outcomes, recovered, uploaded)
 
 
 def _run_one(board, target, target_block, settings, recorded_settings, model_path, model, planned, inputs_remote,
-             results_dir, on_event) -> DeployOutcome:
+             results_dir, on_event, annotate=None) -> DeployOutcome:
     def forward(event: dict, name=model["name"]) -> None:
         if on_event is not None:
             on_event(target.name, {**event, "model": name})
@@ -282,7 +307,7 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
     if planned is not None:
         request["accuracy"] = _accuracy_request(board, planned, run_id, rule[0])
     context = {"run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "model": model,
-               "target": target_block, "settings": recorded_settings}
+               "target": target_block, "settings": recorded_settings, "annotate": annotate or {}}
     reply, error = None, None
     try:
         reply = board.run(request, run_id, context, settings.timeout_for(request), forward)
@@ -296,6 +321,7 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
     document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
                             settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block,
                             profile=_profile_summary(board, reply))
+    document.update(annotate or {})
     outcome = DeployOutcome(model_path, document, write_result(results_dir, document))
     board.mark_fetched(run_id)
     forward({"event": "done", "status": document["status"]})

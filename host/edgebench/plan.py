@@ -1,0 +1,310 @@
+"""Benchmark plans: one YAML file drives models x variants x targets x settings, reproducibly and resumably.
+
+    name: demo
+    models:
+      - {name: cnn, path: ../examples/cnn.onnx}                     # paths are relative to the plan file
+      - {name: mlp, export: ../tests/torch_mlp.py:batch_mlp, dynamic: ["x:0=batch"], dims: {batch: 1}}
+      - {name: digits, path: ../examples/digits.onnx, dims: {batch: 1}, dataset: ../examples/digits_test.npz}
+    variants: [fp16]                  # conversions of every model (a model may list its own)
+    targets: [local]                  # names or tag:NAME
+    settings: {min_seconds: 1, repeats: 3, threads: [1, 2]}      # a list sweeps
+
+Every result records the plan's name, its sha256 and its cell; rerunning a plan skips the cells already
+measured with the same model sha256, target and settings (unless --force), so a board farm run that died
+halfway is not redone from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .yamlconf import YamlDoc, check_type, load_yaml
+
+TOP_KEYS = {"name": "string", "description": "string", "models": "list", "variants": "list of strings",
+            "targets": "list of strings", "settings": "mapping", "results": "string"}
+MODEL_KEYS = {"name": "string", "path": "string", "export": "string", "inputs": "list of strings",
+              "dynamic": "list of strings", "exporter": "string", "mode": "string", "dims": "mapping",
+              "values": "mapping", "dataset": "string", "variants": "list of strings"}
+# settings: key -> (type, request field). Lists of threads, batch and provider sweep.
+SETTINGS = {
+    "warmup": ("integer", "warmup_min_iterations"), "min_iterations": ("integer", "min_iterations"),
+    "min_seconds": ("number", "min_seconds"), "max_iterations": ("integer", "max_iterations"),
+    "max_seconds": ("number", "max_seconds"), "repeats": ("integer", "repeats"), "seed": ("integer", "seed"),
+    "inter_op_threads": ("integer", "inter_op_threads"), "graph_optimization": ("string", "graph_optimization_level"),
+    "cpus": ("list", "cpus"), "spin_wait": ("boolean", "spin_wait"),
+    "threads": ("sweep", "intra_op_threads"), "batch": ("sweep", "batch"), "provider": ("sweep", "provider"),
+    "accuracy": ("boolean", None), "profile": ("boolean", None), "cooldown": ("boolean", None),
+    "timeout": ("number", None),
+}
+
+
+@dataclass
+class PlanModel:
+    name: str
+    path: Path | None
+    export: str | None = None
+    inputs: list = field(default_factory=list)
+    dynamic: list = field(default_factory=list)
+    exporter: str | None = None
+    mode: str = "trace"
+    dims: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+    dataset: Path | None = None
+    variants: list = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    name: str
+    path: Path
+    sha256: str
+    models: list
+    targets: list
+    settings: dict
+    variants: list
+    results: Path | None
+
+
+def load_plan(path: Path, inventory) -> Plan:
+    """Read and validate a plan, every error naming its file and line, before anything runs."""
+    from .convert import parse_kinds
+    from .targets import select_targets
+
+    doc = load_yaml(path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error((), "a plan is a mapping with name, models, targets and settings")
+    for key, value in data.items():
+        if key not in TOP_KEYS:
+            raise doc.error((key,), "unknown key", f"a plan's keys: {', '.join(TOP_KEYS)}")
+        check_type(doc, (key,), value, TOP_KEYS[key])
+    for key in ("name", "models", "targets"):
+        if key not in data:
+            raise doc.error((), f"the plan has no '{key}'")
+    base = Path(path).resolve().parent
+    models = [_model(doc, index, entry, base) for index, entry in enumerate(data["models"])]
+    names = [m.name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise doc.error(("models",), f"model name {duplicates[0]!r} appears twice")
+    try:
+        variants = parse_kinds(",".join(data.get("variants") or [])) if data.get("variants") else []
+    except ConfigError as exc:
+        raise doc.error(("variants",), exc.message, exc.hint) from None
+    for index, target in enumerate(data["targets"]):
+        try:
+            select_targets(target, inventory)
+        except ConfigError as exc:
+            raise doc.error(("targets", index), exc.message, exc.hint) from None
+    settings = data.get("settings") or {}
+    for key, value in settings.items():
+        if key not in SETTINGS:
+            raise doc.error(("settings", key), "unknown setting", f"settings: {', '.join(SETTINGS)}")
+        kind = SETTINGS[key][0]
+        if kind == "sweep":
+            values = value if isinstance(value, list) else [value]
+            expected = "string" if key == "provider" else "integer"
+            for index, item in enumerate(values):
+                check_type(doc, ("settings", key, index) if isinstance(value, list) else ("settings", key), item, expected)
+        else:
+            check_type(doc, ("settings", key), value, kind)
+    return Plan(name=data["name"], path=Path(path), sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                models=models, targets=list(data["targets"]), settings=settings, variants=variants,
+                results=(base / data["results"]) if data.get("results") else None)
+
+
+def _model(doc: YamlDoc, index: int, entry, base: Path) -> PlanModel:
+    from .convert import parse_kinds
+
+    keys = ("models", index)
+    check_type(doc, keys, entry, "mapping")
+    for key, value in entry.items():
+        if key not in MODEL_KEYS:
+            raise doc.error(keys + (key,), "unknown key", f"a model's keys: {', '.join(MODEL_KEYS)}")
+        check_type(doc, keys + (key,), value, MODEL_KEYS[key])
+    if "name" not in entry:
+        raise doc.error(keys, "a model needs a name")
+    if ("path" in entry) == ("export" in entry):
+        raise doc.error(keys, "a model needs exactly one of path (an .onnx) or export (a PyTorch MODEL_SPEC)")
+    path = None
+    if "path" in entry:
+        path = (base / entry["path"]).resolve()
+        if not path.is_file():
+            raise doc.error(keys + ("path",), f"model file not found: {path}")
+    export = entry.get("export")
+    if export:
+        location = export.rpartition(":")[0]
+        if location.endswith(".py"):
+            export = f"{(base / location).resolve()}:{export.rpartition(':')[2]}"
+            if not Path(export.rpartition(":")[0]).is_file():
+                raise doc.error(keys + ("export",), f"model spec file not found: {export.rpartition(':')[0]}")
+    dataset = (base / entry["dataset"]).resolve() if entry.get("dataset") else None
+    if dataset is not None and not dataset.is_file():
+        raise doc.error(keys + ("dataset",), f"dataset not found: {dataset}")
+    for key in ("dims", "values"):
+        for name, value in (entry.get(key) or {}).items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or (key == "dims" and (not isinstance(value, int) or value < 1)):
+                raise doc.error(keys + (key, name), f"must be a {'positive integer' if key == 'dims' else 'number'}, got {value!r}")
+    try:
+        variants = parse_kinds(",".join(entry["variants"])) if entry.get("variants") else []
+    except ConfigError as exc:
+        raise doc.error(keys + ("variants",), exc.message, exc.hint) from None
+    return PlanModel(name=entry["name"], path=path, export=export, inputs=entry.get("inputs") or [],
+                     dynamic=entry.get("dynamic") or [], exporter=entry.get("exporter"), mode=entry.get("mode", "trace"),
+                     dims=dict(entry.get("dims") or {}), values=dict(entry.get("values") or {}), dataset=dataset,
+                     variants=variants)
+
+
+# ------------------------------------------------------------------------------------------- the matrix
+@dataclass
+class Cell:
+    model: str  # the plan's model name
+    variant: str  # "original" or a conversion
+    path: Path
+    target: object  # Target
+    settings: object  # RunSettings
+    key: str  # identity for resuming: model sha256 + target + settings
+    done: bool = False
+
+
+def build_models(plan: Plan, build_dir: Path, force: bool = False) -> dict:
+    """Plan model name -> [(variant, path)]: exports PyTorch models and converts variants into build_dir
+    (reused when present, so the model hashes stay stable and resuming works)."""
+    from .convert import convert, variant_name
+    from .export import ExportOptions, export_model
+    from .torchmodel import example_inputs_from_specs, load_model
+
+    built = {}
+    for model in plan.models:
+        folder = build_dir / model.name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = model.path
+        if model.export:
+            path = folder / f"{model.name}.onnx"
+            if force or not path.exists():
+                loaded = load_model(model.export)
+                example = example_inputs_from_specs(model.inputs) if model.inputs else loaded.example_inputs
+                if example is None:
+                    raise ConfigError(f"plan model {model.name!r}: no example input", "give inputs: [NAME=1x3x224x224]")
+                export_model(loaded, example, path, ExportOptions(exporter=model.exporter, mode=model.mode,
+                                                                  dynamic=model.dynamic))
+        entries = [("original", path)]
+        kinds = list(dict.fromkeys([*plan.variants, *model.variants]))
+        missing = [k for k in kinds if force or not (folder / variant_name(path, k)).exists()]
+        if missing:
+            convert(path, missing, folder, calibration=model.dataset)
+        for kind in kinds:
+            variant = folder / variant_name(path, kind)
+            if variant.exists():
+                entries.append((kind, variant))
+        built[model.name] = entries
+    return built
+
+
+def cell_key(model_sha: str, target_name: str, recorded_settings: dict) -> str:
+    blob = json.dumps({"model": model_sha, "target": target_name, "settings": recorded_settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) -> list[Cell]:
+    from .deploy import AccuracyOptions, RunSettings, expand_sweep
+    from .modelinfo import file_sha256
+    from .targets import select_targets
+
+    options, sweeps = {}, {}
+    for key, value in plan.settings.items():
+        kind, field_name = SETTINGS[key]
+        if kind == "sweep":
+            sweeps[key] = value if isinstance(value, list) else [value]
+        elif field_name:
+            options[field_name] = value
+    if plan.settings.get("cooldown"):
+        options["cooldown"] = {"margin_c": 3.0, "timeout_s": 120.0}
+    if plan.settings.get("profile"):
+        options["profile"] = {"iterations": 20}
+    targets = [t for spec in plan.targets for t in select_targets(spec, inventory)]
+    cells = []
+    for model in plan.models:
+        if only and model.name not in only:
+            continue
+        for variant, path in built[model.name]:
+            sha = file_sha256(path)
+            accuracy = None
+            if plan.settings.get("accuracy") or model.dataset or variant != "original":
+                accuracy = AccuracyOptions(dataset=model.dataset)
+            base = RunSettings(options={**options, "dims": model.dims, "values": model.values},
+                               timeout_s=plan.settings.get("timeout"), accuracy=accuracy)
+            for settings in expand_sweep(base, sweeps.get("threads"), sweeps.get("batch"), sweeps.get("provider")):
+                for target in targets:
+                    cells.append(Cell(model.name, variant, path, target, settings,
+                                      cell_key(sha, target.name, settings.recorded())))
+    return cells
+
+
+def collect_unfinished(cells: list[Cell], results_dir: Path) -> list[Path]:
+    """Before deciding what is done: store every run the plan's boards still hold (finished, or still running
+    for a host that died), so a resumed plan neither loses nor repeats them."""
+    from .board import Board
+    from .deploy import recover
+
+    written = []
+    for target in {c.target.name: c.target for c in cells}.values():
+        with Board(target) as board:
+            written += recover(board, results_dir, wait_running=True)
+    return written
+
+
+def mark_done(cells: list[Cell], plan: Plan, results_dir: Path) -> None:
+    """A cell is done when results/ holds an ok result of this plan with its key."""
+    from .results import load_results
+
+    if not Path(results_dir).is_dir():
+        return
+    documents, _ = load_results([results_dir])
+    finished = {(d.get("plan") or {}).get("cell") for d in documents
+                if d["status"] == "ok" and (d.get("plan") or {}).get("name") == plan.name}
+    for cell in cells:
+        cell.done = cell.key in finished
+
+
+@dataclass
+class PlanRun:
+    ran: list = field(default_factory=list)  # (cell, result path)
+    skipped: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # (cell, message)
+
+
+def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = False, on_event=None) -> PlanRun:
+    """Every cell not yet done; targets in parallel (one connection and lock each), cells of a target in order.
+    A cell that fails is recorded and the plan goes on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .deploy import deploy
+    from .errors import BenchError
+
+    outcome = PlanRun()
+    todo = [c for c in cells if force or not c.done]
+    outcome.skipped = [c for c in cells if c not in todo]
+    by_target: dict = {}
+    for cell in todo:
+        by_target.setdefault(cell.target.name, []).append(cell)
+
+    def one_target(target_cells):
+        for cell in target_cells:
+            annotate = {"plan": {"name": plan.name, "sha256": plan.sha256, "file": str(plan.path), "cell": cell.key,
+                                 "model": cell.model, "variant": cell.variant}}
+            try:
+                report = deploy([cell.path], cell.target, [cell.settings], results_dir, on_event, annotate)
+                outcome.ran += [(cell, o.path) for o in report.outcomes]
+                outcome.failed += [(cell, o.document["error"]["message"]) for o in report.outcomes
+                                   if o.document["status"] != "ok"]
+            except BenchError as exc:
+                outcome.failed.append((cell, str(exc)))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(by_target)))) as pool:
+        list(pool.map(one_target, by_target.values()))
+    return outcome
