@@ -23,6 +23,13 @@ def spec(name: str) -> str:
     return MLP if name == "batch_mlp" else f"{MODELS}:{name}"
 
 
+def exported_mlp(bench, folder: Path) -> Path:
+    """The MLP (whose file defines example_inputs()) exported without validation."""
+    out = folder / "mlp.onnx"
+    assert bench("export", spec("batch_mlp"), "-o", out, "--no-validate").code == 0
+    return out
+
+
 def verdict(stdout: str) -> str:
     return next(line for line in stdout.splitlines() if line.startswith("verdict")).split()[1]
 
@@ -183,8 +190,7 @@ def test_loop_over_input_length_is_flagged_when_traced_and_passes_scripted(bench
 
 
 def test_static_input_fed_another_size_names_the_fixed_dims(bench, tmp_path):
-    out = tmp_path / "m.onnx"
-    assert bench("export", spec("batch_mlp"), "-o", out, "--no-validate").code == 0
+    out = exported_mlp(bench, tmp_path)
     done = bench("validate", out, "--reference", spec("batch_mlp"),
                  "--inputs", _npz(tmp_path, x=np.ones((7, 6), np.float32)))
     assert done.code == 1
@@ -311,8 +317,7 @@ def test_bad_export_and_validate_input_is_one_line(bench, tmp_path, args, fragme
 
 
 def test_reference_with_another_output_count_is_one_line(bench, tmp_path):
-    out = tmp_path / "mlp.onnx"
-    assert bench("export", spec("batch_mlp"), "-o", out, "--no-validate").code == 0
+    out = exported_mlp(bench, tmp_path)
     done = bench("validate", out, "--reference", spec("two_heads"),
                  "--inputs", _npz(tmp_path, x=np.ones((4, 6), np.float32)))
     assert done.code == 2

@@ -1,5 +1,5 @@
 """`python -m edgebench` is `bench`."""
 
-from .cli import main
+from .entry import main
 
 main()

@@ -1,8 +1,8 @@
 """`bench`: the host command line. Thin typer commands; the work lives in the stage modules.
 
-Only typer (and rich, which typer uses) is imported at start: each command imports what it needs, so
-`bench --help` never loads torch, onnx or pandas. Typed errors become one line and an exit code here,
-and only here.
+entry.py starts `bench` and imports this module only to run a command. Each command imports what it needs,
+so nothing heavy (torch, onnx, pandas) loads before it is used. Typed errors become one line and an exit code
+here, and only here.
 """
 
 from __future__ import annotations
@@ -851,8 +851,7 @@ def _percent(text: str, option: str) -> float:
 
 
 def main() -> None:
-    import warnings
+    """Run the full typer app directly (`bench` itself starts in entry.py, which loads this lazily)."""
+    from .entry import main as entry_main
 
-    if not sys.warnoptions:  # library warnings (torch, onnx) are noise on a CLI; PYTHONWARNINGS=default shows them
-        warnings.simplefilter("ignore")
-    app()
+    entry_main()

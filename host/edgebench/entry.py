@@ -1,0 +1,65 @@
+"""The `bench` entry point: a lazy command group.
+
+`bench --help` and `bench --version` are answered from the table below without importing the commands (which
+build some 70 typed options); `bench COMMAND ...` imports the typer app in cli.py and runs that command.
+tests/test_results_and_cli.py checks that the table matches the commands' own help.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+
+# name -> the first line of the command's docstring (its help)
+COMMANDS = {
+    "export": "Export a PyTorch model to ONNX, then validate it against PyTorch.",
+    "validate": "Check an ONNX model: checker, shape inference, onnxruntime, summary, parity against a reference.",
+    "convert": "Convert a model for the board; each variant is checked against its parent and records its provenance.",
+    "deploy": "Benchmark ONNX models on a target; one result file per model in results/.",
+    "run": "Run a benchmark plan: models x variants x targets x settings; resumes where an earlier run stopped.",
+    "compare": "Compare results: medians with confidence intervals, speed-ups with significance, regressions, HTML.",
+    "import": "Bring results made by the agent standing alone on a board into results/, as full results.",
+    "fetch": "Collect results of runs that finished on a board while the host was away (a dropped link).",
+    "targets": "List the targets of the inventory (and `local`).",
+    "doctor": "Check a board: connection, python >= 3.8, numpy, onnxruntime, providers, arch, free disk.",
+    "clean": "Trim a board's cache folder (models, old runs, old agents) to a size budget, least recently used first.",
+    "agent": "The board agent on its own: one file to copy to a board.",
+}
+HELP = "edgebench: how fast and how accurately your PyTorch model runs on a real edge board."
+
+
+class LazyGroup(TyperGroup):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        from .cli import app  # the real commands, built only now
+
+        return typer.main.get_command(app).get_command(ctx, name)
+
+    def format_options(self, ctx, formatter):
+        with formatter.section("Options"):
+            formatter.write_dl([("--version", "Print the version and exit."), ("--help", "Show this message and exit.")])
+        self.format_commands(ctx, formatter)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, text in COMMANDS.items()])
+
+
+def main() -> None:
+    """Console script `bench`."""
+    import warnings
+
+    if not sys.warnoptions:  # library warnings (torch, onnx) are noise on a CLI; PYTHONWARNINGS=default shows them
+        warnings.simplefilter("ignore")
+    if sys.argv[1:] == ["--version"]:
+        print(f"edgebench {__version__}")
+        return
+    LazyGroup(name="bench", help=HELP, no_args_is_help=True, rich_markup_mode=None)(prog_name="bench")
