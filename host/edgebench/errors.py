@@ -6,6 +6,8 @@ on stderr and an exit code; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 # Exit codes of `bench`.
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1  # the command ran, but one or more benchmark runs failed (recorded in results/)
@@ -70,3 +72,11 @@ class HostKeyError(TransportError):
 
 class BoardBusy(TransportError):
     """Another benchmark holds the board's lock."""
+
+
+def one_line(exc: BaseException, limit: int = 300, with_type: bool = False) -> str:
+    """An exception as one readable line: colour codes stripped, whitespace collapsed, cut at `limit`."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split()) or type(exc).__name__
+    if with_type:
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -6,18 +6,16 @@ and refuses a file that is not a usable ONNX model with one line saying so.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, one_line
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: Path) -> str:
+    """The same hash the agent computes on the board (one implementation, in the agent package)."""
+    from edgebench_agent.runner import file_sha256 as agent_sha256
+
+    return agent_sha256(str(path))
 
 
 def load_model_proto(path: Path, load_external_data: bool = False):
@@ -35,18 +33,13 @@ def load_model_proto(path: Path, load_external_data: bool = False):
     try:
         model = onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
-        raise ModelError(f"{path} is not a valid ONNX model: {_condense(exc)}",
+        raise ModelError(f"{path} is not a valid ONNX model: {one_line(exc, 200)}",
                          "re-export it, e.g. with `bench export`") from None
     # Protobuf accepts many byte strings as an (empty) message: a real model has a graph and an IR version.
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
         raise ModelError(f"{path} is not a valid ONNX model: it has no IR version or no graph",
                          "re-export it, e.g. with `bench export`")
     return model
-
-
-def _condense(exc: Exception) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _value_info(value) -> dict:
@@ -101,7 +94,7 @@ def _inspect_ort_format(path: Path) -> dict:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types
-        raise ModelError(f"{path} is not a loadable ORT-format model: {_condense(exc)}") from None
+        raise ModelError(f"{path} is not a loadable ORT-format model: {one_line(exc, 200)}") from None
 
     from edgebench_agent.inputs import ORT_TO_NUMPY
 

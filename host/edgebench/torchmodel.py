@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InputError, ModelError
+from .errors import ConfigError, InputError, ModelError, one_line
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".jit", ".torchscript")
 EXPORTED_PROGRAM_SUFFIXES = (".pt2",)
@@ -46,11 +46,7 @@ class LoadedModel:
 
 
 def _condense(exc: BaseException, limit: int = 300) -> str:
-    """One line: the exception type and its message with whitespace collapsed, cut at `limit`."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # exporters colour their messages
-    text = " ".join(text.split()) or "(no message)"
-    text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return one_line(exc, limit, with_type=True)
 
 
 def _import_target(spec: str):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BenchError, InputError, ModelError
+from .errors import BenchError, InputError, ModelError, one_line
 from .modelinfo import check_external_data, file_sha256, load_model_proto
 from .parity import OutputComparison, Tolerances, compare_outputs
 
@@ -144,24 +144,19 @@ def structural_checks(path: Path) -> list[CheckStep]:
         onnx.checker.check_model(str(path), full_check=True)  # by path: handles external data and > 2 GB
         steps.append(CheckStep("onnx.checker (full)", True))
     except Exception as exc:  # the checker raises ValidationError, InferenceError, or protobuf errors
-        steps.append(CheckStep("onnx.checker (full)", False, _one_line(exc)))
+        steps.append(CheckStep("onnx.checker (full)", False, one_line(exc)))
     try:
         model = onnx.load(str(path))
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
         steps.append(CheckStep("shape inference (strict)", True))
     except Exception as exc:
-        steps.append(CheckStep("shape inference (strict)", False, _one_line(exc)))
+        steps.append(CheckStep("shape inference (strict)", False, one_line(exc)))
     try:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         steps.append(CheckStep("onnxruntime load", True))
     except Exception as exc:
-        steps.append(CheckStep("onnxruntime load", False, _one_line(exc)))
+        steps.append(CheckStep("onnxruntime load", False, one_line(exc)))
     return steps
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------- parity
@@ -351,13 +346,13 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
         try:
             actual = session.run(None, {n: arrays[n] for n in signature.names})
         except Exception as exc:
-            sample.error = f"onnxruntime failed: {_one_line(exc)}"
+            sample.error = f"onnxruntime failed: {one_line(exc)}"
             continue
         if reference is not None:
             try:
                 expected = run_reference(reference, [arrays[n] for n in signature.names])
             except Exception as exc:
-                sample.error = f"the PyTorch reference failed on this input: {_one_line(exc)}"
+                sample.error = f"the PyTorch reference failed on this input: {one_line(exc)}"
                 continue
         elif expected_base is not None:
             expected = expected_base
