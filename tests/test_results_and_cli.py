@@ -59,6 +59,18 @@ def test_write_result_is_atomic_and_never_clobbers(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left behind
 
 
+def test_a_killed_writers_temp_file_is_cleared_later(tmp_path):
+    import os
+    import time
+
+    stale, fresh = tmp_path / ".tmp-killed.json", tmp_path / ".tmp-writing-now.json"
+    stale.write_text("{half a result")
+    fresh.write_text("{")
+    os.utime(stale, (time.time() - 2 * results.STALE_TEMP_S,) * 2)
+    results.write_result(tmp_path, json.loads(GOLDEN.read_text()))
+    assert not stale.exists() and fresh.exists()
+
+
 def test_run_ids_are_distinct_and_safe():
     ids = {results.new_run_id("my model; $(rm -rf ~)", "pi4") for _ in range(200)}
     assert len(ids) == 200

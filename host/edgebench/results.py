@@ -86,11 +86,27 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
     }
 
 
+# A temp file older than this was left by a writer that was killed (a live writer's is seconds old).
+STALE_TEMP_S = 3600
+
+
+def _remove_stale_temps(results_dir: Path) -> None:
+    import time
+
+    for temp in results_dir.glob(".tmp-*.json"):
+        try:
+            if time.time() - temp.stat().st_mtime > STALE_TEMP_S:
+                temp.unlink()
+        except OSError:
+            pass  # another writer got there first
+
+
 def write_result(results_dir: Path, document: dict) -> Path:
     """Write results_dir/<run_id>.json atomically; never replaces an existing file."""
     results_dir = Path(results_dir)
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(results_dir)
         handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=results_dir)
     except OSError as exc:
         raise ResultError(f"cannot write results to {results_dir}: {exc.strerror}",
