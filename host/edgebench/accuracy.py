@@ -201,9 +201,9 @@ def verdict_text(block: dict) -> str:
 
     parts = []
     for entry in block["outputs"]:
-        fields = {k: v for k, v in entry.items() if k in OutputComparison.__dataclass_fields__}
-        comparison = OutputComparison(entry["name"], tuple(entry["expected_shape"]), tuple(entry["actual_shape"]),
-                                      **{k: v for k, v in fields.items() if k not in ("name", "expected_shape", "actual_shape")})
+        metrics = {k: entry[k] for k in OutputComparison.__dataclass_fields__
+                   if k in entry and k not in ("name", "expected_shape", "actual_shape")}
+        comparison = OutputComparison(entry["name"], tuple(entry["expected_shape"]), tuple(entry["actual_shape"]), **metrics)
         text = str(comparison)
         if "min_cosine" in entry:
             text = (f"{entry['name']}: cosine {entry['cosine']:.6f} (needs >= {entry['min_cosine']}), "

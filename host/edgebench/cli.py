@@ -786,23 +786,9 @@ def compare(
     if base and not any(r.get("verdict") == "baseline" for r in comparison.rows):
         raise ConfigError(f"no runs with {base[0]}={base[1]} to compare against",
                           f"values present: {', '.join(sorted({str(r.get(base[0])) for r in comparison.rows}))}")
-    if per_run:
-        frame = per_run_frame(documents)
-        text = None if format in ("table", "parquet", "html") else frame.to_csv(index=False) if format == "csv" else \
-            frame.to_json(orient="records", indent=1) if format == "json" else None
     if format == "parquet":
         (per_run_frame(documents) if per_run else comparison.frame()).to_parquet(output, index=False)
         typer.echo(f"wrote {output}", err=True)
-    elif format == "html":
-        from .html import render_html
-        from .results import write_text_atomically
-
-        page = render_html(comparison, documents, problems)
-        if output is None:
-            sys.stdout.write(page)
-        else:
-            write_text_atomically(output, page)
-            typer.echo(f"wrote {output}", err=True)
     elif format == "table" and output is None and not per_run:
         from rich.table import Table
 
@@ -815,17 +801,17 @@ def compare(
             table.add_row(*row)
         _stdout().print(table)
     else:
-        if per_run:
-            text = text or frame.to_csv(index=False)
-        else:
-            from .report import markdown_table
+        from .results import write_text_atomically
 
-            text = markdown_table(*cells(comparison)) if format in ("table", "md") else render(comparison, format)
+        if format == "html":  # always grouped: the plots are of groups
+            from .html import render_html
+
+            text = render_html(comparison, documents, problems)
+        else:
+            text = render(comparison, format, documents if per_run else None)
         if output is None:
             sys.stdout.write(text)
         else:
-            from .results import write_text_atomically
-
             write_text_atomically(output, text)
             typer.echo(f"wrote {output}", err=True)
     for run in comparison.failed:

@@ -220,13 +220,7 @@ def export_model(loaded: LoadedModel, example: dict, output: Path, options: Expo
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception: the exporters wrap the real reason in several layers."""
-    seen = set()
-    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
-        if "torch" in type(exc).__module__ and "Export" in type(exc).__name__ and nxt is not None:
-            exc = nxt
-            continue
-        break
+    """Unwrap the exporters' own wrappers (TorchExportError, OnnxExporterError, ...) down to the real reason."""
+    while "Export" in type(exc).__name__ and (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
     return exc

@@ -209,14 +209,19 @@ def cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def render(comparison: Comparison, fmt: str) -> str:
-    """csv, md or json text of a comparison (the terminal table is drawn by the CLI, HTML by html.py)."""
+def render(comparison: Comparison, fmt: str, per_run_documents: list[dict] | None = None) -> str:
+    """csv, json or markdown ("md"/"table") text: of the groups, or one row per run when per_run_documents are
+    given. The terminal table is drawn by the CLI, HTML by html.py."""
+    frame = per_run_frame(per_run_documents) if per_run_documents is not None else comparison.frame()
     if fmt == "csv":
-        return comparison.frame().to_csv(index=False)
+        return frame.to_csv(index=False)
     if fmt == "json":
-        return json.dumps(json.loads(comparison.frame().to_json(orient="records")), indent=1)
-    if fmt == "md":
-        return markdown_table(*cells(comparison))
+        return json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
+    if fmt in ("md", "table"):
+        if per_run_documents is None:
+            return markdown_table(*cells(comparison))
+        return markdown_table([str(c) for c in frame.columns],
+                              [[format_cell(v) for v in record] for record in frame.itertuples(index=False)])
     raise ValueError(fmt)
 
 
