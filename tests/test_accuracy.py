@@ -125,6 +125,7 @@ def _dataset(folder: Path, **arrays) -> Path:
     return path
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("arrays, fragment", [
     (dict(image=np.zeros((4, 1, 8, 8), np.float32)), "has no 'labels' array"),
     (dict(image=np.zeros((4, 1, 8, 7), np.float32), labels=np.zeros(4, np.int64)), "axis 3 is 7 but the model fixes it at 8"),

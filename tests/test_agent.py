@@ -51,6 +51,7 @@ def request(model, **extra):
     return protocol.normalize_run_request({"model": str(model), **FAST_REQUEST, **extra})
 
 
+@pytest.mark.bad_input
 # ----------------------------------------------------------------------------------------- protocol
 @pytest.mark.parametrize("raw, message", [
     ({"model": "m.onnx", "min_iterations": 0}, "min_iterations must be at least 1"),
@@ -119,6 +120,7 @@ def test_user_npz_wins_and_mismatches_are_named(tmp_path):
         build_feeds(signature, user_arrays={"z": np.ones(1)})
 
 
+@pytest.mark.bad_input
 def test_pickled_npz_is_refused(tmp_path):
     path = tmp_path / "objects.npz"
     np.savez(path, x=np.array([{"a": 1}], dtype=object))
@@ -223,6 +225,7 @@ def test_npz_inputs_through_the_agent(client, tiny_models, tmp_path):
     assert reply["outputs"][0]["shape"] == [5, 7, 4]
 
 
+@pytest.mark.bad_input
 def test_unavailable_provider_is_an_error_not_a_cpu_fallback(client, tiny_models):
     with pytest.raises(InputError, match="execution provider TensorrtExecutionProvider is not available"):
         client.run(request(tiny_models["matmul"], provider="tensorrt"), timeout=60)

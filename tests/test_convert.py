@@ -77,6 +77,7 @@ def test_a_failing_conversion_is_reported_and_the_others_go_ahead(bench, tmp_pat
     assert not (tmp_path / "v" / "gelu.opset17.onnx").exists()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("args, fragment", [
     (["--to", "int8"], "unknown conversion 'int8'"),
     (["--to", "opset:x"], "the opset must be a number"),

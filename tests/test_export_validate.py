@@ -139,6 +139,7 @@ def test_state_dict_with_factory(bench, tmp_path):
     assert not np.allclose(got, BatchMLP().eval()(torch.from_numpy(x)).detach().numpy(), atol=1e-3)
 
 
+@pytest.mark.bad_input
 def test_weights_with_pickled_objects_are_refused(bench, tmp_path):
     import pickle
 
@@ -232,7 +233,8 @@ def test_per_output_tolerance(bench, tmp_path):
     failing = bench("validate", out, "--inputs", data, "--rtol", "0")
     assert failing.code == 1 and "100.00% of elements beyond atol 0.0001" in failing.stdout
     assert "(would pass with atol 0.01)" in failing.stdout
-    assert bench("validate", out, "--inputs", data, "--rtol", "0", "--atol", "other=1").code == 1
+    typo = bench("validate", out, "--inputs", data, "--rtol", "0", "--atol", "other=1")  # never silently ignored
+    assert typo.code == 2 and "name output 'other', which mlp.onnx does not have" in typo.stderr
     passing = bench("validate", out, "--inputs", data, "--rtol", "0", "--atol", "output=0.011")
     assert passing.code == 0 and "within atol 0.011, rtol 0" in passing.stdout
 
@@ -249,6 +251,7 @@ def test_comparison_objects():
     assert compare_output("y", np.array([np.nan, 1.0]), np.array([np.nan, 1.0]), 0, 0)  # NaN both sides agrees
 
 
+@pytest.mark.bad_input
 # ---------------------------------------------------------------------------------- bad input
 def test_corrupt_onnx(bench, tmp_path):
     (tmp_path / "c.onnx").write_bytes(b"\x08\x01\x12\xff\xff\xffbroken")
@@ -272,6 +275,7 @@ def _traversal_model(folder: Path, location: str) -> Path:
     return path
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../secret.bin"])
 def test_external_data_outside_the_folder_is_refused(bench, tmp_path, location):
     models = tmp_path / "models"
@@ -285,6 +289,7 @@ def test_external_data_outside_the_folder_is_refused(bench, tmp_path, location):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.bad_input
 def test_external_data_symlink_leaving_the_folder_is_refused(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
@@ -295,6 +300,7 @@ def test_external_data_symlink_leaving_the_folder_is_refused(tmp_path):
         check_external_data(onnx.load(str(path), load_external_data=False), path)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("args, fragments", [
     (["export", "nowhere.py:make", "-o", "x.onnx"], ["model spec file not found: nowhere.py"]),
     (["export", "no_such_package_xyz.mod:make", "-o", "x.onnx"], ["model spec module 'no_such_package_xyz.mod' not found"]),
@@ -316,6 +322,7 @@ def test_bad_export_and_validate_input_is_one_line(bench, tmp_path, args, fragme
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.bad_input
 def test_reference_with_another_output_count_is_one_line(bench, tmp_path):
     out = exported_mlp(bench, tmp_path)
     done = bench("validate", out, "--reference", spec("two_heads"),

@@ -54,6 +54,7 @@ def test_two_models_by_two_thread_counts_on_local_and_an_ssh_board(bench, tmp_pa
     assert len(_results(tmp_path / "r")) == 8
 
 
+@pytest.mark.fault
 def test_an_interrupted_plan_resumes_without_repeating_cells(bench, tmp_path):
     plan = write_plan(tmp_path, ["local"], min_seconds=1.0)
     env = {**os.environ, "HOME": str(tmp_path)}
@@ -91,6 +92,7 @@ def test_a_plan_with_an_export_and_a_variant(bench, tmp_path):
     assert (tmp_path / ".edgebench-build" / "exported" / "mlp" / "mlp.onnx").exists()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text, fragment", [
     ("name: p\nmodels: []\ntargets: [local]\nsetings: {}\n", "plan.yaml:4: setings: unknown key"),
     ("name: p\nmodels:\n  - name: a\n    path: nowhere.onnx\ntargets: [local]\n", "plan.yaml:4: models.0.path: model file not found"),

@@ -103,6 +103,7 @@ def test_the_regression_gate(bench, board_results, threshold, code):
         assert "slower than target=board-a" in error[0] and "Traceback" not in done.stderr
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("args, fragment", [
     (["--baseline", "target"], "must look like KEY=VALUE"),
     (["--baseline", "target=nowhere"], "no runs with target=nowhere"),

@@ -77,11 +77,12 @@ def test_run_ids_are_distinct_and_safe():
     assert all("/" not in i and " " not in i and "$" not in i for i in ids)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not valid JSON"),
     ('{"hello": 1}', "not an edgebench result"),
     ('{"schema_version": 99, "run_id": "x"}', "result schema 99 is newer than this edgebench understands"),
-    ('{"schema_version": 1, "run_id": "x"}', "result is missing 'status'"),
+    ('{"schema_version": 1, "run_id": "x"}', "field 'status' is missing"),
 ])
 def test_unreadable_results_are_reported(tmp_path, content, message):
     path = tmp_path / "bad.json"
@@ -136,6 +137,7 @@ def test_deploy_local_writes_one_result_per_model(bench, tmp_path, tiny_models):
         sorted(str(f.relative_to(tmp_path)) if not f.is_absolute() else str(f) for f in files)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("make_model, fragment", [
     (lambda d: d / "missing.onnx", "model file not found"),
     (lambda d: _write(d / "corrupt.onnx", b"\x08\x07garbage that is not protobuf\xff\xff"), "is not a valid ONNX model"),
@@ -159,6 +161,7 @@ def _truncated(folder: Path) -> Path:
     return _write(folder / "truncated.onnx", data[: len(data) // 2])
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("args, fragment", [
     (["--min-iterations", "0"], "min_iterations must be at least 1"),
     (["--threads", "100000"], "intra_op_threads must be between 0"),
@@ -173,6 +176,7 @@ def test_bad_options_are_one_line(bench, tmp_path, tiny_models, args, fragment):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.bad_input
 def test_input_mismatch_is_one_line_and_writes_nothing(bench, tmp_path, tiny_models):
     import numpy as np
 
@@ -203,6 +207,7 @@ def result_folder(tmp_path_factory, tiny_models):
     return folder
 
 
+@pytest.mark.bad_input
 def test_compare_groups_runs_and_skips_bad_files(bench, result_folder):
     done = bench("compare", result_folder)
     assert done.code == 0, done.stderr
@@ -240,6 +245,7 @@ def test_compare_formats(bench, result_folder, tmp_path, fmt):
         assert lines[0].startswith("| model | variant | target | settings | KiB | runs |") and len(lines) == 2 + 5
 
 
+@pytest.mark.bad_input
 def test_compare_on_an_empty_folder_is_one_line(bench, tmp_path):
     (tmp_path / "empty").mkdir()
     done = bench("compare", tmp_path / "empty")
@@ -247,6 +253,7 @@ def test_compare_on_an_empty_folder_is_one_line(bench, tmp_path):
     assert_one_line_error(done, "no readable results")
 
 
+@pytest.mark.bad_input
 def test_compare_unknown_format_is_one_line(bench, result_folder):
     assert_one_line_error(bench("compare", result_folder, "--format", "xml"), "unknown format 'xml'")
 

@@ -75,10 +75,10 @@ def test_standalone_on_an_old_stack_board_then_imported_next_to_a_deploy(bench, 
     assert old["profile"]["top_operators"][0]["op_type"]
     compare = json.loads(bench("compare", tmp_path / "r", "--by", "model,target", "--baseline", "target=local",
                                "--format", "json").stdout)
-    rows = {r["target"]: r for r in compare}
-    assert rows["local"]["verdict"] == "baseline" and rows["old-board"]["verdict"] in (
+    rows = {r["target"]: r for r in compare}  # an imported run never passes as a deployed one
+    assert rows["local"]["verdict"] == "baseline" and rows["old-board (imported)"]["verdict"] in (
         "faster", "slower", "no significant difference")
-    assert rows["old-board"]["top1_pct"] == pytest.approx(99.444, abs=0.01)
+    assert rows["old-board (imported)"]["top1_pct"] == pytest.approx(99.444, abs=0.01)
     # The same file again: not stored twice.
     again = bench("import", out, "--results", tmp_path / "r")
     assert_one_line_error(again, "is already in", "not stored twice")
@@ -93,6 +93,7 @@ def standalone_result(tmp_path, bundle):
     return out
 
 
+@pytest.mark.bad_input
 def test_a_tampered_result_is_refused(bench, tmp_path, standalone_result):
     reply = json.loads(standalone_result.read_text())
     reply["repeats"][0]["samples_ns"] = [s // 2 for s in reply["repeats"][0]["samples_ns"]]  # "twice as fast"
@@ -102,6 +103,7 @@ def test_a_tampered_result_is_refused(bench, tmp_path, standalone_result):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.bad_input
 def test_a_future_protocol_is_refused(bench, tmp_path, standalone_result):
     reply = json.loads(standalone_result.read_text())
     reply["protocol_version"] = 99
@@ -109,11 +111,13 @@ def test_a_future_protocol_is_refused(bench, tmp_path, standalone_result):
     assert_one_line_error(bench("import", standalone_result, "--results", tmp_path / "r"), "protocol 99", "upgrade edgebench")
 
 
+@pytest.mark.bad_input
 def test_a_model_that_does_not_match_is_refused(bench, tmp_path, standalone_result):
     done = bench("import", standalone_result, "--model", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r")
     assert_one_line_error(done, "ran a model with sha256", "cnn.onnx is", "refused")
 
 
+@pytest.mark.bad_input
 def test_not_an_agent_result_is_refused(bench, tmp_path):
     (tmp_path / "x.json").write_text('{"schema_version": 1}')
     assert_one_line_error(bench("import", tmp_path / "x.json", "--results", tmp_path / "r"),

@@ -29,6 +29,7 @@ def test_the_shipped_example_inventory_loads():
     assert [t.name for t in select_targets("tag:arm", inventory)] == ["jetson", "pi4"]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text, message", [
     ("targets:\n  pi4:\n    host: a\n    prot: 22\n", "targets.yaml:4: targets.pi4.prot: unknown key"),
     ("targets:\n  pi4:\n    host: a\n    port: twenty\n", "targets.yaml:4: targets.pi4.port: must be an integer, got 'twenty'"),
@@ -46,6 +47,7 @@ def test_bad_inventories_name_the_file_line_and_key(tmp_path, text, message):
     assert message in str(caught.value)
 
 
+@pytest.mark.bad_input
 def test_bad_inventory_through_the_cli_is_one_line(bench, tmp_path):
     path = write(tmp_path, "targets:\n  pi4:\n    host: a\n    prot: 22\n")
     done = bench("targets", "--inventory", path)
@@ -68,6 +70,7 @@ def test_ssh_config_values_apply_and_inventory_values_win(tmp_path, monkeypatch)
     assert (direct.host, direct.user, direct.port) == ("10.1.2.3", "carol", 2200)
 
 
+@pytest.mark.bad_input
 def test_unknown_target_lists_the_known_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEBENCH_SSH_CONFIG", str(tmp_path / "none"))
     inventory = load_inventory(write(tmp_path, "targets:\n  pi4:\n    host: a\n"))

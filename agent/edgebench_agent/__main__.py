@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import sys
 import tempfile
 
@@ -30,7 +31,7 @@ from .protocol import (
 
 # Error kinds that are the caller's to fix (exit 2): nothing was measured, so the host stores no result.
 # Anything else (a crash, a hang, out of memory) is a failed run (exit 1), recorded with its reason.
-USAGE_KINDS = ("usage", "input", "model", "provider")
+USAGE_KINDS = ("usage", "input", "model", "provider", "missing")
 
 
 def _now():
@@ -100,9 +101,8 @@ class _Events(object):
 
 
 def run(request, machine_readable=True):
-    """Run a request; returns (exit code, reply document). Never raises for a run that fails."""
-    from .runner import RunError, run_benchmark
-
+    """Run a request; returns (exit code, reply document). Never raises: every failure becomes a reply whose
+    error has a true kind (see FAILURE_KINDS in protocol.py)."""
     reply = {
         "protocol_version": PROTOCOL_VERSION,
         "agent_version": __version__,
@@ -114,19 +114,55 @@ def run(request, machine_readable=True):
     }
     code = EXIT_OK
     try:
+        from .runner import RunError, run_benchmark
+
         reply["info"] = info()
         reply.update(run_benchmark(request, emit=_Events(machine_readable)))
-    except RunError as exc:
+    except BaseException as exc:  # noqa: BLE001 - every failure, ours included, must reach the host as data
+        if isinstance(exc, SystemExit):
+            raise
+        kind, message, detail = classify_failure(exc)
         reply["status"] = "failed"
-        reply["error"] = {"kind": exc.kind, "message": str(exc)}
-        code = EXIT_USAGE if exc.kind in USAGE_KINDS else EXIT_RUN_FAILED
-    except MemoryError:
-        reply["status"] = "failed"
-        reply["error"] = {"kind": "runtime", "message": "out of memory on the board"}
-        code = EXIT_RUN_FAILED
+        reply["error"] = {"kind": kind, "message": message}
+        if detail:
+            reply["error"]["traceback"] = detail
+        code = EXIT_USAGE if kind in USAGE_KINDS else EXIT_RUN_FAILED
     reply["finished_at"] = _now()
     reply["digest"] = reply_digest(reply)
     return code, reply
+
+
+def classify_failure(exc):
+    """(kind, message, traceback tail or None) for an exception that ended a run.
+
+    RunError carries its own kind; onnxruntime's exceptions are `onnxruntime`; Ctrl-C or SIGTERM is
+    `interrupted`; memory exhaustion is `killed`-like but we saw it, so `oom`; anything else is our bug:
+    `internal`, with the traceback's last lines kept so it can be reported.
+    """
+    import traceback
+
+    if getattr(exc, "kind", None) and type(exc).__name__ == "RunError":
+        return exc.kind, str(exc), None
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "interrupted (SIGINT or SIGTERM) before the run finished", None
+    if isinstance(exc, MemoryError):
+        return "oom", "out of memory on the board", None
+    if type(exc).__module__.startswith("onnxruntime"):
+        return "onnxruntime", "onnxruntime failed: %s" % _one_line(exc), None
+    if isinstance(exc, ImportError):
+        return "missing", "cannot import %s on this board: install numpy and onnxruntime (pip install numpy onnxruntime)" % (
+            getattr(exc, "name", None) or exc), None
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    tail = "".join(lines)[-2000:]
+    return "internal", "edgebench agent bug: %s (the traceback is kept in the result; please report it)" % _one_line(
+        exc, with_type=True), tail
+
+
+def _one_line(exc, limit=400, with_type=False):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if with_type:
+        text = "%s: %s" % (type(exc).__name__, text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def reply_digest(reply):
@@ -214,6 +250,8 @@ def build_parser():
                              help="kill the run (its whole process group) when it runs longer than this")
         if name == "kill":
             job.add_argument("--reason", default="killed on request", help="recorded as the run's error")
+            job.add_argument("--kind", default="killed", choices=("killed", "timeout", "interrupted"),
+                             help="the error kind recorded (default killed)")
     runs = commands.add_parser("runs", help="list the runs in the cache with their state (JSON)")
     runs.add_argument("--cache", required=True, metavar="DIR")
     sha = commands.add_parser("sha256", help="print the sha256 of files (JSON)")
@@ -266,7 +304,9 @@ def build_parser():
 def _summary(reply):
     lines = ["model     %s" % reply["request"]["model"]]
     if reply["status"] != "ok":
-        lines.append("FAILED    %s" % reply["error"]["message"])
+        lines.append("FAILED    [%s] %s" % (reply["error"]["kind"], reply["error"]["message"]))
+        if request_out(reply):
+            lines.append("(the full reply, with any traceback, is in %s)" % request_out(reply))
         return "\n".join(lines)
     lines.append("runtime   onnxruntime %s, %s" % (reply["info"]["onnxruntime_version"], ", ".join(reply["providers"])))
     for index, repeat in enumerate(reply["repeats"]):
@@ -291,59 +331,128 @@ def _summary(reply):
     top = (reply.get("profile") or {}).get("top_operators") or []
     if top:
         lines.append("profile   " + ", ".join("%s %.0f%%" % (op["op_type"], op["pct"]) for op in top[:5]))
-    lines.append("(full statistics: copy the --out file home and run `bench import` there)")
+    if request_out(reply):
+        lines.append("(full statistics: copy %s home and run `bench import` there)" % request_out(reply))
+    else:
+        lines.append("(full statistics: run again with --out result.json, copy it home and run `bench import` there)")
     return "\n".join(lines)
+
+
+def request_out(reply):
+    return (reply.get("request") or {}).get("out")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
+def _missing_dependency():
+    """The name of numpy or onnxruntime when this Python cannot import it, else None."""
+    for name in ("numpy", "onnxruntime"):
+        try:
+            __import__(name)
+        except ImportError:
+            return name
+    return None
+
+
+class _ProtocolStdout(object):
+    """Keep the real stdout for the one JSON document; point fd 1 (and sys.stdout) at stderr meanwhile.
+
+    Redirecting the file descriptor, not only sys.stdout, also catches what C and C++ code (onnxruntime,
+    numpy's BLAS) writes with printf, which would otherwise corrupt the reply."""
+
+    def __enter__(self):
+        self.stream = sys.stdout
+        self.saved_fd = None
+        try:
+            self.stream.flush()
+            self.saved_fd = os.dup(1)
+            os.dup2(2, 1)
+        except (OSError, ValueError, AttributeError):
+            self.saved_fd = None  # no real fd 1 (an embedding host): sys.stdout alone is redirected
+        sys.stdout = sys.stderr
+        return self.stream
+
+    def __exit__(self, *exc):
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        if self.saved_fd is not None:
+            os.dup2(self.saved_fd, 1)
+            os.close(self.saved_fd)
+        sys.stdout = self.stream
+        return False
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    # JSON unless a person runs `run MODEL.onnx` at a terminal without --json.
-    machine_readable = "--request" in argv or "--json" in argv or "run" not in argv
     protocol_out = sys.stdout
+    machine_readable = True
     try:
         args = build_parser().parse_args(argv)  # --help and --version print to the real stdout
     except RequestError as exc:
         return _usage_error(protocol_out, exc, machine_readable)
-    sys.stdout = sys.stderr
-    try:
-        if args.command == "info":
-            code, reply = EXIT_OK, info(args.cache)
-        elif args.command in ("launch", "attach", "kill", "_job", "runs", "sha256", "clean"):
-            return _job_command(args, protocol_out)
-        else:
-            if args.request:
-                raw = _read_request(args.request)
-            elif args.model:
-                raw = _request_from_flags(args)
+    # A JSON document unless a person runs `run MODEL.onnx` at a terminal without --json.
+    machine_readable = args.command != "run" or bool(args.request or args.json)
+    if args.command in ("run", "_job"):
+        signal.signal(signal.SIGTERM, _interrupt)  # a polite kill still ends in a reply saying so
+    usage = text = reply = None
+    code = EXIT_USAGE
+    with _ProtocolStdout() as protocol_out:  # inside: fd 1 is stderr; the answer is written after, to the real one
+        try:
+            if args.command == "info":
+                code, reply = EXIT_OK, info(args.cache)
+            elif args.command in ("launch", "attach", "kill", "_job", "runs", "sha256", "clean"):
+                code, text = _job_command(args)
             else:
-                raise RequestError("run needs MODEL.onnx or --request FILE")
-            request = normalize_run_request(raw)
-            if not os.path.isfile(request["model"]):
-                raise RequestError("model file not found: %s" % request["model"])
-            code, reply = run(request, machine_readable)
-            if request["out"]:
-                write_json_atomically(request["out"], reply)
-    except RequestError as exc:
-        return _usage_error(protocol_out, exc, machine_readable)
-    finally:
-        sys.stdout = protocol_out
+                missing = _missing_dependency()
+                if missing:
+                    raise RequestError("%s is not installed for %s: install it with `%s -m pip install numpy "
+                                       "onnxruntime`" % (missing, sys.executable, os.path.basename(sys.executable)))
+                if args.request:
+                    raw = _read_request(args.request)
+                elif args.model:
+                    raw = _request_from_flags(args)
+                else:
+                    raise RequestError("run needs MODEL.onnx or --request FILE")
+                request = normalize_run_request(raw)
+                if not os.path.exists(request["model"]):
+                    raise RequestError("model file not found: %s" % request["model"])
+                if not os.path.isfile(request["model"]):  # a folder or a FIFO: reading one would fail or block
+                    raise RequestError("model is not a regular file: %s" % request["model"])
+                code, reply = run(request, machine_readable)
+                if request["out"]:
+                    write_json_atomically(request["out"], reply)
+        except RequestError as exc:
+            usage = exc
+        except (IOError, OSError) as exc:  # e.g. --out in a folder that does not exist, a full disk
+            usage = "%s: %s" % (getattr(exc, "filename", None) or "I/O error", exc.strerror or exc)
+    if usage is not None:
+        return _usage_error(protocol_out, usage, machine_readable)
+    if reply is None:  # a job command: its text is the answer (none for the detached job itself)
+        if text is not None:
+            protocol_out.write(text + "\n")
+            protocol_out.flush()
+        return code
     protocol_out.write((json.dumps(reply) if machine_readable else _summary(reply)) + "\n")
     protocol_out.flush()
     return code
 
 
-def _job_command(args, protocol_out):
+def _job_command(args):
     """Commands around detached runs and the cache. Each prints one JSON document (the reply, or a listing)."""
     from . import jobs
 
     if args.command == "_job":
-        return jobs.job(args.cache, args.run, args.lock_timeout)
+        return jobs.job(args.cache, args.run, args.lock_timeout), None
     if args.command == "launch":
         code, text = jobs.launch(args.cache, args.run, args.lock_timeout, args.run_timeout)
     elif args.command == "attach":
         code, text = jobs.attach(args.cache, args.run, args.run_timeout)
     elif args.command == "kill":
-        code, text = jobs.kill(args.cache, args.run, args.reason)
+        code, text = jobs.kill(args.cache, args.run, args.reason, args.kind)
     elif args.command == "runs":
         code, text = EXIT_OK, json.dumps(jobs.list_runs(args.cache))
     elif args.command == "sha256":
@@ -362,10 +471,7 @@ def _job_command(args, protocol_out):
 
         summary = clean(args.cache, args.max_bytes, keep=tuple(args.keep))
         code, text = (EXIT_OK if "error" not in summary else EXIT_RUN_FAILED), json.dumps(summary)
-    sys.stdout = protocol_out
-    protocol_out.write(text + "\n")
-    protocol_out.flush()
-    return code
+    return code, text
 
 
 def _usage_error(protocol_out, exc, machine_readable):

@@ -31,6 +31,9 @@ def load_dataset(path, signature, require_labels=True):
         raise InputError("%s: labels must be a 1-D integer array, got %s %s" % (path, labels.dtype, list(labels.shape)))
     for name, ort_type, shape in signature:
         array = arrays[name]
+        if array.ndim == 0 or array.shape[0] == 0:
+            raise InputError("%s: input %r holds no samples (shape %s): a dataset needs at least one"
+                             % (path, name, list(array.shape)))
         dtype = numpy_dtype(ort_type, name)
         if array.dtype != dtype:
             raise InputError("%s: input %r is %s but the model takes %s" % (path, name, array.dtype, dtype))

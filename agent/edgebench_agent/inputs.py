@@ -70,8 +70,45 @@ def resolve_shape(name, shape, dims, batch=None):
     return tuple(resolved)
 
 
+# Arrays edgebench makes or loads are bounded: a 1 MB .npz can declare 1 TB, and a model can declare a
+# 2^40-long axis. Above this, refuse before allocating; EDGEBENCH_MAX_ARRAY_MIB raises it.
+DEFAULT_MAX_ARRAY_MIB = 512
+
+
+def max_array_bytes():
+    import os
+
+    text = os.environ.get("EDGEBENCH_MAX_ARRAY_MIB", "")
+    try:
+        return int(float(text) * 2 ** 20) if text else DEFAULT_MAX_ARRAY_MIB * 2 ** 20
+    except ValueError:
+        return DEFAULT_MAX_ARRAY_MIB * 2 ** 20
+
+
+def check_array_size(what, dtype, shape, already=0):
+    """Refuse an array (plus `already` bytes held) larger than the limit, before it exists. Returns its bytes."""
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    size = count * np.dtype(dtype).itemsize
+    limit = max_array_bytes()
+    if size + already > limit:
+        raise InputError("%s of shape %s (%s) would need %s, above edgebench's limit of %s: check the shape, or raise "
+                         "the limit with EDGEBENCH_MAX_ARRAY_MIB=N" % (what, list(shape), np.dtype(dtype), _size_text(size + already),
+                                                                      _size_text(limit)))
+    return size
+
+
+def _size_text(size):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            return ("%d %s" % (size, unit)) if unit == "bytes" else ("%.1f %s" % (size, unit))
+        size /= 1024.0
+
+
 def generate(dtype, shape, rng):
     """Seeded values of a dtype: normal floats, small non-negative integers, random booleans."""
+    check_array_size("a generated input", dtype, shape)
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(np.bool_)
     if np.issubdtype(dtype, np.integer):
@@ -79,23 +116,69 @@ def generate(dtype, shape, rng):
     return rng.standard_normal(size=shape).astype(dtype)
 
 
+def _npy_header(handle):
+    """(shape, dtype) from an .npy stream's header, without reading the data."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = npy.read_array_header_2_0(handle)
+    return shape, dtype
+
+
+def _declared_arrays(path):
+    """[(name, shape, dtype)] of an .npz or .npy as its headers declare them: nothing is inflated."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        declared = []
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if not member.filename.endswith(".npy"):
+                    continue
+                with archive.open(member) as handle:
+                    shape, dtype = _npy_header(handle)
+                declared.append((member.filename[:-4], shape, dtype))
+        return declared
+    with open(path, "rb") as handle:
+        shape, dtype = _npy_header(handle)
+    return [("", shape, dtype)]
+
+
 def load_npz(path):
-    """Arrays from an .npz (or a single .npy) file; pickled objects are refused."""
+    """Arrays from an .npz (or a single .npy) file. Pickled objects are refused, and so is an archive whose
+    headers declare more than the array size limit (checked before anything is inflated)."""
+    import os
+    import stat
+    import zipfile
+    import zlib
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise InputError("%s is not a regular file: give an .npz file" % path)
+        total = 0
+        for name, shape, dtype in _declared_arrays(path):
+            if dtype.hasobject:
+                raise InputError("%s holds pickled objects, which edgebench never loads: array %r is %s; save plain "
+                                 "arrays" % (path, name, dtype))
+            total += check_array_size("%s: array %r" % (path, name or "(.npy)"), dtype, shape, total)
         loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {"": loaded}
+        try:
+            return {key: loaded[key] for key in loaded.files}
+        finally:
+            loaded.close()
+    except InputError:
+        raise
     except ValueError as exc:
-        # numpy says "Object arrays cannot be loaded when allow_pickle=False".
-        raise InputError("%s holds pickled objects, which edgebench never loads: save plain arrays (%s)" % (path, exc))
-    except (OSError, EOFError) as exc:
-        raise InputError("cannot read inputs file %s: %s" % (path, exc))
-    if isinstance(loaded, np.ndarray):
-        return {"": loaded}
-    try:
-        return {key: loaded[key] for key in loaded.files}
-    except ValueError as exc:
-        raise InputError("%s holds pickled objects, which edgebench never loads: save plain arrays (%s)" % (path, exc))
-    finally:
-        loaded.close()
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise InputError("%s holds pickled objects, which edgebench never loads: save plain arrays (%s)" % (path, exc))
+        raise InputError("cannot read %s as .npz/.npy: %s" % (path, exc))
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, TypeError) as exc:
+        raise InputError("cannot read %s as .npz/.npy (corrupt or truncated?): %s" % (path, " ".join(str(exc).split()) or type(exc).__name__))
 
 
 def _check_user_array(name, array, dtype, shape):
@@ -151,6 +234,7 @@ def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0, bat
         else:
             concrete = resolve_shape(name, shape, dims, batch)
             if name in values:
+                check_array_size("input %r" % name, dtype, concrete)
                 array = np.full(concrete, values[name], dtype=dtype)
                 source = "value"
             else:

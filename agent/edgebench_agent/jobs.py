@@ -26,7 +26,7 @@ import time
 
 from .protocol import EVENT_PREFIX, EXIT_RUN_FAILED, EXIT_USAGE, RequestError
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")  # \Z: "$" would accept a trailing newline
 POLL_S = 0.1
 
 
@@ -115,7 +115,7 @@ def job(cache, run, lock_timeout_s):
         return EXIT_RUN_FAILED
     _write_atomically(os.path.join(folder, "started"), "%.3f" % time.time())
     try:
-        code, reply = run_request(request, machine_readable=True)
+        code, reply = run_request(request, machine_readable=True)  # never raises: failures come back as replies
     finally:
         lock.close()
     finish(folder, reply, code)
@@ -197,7 +197,7 @@ def follow(folder, wait, run_timeout_s=None):
         if not done and run_timeout_s and started and time.time() - float(started) > run_timeout_s:
             run = os.path.basename(folder)
             kill(os.path.dirname(os.path.dirname(folder)), run,
-                 "timed out after %.0f s: killed with its process group on the board" % run_timeout_s)
+                 "timed out after %.0f s: killed with its process group on the board" % run_timeout_s, "timeout")
             done = True
         if done or not running:
             if not done and not os.path.exists(os.path.join(folder, "exit_code")):
@@ -226,10 +226,11 @@ def _forward(path, position):
     return position + complete
 
 
-def kill(cache, run, reason):
-    """Kill the job's whole process group and record why. Returns (code, reply)."""
+def kill(cache, run, reason, kind="killed"):
+    """Kill the job's whole process group and record why (kind: killed, timeout or interrupted).
+    Returns (code, reply)."""
     folder = run_dir(cache, run)
-    reason = {"kind": "timeout" if reason.startswith("timed out") else "killed", "message": reason}
+    reason = {"kind": kind, "message": reason}
     pid_text = _read(os.path.join(folder, "pid"))
     if pid_text is None:
         raise RequestError("no run %s on this board" % run)

@@ -64,8 +64,22 @@ def topk_agreement(expected, actual):
     }
 
 
+def check_labels(scores, labels):
+    """Labels must name classes the scores have: [0, classes). A label of 999 for a 10-class model is a dataset
+    bug, and counting it as a miss would report a meaningless 0 % as a measurement."""
+    from .inputs import InputError
+
+    classes = np.asarray(scores).shape[1]
+    labels = np.asarray(labels).ravel()
+    outside = labels[(labels < 0) | (labels >= classes)]
+    if outside.size:
+        raise InputError("%d of %d labels lie outside the model's %d classes [0, %d) (e.g. %d): the labels do not "
+                         "belong to this model's output" % (outside.size, labels.size, classes, classes, int(outside[0])))
+
+
 def label_accuracy(scores, labels):
     """Top-1 / top-5 accuracy of class scores against integer labels, with counts."""
+    check_labels(scores, labels)
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64).ravel()
     top5 = top_k(scores, 5)

@@ -8,12 +8,32 @@ PROTOCOL_VERSION history:
 
 from __future__ import annotations
 
+import math
+
 PROTOCOL_VERSION = 1
 
 # Exit codes of `python3 -m edgebench_agent ...`.
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1  # the reply is still one valid JSON document with status "failed"
 EXIT_USAGE = 2  # bad arguments, bad request, newer protocol than this agent speaks
+
+# The kinds of a failed run's error ({"kind", "message"}, plus "traceback" for internal). The first five are the
+# caller's to fix (exit 2, nothing measured); the rest are failed runs (exit 1), stored as results.
+FAILURE_KINDS = {
+    "usage": "a bad argument or request",
+    "input": "inputs, dims, values or a dataset that do not fit the model",
+    "model": "a model onnxruntime cannot load",
+    "provider": "an execution provider this board lacks",
+    "missing": "numpy or onnxruntime is not installed on the board",
+    "onnxruntime": "onnxruntime failed while running the model",
+    "oom": "the board ran out of memory (and the agent saw it)",
+    "timeout": "the run overran its time limit and was killed on the board",
+    "killed": "the agent process died without a reply (SIGKILL, the kernel's OOM killer)",
+    "interrupted": "stopped by Ctrl-C on the host, SIGINT or SIGTERM",
+    "busy": "another benchmark held the board's lock",
+    "internal": "a bug in the agent: the traceback's tail is kept in the result",
+    "agent": "the agent misbehaved as seen from the host (no valid reply)",
+}
 
 # Lines on stderr that start with this prefix carry a JSON event (progress) for the host.
 EVENT_PREFIX = "@edgebench "
@@ -124,6 +144,15 @@ def parse_assignments(items, what, convert):
     return parsed
 
 
+def finite_number(value, name):
+    """A JSON number that is a real, finite quantity (NaN and infinity are refused: they defeat every bound)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise RequestError("request field %r must be a number, got %r" % (name, value))
+    if not math.isfinite(value):
+        raise RequestError("%s must be a finite number, got %r" % (name, value))
+    return float(value)
+
+
 def normalize_run_request(raw):
     """Validate a run request dict and fill in defaults. Raises RequestError naming the field."""
     if not isinstance(raw, dict):
@@ -149,10 +178,9 @@ def normalize_run_request(raw):
         if not isinstance(value, int) or isinstance(value, bool):
             raise RequestError("request field %r must be an integer, got %r" % (name, value))
     for name in _FLOAT_FIELDS:
-        value = req[name]
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise RequestError("request field %r must be a number, got %r" % (name, value))
-        req[name] = float(value)
+        req[name] = finite_number(req[name], name)
+    if req["seed"] < 0:
+        raise RequestError("seed must not be negative, got %d" % req["seed"])
     for name in ("min_iterations", "repeats", "max_iterations"):
         if req[name] < 1:
             raise RequestError("%s must be at least 1, got %d" % (name, req[name]))
@@ -189,11 +217,19 @@ def normalize_run_request(raw):
         raise RequestError("cpus must be a list of CPU numbers, e.g. [2, 3]")
     if req["spin_wait"] is not None and not isinstance(req["spin_wait"], bool):
         raise RequestError("spin_wait must be true, false or null")
-    if req["cooldown"] is not None and not isinstance(req["cooldown"], dict):
-        raise RequestError("cooldown must be an object like {\"margin_c\": 3, \"timeout_s\": 120}")
-    if req["profile"] is not None and not isinstance(req["profile"], dict):
-        raise RequestError("profile must be an object like {\"iterations\": 20}")
-    if not isinstance(req["telemetry_interval_s"], (int, float)) or req["telemetry_interval_s"] <= 0:
+    if req["cooldown"] is not None:
+        if not isinstance(req["cooldown"], dict):
+            raise RequestError("cooldown must be an object like {\"margin_c\": 3, \"timeout_s\": 120}")
+        for key in ("margin_c", "timeout_s"):
+            if key in req["cooldown"] and finite_number(req["cooldown"][key], "cooldown." + key) < 0:
+                raise RequestError("cooldown.%s must not be negative" % key)
+    if req["profile"] is not None:
+        if not isinstance(req["profile"], dict):
+            raise RequestError("profile must be an object like {\"iterations\": 20}")
+        iterations = req["profile"].get("iterations", 20)
+        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+            raise RequestError("profile.iterations must be a positive integer, got %r" % (iterations,))
+    if finite_number(req["telemetry_interval_s"], "telemetry_interval_s") <= 0:
         raise RequestError("telemetry_interval_s must be a positive number")
     for name in ("values", "dims", "provider_options"):
         if not isinstance(req[name], dict):

@@ -268,7 +268,7 @@ def run_benchmark(request, emit=None):
             first = run(None, feeds)
             first_inference_ns = time.perf_counter_ns() - t0
         except Exception as exc:
-            raise RunError("runtime", "inference failed: %s" % _one_line(exc))
+            raise RunError("onnxruntime", "inference failed: %s" % _one_line(exc))
         if outputs is None:
             outputs = [
                 {"name": meta.name, "shape": list(getattr(value, "shape", ())), "dtype": str(getattr(value, "dtype", type(value).__name__))}
@@ -352,9 +352,12 @@ def dataset_pass(ort, request):
     if scores is None:
         raise RunError("input", "no output of this model looks like class scores [samples, classes]: "
                                 "top-1/top-5 accuracy needs one")
+    try:
+        board = label_accuracy(joined[scores], labels)
+    except InputError as exc:
+        raise RunError("input", "%s: %s" % (spec["dataset"], exc))
     return {"source": "dataset", "compared_on": "board", "samples": total, "batches": len(batches),
-            "output_names": names, "scores_output": names[scores],
-            "labels": {"board": label_accuracy(joined[scores], labels)}}
+            "output_names": names, "scores_output": names[scores], "labels": {"board": board}}
 
 
 def profile_pass(ort, request, feeds):
@@ -417,7 +420,7 @@ def accuracy_pass(ort, request):
     except KeyError as exc:
         raise RunError("input", "the accuracy inputs lack %s" % exc)
     except Exception as exc:
-        raise RunError("runtime", "inference failed in the accuracy pass: %s" % _one_line(exc))
+        raise RunError("onnxruntime", "inference failed in the accuracy pass: %s" % _one_line(exc))
     result = {"batches": spec["batches"], "output_names": output_names}
     if spec.get("reference"):
         try:
@@ -429,7 +432,10 @@ def accuracy_pass(ort, request):
                     for j in range(len(output_names))]
         actual = [join_batches(values, samples) for values in per_output]
         tolerances = dict((name, tuple(spec.get("tolerances", {}).get(name, (1e-4, 1e-3)))) for name in output_names)
-        result.update(evaluate(output_names, expected, actual, tolerances, reference.get("labels"), spec.get("label_output")))
+        try:
+            result.update(evaluate(output_names, expected, actual, tolerances, reference.get("labels"), spec.get("label_output")))
+        except InputError as exc:
+            raise RunError("input", str(exc))
         result["compared_on"] = "board"
     else:
         temp = spec["outputs"] + ".tmp-%d.npz" % os.getpid()

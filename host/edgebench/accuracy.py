@@ -17,7 +17,7 @@ import numpy as np
 
 from edgebench_agent.dataset import batches_of as dataset_batches
 
-from .errors import InputError
+from .errors import InputError, ModelError, one_line
 from .parity import Tolerances
 
 DEFAULT_SAMPLES = 8
@@ -73,7 +73,11 @@ def _npz(arrays: dict) -> bytes:
 def _signature(model_path: Path):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, NotImplemented, ...)
+        raise ModelError(f"onnxruntime {ort.__version__} on this host cannot load {model_path}: {one_line(exc, 300)}",
+                         "check it with `bench validate`; `bench convert --to opset:N` or a newer onnxruntime may help") from None
     return session, [(i.name, i.type, list(i.shape)) for i in session.get_inputs()], [o.name for o in session.get_outputs()]
 
 
@@ -143,6 +147,14 @@ def compute_reference(accuracy: AccuracyPlan, model_path: Path, reference: str |
     counts = {len(outputs) for outputs in accuracy.expected}
     if counts != {len(accuracy.output_names)}:
         raise InputError(f"the reference gives {counts.pop()} outputs but the model has {len(accuracy.output_names)}")
+    if accuracy.labels is not None and accuracy.label_output() is not None:
+        from edgebench_agent.inputs import InputError as AgentInputError
+        from edgebench_agent.metrics import check_labels
+
+        try:  # before anything is uploaded: labels that cannot match would report a meaningless 0 %
+            check_labels(accuracy.expected[0][accuracy.label_output()], accuracy.labels)
+        except AgentInputError as exc:
+            raise InputError(str(exc), "check that the dataset's labels belong to this model") from None
 
 
 def tolerance_table(accuracy: AccuracyPlan, tolerances: Tolerances) -> dict:

@@ -67,8 +67,8 @@ class Board:
 
     def python_argv(self) -> list[str]:
         python = self.target.python or (sys.executable if self.local else "python3")
-        env = [f"{k}={v}" for k, v in self.target.env]
-        return (["env", *env] if env else []) + [python]
+        env = [f"{k}={v}" for k, v in self.target.env]  # names are POSIX names (checked when the inventory loads)
+        return (["env", "--", *env] if env else []) + [python]
 
     def ensure_agent(self) -> str:
         """Path of the agent bundle on the board; uploaded (by content hash) only when missing."""
@@ -262,9 +262,9 @@ class Board:
             except LinkLost as lost:
                 result = self._reattach(run_id, deadline, on_event, lost)
         except AgentTimeout:
-            result = self.kill(run_id, f"timed out after {timeout:.0f} s: killed with its process group")
+            result = self.kill(run_id, f"timed out after {timeout:.0f} s: killed with its process group", "timeout")
         except KeyboardInterrupt:
-            self.kill(run_id, "interrupted from the host (Ctrl-C)")
+            self.kill(run_id, "interrupted from the host (Ctrl-C)", "interrupted")
             raise
         reply = self._json(result, "run")
         error = reply.get("error") or {}
@@ -300,8 +300,8 @@ class Board:
         raise LinkLost(f"lost {self.target.name} and could not reconnect ({last.message if hasattr(last, 'message') else last})",
                        f"the run goes on there; collect it later with: bench fetch --target {self.target.name} {run_id}")
 
-    def kill(self, run_id: str, reason: str):
-        return self.command(["kill", "--cache", self.cache, "--run", run_id, "--reason", reason])
+    def kill(self, run_id: str, reason: str, kind: str = "killed"):
+        return self.command(["kill", "--cache", self.cache, "--run", run_id, "--reason", reason, "--kind", kind])
 
     def runs(self) -> list[dict]:
         """Runs not yet collected by a host (runs/ on the board), with their state. One listing when none."""
@@ -320,9 +320,15 @@ class Board:
             return reply, None
 
     def mark_fetched(self, run_id: str) -> None:
-        """The result is stored on the host: move the run out of runs/ (so it is never collected twice)."""
-        self.transport.makedirs(f"{self.cache}/done")
-        self.transport.rename(f"{self.cache}/runs/{run_id}", f"{self.cache}/done/{run_id}")
+        """The result is stored on the host: move the run out of runs/ (so it is never collected twice).
+        Idempotent, so a link that drops here (a board rebooting right after a run) is reconnected and retried."""
+        def move():
+            if not self.transport.exists(f"{self.cache}/runs/{run_id}"):
+                return  # moved already (by an attempt whose answer the dropped link lost)
+            self.transport.makedirs(f"{self.cache}/done")
+            self.transport.rename(f"{self.cache}/runs/{run_id}", f"{self.cache}/done/{run_id}")
+
+        self._with_reconnect(move)
 
     def clean(self, max_bytes: int) -> dict:
         keep = Path(self.ensure_agent()).name

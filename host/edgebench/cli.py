@@ -8,6 +8,7 @@ here, and only here.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -50,8 +51,16 @@ def cli_errors(command):
         try:
             return command(*args, **kwargs)
         except BenchError as exc:
-            # One line, never wrapped, so scripts and people both read it whole.
-            typer.echo(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""), err=True)
+            from .result_schema import printable
+
+            if os.environ.get("EDGEBENCH_DEBUG"):  # the whole chain of causes, for a bug report
+                import traceback
+
+                traceback.print_exc()
+            # One line, never wrapped, so scripts and people both read it whole; no escape sequence from a file
+            # name or a result reaches the terminal.
+            text = f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else "")
+            typer.echo(printable(" ".join(text.split())), err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -322,8 +331,8 @@ def _tolerances(atol: list[str] | None, rtol: list[str] | None):
                 value = float(text)
             except ValueError:
                 raise InputError(f"--{which} {item!r} must be a number or OUTPUT=number") from None
-            if value < 0:
-                raise InputError(f"--{which} {item!r} must not be negative")
+            if not value >= 0 or value == float("inf"):  # NaN compares false: it would pass nothing
+                raise InputError(f"--{which} {item!r} must be a finite, non-negative number")
             if sep:
                 per_output.setdefault(name, [None, None])[0 if which == "atol" else 1] = value
             else:
@@ -373,6 +382,8 @@ def export(
     from .torchmodel import example_inputs_from_specs, load_model, run_reference
 
     tolerances = _tolerances(atol, rtol)
+    if output.is_dir():
+        raise InputError(f"--output {output} is a folder", f"name the .onnx file to write, e.g. {output / 'model.onnx'}")
     loaded = load_model(spec, weights)
     if example_inputs is not None:
         from edgebench_agent.inputs import InputError as AgentInputError
@@ -542,10 +553,11 @@ def import_(
     results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
 ):
     """Bring results made by the agent standing alone on a board into results/, as full results."""
-    from .importer import import_reply
+    from .importer import DIGEST_MEANING, import_reply
 
     for file in files:
         typer.echo(f"result: {import_reply(file, results, model=model, target=target)}")
+    typer.echo(f"note: {DIGEST_MEANING}", err=True)
 
 
 # ------------------------------------------------------------------------------------------- boards

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, InputError
-from .modelinfo import file_sha256, load_model_proto
+from .modelinfo import check_external_data, file_sha256, load_model_proto
 
 KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized")  # plus opset:N
 PROVENANCE_SUFFIX = ".edgebench.json"
@@ -202,6 +202,7 @@ def calibration_batches(model_path: Path, path: Path, limit: int) -> list[dict]:
 def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) -> list[dict]:
     """A few inputs to compare a variant with its parent: calibration samples when given, else generated
     (free dimensions at 1)."""
+    from edgebench_agent.inputs import InputError as AgentInputError
     from edgebench_agent.inputs import build_feeds
 
     from .accuracy import _signature
@@ -214,7 +215,11 @@ def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) 
         for axis, dim in enumerate(shape):
             if not isinstance(dim, int):
                 dims[dim if isinstance(dim, str) else f"{name}:{axis}"] = 1
-    return [build_feeds(signature, dims=dims, seed=500 + index)[0] for index in range(samples)]
+    try:
+        return [build_feeds(signature, dims=dims, seed=500 + index)[0] for index in range(samples)]
+    except AgentInputError as exc:  # e.g. a string input: nothing to compare a variant with
+        raise InputError(f"cannot make inputs to check the variants against {model_path.name}: {exc}",
+                         "give --calibration data.npz with the model's inputs") from None
 
 
 def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict]) -> dict:
@@ -251,12 +256,18 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
             keep_io_types: bool = True) -> list[Variant]:
     model_path = Path(model_path)
     parent_proto = load_model_proto(model_path)  # a clear error for a missing or corrupt parent, before anything
+    check_external_data(parent_proto, model_path)  # its weights must not come from outside its folder
     if calibration is not None and not Path(calibration).is_file():
         raise InputError(f"calibration data not found: {calibration}")
     if "int8-static" in kinds and calibration is None:
         raise InputError("int8-static needs calibration data: --calibration data.npz (inputs by name, samples on axis 0)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--output-dir {out_dir} is a file, not a folder", "name a folder for the variants")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the variants folder {out_dir}: {exc.strerror or exc}") from None
     parent_sha = file_sha256(model_path)
     feeds_list = parity_inputs(model_path, calibration)
     variants = []
@@ -313,10 +324,15 @@ def _plain(value):
 def read_provenance(model_path: Path) -> dict | None:
     """The provenance stored beside a variant, or None for a model that is not one (or whose file changed)."""
     path = Path(model_path)
+    from .errors import ResultError
+    from .results import read_json_file
+
     sidecar = path.with_name(path.name + PROVENANCE_SUFFIX)
+    if not sidecar.exists():
+        return None
     try:
-        provenance = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
+        provenance = read_json_file(sidecar, limit=2**20, what="provenance")
+    except ResultError:
         return None
     if not isinstance(provenance, dict) or provenance.get("sha256") != file_sha256(path):
         return None  # the variant was changed after conversion: the provenance no longer describes it

@@ -7,6 +7,7 @@ that fails on the board is recorded as a failed result and the other models go o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -61,6 +62,8 @@ class RunSettings:
     def request(self, model_path: str, inputs_path: str | None) -> dict:
         """The normalized agent request; raises InputError for an option the agent would refuse."""
         raw = {**self.options, "model": model_path, "inputs": inputs_path}
+        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise InputError(f"--timeout must be a positive number of seconds, got {self.timeout_s}")
         try:
             return normalize_run_request(raw)
         except RequestError as exc:
@@ -141,6 +144,7 @@ def plan_accuracy(model_path: Path, settings: RunSettings, model: dict):
     planned = accuracy.plan(Path(model_path), dataset=options.dataset, test_data=options.test_data,
                             samples=options.samples, batch_size=options.batch_size, dims=request["dims"],
                             values=request["values"], seed=request["seed"], batch=request["batch"])
+    options.tolerances.check_outputs(planned.output_names, Path(model_path).name)
     accuracy.compute_reference(planned, Path(model_path), options.reference)
     return planned
 

@@ -9,7 +9,6 @@ named, and one already imported.
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 
 from edgebench_agent.__main__ import reply_digest
@@ -18,17 +17,20 @@ from edgebench_agent.protocol import PROTOCOL_VERSION
 from .deploy import SETTING_FIELDS
 from .errors import ResultError
 from .modelinfo import inspect_model
-from .results import build_result, load_results, new_run_id, write_result
+from .result_schema import AGENT_REPLY, ShapeError, check
+from .results import build_result, load_results, new_run_id, read_json_file, write_result
+
+
+# What an import's digest proves, said wherever an import is reported.
+DIGEST_MEANING = ("the digest shows the file is unchanged since an edgebench agent wrote it (integrity); it cannot "
+                  "show which board or person wrote it (authenticity): the result is marked as imported in every report")
 
 
 def read_reply(path: Path) -> dict:
     path = Path(path)
-    try:
-        reply = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ResultError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ResultError(f"{path} is not valid JSON ({exc})") from None
+    if not path.exists():
+        raise ResultError(f"no such file: {path}")
+    reply = read_json_file(path, what="agent result")
     if not isinstance(reply, dict) or reply.get("command") != "run" or "protocol_version" not in reply:
         raise ResultError(f"{path} is not a result of `edgebench-agent run` (a deploy result is already in results/)")
     if not isinstance(reply["protocol_version"], int) or reply["protocol_version"] > PROTOCOL_VERSION:
@@ -37,6 +39,15 @@ def read_reply(path: Path) -> dict:
     if reply.get("digest") != reply_digest(reply):
         raise ResultError(f"{path} was modified after the agent wrote it (its digest does not match); refused",
                           "import the file exactly as the agent wrote it")
+    try:
+        check(reply, AGENT_REPLY)
+        if reply.get("started_at"):
+            try:
+                datetime.datetime.fromisoformat(reply["started_at"])
+            except ValueError:
+                raise ShapeError(f"field 'started_at' must be an ISO 8601 time, got {reply['started_at'][:40]!r}") from None
+    except ShapeError as exc:
+        raise ResultError(f"{path} is not a valid agent result: {exc}") from None
     return reply
 
 
@@ -87,5 +98,9 @@ def import_reply(path: Path, results_dir: Path, model: Path | None = None, targe
     document = build_result(run_id=new_run_id(model_block["name"], target_name, when), created_at=when.isoformat(timespec="seconds"),
                             model=model_block, target=target_block, settings=settings, reply=reply,
                             accuracy=accuracy, profile=profile if profile and profile.get("top_operators") else None)
-    document["origin"] = {"kind": "import", "file": Path(path).name, "digest": digest}
+    document["origin"] = {"kind": "import", "file": Path(path).name, "digest": digest, "board": target_name}
+    try:  # what reports will read must hold before the file is stored
+        check(document)
+    except ShapeError as exc:
+        raise ResultError(f"{path} cannot become a valid result: {exc}") from None
     return write_result(results_dir, document)

@@ -116,6 +116,8 @@ def inspect_model(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model file not found: {path}", "check the path")
+    if not path.is_file():  # a folder, a FIFO or a device: hashing one would fail or block forever
+        raise ModelError(f"model path is not a regular file: {path}", "give an .onnx or .ort file")
     name = path.name if path.suffix == ".ort" else path.stem  # digits.ort beside digits.onnx: keep them apart
     identity = {"name": name, "path": str(path.resolve()), "sha256": file_sha256(path),
                 "size_bytes": path.stat().st_size}

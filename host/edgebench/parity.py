@@ -18,6 +18,15 @@ class Tolerances:
     rtol: float = DEFAULT_RTOL
     per_output: tuple = ()  # ((output name, atol or None, rtol or None), ...)
 
+    def check_outputs(self, names: list[str], model: str = "the model") -> None:
+        """A tolerance for an output the model lacks is a typo that would silently judge nothing: refuse it."""
+        from .errors import InputError
+
+        unknown = [output for output, _, _ in self.per_output if output not in names]
+        if unknown:
+            raise InputError(f"--atol/--rtol name output {unknown[0]!r}, which {model} does not have",
+                             f"its outputs: {', '.join(names)}")
+
     def for_output(self, name: str) -> tuple[float, float]:
         atol, rtol = self.atol, self.rtol
         for output, a, r in self.per_output:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def load_plan(path: Path, inventory) -> Plan:
     for key in ("name", "models", "targets"):
         if key not in data:
             raise doc.error((), f"the plan has no '{key}'")
+    _check_name(doc, ("name",), data["name"], "a plan name")
     base = Path(path).resolve().parent
     models = [_model(doc, index, entry, base) for index, entry in enumerate(data["models"])]
     names = [m.name for m in models]
@@ -117,6 +119,15 @@ def load_plan(path: Path, inventory) -> Plan:
                 results=(base / data["results"]) if data.get("results") else None)
 
 
+# Plan and model names become folder names under the build folder: never a path that could leave it.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def _check_name(doc: YamlDoc, keys: tuple, name: str, what: str) -> None:
+    if not SAFE_NAME.fullmatch(name) or ".." in name:  # fullmatch: "$" would let a trailing newline through
+        raise doc.error(keys, f"{what} is letters, digits, '.', '_' or '-' (it names a build folder), got {name!r}")
+
+
 def _model(doc: YamlDoc, index: int, entry, base: Path) -> PlanModel:
     from .convert import parse_kinds
 
@@ -128,6 +139,7 @@ def _model(doc: YamlDoc, index: int, entry, base: Path) -> PlanModel:
         check_type(doc, keys + (key,), value, MODEL_KEYS[key])
     if "name" not in entry:
         raise doc.error(keys, "a model needs a name")
+    _check_name(doc, keys + ("name",), entry["name"], "a model name")
     if ("path" in entry) == ("export" in entry):
         raise doc.error(keys, "a model needs exactly one of path (an .onnx) or export (a PyTorch MODEL_SPEC)")
     path = None

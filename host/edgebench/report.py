@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from .result_schema import printable, spreadsheet_safe
 from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, summarize_ns
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
@@ -38,17 +39,20 @@ def settings_label(settings: dict) -> str:
 
 
 def run_row(document: dict) -> dict:
-    """One flat row per result (statistics over the pooled samples of its repeats)."""
+    """One flat row per result (statistics over the pooled samples of its repeats). Text from the document is
+    made printable here, once, so no table, export or terminal line shows an escape sequence from a file."""
     measurements = document.get("measurements") or {}
     ok = document["status"] == "ok" and measurements.get("repeats")
+    error = (document.get("error") or {}).get("message")
     row = {
-        "run_id": document["run_id"],
+        "run_id": printable(document["run_id"]),
         "created_at": document.get("created_at"),
         **run_keys(document),
+        "origin": origin_label(document),
         "size_kib": (document["model"].get("size_bytes") or 0) / 1024,
         "model_sha256": document["model"].get("sha256"),
         "status": document["status"],
-        "error": (document.get("error") or {}).get("message"),
+        "error": printable(error) if error is not None else None,
     }
     if ok:
         row.update(summarize_ns(all_samples_ns(measurements)))
@@ -70,23 +74,34 @@ def run_keys(document: dict) -> dict:
     """The values a comparison can group by, for one result. A variant is listed under its parent model."""
     settings = document.get("settings") or {}
     provenance = document["model"].get("provenance") or {}
+    target = document["target"].get("name")
+    if (document.get("origin") or {}).get("kind") == "import":
+        target = f"{target} (imported)"  # its digest proves integrity, not who wrote it: never pass as deployed
     return {
-        "model": provenance.get("parent", {}).get("name") or document["model"].get("name"),
-        "variant": provenance.get("variant", "original"),
-        "target": document["target"].get("name"),
-        "settings": settings_label(settings),
+        "model": printable((provenance.get("parent") or {}).get("name") or document["model"].get("name")),
+        "variant": printable(provenance.get("variant") or "original"),
+        "target": printable(target),
+        "settings": printable(settings_label(settings)),
         "provider": settings.get("provider", "?").replace("ExecutionProvider", "").lower(),
         "threads": settings.get("intra_op_threads", 0),
         "inter_threads": settings.get("inter_op_threads", 0),
         "opt": settings.get("graph_optimization_level", "all"),
         "dims": ",".join(f"{k}={v}" for k, v in sorted((settings.get("dims") or {}).items())) or "-",
-        "plan": (document.get("plan") or {}).get("name", "-"),
+        "plan": printable((document.get("plan") or {}).get("name") or "-"),
     }
+
+
+def origin_label(document: dict) -> str:
+    """'deploy', or 'import from BOARD' for a result brought in by `bench import`."""
+    origin = document.get("origin") or {}
+    if origin.get("kind") == "import":
+        return printable(f"import from {origin.get('board') or document['target'].get('name')}")
+    return printable(origin.get("kind") or "deploy")
 
 
 def validity(document: dict) -> tuple[bool, list[str]]:
     block = document.get("validity") or {}
-    return bool(block.get("valid", True)), list(block.get("reasons") or [])
+    return bool(block.get("valid", True)), [printable(r) for r in block.get("reasons") or []]
 
 
 @dataclass
@@ -214,6 +229,9 @@ def render(comparison: Comparison, fmt: str, per_run_documents: list[dict] | Non
     given. The terminal table is drawn by the CLI, HTML by html.py."""
     frame = per_run_frame(per_run_documents) if per_run_documents is not None else comparison.frame()
     if fmt == "csv":
+        for column in frame.columns:  # text columns may be object or string dtype: test the values themselves
+            if not pd_numeric(frame[column]):
+                frame[column] = frame[column].map(lambda v: spreadsheet_safe(v) if isinstance(v, str) else v)
         return frame.to_csv(index=False)
     if fmt == "json":
         return json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
@@ -223,6 +241,12 @@ def render(comparison: Comparison, fmt: str, per_run_documents: list[dict] | Non
         return markdown_table([str(c) for c in frame.columns],
                               [[format_cell(v) for v in record] for record in frame.itertuples(index=False)])
     raise ValueError(fmt)
+
+
+def pd_numeric(series) -> bool:
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    return is_numeric_dtype(series) or is_bool_dtype(series)
 
 
 def per_run_frame(documents: list[dict]):
@@ -253,5 +277,5 @@ def format_cell(value) -> str:
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(spreadsheet_safe(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -58,7 +58,7 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
     reply = reply or {}
     status = "ok" if error is None and reply.get("status") == "ok" else "failed"
     if status == "failed" and error is None:
-        error = reply.get("error") or {"kind": "runtime", "message": "the agent reported a failure without a reason"}
+        error = reply.get("error") or {"kind": "internal", "message": "the agent reported a failure without a reason"}
     measurements = None
     validity = {"valid": True, "reasons": [], "warnings": []}
     if status == "ok":
@@ -130,15 +130,51 @@ def write_result(results_dir: Path, document: dict) -> Path:
     return final
 
 
-def load_result(path: Path) -> dict:
-    """Read one result file, migrating older schemas. Raises ResultError for anything unusable."""
+# A result is tens of KiB (a few MiB with long sample lists); a bigger file is not one of ours.
+MAX_RESULT_BYTES = 64 * 2**20
+
+
+def read_json_file(path: Path, limit: int = MAX_RESULT_BYTES, what: str = "result"):
+    """JSON from a regular file of at most `limit` bytes. A FIFO, a device or a folder is refused without
+    blocking (opened non-blocking, checked with fstat), and so is nesting deep enough to exhaust the stack."""
+    import stat
+
     path = Path(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultError(f"{path}: cannot read ({exc})") from None
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            raise ResultError(f"{path}: not a regular file; skipped")
+        if info.st_size > limit:
+            raise ResultError(f"{path}: {info.st_size / 2**20:.0f} MiB is too large for a {what} file "
+                              f"(limit {limit // 2**20} MiB)")
+        with os.fdopen(os.dup(handle), "rb") as stream:
+            data = stream.read(limit + 1)
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(handle)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ResultError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise ResultError(f"{path}: JSON nested too deeply to be a {what}") from None
     except ValueError as exc:
-        raise ResultError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        where = f" at line {exc.lineno}" if hasattr(exc, "lineno") else ""
+        raise ResultError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)}{where})") from None
+
+
+def load_result(path: Path) -> dict:
+    """Read one result file, migrating older schemas and checking its shape. Raises ResultError for anything
+    unusable: a report skips that file with a warning and goes on."""
+    from .result_schema import ShapeError, check
+
+    path = Path(path)
+    document = read_json_file(path)
     if not isinstance(document, dict) or not isinstance(document.get("schema_version"), int):
         raise ResultError(f"{path}: not an edgebench result (no schema_version)")
     version = document["schema_version"]
@@ -150,9 +186,10 @@ def load_result(path: Path) -> dict:
             raise ResultError(f"{path}: result schema {version} is too old to read")
         document = MIGRATIONS[version](document)
         version = document["schema_version"]
-    for key in ("run_id", "status", "model", "target", "settings"):
-        if key not in document:
-            raise ResultError(f"{path}: result is missing '{key}'")
+    try:
+        check(document)
+    except ShapeError as exc:
+        raise ResultError(f"{path}: not a valid result: {exc}") from None
     return document
 
 
@@ -161,7 +198,7 @@ def result_files(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*.json")) if not p.name.startswith("."))
+            found.extend(p for p in sorted(path.rglob("*.json")) if not p.name.startswith(".") and not p.is_dir())
         elif path.exists():
             found.append(path)
         else:

@@ -15,6 +15,7 @@ from .yamlconf import YamlDoc, check_type, load_yaml
 LOCAL = "local"
 DEFAULT_INVENTORY = Path("configs/targets.yaml")
 HOST_KEY_POLICIES = ("strict", "accept-new")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Inventory fields of a target: name -> (type, default).
 FIELDS = {
@@ -111,7 +112,7 @@ def load_inventory(path: Path | None) -> Inventory:
     known_hosts = str(Path(path).resolve().parent / "known_hosts")
     targets = {}
     for name, entry in entries.items():
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise doc.error(("targets", name), "a target name is letters, digits, '.', '_' or '-'")
         targets[name] = _target_from_entry(doc, name, entry or {}, known_hosts)
     return Inventory(Path(path), targets)
@@ -142,6 +143,11 @@ def _target_from_entry(doc: YamlDoc, name: str, entry, known_hosts: str) -> Targ
         raise doc.error(keys, "an ssh target needs a host")
     if values["host_key_policy"] not in HOST_KEY_POLICIES:
         raise doc.error(keys + ("host_key_policy",), f"must be strict or accept-new, got {values['host_key_policy']!r}")
+    for variable in values["env"]:
+        # Keys reach `env NAME=VALUE` on the board: only a POSIX name can never be read as an option or command.
+        if not isinstance(variable, str) or not ENV_NAME.fullmatch(variable):
+            raise doc.error(keys + ("env", variable), "an environment variable name is letters, digits and '_', "
+                            "not starting with a digit", "e.g. OMP_NUM_THREADS: 4")
     for key in ("lock_timeout", "connect_timeout"):
         if values[key] <= 0:
             raise doc.error(keys + (key,), f"must be positive, got {values[key]}")
@@ -202,7 +208,7 @@ def _ssh_config_aliases() -> set[str]:
     return {h for h in config.get_hostnames() if not any(c in h for c in "*?!")} if config else set()
 
 
-_ADDRESS = re.compile(r"^(?:(?P<user>[A-Za-z0-9_.-]+)@)?(?P<host>[A-Za-z0-9_.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?$")
+_ADDRESS = re.compile(r"^(?:(?P<user>[A-Za-z0-9_.-]+)@)?(?P<host>[A-Za-z0-9_.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?\Z")
 
 
 def resolve_target(name: str, inventory: Inventory | None = None) -> Target:

@@ -4,15 +4,21 @@ MODEL_SPEC is one of:
   path/to/file.py:factory      a callable returning an nn.Module, or the module class itself
   package.module:factory       the same, imported by name
   model.pt / model.jit         a TorchScript archive (torch.jit.load)
-  model.pt2                    an ExportedProgram (torch.export.load)
+  model.pt2                    an ExportedProgram (torch.export.load, without unpickling: see below)
 Weights for a factory come from `--weights state_dict.pt`, loaded with weights_only=True only: a pickle
 from an untrusted file never runs code here.
+
+A file.py:factory spec runs that file's code by design: it is the user's own model. No model *file* ever
+runs code: .pt/.jit archives go through TorchScript's own loader, and a .pt2 archive is checked for pickled
+payloads and loaded with every torch.load forced to weights_only=True (torch.export.load otherwise falls
+back to full unpickling for some archives).
 
 torch is imported inside the functions, never at module import.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -27,7 +33,7 @@ TORCHSCRIPT_SUFFIXES = (".pt", ".jit", ".torchscript")
 EXPORTED_PROGRAM_SUFFIXES = (".pt2",)
 
 # --input NAME=1x3x224x224[:dtype]
-_INPUT_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<shape>\d+(?:x\d+)*|scalar)(?::(?P<dtype>\w+))?$")
+_INPUT_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)=(?P<shape>\d+(?:x\d+)*|scalar)(?::(?P<dtype>\w+))?\Z")
 DTYPES = ("float32", "float16", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool")
 
 
@@ -59,7 +65,8 @@ def _import_target(spec: str):
         path = Path(location)
         if not path.is_file():
             raise ModelError(f"model spec file not found: {path}", "check the path before the ':'")
-        module_name = f"_edgebench_spec_{abs(hash(str(path.resolve())))}"
+        # A stable name: it reaches the exported graph's metadata, and the same input must give the same bytes.
+        module_name = f"_edgebench_spec_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loader_spec)
         sys.path.insert(0, str(path.resolve().parent))  # let the file import its siblings
@@ -92,11 +99,14 @@ def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
             raise ModelError(f"model file not found: {path}")
         if weights is not None:
             raise ConfigError("--weights applies to a factory spec, not to a saved model")
+        if not path.is_file():
+            raise ModelError(f"{path} is not a regular file")
         try:
             if path.suffix in EXPORTED_PROGRAM_SUFFIXES:
-                program = torch.export.load(str(path))
-                return LoadedModel(spec, "exported_program", program)
+                return LoadedModel(spec, "exported_program", load_exported_program(path))
             module = torch.jit.load(str(path), map_location="cpu")
+        except ModelError:
+            raise
         except Exception as exc:
             kind = "ExportedProgram" if path.suffix in EXPORTED_PROGRAM_SUFFIXES else "TorchScript archive"
             raise ModelError(f"{path} is not a loadable {kind}: {_condense(exc)}") from None
@@ -119,19 +129,104 @@ def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
     return LoadedModel(spec, "module", module, example, _forward_names(module))
 
 
-def _load_weights(module, path: Path) -> None:
-    import pickle
+# .pt2 payloads that torch.export.load would unpickle with full pickle (code execution), by archive layout.
+_PICKLED_PAYLOAD_PREFIXES = ("opaque_obj_", "custom_obj_")
 
+
+def check_exported_program_archive(path: Path) -> None:
+    """Refuse a .pt2 whose payloads torch would unpickle: weights or constants marked `use_pickle`, opaque or
+    custom objects, and legacy pickled weight files. Nothing is unpickled here: only the JSON configs are read."""
+    import json
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{path} is not a .pt2 archive (not a zip file: {_condense(exc, 120)})",
+                         "save it with torch.export.save(program, 'model.pt2')") from None
+    with archive:
+        names = archive.namelist()
+        # torch reads the archive with miniz, which finds member names ignoring case: two names that differ only
+        # in case would let torch read a member this check never saw.
+        folded: dict = {}
+        for name in names:
+            if name.lower() in folded and folded[name.lower()] != name:
+                raise ModelError(f"{path} holds members whose names differ only in case ({folded[name.lower()]!r}, "
+                                 f"{name!r}); refused", "save it again with torch.export.save")
+            folded[name.lower()] = name
+        for name in names:
+            parts = name.lower().split("/")
+            if parts[-1].startswith(_PICKLED_PAYLOAD_PREFIXES):
+                raise ModelError(f"{path} carries pickled object {name}, which edgebench never loads (unpickling runs "
+                                 "code)", "export the model again with plain tensors, or give its file.py:factory")
+            if len(parts) >= 3 and parts[-3] == "data" and parts[-2] in ("weights", "constants"):
+                if parts[-1].endswith(".json"):
+                    try:
+                        config = json.loads(archive.read(name)).get("config") or {}
+                    except (ValueError, AttributeError, zipfile.BadZipFile, OSError) as exc:
+                        raise ModelError(f"{path}: {name} is not a valid payload config ({_condense(exc, 120)})") from None
+                    for key, entry in config.items():
+                        entry = entry if isinstance(entry, dict) else {}
+                        if entry.get("use_pickle") or str(entry.get("path_name", "")).lower().startswith(
+                                _PICKLED_PAYLOAD_PREFIXES):
+                            raise ModelError(f"{path} stores {key!r} as a pickled Python object, which edgebench never "
+                                             "loads (unpickling runs code)",
+                                             "export the model again with plain tensors, or give its file.py:factory")
+                elif parts[-1].endswith(".pt"):
+                    raise ModelError(f"{path} carries pickled payload {name}, which edgebench never loads "
+                                     "(unpickling runs code)", "save it again with a current torch.export.save")
+
+
+def load_exported_program(path: Path):
+    """torch.export.load without code execution: the archive is checked first, and every torch.load it makes is
+    forced to weights_only=True (an ExportedProgram needs no more)."""
+    import contextlib
+    import logging
+    import os
+
+    import torch
+
+    check_exported_program_archive(path)
+    saved = {k: os.environ.get(k) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    quiet = logging.getLogger("torch")
+    level = quiet.level
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    quiet.setLevel(logging.CRITICAL)  # torch logs its fallback with a full traceback
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            return torch.export.load(str(path))
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unpickler" in type(exc).__name__ or "Unpickling" in type(exc).__name__:
+            raise ModelError(f"{path} holds pickled objects beyond plain tensors, which edgebench never loads "
+                             "(unpickling runs code)", "export the model again, or give its file.py:factory") from exc
+        raise ModelError(f"{path} is not a loadable ExportedProgram: {_condense(_root_cause(exc))}") from exc
+    finally:
+        quiet.setLevel(level)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while (exc.__cause__ or exc.__context__) is not None and str(exc).strip() == "":
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def _load_weights(module, path: Path) -> None:
     import torch
 
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelError(f"{path} holds more than plain tensors, and edgebench loads weights with weights_only=True",
-                         f"save a plain state_dict (torch.save(model.state_dict(), ...)); {_condense(exc, 160)}") from None
     except Exception as exc:
+        if type(exc).__name__ == "UnpicklingError":  # the weights-only unpickler met a Python object
+            raise ModelError(f"{path} holds more than plain tensors, and edgebench loads weights with weights_only=True",
+                             f"save a plain state_dict (torch.save(model.state_dict(), ...)); {_condense(exc, 160)}") from None
         raise ModelError(f"cannot read weights {path}: {_condense(exc)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -195,15 +290,21 @@ def example_inputs_from_specs(specs: list[str], seed: int = 0) -> dict:
     """Seeded example arrays for --input specs (the same generator the agent uses)."""
     import numpy as np
 
-    from edgebench_agent.inputs import generate
+    from edgebench_agent.inputs import InputError as AgentInputError
+    from edgebench_agent.inputs import check_array_size, generate
 
     arrays = {}
+    total = 0
     for position, text in enumerate(specs):
         name, shape, dtype = parse_input_spec(text)
         if name in arrays:
             raise InputError(f"--input {name} is given twice")
-        numpy_dtype = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
-        arrays[name] = generate(np.dtype(numpy_dtype), shape, np.random.default_rng([seed, position]))
+        numpy_dtype = np.dtype(np.float32 if dtype == "bfloat16" else dtype)
+        try:
+            total += check_array_size(f"--input {name}", numpy_dtype, shape, total)
+            arrays[name] = generate(numpy_dtype, shape, np.random.default_rng([seed, position]))
+        except AgentInputError as exc:
+            raise InputError(str(exc)) from None
     return arrays
 
 

@@ -284,6 +284,16 @@ def _static_size_note(report: ValidationReport, signature: _Signature, reference
 def validate(path: Path, reference=None, inputs: Path | None = None, example: dict | None = None,
              samples: int = 5, tolerances: Tolerances = Tolerances(), dims: dict | None = None) -> ValidationReport:
     """Everything `bench validate` checks. `reference` is a torchmodel.LoadedModel or None."""
+    from edgebench_agent.inputs import InputError as AgentInputError
+
+    try:
+        return _validate(path, reference, inputs, example, samples, tolerances, dims)
+    except AgentInputError as exc:  # inputs the agent's generator or loader refused (types, sizes, files)
+        raise InputError(str(exc)) from None
+
+
+def _validate(path: Path, reference, inputs: Path | None, example: dict | None, samples: int,
+              tolerances: Tolerances, dims: dict | None) -> ValidationReport:
     import onnxruntime as ort
 
     from .testdata import is_test_data_set, read_test_data_set
@@ -296,21 +306,18 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
     if not report.checks[-1].ok:  # onnxruntime cannot load it: no parity to check
         return report
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    signature = _signature(session)
+    signature = _signature(session)  # an input type numpy cannot hold (string, sequence) is refused here
     output_names = [o.name for o in session.get_outputs()]
+    tolerances.check_outputs(output_names, path.name)
 
     expected_base = None
     if inputs is not None:
         if is_test_data_set(inputs):
             base, expected_base = read_test_data_set(Path(inputs), signature.names)
         else:
-            from edgebench_agent.inputs import InputError as AgentInputError
             from edgebench_agent.inputs import load_npz
 
-            try:
-                base = load_npz(str(inputs))
-            except AgentInputError as exc:
-                raise InputError(str(exc)) from None
+            base = load_npz(str(inputs))
     elif example is not None:
         base = dict(example)
     else:
@@ -320,7 +327,8 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
         try:
             base, _ = build_feeds(list(zip(signature.names, signature.types, signature.shapes)), dims=dims or {})
         except AgentInputError as exc:
-            raise InputError(f"{exc} (free dimensions need --dim when no example input is given)") from None
+            hint = " (free dimensions need --dim when no example input is given)" if "free dimension" in str(exc) else ""
+            raise InputError(f"{exc}{hint}") from None
     missing = [n for n in signature.names if n not in base]
     extra = [n for n in base if n not in signature.names]
     if missing or extra:

@@ -6,10 +6,13 @@ the line and the key path.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+
+MAX_CONFIG_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -31,18 +34,55 @@ class YamlDoc:
         return ConfigError(f"{self.where(*keys)}: {dotted + ': ' if dotted else ''}{message}", hint)
 
 
-def _walk(node, prefix: tuple, lines: dict) -> None:
+# A config is a few hundred values. Aliases can make a small file expand exponentially ("billion laughs"): the
+# expanded size is counted before anything walks the data, and refused above this. A long string counts as one
+# value per 100 characters, so one big string aliased many times is caught too.
+MAX_VALUES = 100_000
+
+
+def _expanded_size(node, sizes: dict) -> int:
+    """Values the node stands for once aliases are expanded (each shared node counted once per use)."""
+    import yaml
+
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = MAX_VALUES + 1  # a node that contains itself (a recursive alias) is over any limit
+    total = 1
+    if isinstance(node, yaml.ScalarNode):
+        total += len(node.value) // 100
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            total += _expanded_size(key, sizes) + _expanded_size(value, sizes)
+            if total > MAX_VALUES:
+                break
+    elif isinstance(node, yaml.SequenceNode):
+        for value in node.value:
+            total += _expanded_size(value, sizes)
+            if total > MAX_VALUES:
+                break
+    sizes[id(node)] = total
+    return total
+
+
+def _walk(path: Path, node, prefix: tuple, lines: dict) -> None:
     import yaml
 
     lines.setdefault(prefix, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
         for key, value in node.value:
-            path = prefix + (key.value,)
-            lines[path] = key.start_mark.line + 1
-            _walk(value, path, lines)
+            if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                if key.value in seen:
+                    raise ConfigError(f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r} "
+                                      f"(first at line {seen[key.value]})", "keep one of them")
+                seen[key.value] = key.start_mark.line + 1
+            key_path = prefix + (key.value,)
+            lines[key_path] = key.start_mark.line + 1
+            _walk(path, value, key_path, lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, value in enumerate(node.value):
-            _walk(value, prefix + (index,), lines)
+            _walk(path, value, prefix + (index,), lines)
 
 
 def load_yaml(path: Path) -> YamlDoc:
@@ -50,25 +90,35 @@ def load_yaml(path: Path) -> YamlDoc:
 
     path = Path(path)
     try:
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path} is not a regular file", "name a .yaml file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {len(text) / 2**20:.1f} MiB: too large for a config file "
+                          f"(the limit is {MAX_CONFIG_BYTES // 2**20} MiB)")
     loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: several times faster
     loader = loader_class(text)
+    lines: dict = {}
     try:
         node = loader.get_single_node()  # parsed once: the node tree gives lines, then the values
+        if node is not None:
+            if _expanded_size(node, {}) > MAX_VALUES:
+                raise ConfigError(f"{path}: expands to more than {MAX_VALUES:,} values through its anchors and "
+                                  "aliases; refused (a config this large is a mistake or an attack)")
+            _walk(path, node, (), lines)  # duplicate keys are refused before PyYAML keeps the last one silently
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     finally:
         loader.dispose()
-    lines: dict = {}
-    if node is not None:
-        _walk(node, (), lines)
     return YamlDoc(path, data, lines)
 
 
@@ -77,7 +127,8 @@ def check_type(doc: YamlDoc, keys: tuple, value, expected: str):
     ok = {
         "string": isinstance(value, str),
         "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        # .nan and .inf are YAML numbers, but no timeout or count can be either
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
         "boolean": isinstance(value, bool),
         "list of strings": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "mapping of strings": isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (str, int, float))

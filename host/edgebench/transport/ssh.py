@@ -261,6 +261,13 @@ class SSHTransport:
             return action(self.sftp())
         except (ConnectionError, socket.timeout, EOFError, paramiko.SSHException) as exc:
             raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc or type(exc).__name__})") from None
+        except OSError as exc:
+            # paramiko says a cut link with a bare OSError("Socket is closed"): a dead transport makes it a lost
+            # link (retried after a reconnect), not a refusal by the board such as a full disk.
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc})") from None
+            raise
 
     def exists(self, path: str) -> bool:
         def check(sftp):
