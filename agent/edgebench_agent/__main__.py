@@ -202,6 +202,8 @@ def _request_from_flags(args):
         raw["profile"] = {"iterations": args.profile_iterations, "dir": os.path.dirname(os.path.abspath(args.out or "x"))}
     if args.dataset:
         raw["accuracy"] = {"dataset": os.path.abspath(args.dataset), "batch_size": args.batch_size}
+    if args.verbose:
+        raw["verbose"] = True
     return raw
 
 
@@ -270,7 +272,8 @@ def build_parser():
     run.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     run.add_argument("--out", metavar="FILE", help="also write the JSON result to FILE")
     run.add_argument("--inputs", metavar="NPZ", help="input arrays by input name (.npz, no pickled objects)")
-    run.add_argument("--value", action="append", metavar="NAME=VALUE", help="fill input NAME with VALUE, e.g. sample_rate=16000")
+    run.add_argument("--value", action="append", metavar="NAME=VALUE",
+                     help="fill input NAME with VALUE (sample_rate=16000), or give a rank-1 input's values (shape=1,3,4)")
     run.add_argument("--dim", action="append", metavar="DIM=N", help="size of a free dimension, by name (batch=4) or input:axis (x:0=4)")
     run.add_argument("--seed", type=int, help="seed of generated inputs (default %d)" % d["seed"])
     run.add_argument("--warmup", type=int, metavar="N", help="minimum warm-up iterations (default %d)" % d["warmup_min_iterations"])
@@ -298,6 +301,7 @@ def build_parser():
     run.add_argument("--profile-iterations", type=int, default=20, metavar="N", help="inferences in the profiling pass (20)")
     run.add_argument("--dataset", metavar="NPZ", help="labelled data (inputs by name + labels): top-1/top-5 accuracy on this board")
     run.add_argument("--batch-size", type=int, default=32, metavar="N", help="dataset batch when the batch dim is free (32)")
+    run.add_argument("--verbose", action="store_true", help="let onnxruntime's own log lines through to stderr")
     return parser
 
 

@@ -23,6 +23,7 @@ ORT_TO_NUMPY = {
     "tensor(uint32)": np.uint32,
     "tensor(uint64)": np.uint64,
     "tensor(bool)": np.bool_,
+    "tensor(string)": np.str_,  # run from given data only: text cannot be generated meaningfully
 }
 
 # Upper bound (exclusive) of generated integer values.
@@ -38,6 +39,10 @@ def numpy_dtype(ort_type, input_name):
         return np.dtype(ORT_TO_NUMPY[ort_type])
     except KeyError:
         raise InputError("input %r has type %s, which edgebench cannot generate or load" % (input_name, ort_type))
+
+
+def is_text(dtype):
+    return np.dtype(dtype).kind in "USO"
 
 
 def resolve_shape(name, shape, dims, batch=None):
@@ -106,13 +111,17 @@ def _size_text(size):
         size /= 1024.0
 
 
-def generate(dtype, shape, rng):
-    """Seeded values of a dtype: normal floats, small non-negative integers, random booleans."""
+def generate(dtype, shape, rng, int_range=None):
+    """Seeded values of a dtype: normal floats, random booleans, integers in int_range ([low, high); default
+    small non-negative ones, valid indices for most tables)."""
+    if is_text(dtype):
+        raise InputError("a string input cannot be generated: give it with --inputs FILE.npz or --test-data")
     check_array_size("a generated input", dtype, shape)
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(np.bool_)
     if np.issubdtype(dtype, np.integer):
-        return rng.integers(0, GENERATED_INT_HIGH, size=shape).astype(dtype)
+        low, high = int_range or (0, GENERATED_INT_HIGH)
+        return rng.integers(low, high, size=shape).astype(dtype)
     return rng.standard_normal(size=shape).astype(dtype)
 
 
@@ -182,7 +191,9 @@ def load_npz(path):
 
 
 def _check_user_array(name, array, dtype, shape):
-    if array.dtype != dtype:
+    if is_text(dtype) and is_text(array.dtype):
+        pass  # unicode from .npz, str objects from .pb: onnxruntime takes either
+    elif array.dtype != dtype:
         raise InputError("input %r must be %s but the supplied array is %s" % (name, dtype, array.dtype))
     if array.ndim != len(shape):
         raise InputError(
@@ -201,12 +212,14 @@ def _shape_text(shape):
     return "[%s]" % ", ".join(str(d) if d is not None else "?" for d in shape)
 
 
-def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0, batch=None):
+def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0, batch=None, int_ranges=None):
     """Feeds for every model input, and a description of where each came from.
 
-    signature: list of (name, ort_type, shape) from the session.
+    signature: list of (name, ort_type, shape) from the session. int_ranges: name -> (low, high) for generated
+    integers (the host reads them from the graph: the rows of the table an input indexes).
     Returns (feeds dict, list of {"name", "shape", "dtype", "source"}).
     """
+    int_ranges = int_ranges or {}
     user_arrays = dict(user_arrays or {})
     values = values or {}
     dims = dims or {}
@@ -232,16 +245,37 @@ def build_feeds(signature, user_arrays=None, values=None, dims=None, seed=0, bat
             _check_user_array(name, array, dtype, shape)
             source = "file"
         else:
-            concrete = resolve_shape(name, shape, dims, batch)
-            if name in values:
+            if name in values and isinstance(values[name], list):
+                array = _list_value(name, values[name], dtype, shape)
+                source = "value"
+            elif name in values:
+                concrete = resolve_shape(name, shape, dims, batch)
                 check_array_size("input %r" % name, dtype, concrete)
                 array = np.full(concrete, values[name], dtype=dtype)
                 source = "value"
             else:
+                if is_text(dtype):
+                    raise InputError("input %r is a string tensor, which edgebench cannot generate: give it with "
+                                     "--inputs FILE.npz or --test-data DIR" % name)
+                concrete = resolve_shape(name, shape, dims, batch)
                 # One stream per input position: an input's values do not depend on which others were given.
-                array = generate(dtype, concrete, np.random.default_rng([seed, position]))
+                array = generate(dtype, concrete, np.random.default_rng([seed, position]), int_ranges.get(name))
                 source = "generated"
         # Not np.ascontiguousarray: it turns a rank-0 scalar into shape (1,).
         feeds[name] = array if array.flags.c_contiguous else array.copy(order="C")
-        described.append({"name": name, "shape": list(array.shape), "dtype": str(array.dtype), "source": source})
+        entry = {"name": name, "shape": list(array.shape), "dtype": str(array.dtype), "source": source}
+        if source == "generated" and name in int_ranges and np.issubdtype(dtype, np.integer):
+            entry["range"] = list(int_ranges[name])
+        described.append(entry)
     return feeds, described
+
+
+def _list_value(name, items, dtype, shape):
+    """--value shape=1,3,4: a rank-1 input given element by element."""
+    if len(shape) != 1:
+        raise InputError("input %r has rank %d: a list value (%s) fits only a rank-1 input"
+                         % (name, len(shape), ",".join(str(i) for i in items)))
+    if isinstance(shape[0], int) and shape[0] >= 0 and shape[0] != len(items):
+        raise InputError("input %r takes %d values but %d were given (%s)" % (name, shape[0], len(items),
+                                                                             ",".join(str(i) for i in items)))
+    return np.array(items, dtype=dtype)

@@ -22,6 +22,11 @@ def compare_arrays(expected, actual, atol, rtol):
     }
     if expected.shape != actual.shape or expected.size == 0:
         return result
+    if expected.dtype.kind in "USO" or actual.dtype.kind in "USO":  # text: equal or not, element by element
+        differ = int(np.count_nonzero(expected.astype(str) != actual.astype(str)))
+        result["out_of_tolerance_pct"] = float(100.0 * differ / expected.size)
+        result["cosine"] = 1.0 if differ == 0 else 0.0
+        return result
     e = expected.astype(np.float64)
     a = actual.astype(np.float64)
     finite = np.isfinite(e)
@@ -97,6 +102,12 @@ def join_batches(arrays, samples=None):
     arrays = [np.asarray(a) for a in arrays]
     joined = np.concatenate(arrays, axis=0) if arrays[0].ndim else np.stack(arrays)
     return joined[:samples] if samples is not None and joined.shape[0] > samples else joined
+
+
+def storable(array):
+    """An array np.savez writes without pickle: onnxruntime's string outputs are object arrays of str."""
+    array = np.asarray(array)
+    return array.astype(str) if array.dtype == object else array
 
 
 def batch_key(batch, position):

@@ -4,6 +4,10 @@ The host imports this module (never a copy of it), so both sides agree by constr
 
 PROTOCOL_VERSION history:
   1 - first version: `info` and `run`; request JSON on stdin, one JSON document on stdout.
+      Fields added since, all optional with defaults (an older host simply never sends them):
+      error.kind from FAILURE_KINDS and error.traceback for `internal`; `kill --kind`; request `int_ranges`
+      (generated integer inputs drawn from [low, high), e.g. the rows of the table an input indexes),
+      `verbose` (onnxruntime's own log lines on stderr), list `values` for rank-1 inputs.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ RUN_DEFAULTS = {
     "protocol_version": PROTOCOL_VERSION,
     "model": None,  # path to the .onnx file on this machine
     "inputs": None,  # optional .npz with user-supplied input arrays (allow_pickle=False)
-    "values": {},  # input name -> scalar value that fills that whole input (e.g. sample_rate=16000)
+    "values": {},  # input name -> a scalar that fills the whole input (sample_rate=16000), or a list for a rank-1 one
+    "int_ranges": {},  # input name -> [low, high): where generated integers are drawn (default [0, 10))
     "dims": {},  # free dimension overrides: dim name, or "input:axis" -> size
     "batch": None,  # size of every free leading (batch) dimension; `dims` wins where both apply
     "seed": 0,
@@ -76,6 +81,7 @@ RUN_DEFAULTS = {
     "cooldown": None,  # {"margin_c": 3.0, "timeout_s": 120, "idle_file": path}: wait for the board to cool first
     "telemetry_interval_s": 1.0,  # board state sampled this often during the timed loop (sysfs only)
     "profile": None,  # {"dir": folder, "iterations": 20}: a separate onnxruntime profiling pass
+    "verbose": False,  # let onnxruntime's own log lines through to stderr
 }
 
 _INT_FIELDS = (
@@ -120,7 +126,10 @@ def provider_name(name):
 
 
 def parse_scalar(text):
-    """A command-line value: true/false, an integer, or a float."""
+    """A command-line value: true/false, an integer, a float, or a comma-separated list of numbers (1,3,4)
+    for a rank-1 input such as a shape."""
+    if "," in text:
+        return [parse_scalar(part) for part in text.split(",") if part.strip()]
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -240,8 +249,17 @@ def normalize_run_request(raw):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RequestError("dimension override %r must be a positive integer, got %r" % (key, value))
     for key, value in req["values"].items():
-        if not isinstance(value, (int, float, bool)):
-            raise RequestError("value for input %r must be a number or boolean, got %r" % (key, value))
+        items = value if isinstance(value, list) and value else [value]
+        if not all(isinstance(v, (int, float, bool)) for v in items):
+            raise RequestError("value for input %r must be a number, a boolean or a list of numbers, got %r" % (key, value))
+    if not isinstance(req["int_ranges"], dict):
+        raise RequestError("request field 'int_ranges' must be an object")
+    for key, bounds in req["int_ranges"].items():
+        if (not isinstance(bounds, list) or len(bounds) != 2 or not all(isinstance(b, int) and not isinstance(b, bool)
+                                                                        for b in bounds) or bounds[1] <= bounds[0]):
+            raise RequestError("int_ranges[%r] must be [low, high) with low < high, got %r" % (key, bounds))
+    if not isinstance(req["verbose"], bool):
+        raise RequestError("verbose must be true or false")
     if not isinstance(req["provider"], str):
         raise RequestError("request field 'provider' must be a string")
     req["provider"] = provider_name(req["provider"])

@@ -114,7 +114,8 @@ def session_options(ort, request):
         options.add_session_config_entry("session.intra_op.allow_spinning", flag)
         options.add_session_config_entry("session.inter_op.allow_spinning", flag)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[request["graph_optimization_level"]])
-    options.log_severity_level = 3  # errors only: warnings would flood the board's stderr
+    # onnxruntime's own log lines (coloured "[E:onnxruntime:...]") only with verbose: their text is in the error
+    options.log_severity_level = 2 if request["verbose"] else 4
     return options
 
 
@@ -131,10 +132,14 @@ def create_session(ort, request):
     providers = [(provider, {str(k): str(v) for k, v in request["provider_options"].items()})]
     if provider != "CPUExecutionProvider":
         providers.append("CPUExecutionProvider")  # for the nodes the accelerator does not take
+    ort.set_default_logger_severity(2 if request["verbose"] else 4)  # a failed load logs before the options apply
     try:
         session = ort.InferenceSession(request["model"], sess_options=session_options(ort, request), providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types per failure
-        raise RunError("model", "onnxruntime cannot load %s: %s" % (request["model"], _one_line(exc)))
+        # Only this board could tell (the host checks first when it runs the same onnxruntime): a failed result.
+        raise RunError("onnxruntime", "onnxruntime cannot load %s (onnxruntime %s on this board): %s; `bench convert "
+                       "--to opset:N` or another onnxruntime version may help" % (request["model"], ort.__version__,
+                                                                                  _one_line(exc)))
     if session.get_providers()[0] != provider:
         raise RunError("provider", "onnxruntime did not enable %s (it used %s)" % (provider, ", ".join(session.get_providers())))
     return session
@@ -257,7 +262,8 @@ def run_benchmark(request, emit=None):
         if feeds is None:
             try:
                 feeds, described = build_feeds(
-                    signature_of(session), user_arrays, request["values"], request["dims"], request["seed"], request["batch"]
+                    signature_of(session), user_arrays, request["values"], request["dims"], request["seed"], request["batch"],
+                    request["int_ranges"],
                 )
             except InputError as exc:
                 raise RunError("input", str(exc))
@@ -399,7 +405,7 @@ def accuracy_pass(ort, request):
 
     import numpy as np
 
-    from .metrics import batch_key, evaluate, join_batches
+    from .metrics import batch_key, evaluate, join_batches, storable
 
     spec = request["accuracy"]
     if spec.get("dataset"):
@@ -439,10 +445,10 @@ def accuracy_pass(ort, request):
         result["compared_on"] = "board"
     else:
         temp = spec["outputs"] + ".tmp-%d.npz" % os.getpid()
-        np.savez(temp, **dict((batch_key(b, j), values[b]) for j, values in enumerate(per_output)
+        np.savez(temp, **dict((batch_key(b, j), storable(values[b])) for j, values in enumerate(per_output)
                               for b in range(spec["batches"])))
         os.replace(temp, spec["outputs"])
         result["outputs_file"] = spec["outputs"]
-        result["output_bytes"] = int(sum(v.nbytes for values in per_output for v in values))
+        result["output_bytes"] = int(sum(storable(v).nbytes for values in per_output for v in values))
         result["compared_on"] = "host"
     return result

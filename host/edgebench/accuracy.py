@@ -65,19 +65,17 @@ class AccuracyPlan:
 
 
 def _npz(arrays: dict) -> bytes:
+    from edgebench_agent.metrics import storable
+
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **{key: storable(value) for key, value in arrays.items()})  # never a pickled object array
     return buffer.getvalue()
 
 
 def _signature(model_path: Path):
-    import onnxruntime as ort
+    from .modelinfo import host_session
 
-    try:
-        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, NotImplemented, ...)
-        raise ModelError(f"onnxruntime {ort.__version__} on this host cannot load {model_path}: {one_line(exc, 300)}",
-                         "check it with `bench validate`; `bench convert --to opset:N` or a newer onnxruntime may help") from None
+    session = host_session(model_path)
     return session, [(i.name, i.type, list(i.shape)) for i in session.get_inputs()], [o.name for o in session.get_outputs()]
 
 
@@ -96,7 +94,10 @@ def load_dataset(path: Path, signature: list, require_labels: bool = True) -> tu
 
 def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | None = None,
          samples: int = DEFAULT_SAMPLES, batch_size: int = DEFAULT_BATCH_SIZE, dims: dict | None = None,
-         values: dict | None = None, seed: int = 0, batch: int | None = None) -> AccuracyPlan:
+         values: dict | None = None, seed: int = 0, batch: int | None = None,
+         inputs: Path | None = None) -> AccuracyPlan:
+    """What the accuracy pass feeds: a labelled dataset, a test data set, the --inputs file (the same tensors
+    the timing pass runs), or generated samples (integers within the ranges the graph implies)."""
     from edgebench_agent.inputs import InputError as AgentInputError
     from edgebench_agent.inputs import build_feeds
 
@@ -114,10 +115,23 @@ def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | Non
         if expected is not None:
             result.expected, result.reference = [expected], f"test data set {test_data}"
         return result
-    batches = []
+    from edgebench_agent.inputs import load_npz
+
+    from .modelinfo import generation_rules
+
     try:
+        given = load_npz(str(inputs)) if inputs is not None else {}
+        if inputs is not None and "" in given and len(names) == 1:
+            given = {names[0]: given.pop("")}
+        rules = generation_rules(model_path)
+        rules.check_given(set(given) | set(values or {}))
+        if given and set(names) <= set(given):
+            feeds, _ = build_feeds(signature, user_arrays=given, values=values or {})
+            return AccuracyPlan("inputs file", names, output_names, [feeds], 1)
+        batches = []
         for index in range(samples):
-            feeds, _ = build_feeds(signature, values=values or {}, dims=dims or {}, seed=seed + 1000 + index, batch=batch)
+            feeds, _ = build_feeds(signature, user_arrays=given, values=values or {}, dims=dims or {},
+                                   seed=seed + 1000 + index, batch=batch, int_ranges=rules.ranges_for(set(given)))
             batches.append(feeds)
     except AgentInputError as exc:
         raise InputError(str(exc)) from None

@@ -128,6 +128,7 @@ def deploy(
     variants: Annotated[Optional[Path], typer.Option(help="Folder of `bench convert` variants: benchmark each model with its variants (accuracy against the parent).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
     from edgebench_agent.protocol import RequestError, parse_assignments, parse_scalar
@@ -150,7 +151,7 @@ def deploy(
     flags = {"seed": seed, "warmup_min_iterations": warmup, "min_iterations": min_iterations,
              "min_seconds": min_seconds, "max_iterations": max_iterations, "max_seconds": max_seconds,
              "repeats": repeats, "inter_op_threads": inter_op_threads, "graph_optimization_level": graph_optimization,
-             "cpus": _int_list(cpus, "--cpus"), "spin_wait": spin_wait}
+             "cpus": _int_list(cpus, "--cpus"), "spin_wait": spin_wait, "verbose": verbose or None}
     options.update({k: v for k, v in flags.items() if v is not None})
     if cooldown:
         options["cooldown"] = {"margin_c": cooldown_margin, "timeout_s": cooldown_timeout}
@@ -437,6 +438,7 @@ def validate(
     rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.")] = None,
     graph: Annotated[bool, typer.Option("--graph", help="Print the readable graph (onnx.printer).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,
 ):
     """Check an ONNX model: checker, shape inference, onnxruntime, summary, parity against a reference."""
     from edgebench_agent.protocol import RequestError, parse_assignments
@@ -459,7 +461,8 @@ def validate(
 
         loaded = load_model(reference, weights)
     report = run_validate(model, reference=loaded, inputs=inputs, samples=samples, tolerances=tolerances, dims=dims,
-                          example=loaded.example_inputs if loaded is not None and inputs is None else None)
+                          example=loaded.example_inputs if loaded is not None and inputs is None else None,
+                          verbose=verbose)
     if graph and not json_output:
         from .modelinfo import load_model_proto
         from .validate import readable_graph

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, InputError
-from .modelinfo import check_external_data, file_sha256, load_model_proto
+from .modelinfo import check_external_data, file_sha256, host_session, load_model_proto
 
 KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized")  # plus opset:N
 PROVENANCE_SUFFIX = ".edgebench.json"
@@ -207,16 +207,21 @@ def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) 
 
     from .accuracy import _signature
 
+    from .modelinfo import generation_rules
+
     if calibration is not None:
         return calibration_batches(model_path, Path(calibration), samples)
     _, signature, _ = _signature(model_path)
+    rules = generation_rules(model_path)
+    rules.check_given(set(), "--calibration data.npz holding the model's inputs")
     dims = {}
     for name, _, shape in signature:
         for axis, dim in enumerate(shape):
             if not isinstance(dim, int):
                 dims[dim if isinstance(dim, str) else f"{name}:{axis}"] = 1
     try:
-        return [build_feeds(signature, dims=dims, seed=500 + index)[0] for index in range(samples)]
+        return [build_feeds(signature, dims=dims, seed=500 + index, int_ranges=rules.int_ranges)[0]
+                for index in range(samples)]
     except AgentInputError as exc:  # e.g. a string input: nothing to compare a variant with
         raise InputError(f"cannot make inputs to check the variants against {model_path.name}: {exc}",
                          "give --calibration data.npz with the model's inputs") from None
@@ -224,12 +229,9 @@ def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) 
 
 def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict]) -> dict:
     """Run parent and variant on the host's CPU; compare every output against the stated tolerance."""
-    import onnxruntime as ort
-
     from edgebench_agent.metrics import compare_arrays, is_classifier_output, join_batches, topk_agreement
 
-    parent_session = ort.InferenceSession(str(parent), providers=["CPUExecutionProvider"])
-    variant_session = ort.InferenceSession(str(variant), providers=["CPUExecutionProvider"])
+    parent_session, variant_session = host_session(parent), host_session(variant)
     names = [o.name for o in parent_session.get_outputs()]
     expected = [parent_session.run(None, feeds) for feeds in feeds_list]
     actual = [variant_session.run(None, feeds) for feeds in feeds_list]

@@ -8,6 +8,7 @@ that fails on the board is recorded as a failed result and the other models go o
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -17,13 +18,16 @@ from edgebench_agent.protocol import RUN_DEFAULTS, RequestError, normalize_run_r
 from .board import Board
 from .compat import incompatibility
 from .errors import AgentError, InputError, ModelError
-from .modelinfo import file_sha256, inspect_model
+from .modelinfo import file_sha256, generation_rules, host_session, inspect_model
 from .results import build_result, new_run_id, utc_now, write_result
 from .parity import Tolerances
 from .targets import Target
 
 # Request fields that describe how to measure (the rest say what to measure and where to write).
-SETTING_FIELDS = tuple(k for k in RUN_DEFAULTS if k not in ("protocol_version", "model", "inputs", "out"))
+# What a result records as its settings. int_ranges follow from the model's graph (its sha256 names them) and are
+# recorded per input in measurements.inputs; verbose changes no number.
+SETTING_FIELDS = tuple(k for k in RUN_DEFAULTS
+                       if k not in ("protocol_version", "model", "inputs", "out", "int_ranges", "verbose"))
 
 ModelEvent = Callable[[str, dict], None]
 
@@ -55,7 +59,8 @@ class RunSettings:
     """How to measure: every run option of the agent, plus the host-side timeout."""
 
     options: dict = field(default_factory=dict)  # subset of SETTING_FIELDS overriding the agent's defaults
-    inputs: Path | None = None  # user-supplied .npz
+    inputs: Path | None = None  # user-supplied .npz: the inputs of every pass (timing, profile, accuracy)
+    inputs_origin: str | None = None  # where `inputs` came from when edgebench made it (a test data set)
     timeout_s: float | None = None  # None: derived from the run's own maximums
     accuracy: AccuracyOptions | None = None
 
@@ -75,7 +80,8 @@ class RunSettings:
         recorded = {key: request[key] for key in SETTING_FIELDS if key != "accuracy"}
         recorded["accuracy"] = self.accuracy.recorded() if self.accuracy else None
         if self.inputs is not None:
-            recorded["inputs_file"] = {"path": str(self.inputs), "sha256": file_sha256(self.inputs)}
+            recorded["inputs_file"] = {"path": self.inputs_origin or str(self.inputs), "sha256": file_sha256(self.inputs),
+                                       "source": "test data set" if self.inputs_origin else "inputs file"}
         return recorded
 
     def timeout_for(self, request: dict) -> float:
@@ -105,8 +111,6 @@ def check_results_dir(results_dir: Path) -> None:
 
     from .errors import ResultError
 
-    import os
-
     folder = Path(results_dir)
     try:
         if folder.is_dir():
@@ -128,7 +132,59 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
         raise InputError(f"inputs file not found: {settings.inputs}")
     if not models:
         raise ModelError("no model given", "pass one or more .onnx files")
-    return [inspect_model(Path(m)) for m in models]
+    blocks = [inspect_model(Path(m)) for m in models]
+    given = given_inputs(settings)
+    for model in models:  # an input only the user can give (a shape, K of TopK) must be given: say so now
+        generation_rules(Path(model)).check_given(given | {""})
+    return blocks
+
+
+def given_inputs(settings: RunSettings) -> set:
+    """Names of the inputs the user gave (an inputs file, or --value); "" stands for a bare .npy's one array."""
+    import numpy as np
+
+    names = set(settings.options.get("values") or {})
+    if settings.inputs is not None:
+        try:
+            with np.load(settings.inputs, allow_pickle=False) as loaded:  # the directory only: nothing inflated
+                names |= set(loaded.files)
+        except AttributeError:  # a .npy holds one array, not a directory of them
+            names.add("")
+        except (OSError, ValueError, EOFError, KeyError) as exc:
+            raise InputError(f"cannot read {settings.inputs} as .npz/.npy: {exc}") from None
+    return names
+
+
+def with_test_data_inputs(settings: RunSettings, model_path: Path) -> RunSettings:
+    """--test-data without --inputs: the test data set's inputs become the inputs of every pass, so the timing
+    pass runs the tensors the user gave (indices in range, shapes that fix free dims), not generated ones."""
+    import hashlib
+    import io
+
+    import numpy as np
+
+    from . import accuracy
+    from .agent_bundle import cache_dir
+    from .testdata import read_test_data_set
+
+    options = settings.accuracy
+    if settings.inputs is not None or options is None or options.test_data is None:
+        return settings
+    _, signature, _ = accuracy._signature(Path(model_path))
+    arrays, _ = read_test_data_set(Path(options.test_data), [name for name, _, _ in signature])
+    from edgebench_agent.metrics import storable
+
+    buffer = io.BytesIO()  # strings come from .pb as str objects: stored as unicode, never pickled
+    np.savez(buffer, **{name: storable(array) for name, array in arrays.items()})
+    data = buffer.getvalue()
+    folder = cache_dir() / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.npz"  # by content: made once, never half-written
+    if not path.exists():
+        temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        temp.write_bytes(data)
+        temp.replace(path)
+    return replace(settings, inputs=path, inputs_origin=str(options.test_data))
 
 
 def plan_accuracy(model_path: Path, settings: RunSettings, model: dict):
@@ -142,6 +198,7 @@ def plan_accuracy(model_path: Path, settings: RunSettings, model: dict):
         options = replace(options, reference=provenance["parent"]["path"])
     request = settings.request("-", None)
     planned = accuracy.plan(Path(model_path), dataset=options.dataset, test_data=options.test_data,
+                            inputs=settings.inputs if settings.inputs_origin is None else None,
                             samples=options.samples, batch_size=options.batch_size, dims=request["dims"],
                             values=request["values"], seed=request["seed"], batch=request["batch"])
     options.tolerances.check_outputs(planned.output_names, Path(model_path).name)
@@ -199,10 +256,16 @@ def check_board(board: Board, model_blocks: list[dict], settings: RunSettings) -
     if info.get("missing"):
         raise ModelError(f"{board.target.name} lacks {', '.join(info['missing'])}",
                          f"run `bench doctor --target {board.target.name}` for what to install")
+    import onnxruntime
+
     for model in model_blocks:
         problem = incompatibility(model, info.get("onnxruntime_version"))
         if problem:
             raise ModelError(*problem)
+        if info.get("onnxruntime_version") == onnxruntime.__version__ and model.get("format") == "onnx":
+            # The same onnxruntime here: a model it cannot load (an op without a kernel for its type or opset) is
+            # refused now, before any upload. With another version only the board can tell (a failed result).
+            host_session(Path(model["path"]), settings.options.get("verbose", False))
     provider = settings.request("-", None)["provider"]
     if provider not in info.get("providers", []):
         raise InputError(f"execution provider {provider} is not available on {board.target.name}",
@@ -269,6 +332,8 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
            on_event: ModelEvent | None = None, annotate: dict | None = None) -> DeployReport:
     """Every model under every settings cell (a sweep) on one target, over one connection."""
     cells = settings if isinstance(settings, list) else [settings]
+    if models:
+        cells = [with_test_data_inputs(cell, Path(models[0])) for cell in cells]
     model_blocks = check_inputs(models, cells[0])
     check_results_dir(results_dir)
     for cell in cells[1:]:
@@ -307,6 +372,8 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
     created = utc_now()
     run_id = new_run_id(model["name"], target.name, created)
     request = settings.request(remote_model, inputs_remote)
+    if model["format"] == "onnx":  # generated integers that index a table stay within its rows
+        request["int_ranges"] = generation_rules(model_path).ranges_for(given_inputs(settings))
     rule = accuracy_rule(model, settings.accuracy) if planned is not None else None
     if planned is not None:
         request["accuracy"] = _accuracy_request(board, planned, run_id, rule[0])

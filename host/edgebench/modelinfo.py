@@ -6,9 +6,10 @@ and refuses a file that is not a usable ONNX model with one line saying so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelError, one_line
+from .errors import InputError, ModelError, one_line
 
 
 def file_sha256(path: Path) -> str:
@@ -136,3 +137,122 @@ def inspect_model(path: Path) -> dict:
         "external_data": [p.name for p in check_external_data(model, path)],
         "provenance": read_provenance(path),
     }
+
+
+# ----------------------------------------------------------------------------------- onnxruntime on the host
+def host_session(path: Path, verbose: bool = False):
+    """An onnxruntime CPU session of a model on this host, or ModelError naming the reason in one line.
+
+    onnxruntime's own log lines (coloured `[E:onnxruntime:...]`) are silenced unless verbose: their text is in
+    the exception, which becomes the message."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(2 if verbose else 4)
+    options = ort.SessionOptions()
+    options.log_severity_level = 2 if verbose else 4
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, NotImplemented, ...)
+        raise ModelError(f"onnxruntime cannot load {path} (onnxruntime {ort.__version__} on this host): "
+                         f"{one_line(exc, 300)}",
+                         "`bench convert --to opset:N` or a newer onnxruntime may help; `bench validate` shows more") from None
+
+
+# ---------------------------------------------------------------------------------- generated inputs
+# Inputs consumed as a shape, a count or axes: no generated value can be right, so the user must give them.
+# op type -> {input position: what it is}
+SHAPE_LIKE_INPUTS = {
+    "Reshape": {1: "shape"}, "Expand": {1: "shape"}, "ConstantOfShape": {0: "shape"}, "Tile": {1: "repeats"},
+    "Slice": {1: "starts", 2: "ends", 3: "axes", 4: "steps"}, "Pad": {1: "pads", 3: "axes"}, "TopK": {1: "K"},
+    "OneHot": {1: "depth"}, "Unsqueeze": {1: "axes"}, "Squeeze": {1: "axes"}, "Split": {1: "split"},
+    "Resize": {3: "sizes"}, "Range": {0: "start", 1: "limit", 2: "delta"}, "Upsample": {1: "scales"},
+    "ReduceSum": {1: "axes"}, "ReduceMean": {1: "axes"}, "ReduceMax": {1: "axes"}, "ReduceMin": {1: "axes"},
+    "ReduceProd": {1: "axes"}, "ReduceL2": {1: "axes"}, "CenterCropPad": {1: "shape"},
+}
+# Inputs consumed as indices into a table: generated values must lie in [0, rows).
+INDEX_INPUTS = {"Gather": 1, "GatherElements": 1, "ScatterElements": 1}
+# Ops that pass a value through unchanged in meaning: an input's role is found past them.
+PASS_THROUGH = {"Cast", "Identity"}
+
+
+@dataclass
+class GenerationRules:
+    """What the graph says about generating each input: index ranges, and inputs only the user can give."""
+
+    int_ranges: dict = field(default_factory=dict)  # input -> [0, rows]
+    needs_value: dict = field(default_factory=dict)  # input -> "the shape of Expand 'e1'"
+
+    def check_given(self, given: set, how: str = "--value {name}=1,3,4 or --inputs FILE.npz") -> None:
+        """Refuse, before anything runs, an input that must be given but was not."""
+        for name, role in self.needs_value.items():
+            if name not in given:
+                raise InputError(f"input {name!r} is {role}, which edgebench cannot guess",
+                                 "give it with " + how.format(name=name))
+
+    def ranges_for(self, given: set) -> dict:
+        return {name: bounds for name, bounds in self.int_ranges.items() if name not in given}
+
+
+def generation_rules(model) -> GenerationRules:
+    """Read the graph (an onnx ModelProto, or a path) for what each integer input means to the ops it feeds."""
+    if not hasattr(model, "graph"):
+        path = Path(model)
+        if path.suffix == ".ort":
+            return GenerationRules()  # a flatbuffer without an ONNX graph: nothing to read
+        model = load_model_proto(path)
+    graph = model.graph
+    consumers: dict = {}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, position))
+    shapes = _static_shapes(graph)
+    rules = GenerationRules()
+    initializers = {init.name for init in graph.initializer}
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        frontier, seen = [value.name], set()
+        while frontier:
+            current = frontier.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            for node, position in consumers.get(current, []):
+                if node.op_type in PASS_THROUGH:
+                    frontier.extend(node.output)
+                    continue
+                role = SHAPE_LIKE_INPUTS.get(node.op_type, {}).get(position)
+                if role and value.name not in rules.needs_value:
+                    label = f"{node.op_type} {node.name!r}" if node.name else node.op_type
+                    rules.needs_value[value.name] = f"the {role} of {label}"
+                if INDEX_INPUTS.get(node.op_type) == position:
+                    rows = _rows_indexed(node, shapes)
+                    if rows:
+                        low, high = rules.int_ranges.get(value.name, [0, rows])
+                        rules.int_ranges[value.name] = [0, min(high, rows)]  # valid for every table it indexes
+    return rules
+
+
+def _static_shapes(graph) -> dict:
+    """name -> list of ints for initializers, Constant nodes and fixed-shape inputs/value_infos."""
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value" and attribute.HasField("t"):
+                    shapes[node.output[0]] = list(attribute.t.dims)
+    for value in list(graph.input) + list(graph.value_info):
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims) and value.name not in shapes:
+            shapes[value.name] = [d.dim_value for d in dims]
+    return shapes
+
+
+def _rows_indexed(node, shapes: dict) -> int | None:
+    """Size of the axis of the data tensor that `node` indexes (Gather's axis attribute, default 0)."""
+    data = shapes.get(node.input[0])
+    if not data:
+        return None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    axis = axis + len(data) if axis < 0 else axis
+    return data[axis] if 0 <= axis < len(data) and data[axis] > 0 else None

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BenchError, InputError, ModelError, one_line
-from .modelinfo import check_external_data, file_sha256, load_model_proto
+from .modelinfo import check_external_data, file_sha256, generation_rules, host_session, load_model_proto
 from .parity import OutputComparison, Tolerances, compare_outputs
 
 
@@ -152,10 +152,10 @@ def structural_checks(path: Path) -> list[CheckStep]:
     except Exception as exc:
         steps.append(CheckStep("shape inference (strict)", False, one_line(exc)))
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        host_session(path)
         steps.append(CheckStep("onnxruntime load", True))
-    except Exception as exc:
-        steps.append(CheckStep("onnxruntime load", False, one_line(exc)))
+    except ModelError as exc:
+        steps.append(CheckStep("onnxruntime load", False, exc.message))
     return steps
 
 
@@ -194,13 +194,13 @@ def _fixed_dim_problems(signature: _Signature, arrays: dict) -> list[str]:
     return problems
 
 
-def _generated(signature: _Signature, sizes: dict, seed: int, scale: float = 1.0) -> dict:
+def _generated(signature: _Signature, sizes: dict, seed: int, scale: float = 1.0, int_ranges: dict | None = None) -> dict:
     from edgebench_agent.inputs import generate
 
     arrays = {}
     for position, (name, shape, dtype) in enumerate(zip(signature.names, signature.shapes, signature.dtypes)):
         concrete = tuple(d if isinstance(d, int) else sizes[(name, axis)] for axis, d in enumerate(shape))
-        array = generate(dtype, concrete, np.random.default_rng([seed, position]))
+        array = generate(dtype, concrete, np.random.default_rng([seed, position]), (int_ranges or {}).get(name))
         if np.issubdtype(dtype, np.floating):
             array = (array * scale).astype(dtype)
         arrays[name] = array
@@ -223,9 +223,15 @@ def _free_sizes(signature: _Signature, base: dict, grow: int = 0) -> dict:
     return sizes
 
 
-def parity_samples(signature: _Signature, base: dict, count: int) -> list[tuple[str, str, dict]]:
-    """(label, kind, arrays): the base input, then variations that expose baked-in control flow."""
+def parity_samples(signature: _Signature, base: dict, count: int, rules=None) -> list[tuple[str, str, dict]]:
+    """(label, kind, arrays): the base input, then variations that expose baked-in control flow. Inputs that
+    only the user can give (a shape, text) are never varied: with one, only the base input is checked."""
+    from edgebench_agent.inputs import is_text
+
     samples = [("example input", "base", base)]
+    if (rules is not None and rules.needs_value) or any(is_text(d) for d in signature.dtypes):
+        return samples
+    ranges = rules.int_ranges if rules is not None else {}
     floats = [n for n, d in zip(signature.names, signature.dtypes) if np.issubdtype(d, np.floating)]
     same = _free_sizes(signature, base)
     variations = []
@@ -235,13 +241,14 @@ def parity_samples(signature: _Signature, base: dict, count: int) -> list[tuple[
     seed = 1
     while len(variations) < count - 1:
         scale = 1.0 if seed % 2 else 5.0
-        variations.append((f"random #{seed}" + (" (x5)" if scale != 1.0 else ""), _generated(signature, same, seed, scale)))
+        variations.append((f"random #{seed}" + (" (x5)" if scale != 1.0 else ""),
+                           _generated(signature, same, seed, scale, ranges)))
         seed += 1
     samples += [(label, "values", arrays) for label, arrays in variations[: max(count - 1, 0)]]
     if same:  # dynamic axes: one more sample at other sizes
         grown = _free_sizes(signature, base, grow=1)
         labels = sorted({f"{n}[{a}]={s}" for (n, a), s in grown.items()})
-        samples.append((f"other sizes ({', '.join(labels)})", "sizes", _generated(signature, grown, 100)))
+        samples.append((f"other sizes ({', '.join(labels)})", "sizes", _generated(signature, grown, 100, 1.0, ranges)))
     return samples
 
 
@@ -282,20 +289,19 @@ def _static_size_note(report: ValidationReport, signature: _Signature, reference
 
 
 def validate(path: Path, reference=None, inputs: Path | None = None, example: dict | None = None,
-             samples: int = 5, tolerances: Tolerances = Tolerances(), dims: dict | None = None) -> ValidationReport:
+             samples: int = 5, tolerances: Tolerances = Tolerances(), dims: dict | None = None,
+             verbose: bool = False) -> ValidationReport:
     """Everything `bench validate` checks. `reference` is a torchmodel.LoadedModel or None."""
     from edgebench_agent.inputs import InputError as AgentInputError
 
     try:
-        return _validate(path, reference, inputs, example, samples, tolerances, dims)
+        return _validate(path, reference, inputs, example, samples, tolerances, dims, verbose)
     except AgentInputError as exc:  # inputs the agent's generator or loader refused (types, sizes, files)
         raise InputError(str(exc)) from None
 
 
 def _validate(path: Path, reference, inputs: Path | None, example: dict | None, samples: int,
-              tolerances: Tolerances, dims: dict | None) -> ValidationReport:
-    import onnxruntime as ort
-
+              tolerances: Tolerances, dims: dict | None, verbose: bool) -> ValidationReport:
     from .testdata import is_test_data_set, read_test_data_set
     from .torchmodel import run_reference
 
@@ -305,8 +311,9 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
                               reference=reference.spec if reference is not None else None)
     if not report.checks[-1].ok:  # onnxruntime cannot load it: no parity to check
         return report
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    signature = _signature(session)  # an input type numpy cannot hold (string, sequence) is refused here
+    session = host_session(path, verbose)
+    signature = _signature(session)  # an input type numpy cannot hold (a sequence, a map) is refused here
+    rules = generation_rules(model)
     output_names = [o.name for o in session.get_outputs()]
     tolerances.check_outputs(output_names, path.name)
 
@@ -324,8 +331,10 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
         from edgebench_agent.inputs import InputError as AgentInputError
         from edgebench_agent.inputs import build_feeds
 
+        rules.check_given(set(), "--inputs FILE.npz or a test data set")
         try:
-            base, _ = build_feeds(list(zip(signature.names, signature.types, signature.shapes)), dims=dims or {})
+            base, _ = build_feeds(list(zip(signature.names, signature.types, signature.shapes)), dims=dims or {},
+                                  int_ranges=rules.int_ranges)
         except AgentInputError as exc:
             hint = " (free dimensions need --dim when no example input is given)" if "free dimension" in str(exc) else ""
             raise InputError(f"{exc}{hint}") from None
@@ -334,7 +343,9 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
     if missing or extra:
         raise InputError(f"the inputs do not match the model: missing {missing or 'none'}, unknown {extra or 'none'}",
                          f"the model's inputs are: {', '.join(signature.names)}")
-    base = {n: np.asarray(base[n]).astype(d, copy=False) if np.asarray(base[n]).dtype != d else np.asarray(base[n])
+    from edgebench_agent.inputs import is_text
+
+    base = {n: np.asarray(base[n]) if is_text(d) or np.asarray(base[n]).dtype == d else np.asarray(base[n]).astype(d)
             for n, d in zip(signature.names, signature.dtypes)}
     problems = _fixed_dim_problems(signature, base)
     if problems:
@@ -346,7 +357,7 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
     if not has_reference:
         report.notes.append("no reference given (--reference MODEL_SPEC or a test data set with output_K.pb): "
                             "only checked that onnxruntime runs and gives finite outputs")
-    for label, kind, arrays in parity_samples(signature, base, samples if has_reference else 1):
+    for label, kind, arrays in parity_samples(signature, base, samples if has_reference else 1, rules):
         if reference is None and kind != "base":
             continue  # a test data set's outputs cover the base input only
         sample = SampleParity(label, kind, {n: list(a.shape) for n, a in arrays.items()})

@@ -259,7 +259,7 @@ def test_validate_and_convert_of_a_string_input_model_are_one_line(bench, tmp_pa
     x = helper.make_tensor_value_info("text", TensorProto.STRING, [1, 2])
     y = helper.make_tensor_value_info("y", TensorProto.STRING, [1, 2])
     path = _save(_graph_model([helper.make_node("Identity", ["text"], ["y"])], [x], [y]), tmp_path / "s.onnx")
-    assert_one_line_error(bench("validate", path), "'text'", "tensor(string)")
+    assert_one_line_error(bench("validate", path), "'text'", "string tensor", "--inputs")
     assert_one_line_error(bench("convert", path, "--to", "fp16", "-o", tmp_path / "v"), "'text'", "--calibration")
 
 
