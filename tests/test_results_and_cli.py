@@ -129,7 +129,7 @@ def test_deploy_local_writes_one_result_per_model(bench, tmp_path, tiny_models):
     assert setnet["target"]["info"]["providers"]
     # The summary table names both models, with a p50 column, and the result paths.
     header, *rows = [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("result:")]
-    assert header.split()[:8] == ["model", "variant", "target", "settings", "status", "n", "p50", "ms"]
+    assert header.split()[:8] == ["model", "variant", "target", "settings", "status", "n", "p50", "µs"]  # sub-ms: µs
     assert sorted(r.split()[0] for r in rows) == ["matmul", "setnet"]
     # settings is "cpu threads=0/0 opt=all": three words
     assert all(r.split()[1:3] + r.split()[6:7] == ["original", "local", "ok"] for r in rows)
@@ -209,7 +209,7 @@ def result_folder(tmp_path_factory, tiny_models):
 
 @pytest.mark.bad_input
 def test_compare_groups_runs_and_skips_bad_files(bench, result_folder):
-    done = bench("compare", result_folder)
+    done = bench("compare", result_folder, "--columns", "model,settings,runs")
     assert done.code == 0, done.stderr
     warnings = done.stderr.strip().splitlines()
     assert len(warnings) == 2
@@ -218,7 +218,7 @@ def test_compare_groups_runs_and_skips_bad_files(bench, result_folder):
     rows = [line.split() for line in done.stdout.splitlines()[1:] if line.strip()]
     # matmul and identity, each with the default threads (2 runs) and threads=1 (1 run); plus the golden setnet.
     assert len(rows) == 5, done.stdout
-    runs = {(r[0], r[4]): int(r[7]) for r in rows}  # (model, "threads=intra/inter") -> runs
+    runs = {(r[0], r[2]): int(r[4]) for r in rows}  # (model, "threads=intra/inter") -> runs
     assert runs == {("matmul", "threads=0/0"): 2, ("matmul", "threads=1/0"): 1, ("identity_float32", "threads=0/0"): 2,
                     ("identity_float32", "threads=1/0"): 1, ("setnet", "threads=0/0"): 1}
 
@@ -242,7 +242,7 @@ def test_compare_formats(bench, result_folder, tmp_path, fmt):
         assert len(records) == 5 and float(next(r for r in records if r["model"] == "setnet")["p50_ms"]) == 3.0
     else:
         lines = text.strip().splitlines()
-        assert lines[0].startswith("| model | variant | target | settings | KiB | runs |") and len(lines) == 2 + 5
+        assert lines[0].startswith("| model | variant | target | settings | n | p50 ms |") and len(lines) == 2 + 5
 
 
 @pytest.mark.bad_input

@@ -129,6 +129,7 @@ def deploy(
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,
+    columns: Annotated[Optional[str], typer.Option("--columns", metavar="NAME,...", help="Table columns to show, by header (default: all that fit the terminal).")] = None,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
     from edgebench_agent.protocol import RequestError, parse_assignments, parse_scalar
@@ -204,7 +205,7 @@ def deploy(
 
         typer.echo(json.dumps(documents, indent=1))
     else:
-        _print_summary(documents)
+        _print_summary(documents, columns)
         from .accuracy import verdict_text
 
         for document in documents:
@@ -227,6 +228,11 @@ def deploy(
     if wrong:
         raise RunFailed(f"accuracy check failed for {', '.join(d['model']['name'] for d in wrong)}: the board's outputs "
                         "differ from the reference beyond tolerance", "see the accuracy lines above; --atol/--rtol set tolerances")
+
+
+def _names(text: str | None) -> list[str] | None:
+    """--columns p50,p90 -> ["p50", "p90"]."""
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
 def _int_list(text: str | None, option: str) -> list[int] | None:
@@ -295,26 +301,12 @@ class DeployProgress:
             self.progress.update(task, completed=1.0, description=event["status"])
 
 
-def _print_summary(documents: list[dict]) -> None:
-    from rich.table import Table
+def _print_summary(documents: list[dict], columns: str | None = None) -> None:
+    from .report import TEXT_HEADERS, per_run_cells
+    from .tables import print_table
 
-    from .report import format_cell, run_row
-
-    columns = [("model", "model"), ("variant", "variant"), ("target", "target"), ("settings", "settings"),
-               ("status", "status"), ("n", "n"),
-               ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"),
-               ("std_ms", "std ms"), ("throughput_per_s", "inf/s"), ("session_ms", "session ms"),
-               ("first_ms", "first ms"), ("peak_rss_mib", "peak RSS MiB"), ("valid", "valid"), ("accuracy", "accuracy"),
-               ("top1_pct", "top-1 %")]
-    table = Table(box=None, pad_edge=False)
-    for _, header in columns:
-        table.add_column(header, justify="left" if header in ("model", "variant", "target", "settings", "status", "valid") else "right",
-                         no_wrap=True)
-    for document in documents:
-        row = run_row(document)
-        row["valid"] = "yes" if (document.get("validity") or {}).get("valid", True) else "INVALID"
-        table.add_row(*[format_cell(row.get(key)) for key, _ in columns])
-    _stdout().print(table)
+    headers, rows = per_run_cells(documents, with_run_id=False)
+    print_table(_stdout(), headers, rows, set(TEXT_HEADERS), _names(columns), _stderr())
 
 
 # ------------------------------------------------------------------------------------- export / validate
@@ -761,7 +753,8 @@ def compare(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     fail_on_regression: Annotated[Optional[str], typer.Option(help="Exit 1 when a group is significantly slower than the baseline by more than this, e.g. 5%.")] = None,
     include_invalid: Annotated[bool, typer.Option("--include-invalid", help="Keep INVALID runs (e.g. throttled) in the comparison.")] = False,
-    per_run: Annotated[bool, typer.Option("--per-run", help="One row per run instead of per group (exports).")] = False,
+    per_run: Annotated[bool, typer.Option("--per-run", help="One row per run instead of per group.")] = False,
+    columns: Annotated[Optional[str], typer.Option("--columns", metavar="NAME,...", help="Table columns to show, by header (default: all that fit the terminal).")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = 0.01,
     min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
 ):
@@ -804,17 +797,12 @@ def compare(
     if format == "parquet":
         (per_run_frame(documents) if per_run else comparison.frame()).to_parquet(output, index=False)
         typer.echo(f"wrote {output}", err=True)
-    elif format == "table" and output is None and not per_run:
-        from rich.table import Table
+    elif format == "table" and output is None:
+        from .report import TEXT_HEADERS, per_run_cells
+        from .tables import print_table
 
-        headers, rows = cells(comparison)
-        table = Table(box=None, pad_edge=False)
-        for header in headers:
-            table.add_column(header, justify="left" if header in (*keys, "vs baseline", "accuracy", "p50 95% CI") else "right",
-                             no_wrap=True)
-        for row in rows:
-            table.add_row(*row)
-        _stdout().print(table)
+        headers, rows = per_run_cells(documents) if per_run else cells(comparison)
+        print_table(_stdout(), headers, rows, {*keys, *TEXT_HEADERS}, _names(columns), _stderr())
     else:
         from .results import write_text_atomically
 
@@ -829,6 +817,8 @@ def compare(
         else:
             write_text_atomically(output, text)
             typer.echo(f"wrote {output}", err=True)
+    for warning in comparison.mixed:
+        typer.echo(f"warning: {warning}", err=True)
     for run in comparison.failed:
         typer.echo(f"failed run {run['run_id']} ({run['model']} on {run['target']}): {run['reason']}", err=True)
     for run in comparison.invalid:

@@ -74,25 +74,32 @@ def latency_plot(comparison: Comparison) -> str | None:
 
 
 def accuracy_plot(comparison: Comparison) -> str | None:
-    """Speed against accuracy: each variant of a model as a point (p50 vs top-1 %, or vs max abs difference)."""
-    rows = [r for r in comparison.rows if r.get("p50_ms") is not None and r.get("accuracy")]
-    if len(rows) < 2 or "variant" not in comparison.by:
+    """Speed against accuracy: a point per group that has a top-1 accuracy (p50 against top-1 %); the title says
+    how many of the groups that is. Points are labelled by their full group (every --by key but the model,
+    which is the legend)."""
+    timed = [r for r in comparison.rows if r.get("p50_ms") is not None]
+    rows = [r for r in timed if r.get("top1_pct") is not None]
+    if len(rows) < 2:
         return None
     plt = _pyplot()
-    use_top1 = all(r.get("top1_pct") is not None for r in rows)
-    figure, axis = plt.subplots(figsize=(7, 4.2))
-    for model in sorted({r["model"] for r in rows}):
-        points = [r for r in rows if r["model"] == model]
-        xs = [r["p50_ms"] for r in points]
-        ys = [r["top1_pct"] for r in points] if use_top1 else [r.get("size_kib") for r in points]
-        axis.scatter(xs, ys, s=40, label=model)
-        for r, x, y in zip(points, xs, ys):
-            axis.annotate(f"{r['variant']} ({r['target']})", (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    figure, axis = plt.subplots(figsize=(8, 4.6))
+    series = [k for k in comparison.by if k == "model"]
+    label_keys = [k for k in comparison.by if k != "model"]
+    for name in sorted({r.get(series[0], "") for r in rows} if series else {""}):
+        points = [r for r in rows if not series or r[series[0]] == name]
+        axis.scatter([r["p50_ms"] for r in points], [r["top1_pct"] for r in points], s=40, label=name or None)
+        for index, r in enumerate(points):
+            label = ", ".join(str(r[k]) for k in label_keys) or str(r.get("model", ""))
+            # Alternate the label above and below its point: neighbours with close latencies stay readable.
+            axis.annotate(label, (r["p50_ms"], r["top1_pct"]), fontsize=7, xytext=(4, 6 if index % 2 else -10),
+                          textcoords="offset points")
     axis.set_xlabel("p50 latency (ms)")
-    axis.set_ylabel("top-1 accuracy on the board (%)" if use_top1 else "model size (KiB)")
+    axis.set_ylabel("top-1 accuracy on the board (%)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    axis.set_title("Speed against accuracy" if use_top1 else "Speed against size")
+    if series:
+        axis.legend(fontsize=8, title="model")
+    axis.set_title(f"Speed against top-1 accuracy: the {len(rows)} of {len(timed)} groups with a labelled dataset\n"
+                   f"(one point per group: {', '.join(comparison.by)})", fontsize=10)
     return _png(figure)
 
 
@@ -116,7 +123,8 @@ def operator_plot(documents: list[dict]) -> str | None:
 def render_html(comparison: Comparison, documents: list[dict], problems: list[str], title: str = "edgebench report") -> str:
     headers, rows = cells(comparison)
     verdict_column = headers.index("vs baseline") if "vs baseline" in headers else None
-    text_columns = {i for i, h in enumerate(headers) if h in (*comparison.by, "accuracy", "vs baseline", "p50 95% CI")}
+    text_columns = {i for i, h in enumerate(headers) if h in (*comparison.by, "accuracy", "vs baseline", "MIXED")
+                    or h.startswith("p50 95% CI")}
     table = ["<div style='overflow-x:auto'><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"]
     for row in rows:
         cells_html = []

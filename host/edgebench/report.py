@@ -13,14 +13,17 @@ from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_sa
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
 KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "plan")
+# What must be the same for runs pooled in one group (the model file by its hash, not only its name).
+POOLING_KEYS = ("model", "model_sha256", "variant", "target", "settings")
 FORMATS = ("table", "csv", "md", "json", "html", "parquet")
 
 # Headers of the columns a table shows.
 HEADERS = {
-    "size_kib": "KiB", "runs": "runs", "failed": "failed", "n": "n", "p50_ms": "p50 ms", "ci": "p50 95% CI",
+    "size_kib": "KiB", "runs": "runs", "failed": "failed", "n": "n", "p50_ms": "p50 ms", "ci": "p50 95% CI ms",
     "p90_ms": "p90 ms", "p99_ms": "p99 ms", "mean_ms": "mean ms", "throughput_per_s": "inf/s",
     "session_ms": "session ms", "first_ms": "first ms", "peak_rss_mib": "peak RSS MiB", "accuracy": "accuracy",
     "top1_pct": "top-1 %", "speedup": "speed-up", "speedup_ci": "speed-up 95% CI", "p_value": "p", "verdict": "vs baseline",
+    "mixed": "MIXED",
 }
 
 
@@ -116,6 +119,7 @@ class Comparison:
     invalid: list[dict] = field(default_factory=list)  # {run_id, model, target, reasons}
     regressions: list[str] = field(default_factory=list)
     samples: dict = field(default_factory=dict)  # group label -> pooled samples (ns), for plots
+    mixed: list[str] = field(default_factory=list)  # one warning per group that pools runs of different things
 
     def frame(self):
         import pandas as pd
@@ -153,6 +157,12 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p
         ok = [(r, d) for r, d in members if r["status"] == "ok" and r.get("n")]
         row = dict(zip(by, key), runs=len(members), failed=len(members) - len(ok),
                    size_kib=members[0][0].get("size_kib"))
+        differing = [k for k in POOLING_KEYS if k not in by and len({str(r.get(k)) for r, _ in members}) > 1]
+        if differing:  # never pool different models, variants, settings or boards without saying so
+            row["mixed"] = ", ".join(differing)
+            result.mixed.append(f"group {group_label(by, key)} pools {len(members)} runs that differ in "
+                                f"{row['mixed']}: add {' and '.join(k for k in differing if k in KEYS) or 'them'} to "
+                                "--by to compare them apart")
         if ok:
             samples = np.concatenate([all_samples_ns(d["measurements"]) for _, d in ok])
             pooled[key] = samples
@@ -187,31 +197,52 @@ def _against_baseline(result: Comparison, pooled: dict, alpha, min_effect, thres
         row.update(speedup=found["speedup"], speedup_low=found["speedup_low"], speedup_high=found["speedup_high"],
                    p_value=found["p_value"], change_pct=100 * found["change"], verdict=found["verdict"])
         if found["verdict"] == "slower" and threshold is not None and found["change"] > threshold:
-            label = ", ".join(f"{k}={row[k]}" for k in result.by if k != key_name)
-            result.regressions.append(f"{label}: {100 * found['change']:.1f}% slower than {key_name}={value} "
-                                      f"({result.metric}, p={found['p_value']:.2g})")
+            mixed = f" (a mixed group: {row['mixed']})" if row.get("mixed") else ""
+            result.regressions.append(f"{group_label(result.by, key)}: {100 * found['change']:.1f}% slower than "
+                                      f"{key_name}={value} ({result.metric}, p={found['p_value']:.2g}){mixed}")
+
+
+def group_label(by: tuple, key: tuple) -> str:
+    """Every key of a group: model=digits, variant=original, target=pi4."""
+    return ", ".join(f"{k}={v}" for k, v in zip(by, key))
 
 
 def table_columns(comparison: Comparison) -> list[str]:
-    columns = [*comparison.by, "size_kib", "runs", "failed", "n", "p50_ms", "ci", "p90_ms", "p99_ms", "mean_ms",
-               "throughput_per_s", "session_ms", "first_ms", "peak_rss_mib", "accuracy", "top1_pct"]
+    """The group table's columns, most important first: a narrow terminal drops them from the end."""
+    columns = [*comparison.by, "mixed", "n", "p50_ms", "ci"]
     if comparison.baseline:
-        columns += ["speedup", "speedup_ci", "p_value", "verdict"]
+        columns += ["speedup", "verdict", "speedup_ci", "p_value"]
+    columns += ["p90_ms", "p99_ms", "accuracy", "top1_pct", "runs", "failed", "mean_ms", "throughput_per_s",
+                "session_ms", "first_ms", "peak_rss_mib", "size_kib"]
     present = set().union(*[r.keys() for r in comparison.rows]) if comparison.rows else set()
     derived = {"ci": "ci_low_ms", "speedup_ci": "speedup_low"}
     return [c for c in columns if c in present or derived.get(c) in present or c in comparison.by]
 
 
+# Per-inference latency columns: shown in µs when every group's median is under a millisecond.
+LATENCY_COLUMNS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "ci")
+
+
+def latency_unit(rows: list[dict]) -> tuple[str, float]:
+    """("µs", 1000) when every p50 is below 1 ms (0.0134 ms reads badly), else ("ms", 1)."""
+    medians = [r["p50_ms"] for r in rows if r.get("p50_ms") is not None]
+    return ("µs", 1000.0) if medians and max(medians) < 1.0 else ("ms", 1.0)
+
+
 def cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    """Headers and text cells, numbers rounded for people."""
+    """Headers and text cells, numbers rounded for people, latencies in µs or ms (the header says which)."""
     columns = table_columns(comparison)
-    headers = [HEADERS.get(c, c) for c in columns]
+    unit, scale = latency_unit(comparison.rows)
+    headers = [unit_header(c, unit) for c in columns]
     rows = []
     for row in comparison.rows:
         line = []
         for column in columns:
             if column == "ci":
-                line.append(f"[{row['ci_low_ms']:.4g}, {row['ci_high_ms']:.4g}]" if row.get("ci_low_ms") is not None else "-")
+                line.append(f"[{row['ci_low_ms'] * scale:.4g}, {row['ci_high_ms'] * scale:.4g}]"
+                            if row.get("ci_low_ms") is not None else "-")
+            elif column in LATENCY_COLUMNS:
+                line.append(format_cell(row[column] * scale if row.get(column) is not None else None))
             elif column == "speedup_ci":
                 line.append(f"[{row['speedup_low']:.3f}, {row['speedup_high']:.3f}]" if "speedup_low" in row else "-")
             elif column == "speedup":
@@ -222,6 +253,36 @@ def cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
                 line.append(format_cell(row.get(column)))
         rows.append(line)
     return headers, rows
+
+
+# Headers of text columns (left-aligned, may wrap in a terminal table).
+TEXT_HEADERS = ("model", "variant", "target", "settings", "status", "valid", "accuracy", "vs baseline", "MIXED", "run",
+                "origin", "error")
+PER_RUN_COLUMNS = ("model", "variant", "target", "settings", "status", "n", "p50_ms", "p90_ms", "p99_ms", "valid",
+                   "accuracy", "top1_pct", "mean_ms", "throughput_per_s", "session_ms", "first_ms", "peak_rss_mib",
+                   "run_id", "origin", "error")
+
+
+def per_run_cells(documents: list[dict], with_run_id: bool = True) -> tuple[list[str], list[list[str]]]:
+    """The terminal table of `compare --per-run` and `deploy`: one row per run, most useful columns first."""
+    rows = []
+    for document in documents:
+        row = run_row(document)
+        valid, _ = validity(document)
+        row["valid"] = "yes" if valid else "INVALID"
+        rows.append(row)
+    unit, scale = latency_unit(rows)
+    columns = [c for c in PER_RUN_COLUMNS if (any(r.get(c) not in (None, "") for r in rows) or c in ("model", "status"))
+               and (with_run_id or c != "run_id")]
+    headers = ["run" if c == "run_id" else unit_header(c, unit) for c in columns]
+    text = [[format_cell(r.get(c) * scale if c in LATENCY_COLUMNS and r.get(c) is not None else r.get(c))
+             for c in columns] for r in rows]
+    return headers, text
+
+
+def unit_header(column: str, unit: str) -> str:
+    header = HEADERS.get(column, column)
+    return header.replace(" ms", f" {unit}") if column in LATENCY_COLUMNS else header
 
 
 def render(comparison: Comparison, fmt: str, per_run_documents: list[dict] | None = None) -> str:
