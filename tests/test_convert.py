@@ -59,6 +59,7 @@ def test_onnx_version_converter_reducemean_limit(tmp_path):
     """Known upstream limit, reported (not hidden): ReduceMean below opset 18 comes out invalid."""
     (variant,) = convert(EXAMPLES / "cnn.onnx", ["opset:17"], tmp_path)
     assert not variant.ok and "ReduceMean" in variant.error and not (tmp_path / "cnn.opset17.onnx").exists()
+    assert "bench export ... --opset 17 --exporter torchscript" in variant.error  # the way that works
 
 
 def test_a_failing_conversion_is_reported_and_the_others_go_ahead(bench, tmp_path):

@@ -335,3 +335,25 @@ def _npz(folder: Path, **arrays) -> Path:
     path = folder / "inputs.npz"
     np.savez(path, **arrays)
     return path
+
+
+@pytest.mark.bad_input
+def test_the_requested_opset_is_honoured_or_refused(bench, tmp_path):
+    """The dynamo exporter writes opset 18 at least: --opset 17 is converted down (and parity-checked), or refused
+    with the working alternative; never written as 18 without a word."""
+    converted = bench("export", spec("batch_mlp"), "-o", tmp_path / "mlp17.onnx", "--opset", "17")
+    assert converted.code == 0, converted.stderr  # torch's own conversion manages this one
+    assert {o.domain: o.version for o in onnx.load(str(tmp_path / "mlp17.onnx")).opset_import}[""] == 17
+    refused = bench("export", spec("cnn"), "--input", "x=1x3x32x32", "-o", tmp_path / "cnn17.onnx", "--opset", "17")
+    assert_one_line_error(refused, "wrote opset 18", "requested opset 17", "--exporter torchscript --opset 17")
+    assert not (tmp_path / "cnn17.onnx").exists()
+    scripted = bench("export", spec("cnn"), "--input", "x=1x3x32x32", "-o", tmp_path / "cnn17.onnx", "--opset", "17",
+                     "--exporter", "torchscript", "--no-validate")
+    assert scripted.code == 0, scripted.stderr
+    assert {o.domain: o.version for o in onnx.load(str(tmp_path / "cnn17.onnx")).opset_import}[""] == 17
+
+
+def test_two_identical_exports_are_the_same_bytes(bench, tmp_path):
+    for name in ("a.onnx", "b.onnx"):
+        assert bench("export", spec("batch_mlp"), "-o", tmp_path / name, "--no-validate").code == 0
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()

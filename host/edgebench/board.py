@@ -309,15 +309,19 @@ class Board:
             return []
         return self._json(self.command(["runs", "--cache", self.cache]), "runs")
 
-    def fetch(self, run_id: str) -> tuple[dict, dict | None]:
-        """(reply, host context) of a finished run."""
-        reply = self._json(self.command(["attach", "--cache", self.cache, "--run", run_id], timeout=None), "attach")
+    def context(self, run_id: str) -> dict | None:
+        """What the host that started a run recorded beside it (host.json), or None."""
         context = (self.transport.read_bytes(f"{self.cache}/runs/{run_id}/host.json")
                    or self.transport.read_bytes(f"{self.cache}/done/{run_id}/host.json"))
         try:
-            return reply, (json.loads(context) if context else None)
+            return json.loads(context) if context else None
         except ValueError:
-            return reply, None
+            return None
+
+    def fetch(self, run_id: str) -> tuple[dict, dict | None]:
+        """(reply, host context) of a finished run."""
+        reply = self._json(self.command(["attach", "--cache", self.cache, "--run", run_id], timeout=None), "attach")
+        return reply, self.context(run_id)
 
     def mark_fetched(self, run_id: str) -> None:
         """The result is stored on the host: move the run out of runs/ (so it is never collected twice).

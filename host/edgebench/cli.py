@@ -192,7 +192,7 @@ def deploy(
     outcomes = []
     for name, report in fleet.reports.items():
         for path in report.recovered:
-            typer.echo(f"recovered an earlier run that finished on {name}: {path}", err=True)
+            typer.echo(f"recovered an earlier run on {name} ({_run_status(path)}): {path}", err=True)
         if next(t for t in resolved if t.name == name).kind != "local":
             typer.echo(f"uploaded {report.uploaded_bytes / 1024:.1f} KiB to {name}"
                        + (" (agent and models were cached there)" if report.uploaded_bytes == 0 else ""), err=True)
@@ -228,6 +228,18 @@ def deploy(
     if wrong:
         raise RunFailed(f"accuracy check failed for {', '.join(d['model']['name'] for d in wrong)}: the board's outputs "
                         "differ from the reference beyond tolerance", "see the accuracy lines above; --atol/--rtol set tolerances")
+
+
+def _run_status(path) -> str:
+    """'ok', or 'failed: interrupted' / 'failed: timeout': how a recovered run ended (never just "finished")."""
+    from .errors import ResultError
+    from .results import load_result
+
+    try:
+        document = load_result(path)
+    except ResultError:
+        return "unreadable"
+    return "ok" if document["status"] == "ok" else f"failed: {(document.get('error') or {}).get('kind', 'unknown')}"
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -637,8 +649,9 @@ def doctor(
 def fetch(
     target: Annotated[str, typer.Option("--target", "-t", help="Target to collect from.")],
     runs: Annotated[Optional[list[str]], typer.Argument(help="Run ids (default: every finished run not yet stored).")] = None,
-    results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
+    results: Annotated[Optional[Path], typer.Option(help="Collect only the runs started for this results folder (default: each run into the folder it was started for).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the stored result files as JSON.")] = False,
 ):
     """Collect results of runs that finished on a board while the host was away (a dropped link)."""
     from .board import Board
@@ -648,8 +661,12 @@ def fetch(
     resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
     with Board(resolved) as board:
         written = recover(board, results, only=runs or None)
-    for path in written:
-        typer.echo(f"result: {path}")
+    if json_output:
+        import json
+
+        typer.echo(json.dumps([{"path": str(p), "status": _run_status(p)} for p in written], indent=1))
+    for path in [] if json_output else written:
+        typer.echo(f"result: {path} ({_run_status(path)})")
     if not written:
         typer.echo(f"nothing to fetch from {resolved.name}", err=True)
 
@@ -717,7 +734,7 @@ def run_plan(
     cells = matrix(plan, built, loaded_inventory, only)
     if not dry_run:
         for path in collect_unfinished(cells, results_dir):
-            typer.echo(f"recovered an earlier run of this plan: {path}", err=True)
+            typer.echo(f"recovered an earlier run of this plan ({_run_status(path)}): {path}", err=True)
     mark_done(cells, plan, results_dir)
     table = Table(box=None, pad_edge=False)
     for header in ("model", "variant", "target", "settings", "cell", "status"):

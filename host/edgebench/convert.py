@@ -163,17 +163,33 @@ def _ort_format(model_path: Path, out: Path, scratch: Path, options: dict) -> di
 
 def _opset(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
     import onnx
-    from onnx import version_converter
 
     target = options["opset"]
     model = load_model_proto(model_path, load_external_data=True)
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    converted = version_converter.convert_version(model, target)
-    # IR version: the lowest that carries this opset, so older runtimes load it too.
-    converted.ir_version = min(converted.ir_version, _ir_for_opset(target))
-    onnx.checker.check_model(converted, full_check=True)
+    current = default_opset(model)
+    try:
+        converted = convert_opset(model, target)
+    except Exception as exc:  # the version converter and the checker raise many types
+        raise RuntimeError(f"{' '.join(str(exc).split())[:300]}; re-exporting at that opset may work instead: "
+                           f"bench export ... --opset {target} --exporter torchscript") from exc
     onnx.save(converted, str(out))
     return {"from_opset": current, "to_opset": target, "ir_version": converted.ir_version}
+
+
+def default_opset(model) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def convert_opset(model, target: int):
+    """The model at another default-domain opset, with the lowest IR version that carries it (so older runtimes
+    load it too), checked in full. Raises what the version converter or the checker raise."""
+    import onnx
+    from onnx import version_converter
+
+    converted = version_converter.convert_version(model, target)
+    converted.ir_version = min(converted.ir_version, _ir_for_opset(target))
+    onnx.checker.check_model(converted, full_check=True)
+    return converted
 
 
 def _ir_for_opset(opset: int) -> int:

@@ -273,25 +273,39 @@ def check_board(board: Board, model_blocks: list[dict], settings: RunSettings) -
     return info
 
 
-def recover(board: Board, results_dir: Path, only: list[str] | None = None, wait_running: bool = False) -> list[Path]:
+def recover(board: Board, results_dir: Path | None, only: list[str] | None = None,
+            wait_running: bool = False) -> list[Path]:
     """Store the results of runs that finished on the board but never reached results/ (a dropped link, a
-    killed host). A result already stored is not stored again. wait_running also follows runs still going."""
+    killed host), in the results folder each was started for: a run started for another folder stays on the
+    board. results_dir None (`bench fetch` without --results): every run, each into its own folder. A result
+    already stored is not stored again. wait_running also follows runs still going."""
     states = ("finished", "dead", "running") if wait_running else ("finished", "dead")
     written = []
     for run in board.runs():
         if run["state"] not in states or (only and run["run"] not in only):
             continue
-        reply, context = board.fetch(run["run"])
+        context = board.context(run["run"])
         if not isinstance(context, dict) or not all(k in context for k in CONTEXT_KEYS):
             continue  # not started by `bench deploy` (a hand-made run folder): not ours to store
-        path = Path(results_dir) / f"{run['run']}.json"
+        if not belongs_to(context, results_dir):
+            continue  # started for another results folder: it stays on the board for that one (or `bench fetch`)
+        reply, _ = board.fetch(run["run"])
+        folder = Path(results_dir) if results_dir is not None else Path(context.get("results_dir") or "results")
+        path = folder / f"{run['run']}.json"
         if not path.exists():
             document = build_result(run_id=context["run_id"], created_at=context["created_at"], model=context["model"],
                                     target=context["target"], settings=context["settings"], reply=reply)
             document.update(context.get("annotate") or {})  # e.g. the plan and cell it belongs to
-            written.append(write_result(results_dir, document))
+            written.append(write_result(folder, document))
         board.mark_fetched(run["run"])
     return written
+
+
+def belongs_to(context: dict, results_dir: Path | None) -> bool:
+    """A run is stored in the results folder it was started for (recorded on the board). None: any folder
+    (`bench fetch` with no --results stores each run in its own)."""
+    recorded = context.get("results_dir")
+    return results_dir is None or recorded is None or Path(recorded) == Path(results_dir).resolve()
 
 
 def expand_sweep(settings: RunSettings, threads: list[int] | None = None, batches: list[int] | None = None,
@@ -378,12 +392,21 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
     if planned is not None:
         request["accuracy"] = _accuracy_request(board, planned, run_id, rule[0])
     context = {"run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "model": model,
-               "target": target_block, "settings": recorded_settings, "annotate": annotate or {}}
+               "target": target_block, "settings": recorded_settings, "annotate": annotate or {},
+               "results_dir": str(Path(results_dir).resolve())}
     reply, error = None, None
     try:
         reply = board.run(request, run_id, context, settings.timeout_for(request), forward)
     except AgentError as exc:  # the agent misbehaved: record it, go on with the next model
         error = {"kind": "agent", "message": str(exc)}
+    except KeyboardInterrupt:  # the board killed the run (Board.run): store it here, as interrupted, then stop
+        document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=target_block,
+                                settings=recorded_settings, reply=None,
+                                error={"kind": "interrupted", "message": "interrupted from the host (Ctrl-C)"})
+        document.update(annotate or {})
+        write_result(results_dir, document)
+        board.mark_fetched(run_id)
+        raise
     if reply and reply.get("status") == "ok" and reply["model"]["sha256"] != model["sha256"]:
         raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
                          "the file changed during the run, or the board's copy is corrupt; run again")

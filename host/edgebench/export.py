@@ -204,6 +204,8 @@ def export_model(loaded: LoadedModel, example: dict, output: Path, options: Expo
                 first = str(warning.message).splitlines()[0]
                 notes.append(f"tracing warned at {Path(warning.filename).name}:{warning.lineno}: {first}")
         proto = onnx.load(str(staged), load_external_data=False)
+        if options.opset is not None:
+            proto = _at_opset(proto, options.opset, exporter, notes)
         for key, value in ((META_EXPORTER, exporter), (META_MODE, options.mode), (META_SOURCE, loaded.spec)):
             entry = next((p for p in proto.metadata_props if p.key == key), None) or proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -217,6 +219,25 @@ def export_model(loaded: LoadedModel, example: dict, output: Path, options: Expo
         shutil.rmtree(scratch, ignore_errors=True)
     return ExportResult(output, exporter, options.mode, input_names,
                         [o.name for o in onnx.load(str(output), load_external_data=False).graph.output], files, notes)
+
+
+def _at_opset(proto, opset: int, exporter: str, notes: list[str]):
+    """--opset is honoured, never silently raised: the dynamo exporter writes at least opset 18, so a lower one
+    is reached with ONNX's version converter (and the parity check that follows tests the result), or refused."""
+    from .convert import convert_opset, default_opset
+
+    written = default_opset(proto)
+    if written == opset:
+        return proto
+    try:
+        converted = convert_opset(proto, opset)
+    except Exception as exc:  # the version converter and the checker raise many types
+        raise ExportFailed(f"the {exporter} exporter wrote opset {written}, and converting it to the requested opset "
+                           f"{opset} failed: {_condense(exc)}",
+                           f"export with --exporter torchscript --opset {opset}, or leave out --opset") from None
+    notes.append(f"the {exporter} exporter wrote opset {written}; converted to the requested opset {opset} "
+                 "(the parity check below tests the converted model)")
+    return converted
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -194,9 +194,44 @@ def test_host_killed_mid_deploy_the_next_deploy_recovers(bench, tmp_path, ssh_bo
     done = bench("deploy", EXAMPLES / "setnet.onnx", "--target", "sshroot", "--inventory", inv,
                  "--results", tmp_path / "r", *FAST_RUN)
     assert done.code == 0, done.stderr
-    assert f"recovered an earlier run that finished on sshroot: " in done.stderr
+    assert "recovered an earlier run on sshroot (ok): " in done.stderr
     names = sorted(results.load_result(p)["model"]["name"] for p in (tmp_path / "r").glob("*.json"))
     assert names == ["cnn", "setnet"]  # nothing lost, nothing twice
+
+
+def test_a_run_lands_only_in_the_results_folder_it_was_started_for(bench, tmp_path, ssh_board, inventory):
+    """Ctrl-C during a deploy to A stores an interrupted result in A; a host killed during a deploy to A leaves
+    a run that a deploy to B never takes, and the next deploy to A does."""
+    inv = inventory(ssh_board)
+    runs = Path(ssh_board.work_dir) / "runs"
+    interrupted = _bench("deploy", EXAMPLES / "cnn.onnx", "--target", "sshroot", "--inventory", inv,
+                         "--results", tmp_path / "A", "--min-seconds", "30", "--warmup", "2", env={"HOME": str(tmp_path)})
+    _wait_for_run(runs)
+    interrupted.send_signal(signal.SIGINT)
+    _, stderr = interrupted.communicate(timeout=60)
+    assert interrupted.returncode == 130, stderr
+    (stored,) = [results.load_result(p) for p in (tmp_path / "A").glob("*.json")]
+    assert stored["status"] == "failed" and stored["error"]["kind"] == "interrupted"
+
+    killed = _bench("deploy", EXAMPLES / "cnn.onnx", "--target", "sshroot", "--inventory", inv,
+                    "--results", tmp_path / "A", "--min-seconds", "2", "--warmup", "2", env={"HOME": str(tmp_path)})
+    run = _wait_for_run(runs)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    deadline = time.monotonic() + 60
+    while not (run / "exit_code").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    other = bench("deploy", EXAMPLES / "setnet.onnx", "--target", "sshroot", "--inventory", inv,
+                  "--results", tmp_path / "B", *FAST_RUN)
+    assert other.code == 0, other.stderr
+    assert "recovered" not in other.stderr
+    assert [results.load_result(p)["model"]["name"] for p in (tmp_path / "B").glob("*.json")] == ["setnet"]
+    back = bench("deploy", EXAMPLES / "setnet.onnx", "--target", "sshroot", "--inventory", inv,
+                 "--results", tmp_path / "A", *FAST_RUN)
+    assert back.code == 0 and "recovered an earlier run on sshroot (ok): " in back.stderr
+    assert sorted(results.load_result(p)["model"]["name"] for p in (tmp_path / "A").glob("*.json")) == [
+        "cnn", "cnn", "setnet"]
 
 
 def test_results_folder_not_writable(bench, tmp_path):
