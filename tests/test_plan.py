@@ -115,3 +115,33 @@ def test_the_shipped_example_plan_validates(bench):
     done = bench("run", REPO / "configs" / "plan.yaml", "--dry-run", "--results", "unused", cwd=REPO)
     assert done.code == 0, done.stderr
     assert "6 cells" in done.stderr
+
+
+def test_a_dry_run_builds_nothing_and_says_what_it_would_build(bench, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "dry", "variants": ["fp16"], "targets": ["local"], "settings": QUICK,
+        "models": [{"name": "mlp", "export": str(REPO / "tests" / "torch_mlp.py") + ":batch_mlp",
+                    "dynamic": ["x:0=batch"], "dims": {"batch": 1}},
+                   {"name": "cnn", "path": str(EXAMPLES / "cnn.onnx")}]}, sort_keys=False))
+    done = bench("run", plan, "--dry-run", "--results", tmp_path / "r")
+    assert done.code == 0, done.stderr
+    assert not (tmp_path / ".edgebench-build").exists() and not (tmp_path / "r").exists()
+    assert "3 model file(s) would be exported or converted first" in done.stderr  # mlp.onnx, its fp16, cnn's fp16
+    assert "nothing was built or run" in done.stderr
+    assert done.stdout.count("to build, then run") == 3 and done.stdout.count("to run") == 1  # cnn itself
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("model", [
+    {"name": "digits", "path": str(EXAMPLES / "digits.onnx")},
+    {"name": "mlp", "export": str(REPO / "tests" / "torch_mlp.py") + ":batch_mlp", "dynamic": ["x:0=batch"]},
+])
+def test_a_plan_model_without_a_size_for_its_free_dim_fails_at_dry_run(bench, tmp_path, model):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"name": "p", "models": [model], "targets": ["local"]}, sort_keys=False))
+    done = bench("run", plan, "--dry-run")
+    assert_one_line_error(done, f"{plan}:", "models.0", "free dimension(s) batch with no size", "dims: {batch: N}")
+    batch = plan.read_text().replace("targets: [local]", "targets: [local]\nsettings: {batch: [1, 4]}")
+    plan.write_text(batch.replace("targets:\n- local", "targets:\n- local\nsettings: {batch: [1, 4]}"))
+    assert bench("run", plan, "--dry-run").code == 0

@@ -111,6 +111,26 @@ def _size_text(size):
         size /= 1024.0
 
 
+def free_dim_keys(signature, dims=None, batch=None, given=()):
+    """Free dimensions nothing sizes yet, as the keys --dim takes (the dim's name, else "input:axis"), in order.
+
+    signature: (name, type, shape) triples; `given` names inputs whose arrays fix their own shapes."""
+    dims = dims or {}
+    keys = []
+    for name, _, shape in signature:
+        if name in given:
+            continue
+        for axis, dim in enumerate(shape or []):
+            if isinstance(dim, int) and dim >= 0:
+                continue
+            by_axis = "%s:%d" % (name, axis)
+            key = dim if isinstance(dim, str) and dim else by_axis
+            if by_axis in dims or key in dims or (axis == 0 and batch is not None) or key in keys:
+                continue
+            keys.append(key)
+    return keys
+
+
 def generate(dtype, shape, rng, int_range=None):
     """Seeded values of a dtype: normal floats, random booleans, integers in int_range ([low, high); default
     small non-negative ones, valid indices for most tables)."""

@@ -443,6 +443,7 @@ def validate(
     graph: Annotated[bool, typer.Option("--graph", help="Print the readable graph (onnx.printer).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,
+    strict_dims: Annotated[bool, typer.Option("--strict-dims", help="Refuse free dimensions without a --dim instead of setting them to 1.")] = False,
 ):
     """Check an ONNX model: checker, shape inference, onnxruntime, summary, parity against a reference."""
     from edgebench_agent.protocol import RequestError, parse_assignments
@@ -466,13 +467,40 @@ def validate(
         loaded = load_model(reference, weights)
     report = run_validate(model, reference=loaded, inputs=inputs, samples=samples, tolerances=tolerances, dims=dims,
                           example=loaded.example_inputs if loaded is not None and inputs is None else None,
-                          verbose=verbose)
+                          verbose=verbose, strict_dims=strict_dims)
     if graph and not json_output:
         from .modelinfo import load_model_proto
         from .validate import readable_graph
 
         typer.echo(readable_graph(load_model_proto(model)))
     _print_validation(report, json_output)
+
+
+@app.command()
+@cli_errors
+def inspect(
+    model: Annotated[Path, typer.Argument(help="The .onnx file.", show_default=False)],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """What a model is: format, inputs and outputs (free dims by name), graph, parameters, checks. Runs nothing."""
+    from .modelinfo import load_model_proto
+    from .validate import structural_checks, summarize, summary_lines
+
+    summary = summarize(load_model_proto(model), model)
+    checks = structural_checks(model)
+    if json_output:
+        import json
+
+        typer.echo(json.dumps({**summary, "checks": [{"name": c.name, "ok": c.ok, "message": c.message} for c in checks]},
+                              indent=1, default=str))
+    else:
+        for line in summary_lines(summary, checks):
+            typer.echo(line)
+    if not all(c.ok for c in checks):
+        from .validate import ValidationFailed
+
+        failed = next(c for c in checks if not c.ok)
+        raise ValidationFailed(f"{model}: {failed.name} failed: {failed.message}")
 
 
 @app.command()
@@ -730,7 +758,7 @@ def run_plan(
         raise ConfigError(f"--only {unknown[0]}: no such model in {plan_file}",
                           f"its models: {', '.join(m.name for m in plan.models)}")
     results_dir = results or plan.results or Path("results")
-    built = build_models(plan, plan_file.resolve().parent / ".edgebench-build" / plan.name, force=force)
+    built = build_models(plan, plan_file.resolve().parent / ".edgebench-build" / plan.name, force=force, dry_run=dry_run)
     cells = matrix(plan, built, loaded_inventory, only)
     if not dry_run:
         for path in collect_unfinished(cells, results_dir):
@@ -740,12 +768,17 @@ def run_plan(
     for header in ("model", "variant", "target", "settings", "cell", "status"):
         table.add_column(header, no_wrap=True)
     for cell in cells:
-        status = "done (skipped)" if cell.done and not force else "to run"
+        status = "done (skipped)" if cell.done and not force else ("to build, then run" if not cell.path.exists() else "to run")
         table.add_row(cell.model, cell.variant, cell.target.name, settings_label(cell.settings.recorded()), cell.key, status)
     _stdout().print(table)
     typer.echo(f"plan {plan.name} (sha256 {plan.sha256[:12]}): {len(cells)} cells, "
                f"{sum(1 for c in cells if c.done and not force)} already measured", err=True)
     if dry_run:
+        pending = sorted({str(c.path) for c in cells if not c.path.exists()})
+        if pending:
+            typer.echo(f"dry run: {len(pending)} model file(s) would be exported or converted first: "
+                       + ", ".join(pending), err=True)
+        typer.echo("dry run: nothing was built or run", err=True)
         return
     with DeployProgress(_stderr(), sorted({c.target.name for c in cells})) as progress:
         outcome = execute(plan, cells, results_dir, force=force, on_event=progress.event)

@@ -17,6 +17,7 @@ from . import __version__
 # name -> the first line of the command's docstring (its help)
 COMMANDS = {
     "export": "Export a PyTorch model to ONNX, then validate it against PyTorch.",
+    "inspect": "What a model is: format, inputs and outputs (free dims by name), graph, parameters, checks. Runs nothing.",
     "validate": "Check an ONNX model: checker, shape inference, onnxruntime, summary, parity against a reference.",
     "convert": "Convert a model for the board; each variant is checked against its parent and records its provenance.",
     "deploy": "Benchmark ONNX models on a target; one result file per model in results/.",

@@ -114,9 +114,41 @@ def load_plan(path: Path, inventory) -> Plan:
                 check_type(doc, ("settings", key, index) if isinstance(value, list) else ("settings", key), item, expected)
         else:
             check_type(doc, ("settings", key), value, kind)
+    for index, model in enumerate(models):
+        _check_dims_sized(doc, index, model, settings.get("batch"))
     return Plan(name=data["name"], path=Path(path), sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(),
                 models=models, targets=list(data["targets"]), settings=settings, variants=variants,
                 results=(base / data["results"]) if data.get("results") else None)
+
+
+def _check_dims_sized(doc: YamlDoc, index: int, model: PlanModel, batch) -> None:
+    """A plan is strict where `bench deploy` is lenient: every free dimension of a model needs a size, in the
+    plan (dims: or settings: batch:), so --dry-run shows the error with its line, before anything runs."""
+    from edgebench_agent.inputs import free_dim_keys
+
+    from .modelinfo import _value_info, load_model_proto
+
+    if model.path is not None and model.path.suffix == ".onnx":
+        graph = load_model_proto(model.path).graph
+        initializers = {i.name for i in graph.initializer}
+        signature = [(v["name"], v["dtype"], v["shape"] or []) for v in map(_value_info, graph.input)
+                     if v["name"] not in initializers]
+    elif model.export and model.dynamic:
+        signature = []
+        for spec in model.dynamic:  # x:0=batch -> input x, axis 0 free, named batch
+            name, _, rest = spec.partition(":")
+            axis, _, label = rest.partition("=")
+            if not axis.isdigit():
+                continue
+            shape: list = [0] * (int(axis) + 1)
+            shape[int(axis)] = label or None
+            signature.append((name, "", shape))
+    else:
+        return
+    unset = free_dim_keys(signature, model.dims, batch[0] if isinstance(batch, list) else batch)
+    if unset:
+        raise doc.error(("models", index), f"{model.name} has free dimension(s) {', '.join(unset)} with no size",
+                        f"add dims: {{{unset[0]}: N}} to this model, or settings: batch: N")
 
 
 # Plan and model names become folder names under the build folder: never a path that could leave it.
@@ -183,9 +215,10 @@ class Cell:
     done: bool = False
 
 
-def build_models(plan: Plan, build_dir: Path, force: bool = False) -> dict:
+def build_models(plan: Plan, build_dir: Path, force: bool = False, dry_run: bool = False) -> dict:
     """Plan model name -> [(variant, path)]: exports PyTorch models and converts variants into build_dir
-    (reused when present, so the model hashes stay stable and resuming works)."""
+    (reused when present, so the model hashes stay stable and resuming works). dry_run builds nothing: the
+    paths are where the files would be (those not there yet are "to build")."""
     from .convert import convert, variant_name
     from .export import ExportOptions, export_model
     from .torchmodel import example_inputs_from_specs, load_model
@@ -193,10 +226,13 @@ def build_models(plan: Plan, build_dir: Path, force: bool = False) -> dict:
     built = {}
     for model in plan.models:
         folder = build_dir / model.name
+        path = model.path or folder / f"{model.name}.onnx"
+        kinds = list(dict.fromkeys([*plan.variants, *model.variants]))
+        if dry_run:
+            built[model.name] = [("original", path), *((kind, folder / variant_name(path, kind)) for kind in kinds)]
+            continue
         folder.mkdir(parents=True, exist_ok=True)
-        path = model.path
         if model.export:
-            path = folder / f"{model.name}.onnx"
             if force or not path.exists():
                 loaded = load_model(model.export)
                 example = example_inputs_from_specs(model.inputs) if model.inputs else loaded.example_inputs
@@ -205,7 +241,6 @@ def build_models(plan: Plan, build_dir: Path, force: bool = False) -> dict:
                 export_model(loaded, example, path, ExportOptions(exporter=model.exporter, mode=model.mode,
                                                                   dynamic=model.dynamic))
         entries = [("original", path)]
-        kinds = list(dict.fromkeys([*plan.variants, *model.variants]))
         missing = [k for k in kinds if force or not (folder / variant_name(path, k)).exists()]
         if missing:
             convert(path, missing, folder, calibration=model.dataset)
@@ -244,7 +279,7 @@ def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) ->
         if only and model.name not in only:
             continue
         for variant, path in built[model.name]:
-            sha = file_sha256(path)
+            sha = file_sha256(path) if path.exists() else None  # None: not built yet (a dry run)
             accuracy = None
             if plan.settings.get("accuracy") or model.dataset or variant != "original":
                 accuracy = AccuracyOptions(dataset=model.dataset)
@@ -253,7 +288,7 @@ def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) ->
             for settings in expand_sweep(base, sweeps.get("threads"), sweeps.get("batch"), sweeps.get("provider")):
                 for target in targets:
                     cells.append(Cell(model.name, variant, path, target, settings,
-                                      cell_key(sha, target.name, settings.recorded())))
+                                      cell_key(sha, target.name, settings.recorded()) if sha else "-"))
     return cells
 
 

@@ -290,18 +290,18 @@ def _static_size_note(report: ValidationReport, signature: _Signature, reference
 
 def validate(path: Path, reference=None, inputs: Path | None = None, example: dict | None = None,
              samples: int = 5, tolerances: Tolerances = Tolerances(), dims: dict | None = None,
-             verbose: bool = False) -> ValidationReport:
+             verbose: bool = False, strict_dims: bool = False) -> ValidationReport:
     """Everything `bench validate` checks. `reference` is a torchmodel.LoadedModel or None."""
     from edgebench_agent.inputs import InputError as AgentInputError
 
     try:
-        return _validate(path, reference, inputs, example, samples, tolerances, dims, verbose)
+        return _validate(path, reference, inputs, example, samples, tolerances, dims, verbose, strict_dims)
     except AgentInputError as exc:  # inputs the agent's generator or loader refused (types, sizes, files)
         raise InputError(str(exc)) from None
 
 
 def _validate(path: Path, reference, inputs: Path | None, example: dict | None, samples: int,
-              tolerances: Tolerances, dims: dict | None, verbose: bool) -> ValidationReport:
+              tolerances: Tolerances, dims: dict | None, verbose: bool, strict_dims: bool) -> ValidationReport:
     from .testdata import is_test_data_set, read_test_data_set
     from .torchmodel import run_reference
 
@@ -329,12 +329,22 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
         base = dict(example)
     else:
         from edgebench_agent.inputs import InputError as AgentInputError
-        from edgebench_agent.inputs import build_feeds
+        from edgebench_agent.inputs import build_feeds, free_dim_keys
 
         rules.check_given(set(), "--inputs FILE.npz or a test data set")
+        triples = list(zip(signature.names, signature.types, signature.shapes))
+        unset = free_dim_keys(triples, dims)
+        if unset and strict_dims:
+            report.samples.append(SampleParity("example input", "base", {}, error=(
+                f"free dimension(s) {', '.join(unset)} have no size: set them with --dim NAME=N (--strict-dims "
+                "refuses to default them to 1)")))
+            return report
+        if unset:  # like onnxruntime_perf_test: a free dim nobody sized is 1, and the report says so
+            report.notes.append(f"free dimension(s) {', '.join(unset)} set to 1 (size them with --dim NAME=N; "
+                                "--strict-dims refuses instead)")
+            dims = {**(dims or {}), **{key: 1 for key in unset}}
         try:
-            base, _ = build_feeds(list(zip(signature.names, signature.types, signature.shapes)), dims=dims or {},
-                                  int_ranges=rules.int_ranges)
+            base, _ = build_feeds(triples, dims=dims or {}, int_ranges=rules.int_ranges)
         except AgentInputError as exc:
             hint = " (free dimensions need --dim when no example input is given)" if "free dimension" in str(exc) else ""
             raise InputError(f"{exc}{hint}") from None
@@ -393,7 +403,26 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
 
 def report_lines(report: ValidationReport) -> list[str]:
     """The report as a person reads it."""
-    s = report.summary
+    lines = summary_lines(report.summary, report.checks)
+    if report.samples:
+        has_reference = report.reference or any(sample.comparisons for sample in report.samples)
+        lines.append("parity    against " + (report.reference or "the test data set's outputs") if has_reference
+                     else "parity    no reference: checked that onnxruntime runs and gives finite outputs")
+        for sample in report.samples:
+            mark = "ok  " if sample else "FAIL"
+            detail = sample.error or "; ".join(str(c) for c in sample.comparisons) or "runs, finite outputs"
+            lines.append(f"  {mark} {sample.label}: {detail}")
+    for note in report.notes:
+        lines.append(f"note      {note}")
+    for diagnosis in report.diagnosis:
+        lines.append(f"diagnosis {diagnosis}")
+    problems = len(report.failures())
+    lines.append("verdict   " + ("PASS" if report.passed else f"FAIL ({problems} problem{'s' if problems != 1 else ''})"))
+    return lines
+
+
+def summary_lines(s: dict, checks: list) -> list[str]:
+    """What a model is (`bench inspect`, and the top of `bench validate`): free dims shown by name."""
     size = s["size_bytes"]
     lines = [
         f"model     {s['path']}  ({size / 1024:.1f} KiB, sha256 {s['sha256'][:12]})",
@@ -408,19 +437,8 @@ def report_lines(report: ValidationReport) -> list[str]:
     lines.append(f"graph     {s['node_count']} nodes: {ops}")
     lines.append(f"params    {s['parameters']:,} ({s['parameter_bytes'] / 1024:.1f} KiB); external data: "
                  + (", ".join(s["external_data"]) or "none"))
-    for check in report.checks:
+    for check in checks:
         lines.append(f"check     {'ok  ' if check.ok else 'FAIL'} {check.name}" + (f": {check.message}" if check.message else ""))
-    if report.samples:
-        lines.append("parity    against " + (report.reference or "the test data set's outputs"))
-        for sample in report.samples:
-            mark = "ok  " if sample else "FAIL"
-            detail = sample.error or "; ".join(str(c) for c in sample.comparisons) or "runs, finite outputs"
-            lines.append(f"  {mark} {sample.label}: {detail}")
-    for note in report.notes:
-        lines.append(f"note      {note}")
-    for diagnosis in report.diagnosis:
-        lines.append(f"diagnosis {diagnosis}")
-    lines.append("verdict   " + ("PASS" if report.passed else f"FAIL ({len(report.failures())} problems)"))
     return lines
 
 
