@@ -157,7 +157,7 @@ def _npy_header(handle):
     return shape, dtype
 
 
-def _declared_arrays(path):
+def declared_arrays(path):
     """[(name, shape, dtype)] of an .npz or .npy as its headers declare them: nothing is inflated."""
     import zipfile
 
@@ -188,7 +188,7 @@ def load_npz(path):
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise InputError("%s is not a regular file: give an .npz file" % path)
         total = 0
-        for name, shape, dtype in _declared_arrays(path):
+        for name, shape, dtype in declared_arrays(path):
             if dtype.hasobject:
                 raise InputError("%s holds pickled objects, which edgebench never loads: array %r is %s; save plain "
                                  "arrays" % (path, name, dtype))

@@ -130,6 +130,7 @@ def deploy(
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,
     columns: Annotated[Optional[str], typer.Option("--columns", metavar="NAME,...", help="Table columns to show, by header (default: all that fit the terminal).")] = None,
+    strict_dims: Annotated[bool, typer.Option("--strict-dims", help="Refuse free dimensions nothing sizes instead of setting them to 1.")] = False,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
     from edgebench_agent.protocol import RequestError, parse_assignments, parse_scalar
@@ -180,7 +181,8 @@ def deploy(
         accuracy_options = AccuracyOptions(reference=reference, dataset=dataset, test_data=test_data,
                                            samples=accuracy_samples, batch_size=batch_size,
                                            tolerances=_tolerances(atol, rtol), tolerances_given=bool(atol or rtol))
-    settings = RunSettings(options=options, inputs=inputs, timeout_s=timeout, accuracy=accuracy_options)
+    settings = RunSettings(options=options, inputs=inputs, timeout_s=timeout, accuracy=accuracy_options,
+                           strict_dims=strict_dims)
     cells = expand_sweep(settings, thread_list, batch_list, provider_list)
     resolved = select_targets(target, load_inventory(inventory_path(inventory)))
 

@@ -61,6 +61,7 @@ class RunSettings:
     options: dict = field(default_factory=dict)  # subset of SETTING_FIELDS overriding the agent's defaults
     inputs: Path | None = None  # user-supplied .npz: the inputs of every pass (timing, profile, accuracy)
     inputs_origin: str | None = None  # where `inputs` came from when edgebench made it (a test data set)
+    strict_dims: bool = False  # refuse free dims nobody sized, instead of setting them to 1
     timeout_s: float | None = None  # None: derived from the run's own maximums
     accuracy: AccuracyOptions | None = None
 
@@ -136,7 +137,56 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     given = given_inputs(settings)
     for model in models:  # an input only the user can give (a shape, K of TopK) must be given: say so now
         generation_rules(Path(model)).check_given(given | {""})
+    known = {key for block in blocks for key in all_free_dim_keys(block)}
+    for key in settings.request("-", None)["dims"]:
+        if key not in known:  # a typo would silently change the run's identity and size nothing
+            raise InputError(f"--dim {key}: no model here has a free dimension called that",
+                             "free dimensions: " + (", ".join(sorted(known)) or "none (every dimension is fixed)"))
+    for block in blocks:
+        resolve_dims(block, settings, given)  # --strict-dims: refused here, before anything runs
     return blocks
+
+
+def _signature(block: dict) -> list:
+    return [(i["name"], i["dtype"], i["shape"] or []) for i in block["inputs"]]
+
+
+def all_free_dim_keys(block: dict) -> set:
+    """Every key --dim accepts for a model: each free dim's name, and INPUT:AXIS for every free axis."""
+    from edgebench_agent.inputs import free_dim_keys
+
+    keys = set(free_dim_keys(_signature(block)))
+    for name, _, shape in _signature(block):
+        keys |= {f"{name}:{axis}" for axis, dim in enumerate(shape) if not (isinstance(dim, int) and dim >= 0)}
+    return keys
+
+
+def resolve_dims(block: dict, settings: RunSettings, given: set) -> tuple[dict, list]:
+    """(the dims this model runs with, the keys set to 1 because nothing sized them).
+
+    --batch N sizes every free leading dim and is written as dims, so `--batch 1` and `--dim batch=1` are the
+    same run; a --dataset fixes every free dim but the batch; inputs the user gave fix their own."""
+    from edgebench_agent.inputs import declared_arrays, free_dim_keys
+
+    request = settings.request("-", None)
+    signature = _signature(block)
+    dims = dict(request["dims"])
+    if request["batch"] is not None:
+        for key in free_dim_keys([(n, t, shape[:1]) for n, t, shape in signature], dims, None, given):
+            dims[key] = request["batch"]
+    dataset = settings.accuracy.dataset if settings.accuracy else None
+    if dataset is not None and Path(dataset).is_file():
+        shapes = {name: shape for name, shape, _ in declared_arrays(str(dataset))}
+        for name, _, shape in signature:
+            for axis, dim in enumerate(shape):
+                if axis > 0 and not (isinstance(dim, int) and dim >= 0) and name in shapes and len(shapes[name]) > axis:
+                    dims.setdefault(dim if isinstance(dim, str) and dim else f"{name}:{axis}", shapes[name][axis])
+    unset = free_dim_keys(signature, dims, None, given)
+    if unset and settings.strict_dims:
+        raise InputError(f"{block['name']}: free dimension(s) {', '.join(unset)} have no size",
+                         f"set them with --dim {unset[0]}=N (or drop --strict-dims to use 1)")
+    dims.update({key: 1 for key in unset})
+    return dims, unset
 
 
 def given_inputs(settings: RunSettings) -> set:
@@ -197,10 +247,11 @@ def plan_accuracy(model_path: Path, settings: RunSettings, model: dict):
     if provenance and options.reference is None:
         options = replace(options, reference=provenance["parent"]["path"])
     request = settings.request("-", None)
+    dims, _ = resolve_dims(model, settings, given_inputs(settings))
     planned = accuracy.plan(Path(model_path), dataset=options.dataset, test_data=options.test_data,
                             inputs=settings.inputs if settings.inputs_origin is None else None,
-                            samples=options.samples, batch_size=options.batch_size, dims=request["dims"],
-                            values=request["values"], seed=request["seed"], batch=request["batch"])
+                            samples=options.samples, batch_size=options.batch_size, dims=dims,
+                            values=request["values"], seed=request["seed"], batch=None)
     options.tolerances.check_outputs(planned.output_names, Path(model_path).name)
     accuracy.compute_reference(planned, Path(model_path), options.reference)
     return planned
@@ -386,8 +437,12 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
     created = utc_now()
     run_id = new_run_id(model["name"], target.name, created)
     request = settings.request(remote_model, inputs_remote)
+    given = given_inputs(settings)
+    dims, defaulted = resolve_dims(model, settings, given)
+    request["dims"] = dims
+    recorded_settings = {**recorded_settings, "dims": dims, "batch": None}  # the sizes this run really had
     if model["format"] == "onnx":  # generated integers that index a table stay within its rows
-        request["int_ranges"] = generation_rules(model_path).ranges_for(given_inputs(settings))
+        request["int_ranges"] = generation_rules(model_path).ranges_for(given)
     rule = accuracy_rule(model, settings.accuracy) if planned is not None else None
     if planned is not None:
         request["accuracy"] = _accuracy_request(board, planned, run_id, rule[0])
@@ -415,6 +470,10 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
     document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
                             settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block,
                             profile=_profile_summary(board, reply))
+    if defaulted:  # like onnxruntime_perf_test: said, and recorded in settings.dims
+        document["validity"]["warnings"].append(
+            f"{model['name']}: free dimension(s) {', '.join(defaulted)} set to 1 (size them with --dim NAME=N; "
+            "--strict-dims refuses instead)")
     document.update(annotate or {})
     outcome = DeployOutcome(model_path, document, write_result(results_dir, document))
     board.mark_fetched(run_id)

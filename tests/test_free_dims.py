@@ -1,0 +1,64 @@
+"""A model's free dimensions get their sizes from what the user gave, else 1 with a note; never by guessing
+silently, and a --dim that names nothing is an error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests.conftest import EXAMPLES, FAST_RUN, assert_one_line_error
+
+DIGITS = EXAMPLES / "digits.onnx"
+
+
+def results_in(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def test_an_unsized_free_dim_is_1_with_a_note_and_recorded(bench, tmp_path):
+    done = bench("deploy", DIGITS, "--results", tmp_path / "r", *FAST_RUN)
+    assert done.code == 0, done.stderr
+    assert "free dimension(s) batch set to 1" in done.stderr
+    (document,) = results_in(tmp_path / "r")
+    assert document["settings"]["dims"] == {"batch": 1} and document["measurements"]["inputs"][0]["shape"][0] == 1
+    assert any("set to 1" in w for w in document["validity"]["warnings"])
+
+
+@pytest.mark.bad_input
+def test_strict_dims_and_unknown_dims_are_refused(bench, tmp_path):
+    assert_one_line_error(bench("deploy", DIGITS, "--strict-dims", "--results", tmp_path / "r", *FAST_RUN),
+                          "free dimension(s) batch have no size", "--dim batch=N")
+    assert_one_line_error(bench("deploy", DIGITS, "--dim", "nosuch=3", "--results", tmp_path / "r", *FAST_RUN),
+                          "--dim nosuch", "free dimensions: batch, image:0")
+    assert not (tmp_path / "r").exists()
+
+
+def test_batch_and_dim_batch_are_the_same_run(bench, tmp_path):
+    assert bench("deploy", DIGITS, "--batch", "1", "--results", tmp_path / "r", *FAST_RUN).code == 0
+    assert bench("deploy", DIGITS, "--dim", "batch=1", "--results", tmp_path / "r", *FAST_RUN).code == 0
+    first, second = results_in(tmp_path / "r")
+    assert first["settings"] == second["settings"]
+    rows = json.loads(bench("compare", tmp_path / "r", "-f", "json").stdout)
+    assert len(rows) == 1 and rows[0]["runs"] == 2
+
+
+def test_a_dataset_sizes_every_free_dim_but_the_batch(bench, tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "features"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "features"])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "relu.onnx"))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.random((6, 7), dtype=np.float32), labels=rng.integers(0, 7, 6))
+    done = bench("deploy", tmp_path / "relu.onnx", "--dataset", tmp_path / "data.npz", "--results", tmp_path / "r",
+                 *FAST_RUN)
+    assert done.code == 0, done.stderr
+    (document,) = results_in(tmp_path / "r")
+    assert document["settings"]["dims"] == {"batch": 1, "features": 7}
+    assert document["measurements"]["inputs"][0]["shape"] == [1, 7]
