@@ -186,7 +186,8 @@ def test_affinity_spin_wait_and_the_profile_pass(bench, tmp_path):
 def _matrix(folder: Path) -> set:
     documents = [results.load_result(p) for p in folder.glob("*.json")]
     assert all(d["status"] == "ok" for d in documents)
-    return {(d["target"]["name"], d["settings"]["intra_op_threads"], d["settings"]["batch"],
+    # --batch N is recorded as the size of the free dims it set (so --batch 4 and --dim batch=4 group together)
+    return {(d["target"]["name"], d["settings"]["intra_op_threads"], d["settings"]["dims"]["batch"],
              d["measurements"]["inputs"][0]["shape"][0]) for d in documents}
 
 

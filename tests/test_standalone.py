@@ -39,8 +39,8 @@ def test_help_documents_every_command_and_option(bundle, old_python):
         assert command in top.stdout
     run = subprocess.run([str(old_python), str(bundle), "run", "--help"], capture_output=True, text=True, timeout=60).stdout
     for option in ("--inputs", "--value", "--dim", "--batch", "--warmup", "--min-iterations", "--min-seconds",
-                   "--max-iterations", "--max-seconds", "--repeats", "--intra-op-threads", "--inter-op-threads",
-                   "--provider", "--provider-option", "--graph-optimization-level", "--cpus", "--spin-wait",
+                   "--max-iterations", "--max-seconds", "--repeats", "--threads", "--inter-op-threads",
+                   "--provider", "--provider-option", "--graph-optimization", "--cpus", "--spin-wait",
                    "--cooldown", "--profile", "--dataset", "--batch-size", "--json", "--out"):
         assert option in run, option
 

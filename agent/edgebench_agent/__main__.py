@@ -240,8 +240,9 @@ def build_parser():
     for name, text in (("launch", "start the run whose request is in the cache, detached, and follow it"),
                        ("attach", "follow a detached run until it ends, then print its reply"),
                        ("kill", "kill a detached run's process group and record the reason"),
-                       ("_job", argparse.SUPPRESS)):
-        job = commands.add_parser(name, help=text)
+                       ("_job", None)):
+        # _job is the detached process itself: internal, so it is left out of the help (no help= at all)
+        job = commands.add_parser(name, help=text) if text else commands.add_parser(name)
         job.add_argument("--cache", required=True, metavar="DIR", help="the agent's cache folder on this board")
         job.add_argument("--run", required=True, metavar="ID", help="run id (a folder under DIR/runs)")
         if name in ("launch", "_job"):
@@ -271,35 +272,41 @@ def build_parser():
     run.add_argument("--request", metavar="FILE", help="read the whole run request as JSON from FILE ('-' = stdin)")
     run.add_argument("--json", action="store_true", help="print the result as JSON instead of a summary")
     run.add_argument("--out", metavar="FILE", help="also write the JSON result to FILE")
-    run.add_argument("--inputs", metavar="NPZ", help="input arrays by input name (.npz, no pickled objects)")
+    run.add_argument("--inputs", metavar="FILE.npz", help="input arrays by input name (.npz, no pickled objects)")
     run.add_argument("--value", action="append", metavar="NAME=VALUE",
                      help="fill input NAME with VALUE (sample_rate=16000), or give a rank-1 input's values (shape=1,3,4)")
-    run.add_argument("--dim", action="append", metavar="DIM=N", help="size of a free dimension, by name (batch=4) or input:axis (x:0=4)")
-    run.add_argument("--seed", type=int, help="seed of generated inputs (default %d)" % d["seed"])
+    run.add_argument("--dim", action="append", metavar="NAME=N", help="size of a free dimension, by name (batch=4) or input:axis (x:0=4)")
+    run.add_argument("--seed", type=int, metavar="N", help="seed of generated inputs (default %d)" % d["seed"])
     run.add_argument("--warmup", type=int, metavar="N", help="minimum warm-up iterations (default %d)" % d["warmup_min_iterations"])
-    run.add_argument("--min-iterations", type=int, help="timed iterations at least (default %d)" % d["min_iterations"])
-    run.add_argument("--min-seconds", type=float, help="timed seconds at least (default %s)" % d["min_seconds"])
-    run.add_argument("--max-iterations", type=int, help="timed iterations at most (default %d)" % d["max_iterations"])
-    run.add_argument("--max-seconds", type=float, help="timed seconds at most (default %s)" % d["max_seconds"])
-    run.add_argument("--repeats", type=int, help="fresh sessions to measure (default %d)" % d["repeats"])
-    run.add_argument("--intra-op-threads", type=int, help="0 = onnxruntime's default")
-    run.add_argument("--inter-op-threads", type=int, help="0 = onnxruntime's default")
-    run.add_argument("--provider", help="execution provider (default %s)" % d["provider"])
+    run.add_argument("--min-iterations", type=int, metavar="N", help="timed iterations at least (default %d)" % d["min_iterations"])
+    run.add_argument("--min-seconds", type=float, metavar="SECONDS", help="timed seconds at least (default %s)" % d["min_seconds"])
+    run.add_argument("--max-iterations", type=int, metavar="N", help="timed iterations at most (default %d)" % d["max_iterations"])
+    run.add_argument("--max-seconds", type=float, metavar="SECONDS", help="timed seconds at most (default %s)" % d["max_seconds"])
+    run.add_argument("--repeats", type=int, metavar="N", help="fresh sessions to measure (default %d)" % d["repeats"])
+    # The same names as `bench deploy`; the old spellings still work, hidden from the help.
+    run.add_argument("--threads", dest="intra_op_threads", type=int, metavar="N",
+                     help="intra-op threads (default 0: onnxruntime's own)")
+    run.add_argument("--intra-op-threads", dest="intra_op_threads", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--inter-op-threads", type=int, metavar="N", help="inter-op threads (default 0: onnxruntime's own)")
+    run.add_argument("--provider", metavar="NAME", help="execution provider (default %s)" % d["provider"])
     run.add_argument("--provider-option", action="append", metavar="KEY=VALUE", help="execution provider option")
-    run.add_argument("--graph-optimization-level", choices=GRAPH_OPTIMIZATION_LEVELS, help="default %s" % d["graph_optimization_level"])
-    run.add_argument("--batch", type=int, help="size of every free leading (batch) dimension")
+    run.add_argument("--graph-optimization", dest="graph_optimization_level", choices=GRAPH_OPTIMIZATION_LEVELS,
+                     metavar="LEVEL", help="disable, basic, extended or all (default %s)" % d["graph_optimization_level"])
+    run.add_argument("--graph-optimization-level", dest="graph_optimization_level", choices=GRAPH_OPTIMIZATION_LEVELS,
+                     help=argparse.SUPPRESS)
+    run.add_argument("--batch", type=int, metavar="N", help="size of every free leading (batch) dimension")
     run.add_argument("--cpus", metavar="LIST", help="pin the run to these CPUs, e.g. 2,3")
     spin = run.add_mutually_exclusive_group()
     spin.add_argument("--spin-wait", dest="spin_wait", action="store_const", const=True, help="let onnxruntime threads spin")
     spin.add_argument("--no-spin-wait", dest="spin_wait", action="store_const", const=False, help="no spinning")
     run.add_argument("--cooldown", action="store_true", help="wait until the board is back near its idle temperature first")
     run.add_argument("--cooldown-margin", type=float, default=3.0, metavar="C", help="degrees above idle that count as cool (3)")
-    run.add_argument("--cooldown-timeout", type=float, default=120.0, metavar="S", help="wait at most this long (120)")
-    run.add_argument("--telemetry-interval", dest="telemetry_interval_s", type=float, metavar="S",
+    run.add_argument("--cooldown-timeout", type=float, default=120.0, metavar="SECONDS", help="wait at most this long (120)")
+    run.add_argument("--telemetry-interval", dest="telemetry_interval_s", type=float, metavar="SECONDS",
                      help="sample the board's state this often while measuring (default 1)")
     run.add_argument("--profile", action="store_true", help="a separate onnxruntime profiling pass; the trace is written beside --out")
     run.add_argument("--profile-iterations", type=int, default=20, metavar="N", help="inferences in the profiling pass (20)")
-    run.add_argument("--dataset", metavar="NPZ", help="labelled data (inputs by name + labels): top-1/top-5 accuracy on this board")
+    run.add_argument("--dataset", metavar="FILE.npz", help="labelled data (inputs by name + labels): top-1/top-5 accuracy on this board")
     run.add_argument("--batch-size", type=int, default=32, metavar="N", help="dataset batch when the batch dim is free (32)")
     run.add_argument("--verbose", action="store_true", help="let onnxruntime's own log lines through to stderr")
     return parser

@@ -43,6 +43,14 @@ def _stdout():
     return console
 
 
+def _working(text: str):
+    """A spinner on a terminal's stderr while something slow runs (an export takes seconds); nothing elsewhere."""
+    import contextlib
+
+    console = _stderr()
+    return console.status(text) if console.is_terminal else contextlib.nullcontext()
+
+
 def cli_errors(command):
     """Map BenchError to one readable line and its exit code; Ctrl-C to 130. Nothing else is swallowed."""
 
@@ -411,7 +419,8 @@ def export(
                          "give --input NAME=1x3x224x224, --example-inputs inputs.npz, or define example_inputs() next to the factory")
     names = [n.strip() for n in output_names.split(",")] if output_names else None
     options = ExportOptions(exporter=exporter, mode=mode, dynamic=dynamic or [], opset=opset, output_names=names)
-    result = export_model(loaded, example, output, options)
+    with _working(f"exporting {spec} ({exporter or 'default'} exporter, {mode} mode)"):
+        result = export_model(loaded, example, output, options)
     typer.echo(f"exported {result.path} ({result.exporter} exporter, {result.mode} mode)"
                + (f" with {', '.join(p.name for p in result.files if p != result.path)}" if len(result.files) > 1 else ""),
                err=json_output)
@@ -570,6 +579,7 @@ def agent_bundle(
     data = bundle.read_bytes()
     temp = output.with_name(f".{output.name}.tmp")
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         temp.write_bytes(data)
         temp.chmod(0o755)
         temp.replace(output)
@@ -588,12 +598,19 @@ def import_(
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Name the board (default: its hostname).")] = None,
     model: Annotated[Optional[Path], typer.Option(help="The model file the board ran: its sha256 must match.")] = None,
     results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print the stored result files as JSON.")] = False,
 ):
     """Bring results made by the agent standing alone on a board into results/, as full results."""
     from .importer import DIGEST_MEANING, import_reply
 
-    for file in files:
-        typer.echo(f"result: {import_reply(file, results, model=model, target=target)}")
+    stored = [import_reply(file, results, model=model, target=target) for file in files]
+    if json_output:
+        import json
+
+        typer.echo(json.dumps([{"source": str(f), "path": str(p)} for f, p in zip(files, stored)], indent=1))
+    else:
+        for path in stored:
+            typer.echo(f"result: {path}")
     typer.echo(f"note: {DIGEST_MEANING}", err=True)
 
 
@@ -603,6 +620,7 @@ def import_(
 def targets(
     check: Annotated[bool, typer.Option("--check", help="Connect to every target in parallel and run the agent's info.")] = False,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
 ):
     """List the targets of the inventory (and `local`)."""
     from rich.table import Table
@@ -612,6 +630,14 @@ def targets(
     loaded = load_inventory(inventory_path(inventory))
     resolved = [resolve_target(name, loaded) for name in loaded.names()]
     probes = _probe_all(resolved) if check else {}
+    if json_output:
+        import json
+
+        typer.echo(json.dumps([{**t.describe(), "source": t.source, **({"check": probes[t.name]} if check else {})}
+                               for t in resolved], indent=1))
+        if check and any(not p.startswith("ok") for p in probes.values()):
+            raise typer.Exit(3)
+        return
     table = Table(box=None, pad_edge=False)
     for header in ("name", "kind", "address", "tags", "python") + (("check",) if check else ()):
         table.add_column(header)
@@ -707,6 +733,7 @@ def clean(
     target: Annotated[str, typer.Option("--target", "-t", help="Target whose cache to trim.")],
     max_size: Annotated[str, typer.Option(help="Size budget of the board's cache, e.g. 500M or 2G.")] = "1G",
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print what was removed as JSON.")] = False,
 ):
     """Trim a board's cache folder (models, old runs, old agents) to a size budget, least recently used first."""
     from .board import Board
@@ -721,6 +748,11 @@ def clean(
         summary = board.clean(budget)
     if "error" in summary:
         raise BoardBusy(summary["error"])
+    if json_output:
+        import json
+
+        typer.echo(json.dumps({"target": resolved.name, **summary}, indent=1))
+        return
     typer.echo(f"removed {summary['removed']} entries ({summary['freed_bytes'] / 2**20:.1f} MiB) from {resolved.name}; "
                f"{summary['remaining_bytes'] / 2**20:.1f} MiB left of a {summary['max_bytes'] / 2**20:.1f} MiB budget")
 
@@ -744,6 +776,7 @@ def run_plan(
     force: Annotated[bool, typer.Option("--force", help="Run every cell again, even those already measured.")] = False,
     results: Annotated[Optional[Path], typer.Option(help="Folder for result files (default: the plan's, else results/).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the cells (and what they stored) as JSON instead of the table.")] = False,
 ):
     """Run a benchmark plan: models x variants x targets x settings; resumes where an earlier run stopped."""
     from rich.table import Table
@@ -766,13 +799,19 @@ def run_plan(
         for path in collect_unfinished(cells, results_dir):
             typer.echo(f"recovered an earlier run of this plan ({_run_status(path)}): {path}", err=True)
     mark_done(cells, plan, results_dir)
+    if json_output and dry_run:
+        import json
+
+        typer.echo(json.dumps([_cell_json(c, force) for c in cells], indent=1))
+        return
     table = Table(box=None, pad_edge=False)
     for header in ("model", "variant", "target", "settings", "cell", "status"):
         table.add_column(header, no_wrap=True)
     for cell in cells:
         status = "done (skipped)" if cell.done and not force else ("to build, then run" if not cell.path.exists() else "to run")
         table.add_row(cell.model, cell.variant, cell.target.name, settings_label(cell.settings.recorded()), cell.key, status)
-    _stdout().print(table)
+    if not json_output:
+        _stdout().print(table)
     typer.echo(f"plan {plan.name} (sha256 {plan.sha256[:12]}): {len(cells)} cells, "
                f"{sum(1 for c in cells if c.done and not force)} already measured", err=True)
     if dry_run:
@@ -784,13 +823,26 @@ def run_plan(
         return
     with DeployProgress(_stderr(), sorted({c.target.name for c in cells})) as progress:
         outcome = execute(plan, cells, results_dir, force=force, on_event=progress.event)
-    for _, path in outcome.ran:
+    if json_output:
+        import json
+
+        ran = {c.key: str(p) for c, p in outcome.ran}
+        typer.echo(json.dumps([{**_cell_json(c, force), "result": ran.get(c.key)} for c in cells], indent=1))
+    for _, path in [] if json_output else outcome.ran:
         typer.echo(f"result: {path}")
     typer.echo(f"ran {len(outcome.ran)} cells, skipped {len(outcome.skipped)} already measured, "
                f"{len(outcome.failed)} failed", err=True)
     if outcome.failed:
         raise RunFailed(f"{len(outcome.failed)} cell(s) failed: " + "; ".join(
             f"{c.model}/{c.variant} on {c.target.name}: {message}" for c, message in outcome.failed))
+
+
+def _cell_json(cell, force: bool) -> dict:
+    from .report import settings_label
+
+    return {"model": cell.model, "variant": cell.variant, "target": cell.target.name, "path": str(cell.path),
+            "settings": settings_label(cell.settings.recorded()), "cell": cell.key,
+            "status": "done" if cell.done and not force else ("to build" if not cell.path.exists() else "to run")}
 
 
 # --------------------------------------------------------------------------------------------- compare
@@ -847,6 +899,7 @@ def compare(
         raise ConfigError(f"no runs with {base[0]}={base[1]} to compare against",
                           f"values present: {', '.join(sorted({str(r.get(base[0])) for r in comparison.rows}))}")
     if format == "parquet":
+        output.parent.mkdir(parents=True, exist_ok=True)
         (per_run_frame(documents) if per_run else comparison.frame()).to_parquet(output, index=False)
         typer.echo(f"wrote {output}", err=True)
     elif format == "table" and output is None:

@@ -41,8 +41,12 @@ class LazyGroup(TyperGroup):
         if name not in COMMANDS:
             return None
         from .cli import app  # the real commands, built only now
+        from .cli_help import readable
 
-        return typer.main.get_command(app).get_command(ctx, name)
+        command = typer.main.get_command(app).get_command(ctx, name)
+        for sub in getattr(command, "commands", {}).values():  # `bench agent bundle`
+            readable(sub)
+        return readable(command)
 
     def format_options(self, ctx, formatter):
         with formatter.section("Options"):

@@ -221,6 +221,7 @@ def write_text_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` in one step (temp file in the same folder, then rename)."""
     path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # `-o reports/today.html` makes reports/
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
     except OSError as exc:
         raise ResultError(f"cannot write {path}: {exc.strerror}") from None

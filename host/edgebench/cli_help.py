@@ -1,0 +1,58 @@
+"""Readable `--help`: metavars a person understands (N, FILE, NAME=N) and the default of every measuring option.
+
+typer (without rich) prints a parameter's Python type as its metavar (`<list[str]>`, `<int>`) and shows no
+default when the real default lives in the agent's protocol (None here means "the agent's default"). This module
+fills both in once, when a command is built, so the help of `bench` and of the agent speak the same language.
+"""
+
+from __future__ import annotations
+
+# Option -> metavar; the rest get one from their type.
+METAVARS = {
+    "--target": "NAME[,NAME]|tag:TAG", "--results": "DIR", "--inputs": "FILE.npz", "--value": "NAME=VALUE",
+    "--dim": "NAME=N", "--provider-option": "KEY=VALUE", "--threads": "N[,N...]", "--batch": "N[,N...]",
+    "--provider": "NAME[,NAME...]", "--cpus": "CPU[,CPU...]", "--graph-optimization": "LEVEL",
+    "--reference": "MODEL", "--dataset": "FILE.npz", "--test-data": "DIR", "--atol": "[OUTPUT=]X",
+    "--rtol": "[OUTPUT=]X", "--variants": "DIR", "--inventory": "FILE.yaml", "--output": "FILE", "-o": "FILE",
+    "--output-dir": "DIR", "--calibration": "FILE.npz", "--weights": "FILE.pt", "--example-inputs": "FILE.npz",
+    "--input": "NAME=1x3x224x224[:DTYPE]", "--dynamic": "NAME:AXIS[=LABEL]", "--exporter": "dynamo|torchscript",
+    "--mode": "trace|script", "--output-names": "NAME[,NAME...]", "--save-test-data": "DIR", "--by": "KEY[,KEY...]",
+    "--baseline": "KEY=VALUE", "--metric": "NAME", "--format": "FORMAT", "--fail-on-regression": "PERCENT",
+    "--min-effect": "PERCENT", "--columns": "NAME[,NAME...]", "--max-size": "SIZE", "--model": "FILE.onnx",
+    "--to": "KIND[,KIND...]", "--only": "MODEL", "--timeout": "SECONDS", "--min-seconds": "SECONDS",
+    "--max-seconds": "SECONDS", "--cooldown-timeout": "SECONDS", "--cooldown-margin": "DEGREES",
+}
+ARGUMENTS = {"models": "MODEL.onnx", "model": "MODEL.onnx", "spec": "MODEL_SPEC", "paths": "RESULTS",
+             "files": "RESULT.json", "runs": "RUN_ID", "plan_file": "PLAN.yaml"}
+# Options whose None default means "the agent's default": option -> the request field holding it.
+AGENT_DEFAULTS = {"--seed": "seed", "--warmup": "warmup_min_iterations", "--min-iterations": "min_iterations",
+                  "--min-seconds": "min_seconds", "--max-iterations": "max_iterations", "--max-seconds": "max_seconds",
+                  "--repeats": "repeats", "--threads": "intra_op_threads", "--inter-op-threads": "inter_op_threads",
+                  "--provider": "provider", "--graph-optimization": "graph_optimization_level"}
+
+
+def readable(command):
+    """Set metavars and agent defaults on a click command's parameters (in place); returns it."""
+    from edgebench_agent.protocol import RUN_DEFAULTS
+
+    for param in command.params:  # click's classes, as typer vendors them: told apart by their kind
+        if param.param_type_name == "argument":
+            param.metavar = ARGUMENTS.get(param.name, param.name.upper())
+            param.display_type_rich = lambda ctx=None: ""  # the metavar says it all
+            continue
+        if param.param_type_name != "option" or getattr(param, "is_flag", False):
+            continue
+        names = [*param.opts, *param.secondary_opts]
+        chosen = next((METAVARS[n] for n in names if n in METAVARS), None)
+        if chosen is None:
+            annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+            chosen = {int: "N", float: "X"}.get(annotation, "PATH" if "Path" in str(annotation) else "TEXT")
+        param.metavar = chosen
+        # typer's help prints its own type label (`<int>`), not the metavar: give this parameter ours instead
+        param.display_type_rich = lambda ctx=None, shown=chosen: shown
+        field = next((AGENT_DEFAULTS[n] for n in names if n in AGENT_DEFAULTS), None)
+        if field is not None and param.default is None and "[default:" not in (param.help or ""):
+            value = RUN_DEFAULTS[field]
+            shown = {0: "0 (onnxruntime's own)"}.get(value, value) if field.endswith("threads") else value
+            param.help = f"{param.help}  [default: {shown}]"
+    return command

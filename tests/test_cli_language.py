@@ -1,0 +1,88 @@
+"""The two command lines speak one language: same option names, readable metavars, every default shown."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import EXAMPLES, FAST_RUN, REPO
+
+COMMANDS = ["deploy", "export", "validate", "inspect", "convert", "run", "compare", "import", "fetch", "targets",
+            "doctor", "clean"]
+MEASURING = ["--seed", "--warmup", "--min-iterations", "--min-seconds", "--max-iterations", "--max-seconds",
+             "--repeats", "--threads", "--inter-op-threads", "--provider", "--graph-optimization"]
+
+
+def _help_entries(text: str) -> dict:
+    """option -> its help text, from click's two-column help."""
+    entries, current = {}, None
+    for line in text.splitlines():
+        match = re.match(r"\s{2}(-\w, )?(--[\w-]+)", line)
+        if match:
+            current = match[2]
+            entries[current] = line
+        elif current and line.startswith(" " * 20):
+            entries[current] += " " + line.strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_bench_help_has_readable_metavars(bench, command):
+    done = bench(command, "--help")
+    assert done.code == 0, done.stderr
+    assert not re.search(r"<(list\[|int>|float>|str>|path>|Path>)", done.stdout), done.stdout
+
+
+def test_every_measuring_option_shows_its_default(bench):
+    entries = _help_entries(bench("deploy", "--help").stdout)
+    for option in MEASURING:
+        assert "[default:" in entries[option], entries[option]
+    agent = subprocess.run([sys.executable, "-m", "edgebench_agent", "run", "--help"], capture_output=True, text=True,
+                           cwd=REPO / "agent").stdout
+    for option in MEASURING:
+        block = agent[agent.index(f"  {option} "):][:300]
+        assert "default" in block, (option, block)
+
+
+def test_the_agent_uses_deploys_option_names_and_keeps_the_old_ones_hidden(tmp_path):
+    top = subprocess.run([sys.executable, "-m", "edgebench_agent", "--help"], capture_output=True, text=True,
+                         cwd=REPO / "agent").stdout
+    assert "SUPPRESS" not in top and "_job" not in top
+    run_help = subprocess.run([sys.executable, "-m", "edgebench_agent", "run", "--help"], capture_output=True,
+                              text=True, cwd=REPO / "agent").stdout
+    assert "--threads N" in run_help and "--graph-optimization LEVEL" in run_help
+    assert "--intra-op-threads" not in run_help and "--graph-optimization-level" not in run_help
+    for flags in (["--threads", "1", "--graph-optimization", "basic"],
+                  ["--intra-op-threads", "1", "--graph-optimization-level", "basic"]):
+        done = subprocess.run([sys.executable, "-m", "edgebench_agent", "run", str(EXAMPLES / "cnn.onnx"), "--json",
+                               *flags, *FAST_RUN], capture_output=True, text=True, cwd=REPO / "agent", timeout=120)
+        reply = json.loads(done.stdout)
+        assert reply["request"]["intra_op_threads"] == 1 and reply["request"]["graph_optimization_level"] == "basic"
+
+
+def test_json_output_of_import_targets_fetch_and_run(bench, tmp_path):
+    targets = json.loads(bench("targets", "--json").stdout)
+    assert targets[0]["name"] == "local"
+    fetched = bench("fetch", "--target", "local", "--json", "--results", tmp_path / "nothing")
+    assert fetched.code == 0 and json.loads(fetched.stdout) == []
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"name: j\nmodels:\n  - {{name: cnn, path: {EXAMPLES / 'cnn.onnx'}}}\ntargets: [local]\n"
+                    "settings: {warmup: 2, min_iterations: 5, min_seconds: 0.02, max_seconds: 2}\n")
+    dry = json.loads(bench("run", plan, "--dry-run", "--json").stdout)
+    assert [c["status"] for c in dry] == ["to run"]
+    ran = json.loads(bench("run", plan, "--json", "--results", tmp_path / "r").stdout)
+    assert ran[0]["result"] and ran[0]["result"].endswith(".json")
+
+
+def test_files_are_written_into_new_folders(bench, tmp_path):
+    done = bench("agent", "bundle", "-o", tmp_path / "new" / "agent.pyz")
+    assert done.code == 0 and (tmp_path / "new" / "agent.pyz").is_file()
+    bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", *FAST_RUN)
+    for fmt in ("csv", "html", "parquet"):
+        out = tmp_path / "reports" / fmt / f"report.{fmt}"
+        done = bench("compare", tmp_path / "r", "-f", fmt, "-o", out)
+        assert done.code == 0 and out.is_file(), done.stderr
