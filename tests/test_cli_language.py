@@ -86,3 +86,39 @@ def test_files_are_written_into_new_folders(bench, tmp_path):
         out = tmp_path / "reports" / fmt / f"report.{fmt}"
         done = bench("compare", tmp_path / "r", "-f", fmt, "-o", out)
         assert done.code == 0 and out.is_file(), done.stderr
+
+
+def test_inspect_shows_a_model_without_running_it(bench, tmp_path):
+    done = bench("inspect", EXAMPLES / "digits.onnx")
+    assert done.code == 0, done.stderr
+    assert "image  float32 [batch, 1, 8, 8]" in done.stdout and "check     ok   onnxruntime load" in done.stdout
+    assert "parity" not in done.stdout
+    summary = json.loads(bench("inspect", EXAMPLES / "digits.onnx", "--json").stdout)
+    assert summary["inputs"][0]["shape"] == ["batch", 1, 8, 8] and all(c["ok"] for c in summary["checks"])
+
+
+def test_validate_prints_the_summary_before_asking_for_sizes(bench):
+    strict = bench("validate", EXAMPLES / "digits.onnx", "--strict-dims")
+    assert strict.code == 1
+    assert strict.stdout.index("inputs    image") < strict.stdout.index("free dimension(s) batch have no size")
+    assert "verdict   FAIL (1 problem)" in strict.stdout  # singular
+    lenient = bench("validate", EXAMPLES / "digits.onnx")
+    assert lenient.code == 0 and "free dimension(s) batch set to 1" in lenient.stdout
+    assert "parity    no reference: checked that onnxruntime runs" in lenient.stdout
+    assert "test data set's outputs" not in lenient.stdout
+
+
+def test_per_run_compare_is_a_table_and_clean_and_import_speak_json(bench, tmp_path):
+    assert bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", *FAST_RUN).code == 0
+    per_run = bench("compare", tmp_path / "r", "--per-run")
+    assert per_run.code == 0 and per_run.stdout.split()[:3] == ["model", "variant", "target"]
+    cleaned = json.loads(bench("clean", "--target", "local", "--max-size", "1G", "--json").stdout)
+    assert cleaned["target"] == "local" and "removed" in cleaned and "remaining_bytes" in cleaned
+    out = tmp_path / "board.json"
+    standalone = subprocess.run([sys.executable, "-m", "edgebench_agent", "run", str(EXAMPLES / "cnn.onnx"), *FAST_RUN],
+                                capture_output=True, text=True, cwd=REPO / "agent", timeout=120)
+    assert "run again with --out" in standalone.stdout  # no --out given: never "copy the --out file home"
+    subprocess.run([sys.executable, "-m", "edgebench_agent", "run", str(EXAMPLES / "cnn.onnx"), "--out", str(out),
+                    *FAST_RUN], capture_output=True, text=True, cwd=REPO / "agent", timeout=120, check=True)
+    imported = json.loads(bench("import", out, "--results", tmp_path / "r", "--json").stdout)
+    assert imported[0]["source"] == str(out) and imported[0]["path"].endswith(".json")

@@ -83,3 +83,10 @@ def test_deploy_summary_fits_the_terminal(tmp_path, columns):
     assert "…" not in "\n".join(lines[start:])
     assert all(len(line.rstrip()) <= columns for line in table), text
     assert table[0].split()[:2] == ["model", "variant"] and "p50" in table[0]
+
+
+def test_export_shows_progress_on_a_terminal(tmp_path):
+    text, code = on_terminal(["export", str(REPO / "tests" / "torch_mlp.py") + ":batch_mlp", "-o", tmp_path / "m.onnx",
+                              "--no-validate"], 120, tmp_path)
+    assert code == 0, text
+    assert "exporting" in text and "dynamo" in text  # the spinner's line, shown while torch works

@@ -272,8 +272,9 @@ def per_run_cells(documents: list[dict], with_run_id: bool = True) -> tuple[list
         row["valid"] = "yes" if valid else "INVALID"
         rows.append(row)
     unit, scale = latency_unit(rows)
-    columns = [c for c in PER_RUN_COLUMNS if (any(r.get(c) not in (None, "") for r in rows) or c in ("model", "status"))
-               and (with_run_id or c != "run_id")]
+    # A column is shown when it says something: origin only when some run was imported, error only when one failed.
+    columns = [c for c in PER_RUN_COLUMNS if (any(r.get(c) not in (None, "", "deploy") for r in rows)
+                                              or c in ("model", "status")) and (with_run_id or c != "run_id")]
     headers = ["run" if c == "run_id" else unit_header(c, unit) for c in columns]
     text = [[format_cell(r.get(c) * scale if c in LATENCY_COLUMNS and r.get(c) is not None else r.get(c))
              for c in columns] for r in rows]
