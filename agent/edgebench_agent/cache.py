@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from .jobs import acquire_lock
+from .lock import acquire_lock
 
 
 def disk_free_bytes(path):

@@ -24,7 +24,8 @@ import subprocess
 import sys
 import time
 
-from .protocol import EVENT_PREFIX, EXIT_RUN_FAILED, EXIT_USAGE, RequestError
+from .lock import acquire_lock
+from .protocol import EXIT_RUN_FAILED, EXIT_USAGE, RequestError
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")  # \Z: "$" would accept a trailing newline
 POLL_S = 0.1
@@ -60,45 +61,10 @@ def finish(folder, reply, code):
     _write_atomically(os.path.join(folder, "exit_code"), str(code))
 
 
-def _event(kind, **fields):
-    fields["event"] = kind
-    sys.stderr.write(EVENT_PREFIX + json.dumps(fields) + "\n")
-    sys.stderr.flush()
-
-
-def acquire_lock(cache, run, timeout_s):
-    """Hold the board's benchmark lock (returned file object), waiting up to timeout_s. None on timeout."""
-    import fcntl
-
-    handle = open(os.path.join(cache, "lock"), "a+")
-    deadline = time.time() + timeout_s
-    announced = False
-    while True:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except (IOError, OSError) as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            if time.time() >= deadline:
-                handle.close()
-                return None
-            if not announced:
-                handle.seek(0)
-                _event("lock_wait", holder=handle.read().strip() or None, timeout_s=timeout_s)
-                announced = True
-            time.sleep(0.2)
-            continue
-        handle.seek(0)
-        handle.truncate()
-        handle.write("run %s, pid %d, since %s" % (run, os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%S")))
-        handle.flush()
-        return handle
-
-
 def job(cache, run, lock_timeout_s):
     """The detached process: take the lock, run the request, record the reply."""
-    from .__main__ import run as run_request
     from .protocol import normalize_run_request
+    from .service import run as run_request
 
     folder = run_dir(cache, run)
     try:

@@ -39,6 +39,9 @@ FAILURE_KINDS = {
     "agent": "the agent misbehaved as seen from the host (no valid reply)",
 }
 
+# The kinds that are the caller's to fix: exit 2, nothing measured, so the host stores no result.
+USAGE_KINDS = ("usage", "input", "model", "provider", "missing")
+
 # Lines on stderr that start with this prefix carry a JSON event (progress) for the host.
 EVENT_PREFIX = "@edgebench "
 
@@ -153,6 +156,12 @@ def parse_assignments(items, what, convert):
     return parsed
 
 
+def default_run_timeout(request):
+    """Seconds a run may take before it is killed, from its own maximums (plus load and first inference)."""
+    per_repeat = request["max_seconds"] + request["warmup_max_seconds"] + 120.0
+    return per_repeat * request["repeats"]
+
+
 def finite_number(value, name):
     """A JSON number that is a real, finite quantity (NaN and infinity are refused: they defeat every bound)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -264,3 +273,13 @@ def normalize_run_request(raw):
         raise RequestError("request field 'provider' must be a string")
     req["provider"] = provider_name(req["provider"])
     return req
+
+
+def reply_digest(reply):
+    """sha256 of the reply's canonical JSON (digest left out): `bench import` refuses a result edited after the
+    agent wrote it. An integrity check against accidents and casual edits, not a signature."""
+    import hashlib
+    import json
+
+    body = dict((k, v) for k, v in reply.items() if k != "digest")
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgebench_agent.dataset import batches_of as dataset_batches
 
-from .errors import InputError, ModelError, one_line
+from .errors import InputError
 from .parity import Tolerances
 
 DEFAULT_SAMPLES = 8

@@ -20,6 +20,7 @@ from edgebench_agent.protocol import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, PROTO
 from .agent_bundle import cache_dir, ensure_bundle
 from .errors import AgentError, AgentTimeout, BoardBusy, InputError, LinkLost, TransportError
 from .transport import EventCallback, ProgressCallback
+from .transport.factory import open_transport
 
 INFO_TIMEOUT_S = 120.0  # an emulated board imports numpy slowly
 SMALL_COMMAND_TIMEOUT_S = 120.0
@@ -31,7 +32,7 @@ HOST_MARGIN_S = 60.0  # beyond the run and lock timeouts, before the host gives 
 class Board:
     def __init__(self, target, transport=None):
         self.target = target
-        self.transport = transport or target.open_transport()
+        self.transport = transport or open_transport(target)
         self._info = None
         self._cache = None
         self._agent = None
@@ -319,8 +320,19 @@ class Board:
             return None
 
     def fetch(self, run_id: str) -> tuple[dict, dict | None]:
-        """(reply, host context) of a finished run."""
-        reply = self._json(self.command(["attach", "--cache", self.cache, "--run", run_id], timeout=None), "attach")
+        """(reply, host context) of a run, following it if it still runs, within a deadline: the board kills a run
+        past its own timeout (`--run-timeout`), and the host stops waiting past that plus the lock's wait."""
+        from edgebench_agent.protocol import RequestError, default_run_timeout, normalize_run_request
+
+        run_timeout = None
+        raw = self.transport.read_bytes(f"{self.cache}/runs/{run_id}/request.json")
+        try:
+            run_timeout = default_run_timeout(normalize_run_request(json.loads(raw))) if raw else None
+        except (ValueError, RequestError):
+            pass  # a request this agent cannot read: the board reports it; wait with the default deadline
+        run_timeout = run_timeout or default_run_timeout(normalize_run_request({"model": "-"}))
+        verb = ["attach", "--cache", self.cache, "--run", run_id, "--run-timeout", str(run_timeout)]
+        reply = self._json(self.command(verb, timeout=run_timeout + self.target.lock_timeout + HOST_MARGIN_S), "attach")
         return reply, self.context(run_id)
 
     def mark_fetched(self, run_id: str) -> None:
@@ -341,6 +353,6 @@ class Board:
 
 
 def _sha256(path: Path) -> str:
-    from .modelinfo import file_sha256
+    from .hashing import file_sha256
 
     return file_sha256(path)

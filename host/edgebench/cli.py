@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .errors import BenchError, EXIT_USAGE
+from .errors import BenchError
 
 app = typer.Typer(
     name="bench",
@@ -170,7 +170,7 @@ def deploy(
             raise InputError("--profile-iterations must be at least 1")
         options["profile"] = {"iterations": profile_iterations}
     if variants is not None:
-        from .convert import variants_of
+        from .provenance import variants_of
 
         if not variants.is_dir():
             raise InputError(f"variants folder not found: {variants}")
@@ -944,10 +944,3 @@ def _percent(text: str, option: str) -> float:
     if value < 0:
         raise ConfigError(f"{option} must not be negative")
     return value
-
-
-def main() -> None:
-    """Run the full typer app directly (`bench` itself starts in entry.py, which loads this lazily)."""
-    from .entry import main as entry_main
-
-    entry_main()

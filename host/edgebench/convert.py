@@ -10,7 +10,6 @@ with its reason; the others go ahead.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 import subprocess
@@ -19,14 +18,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from .errors import ConfigError, InputError
-from .modelinfo import check_external_data, file_sha256, host_session, load_model_proto
+from .hashing import file_sha256
+from .modelinfo import check_external_data, host_session, load_model_proto
+from .provenance import PROVENANCE_VERSION, write_provenance
 
 KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized")  # plus opset:N
-PROVENANCE_SUFFIX = ".edgebench.json"
-PROVENANCE_VERSION = 1  # history: 1 - first version
 
 # How close a variant must stay to its parent on the host (the "stated tolerance"): (atol, rtol), or a minimum
 # cosine similarity for the quantized ones, whose errors are expected and only their direction must hold.
@@ -327,43 +325,6 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
             "parity": variant.parity,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        provenance_path = final.with_name(final.name + PROVENANCE_SUFFIX)
-        provenance_path.write_text(json.dumps(variant.provenance, indent=1, default=_plain))
+        write_provenance(final, variant.provenance)
         variants.append(variant)
     return variants
-
-
-def _plain(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return str(value)
-
-
-def read_provenance(model_path: Path) -> dict | None:
-    """The provenance stored beside a variant, or None for a model that is not one (or whose file changed)."""
-    path = Path(model_path)
-    from .errors import ResultError
-    from .results import read_json_file
-
-    sidecar = path.with_name(path.name + PROVENANCE_SUFFIX)
-    if not sidecar.exists():
-        return None
-    try:
-        provenance = read_json_file(sidecar, limit=2**20, what="provenance")
-    except ResultError:
-        return None
-    if not isinstance(provenance, dict) or provenance.get("sha256") != file_sha256(path):
-        return None  # the variant was changed after conversion: the provenance no longer describes it
-    return provenance
-
-
-def variants_of(model_path: Path, folder: Path) -> list[Path]:
-    """Variants in `folder` whose provenance names this model (by sha256) as their parent."""
-    parent_sha = file_sha256(Path(model_path))
-    found = []
-    for sidecar in sorted(Path(folder).glob(f"*{PROVENANCE_SUFFIX}")):
-        variant = sidecar.with_name(sidecar.name[: -len(PROVENANCE_SUFFIX)])
-        provenance = read_provenance(variant)
-        if provenance and provenance["parent"]["sha256"] == parent_sha:
-            found.append(variant)
-    return found

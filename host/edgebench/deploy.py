@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from edgebench_agent.protocol import RUN_DEFAULTS, RequestError, normalize_run_request
+from edgebench_agent.protocol import RUN_DEFAULTS, RequestError, default_run_timeout, normalize_run_request
 
 from .board import Board
 from .compat import incompatibility
@@ -86,10 +86,7 @@ class RunSettings:
         return recorded
 
     def timeout_for(self, request: dict) -> float:
-        if self.timeout_s is not None:
-            return self.timeout_s
-        per_repeat = request["max_seconds"] + request["warmup_max_seconds"] + 120.0  # + load and first run
-        return per_repeat * request["repeats"]
+        return self.timeout_s if self.timeout_s is not None else default_run_timeout(request)
 
 
 @dataclass
@@ -462,11 +459,17 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
         write_result(results_dir, document)
         board.mark_fetched(run_id)
         raise
+    # Failures are data: a wrong model hash or lost accuracy outputs fail this run's result, never the models after it.
     if reply and reply.get("status") == "ok" and reply["model"]["sha256"] != model["sha256"]:
-        raise AgentError(f"{target.name} ran a model whose sha256 differs from {model_path}",
-                         "the file changed during the run, or the board's copy is corrupt; run again")
+        error = {"kind": "agent", "message": f"{target.name} ran a model whose sha256 differs from {model_path} "
+                                             "(the file changed during the run, or the board's copy is corrupt); run again"}
     fresh_target = {**target_block, "info": reply["info"]} if reply and reply.get("info") else target_block
-    accuracy_block = _accuracy_result(board, planned, reply, rule) if planned is not None else None
+    accuracy_block = None
+    if planned is not None and error is None:
+        try:
+            accuracy_block = _accuracy_result(board, planned, reply, rule)
+        except AgentError as exc:
+            error = {"kind": "agent", "message": str(exc)}
     document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
                             settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block,
                             profile=_profile_summary(board, reply))

@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from edgebench_agent.__main__ import reply_digest
-from edgebench_agent.protocol import PROTOCOL_VERSION
+from edgebench_agent.protocol import PROTOCOL_VERSION, reply_digest
 
 from .deploy import SETTING_FIELDS
 from .errors import ResultError

@@ -10,13 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, ModelError, one_line
-
-
-def file_sha256(path: Path) -> str:
-    """The same hash the agent computes on the board (one implementation, in the agent package)."""
-    from edgebench_agent.runner import file_sha256 as agent_sha256
-
-    return agent_sha256(str(path))
+from .hashing import file_sha256
 
 
 def load_model_proto(path: Path, load_external_data: bool = False):
@@ -90,7 +84,7 @@ def _inspect_ort_format(path: Path) -> dict:
     provenance of the conversion that made it, when there is one."""
     import onnxruntime as ort
 
-    from .convert import read_provenance
+    from .provenance import read_provenance
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -112,7 +106,7 @@ def _inspect_ort_format(path: Path) -> dict:
 
 def inspect_model(path: Path) -> dict:
     """The model block of a result: identity, signature, and provenance when it is a converted variant."""
-    from .convert import read_provenance
+    from .provenance import read_provenance
 
     path = Path(path)
     if not path.exists():
@@ -123,7 +117,7 @@ def inspect_model(path: Path) -> dict:
     identity = {"name": name, "path": str(path.resolve()), "sha256": file_sha256(path),
                 "size_bytes": path.stat().st_size}
     if path.suffix == ".ort":
-        return {**identity, **_inspect_ort_format(path), "provenance": read_provenance(path)}
+        return {**identity, **_inspect_ort_format(path), "provenance": read_provenance(path, identity["sha256"])}
     model = load_model_proto(path)
     initializer_names = {init.name for init in model.graph.initializer}
     return {
@@ -135,7 +129,7 @@ def inspect_model(path: Path) -> dict:
         "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializer_names],
         "outputs": [_value_info(v) for v in model.graph.output],
         "external_data": [p.name for p in check_external_data(model, path)],
-        "provenance": read_provenance(path),
+        "provenance": read_provenance(path, identity["sha256"]),
     }
 
 

@@ -63,15 +63,6 @@ class Target:
         port = f":{self.port}" if self.port != 22 else ""
         return f"{self.user + '@' if self.user else ''}{self.host}{port}"
 
-    def open_transport(self):
-        if self.kind == "local":
-            from .transport.local import LocalTransport
-
-            return LocalTransport(name=self.name)
-        from .transport.ssh import SSHTransport
-
-        return SSHTransport(self)
-
     def describe(self) -> dict:
         """The target block of a result: enough to tell boards apart, nothing secret."""
         return {"name": self.name, "kind": self.kind, "address": self.address,

@@ -137,7 +137,6 @@ def summarize(model, path: Path) -> dict:
 # ----------------------------------------------------------------------------------- structural
 def structural_checks(path: Path) -> list[CheckStep]:
     import onnx
-    import onnxruntime as ort
 
     steps = []
     try:

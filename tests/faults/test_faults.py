@@ -257,3 +257,13 @@ def test_two_deploys_writing_results_at_once(tmp_path):
     documents = [results.load_result(p) for p in files]
     assert len(files) == 2 and len({d["run_id"] for d in documents}) == 2
     assert all(d["status"] == "ok" for d in documents)
+
+
+def test_an_unwritable_work_folder_on_the_board_is_one_line(bench, tmp_path, ssh_board_user, inventory):
+    """A non-root user whose work_dir lies under /root: sftp.mkdir is refused, and that is one line, exit 3."""
+    inv = inventory(ssh_board_user, sshuser={"work_dir": "/root/edgebench-not-yours/cache"})
+    done = bench("deploy", EXAMPLES / "cnn.onnx", "--target", "sshuser", "--inventory", inv, "--results", tmp_path / "r",
+                 *FAST_RUN)
+    assert done.code == 3, done.stderr
+    assert_one_line_error(done, "cannot create /root/edgebench-not-yours", "permission denied", "work_dir")
+    assert not (tmp_path / "r").exists()

@@ -326,7 +326,7 @@ def test_convert_refuses_external_data_outside_the_model_folder(bench, tmp_path)
 @pytest.mark.parametrize("field, value", [("started_at", 12), ("started_at", "yesterday"), ("request", "x"),
                                           ("info", ["x"]), ("telemetry", "hot"), ("repeats", "x")])
 def test_import_of_a_result_with_wrong_types(bench, tmp_path, standalone_reply, field, value):
-    from edgebench_agent.__main__ import reply_digest
+    from edgebench_agent.protocol import reply_digest
 
     reply = json.loads(standalone_reply.read_text())
     reply[field] = value

@@ -288,6 +288,10 @@ class SSHTransport:
 
     def makedirs(self, path: str) -> None:
         """mkdir -p in as few round trips as possible: one when the parent exists (the common case)."""
+        def refused(folder, exc):  # a work_dir the SSH user may not create: say which, not a traceback
+            return TransportError(f"cannot create {folder} on {self.name}: permission denied ({exc})",
+                                  "set the target's work_dir to a folder that user can write")
+
         def make(sftp, folder):
             try:
                 sftp.mkdir(folder, 0o700)
@@ -295,14 +299,20 @@ class SSHTransport:
             except OSError:
                 pass  # exists already, or its parent does not
             try:
-                if stat.S_ISDIR(sftp.stat(folder).st_mode):
-                    return
-                raise TransportError(f"{folder} on {self.name} is not a folder")
+                found = sftp.stat(folder)
             except FileNotFoundError:
                 parent = folder.rsplit("/", 1)[0]
                 if parent and parent != folder:
                     make(sftp, parent)
-                sftp.mkdir(folder, 0o700)
+                try:
+                    sftp.mkdir(folder, 0o700)
+                except PermissionError as exc:
+                    raise refused(folder, exc) from exc
+                return
+            except PermissionError as exc:
+                raise refused(folder, exc) from exc
+            if not stat.S_ISDIR(found.st_mode):
+                raise TransportError(f"{folder} on {self.name} is not a folder")
         self._sftp_call(lambda sftp: make(sftp, path.rstrip("/")))
 
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -312,7 +322,7 @@ class SSHTransport:
             with sftp.open(temp, "wb") as handle:
                 handle.write(data)
             sftp.posix_rename(temp, path)
-        self._write_guard(path, lambda: self._sftp_call(write))
+        self._write_guard(path, lambda: self._sftp_call(write), leftover=temp)  # on failure the temp goes, not `path`
 
     def read_bytes(self, path: str) -> bytes | None:
         def read(sftp):
@@ -342,16 +352,18 @@ class SSHTransport:
                 raise OSError(f"{arrived} of {total} bytes arrived")
         self._write_guard(path, lambda: self._sftp_call(put))
 
-    def _write_guard(self, path: str, action) -> None:
-        """Turn the board's refusals (a full disk, permissions) into one clear line; leave no partial file."""
+    def _write_guard(self, path: str, action, leftover: str | None = None) -> None:
+        """Turn the board's refusals (a full disk, permissions) into one clear line; leave no partial file
+        (`leftover`: the file a failed write leaves, when it is not `path` itself)."""
+        leftover = leftover or path
         try:
             action()
         except PermissionError as exc:
-            self.remove(path)
+            self.remove(leftover)
             raise TransportError(f"cannot write {path} on {self.name}: permission denied ({exc})",
                                  "check the permissions of the target's work_dir") from None
         except OSError as exc:  # SFTP reports a full disk as a bare "Failure"
-            self.remove(path)
+            self.remove(leftover)
             raise TransportError(f"cannot write {path} on {self.name}: {exc or type(exc).__name__} (is the board's disk full?)",
                                  "free space in the board's cache folder (bench clean --target ...) or set another work_dir") from None
 

@@ -1,0 +1,15 @@
+"""The transport that reaches a Target (kept apart from the protocol types in __init__, which both transports
+import, so nothing imports in a circle)."""
+
+from __future__ import annotations
+
+
+def open_transport(target):
+    """A subprocess transport for `local`, paramiko for an SSH board."""
+    if target.kind == "local":
+        from .local import LocalTransport
+
+        return LocalTransport(name=target.name)
+    from .ssh import SSHTransport
+
+    return SSHTransport(target)
