@@ -37,6 +37,7 @@ demo: $(STAMP) $(DEMO_MODELS) $(DIGITS)
 	$(BENCH) compare results/
 
 test: $(STAMP) system-deps
+	$(VENV)/bin/ruff check host agent tests benchmarks scripts examples
 	$(PY) scripts/build_arm64_board.py
 	$(PY) -m pytest
 

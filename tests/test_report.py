@@ -166,7 +166,6 @@ def _chromium() -> str:
 
 
 def test_html_report_in_a_real_headless_browser(bench, board_results, tmp_path):
-    from tests.conftest import EXAMPLES
 
     # Add a model with variants and accuracy, so the speed-vs-accuracy plot is drawn too.
     rng = np.random.default_rng(9)

@@ -308,7 +308,7 @@ def run_benchmark(request, emit=None):
             "warmup_settled": settled,
             "samples_ns": samples,
         })
-        del session, run, first
+        session = run = first = None  # released before the next fresh session (gc.collect below)
         gc.collect()
 
     peak_rss = device.peak_rss_bytes()  # of the timed pass: the accuracy pass may hold more data

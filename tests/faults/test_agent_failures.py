@@ -7,18 +7,16 @@ own code, a C library writing to stdout mid-run), one function is replaced insid
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.conftest import EXAMPLES, FAST_REQUEST, FAST_RUN, REPO, assert_one_line_error
+from tests.conftest import EXAMPLES, FAST_REQUEST, FAST_RUN, REPO
 
 pytestmark = pytest.mark.fault
 
