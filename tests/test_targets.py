@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,18 @@ def test_unknown_target_lists_the_known_ones(tmp_path, monkeypatch):
     assert "known targets: local, pi4" in str(caught.value)
     with pytest.raises(ConfigError, match="unknown target 'a;b'"):
         resolve_target("a;b", inventory)
+
+
+@pytest.mark.bad_input
+def test_targets_check_names_the_targets_that_did_not_answer(bench, tmp_path):
+    inventory = tmp_path / "targets.yaml"
+    inventory.write_text("targets:\n  dead:\n    host: 127.0.0.1\n    port: 1\n    connect_timeout: 2\n")
+    done = bench("targets", "--inventory", inventory, "--check")
+    assert done.code == 3
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line.strip()}
+    assert "ok:" in rows["local"]
+    assert "FAIL" in rows["dead"]
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        "error: 1 of 2 targets failed the check: dead (hint: see the check column; `bench doctor --target NAME` says more)"]
+    listed = json.loads(bench("targets", "--inventory", inventory, "--check", "--json").stdout)
+    assert {t["name"]: t["check"].split(":")[0] for t in listed} == {"local": "ok", "dead": "FAIL"}

@@ -23,6 +23,7 @@ from .protocol import (
     RUN_DEFAULTS,
     RequestError,
     normalize_run_request,
+    failed_reply,
     parse_assignments,
     parse_scalar,
 )
@@ -343,8 +344,7 @@ def _job_command(args):
 def _usage_error(protocol_out, exc, machine_readable):
     sys.stderr.write("edgebench-agent: error: %s\n" % exc)
     if machine_readable:
-        reply = {"protocol_version": PROTOCOL_VERSION, "agent_version": __version__, "status": "failed",
-                 "error": {"kind": "usage", "message": str(exc)}}
+        reply = failed_reply("usage", str(exc), command="usage")
         protocol_out.write(json.dumps(reply) + "\n")
         protocol_out.flush()
     return EXIT_USAGE

@@ -25,7 +25,7 @@ import sys
 import time
 
 from .lock import acquire_lock
-from .protocol import EXIT_RUN_FAILED, EXIT_USAGE, RequestError
+from .protocol import EXIT_RUN_FAILED, EXIT_USAGE, RequestError, failed_reply
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")  # \Z: "$" would accept a trailing newline
 POLL_S = 0.1
@@ -71,13 +71,13 @@ def job(cache, run, lock_timeout_s):
         with open(os.path.join(folder, "request.json")) as handle:
             request = normalize_run_request(json.load(handle))
     except (RequestError, ValueError, IOError, OSError) as exc:
-        finish(folder, {"status": "failed", "error": {"kind": "usage", "message": "bad request: %s" % exc}}, EXIT_USAGE)
+        finish(folder, failed_reply("usage", "bad request: %s" % exc), EXIT_USAGE)
         return EXIT_USAGE
     lock = acquire_lock(os.path.abspath(os.path.expanduser(cache)), run, lock_timeout_s)
     if lock is None:
         holder = (_read(os.path.join(os.path.abspath(os.path.expanduser(cache)), "lock")) or "").strip()
         message = "the board is busy: another benchmark holds its lock (%s); waited %.0f s" % (holder or "unknown", lock_timeout_s)
-        finish(folder, {"status": "failed", "error": {"kind": "busy", "message": message}}, EXIT_RUN_FAILED)
+        finish(folder, failed_reply("busy", message), EXIT_RUN_FAILED)
         return EXIT_RUN_FAILED
     _write_atomically(os.path.join(folder, "started"), "%.3f" % time.time())
     try:
@@ -169,7 +169,7 @@ def follow(folder, wait, run_timeout_s=None):
             if not done and not os.path.exists(os.path.join(folder, "exit_code")):
                 message = ("the agent process ended without a result (killed: out of memory, or SIGKILL); "
                            "its last output is in %s" % log_path)
-                finish(folder, {"status": "failed", "error": {"kind": "killed", "message": message}}, EXIT_RUN_FAILED)
+                finish(folder, failed_reply("killed", message), EXIT_RUN_FAILED)
             _forward(log_path, position)
             break
         running = wait(POLL_S)
@@ -209,7 +209,7 @@ def kill(cache, run, reason, kind="killed"):
         while _pid_alive(int(pid_text)) and time.time() < deadline:
             time.sleep(POLL_S)
         if not os.path.exists(os.path.join(folder, "exit_code")):
-            finish(folder, {"status": "failed", "error": reason}, EXIT_RUN_FAILED)
+            finish(folder, failed_reply(reason["kind"], reason["message"]), EXIT_RUN_FAILED)
     return int((_read(os.path.join(folder, "exit_code")) or "1").strip()), _read(os.path.join(folder, "reply.json")) or "{}"
 
 

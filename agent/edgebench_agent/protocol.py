@@ -156,6 +156,15 @@ def parse_assignments(items, what, convert):
     return parsed
 
 
+def failed_reply(kind, message, command="run"):
+    """The reply of a run that failed before or without measuring: the same shape wherever it is made (the
+    service, a detached job, the command line)."""
+    from . import __version__
+
+    return {"protocol_version": PROTOCOL_VERSION, "agent_version": __version__, "command": command,
+            "status": "failed", "error": {"kind": kind, "message": message}}
+
+
 def default_run_timeout(request):
     """Seconds a run may take before it is killed, from its own maximums (plus load and first inference)."""
     per_repeat = request["max_seconds"] + request["warmup_max_seconds"] + 120.0

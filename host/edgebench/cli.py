@@ -356,7 +356,8 @@ def _tolerances(atol: list[str] | None, rtol: list[str] | None):
 
 
 def _print_validation(report, as_json: bool) -> None:
-    from .validate import ValidationFailed, report_lines
+    from .errors import ValidationFailed
+    from .validate import report_lines
 
     if as_json:
         import json
@@ -508,7 +509,7 @@ def inspect(
         for line in summary_lines(summary, checks):
             typer.echo(line)
     if not all(c.ok for c in checks):
-        from .validate import ValidationFailed
+        from .errors import ValidationFailed
 
         failed = next(c for c in checks if not c.ok)
         raise ValidationFailed(f"{model}: {failed.name} failed: {failed.message}")
@@ -635,8 +636,7 @@ def targets(
 
         typer.echo(json.dumps([{**t.describe(), "source": t.source, **({"check": probes[t.name]} if check else {})}
                                for t in resolved], indent=1))
-        if check and any(not p.startswith("ok") for p in probes.values()):
-            raise typer.Exit(3)
+        _check_failures(probes)
         return
     table = Table(box=None, pad_edge=False)
     for header in ("name", "kind", "address", "tags", "python") + (("check",) if check else ()):
@@ -646,8 +646,16 @@ def targets(
                target.python or ("this python" if target.kind == "local" else "python3")]
         table.add_row(*row, *((probes[target.name],) if check else ()))
     _stdout().print(table)
-    if check and any(not p.startswith("ok") for p in probes.values()):
-        raise typer.Exit(3)
+    _check_failures(probes)
+
+
+def _check_failures(probes: dict) -> None:
+    from .errors import TargetsUnreachable
+
+    failed = sorted(name for name, probe in probes.items() if not probe.startswith("ok"))
+    if failed:
+        raise TargetsUnreachable(f"{len(failed)} of {len(probes)} targets failed the check: {', '.join(failed)}",
+                                 "see the check column; `bench doctor --target NAME` says more")
 
 
 def _probe(target) -> str:

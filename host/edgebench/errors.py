@@ -40,12 +40,26 @@ class InputError(BenchError):
     """Input data (npz, values, dims) that does not fit the model."""
 
 
+class ExportFailed(ModelError):
+    """The exporter could not turn the PyTorch model into ONNX (or not at the opset asked for)."""
+
+
+class ValidationFailed(BenchError):
+    """The model was checked and failed (a checker, parity): the report says where. Exit 1, like a failed run."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
 class ResultError(BenchError):
     """A result file that cannot be read: corrupt, or from a newer edgebench."""
 
 
 class TransportError(BenchError):
     exit_code = EXIT_TARGET
+
+
+class TargetsUnreachable(TransportError):
+    """`bench targets --check`: some targets did not answer (each one's reason is in the table)."""
 
 
 class AgentError(BenchError):

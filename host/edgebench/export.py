@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InputError, ModelError
+from .errors import ConfigError, ExportFailed, InputError
 from .torchmodel import LoadedModel, _condense
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -26,10 +26,6 @@ MODES = ("trace", "script")
 SINGLE_FILE_LIMIT_BYTES = 2 * 1024**3 - 64 * 1024**2
 
 _DYNAMIC = re.compile(r"^(?P<name>[^:=]+):(?P<axis>\d+)(?:=(?P<label>[A-Za-z_]\w*))?$")
-
-
-class ExportFailed(ModelError):
-    pass
 
 
 @dataclass

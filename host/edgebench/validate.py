@@ -15,13 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BenchError, InputError, ModelError, one_line
+from .errors import InputError, ModelError, one_line
 from .modelinfo import check_external_data, file_sha256, generation_rules, host_session, load_model_proto
 from .parity import OutputComparison, Tolerances, compare_outputs
-
-
-class ValidationFailed(BenchError):
-    exit_code = 1
 
 
 # Keys in the model's metadata_props written by `bench export`.
