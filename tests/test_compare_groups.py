@@ -78,3 +78,16 @@ def test_a_regression_names_its_whole_group(bench, tmp_path):
                  "--fail-on-regression", "5%")
     assert done.code == 1
     assert "model=digits, variant=original, target=pi4:" in done.stderr and "slower than target=local" in done.stderr
+
+
+def test_a_baseline_inside_settings_pairs_the_groups(bench, tmp_path):
+    """--baseline threads=1 with the default --by (which holds threads inside `settings`) still pairs threads=2
+    with threads=1, so --fail-on-regression can fire; and `--json` is -f json."""
+    rng = np.random.default_rng(8)
+    write(tmp_path / "r", [result(lognormal_ns(rng, 2.0, 400), run_id="one", threads=1),
+                           result(lognormal_ns(rng, 2.6, 400), run_id="two", threads=2)])
+    done = bench("compare", tmp_path / "r", "--baseline", "threads=1", "--fail-on-regression", "5%", "--json")
+    assert done.code == 1, done.stderr
+    assert "threads=2" in done.stderr and "slower than threads=1" in done.stderr
+    rows = json.loads(done.stdout)
+    assert {r["verdict"] for r in rows} == {"baseline", "slower"}

@@ -62,3 +62,37 @@ def test_a_dataset_sizes_every_free_dim_but_the_batch(bench, tmp_path):
     (document,) = results_in(tmp_path / "r")
     assert document["settings"]["dims"] == {"batch": 1, "features": 7}
     assert document["measurements"]["inputs"][0]["shape"] == [1, 7]
+
+
+@pytest.mark.bad_input
+def test_given_inputs_fix_their_dims_and_a_conflicting_dim_is_refused(bench, tmp_path):
+    np.savez(tmp_path / "five.npz", image=np.zeros((5, 1, 8, 8), np.float32))
+    done = bench("deploy", DIGITS, "--inputs", tmp_path / "five.npz", "--results", tmp_path / "r", *FAST_RUN)
+    assert done.code == 0, done.stderr
+    (document,) = results_in(tmp_path / "r")
+    assert document["settings"]["dims"] == {"batch": 5}  # the size the run really had: it groups apart from batch 1
+    assert_one_line_error(bench("deploy", DIGITS, "--inputs", tmp_path / "five.npz", "--dim", "batch=3",
+                                "--results", tmp_path / "r2", *FAST_RUN), "--dim batch=3", "has 5 on that axis")
+    # Several models: each records only the dims that apply to it.
+    done = bench("deploy", EXAMPLES / "cnn.onnx", DIGITS, "--dim", "batch=2", "--results", tmp_path / "r3", *FAST_RUN)
+    assert done.code == 0, done.stderr
+    dims = {d["model"]["name"]: d["settings"]["dims"] for d in results_in(tmp_path / "r3")}
+    assert dims == {"cnn": {}, "digits": {"batch": 2}}
+
+
+@pytest.mark.bad_input
+def test_validate_checks_dims_like_deploy(bench):
+    assert_one_line_error(bench("validate", DIGITS, "--dim", "nosuch=4"), "--dim nosuch", "free dimensions: batch")
+    assert_one_line_error(bench("validate", DIGITS, "--dim", "batch=0"), "positive integer")
+
+
+@pytest.mark.bad_input
+def test_inputs_and_test_data_together_are_refused(bench, tmp_path):
+    from onnx import numpy_helper
+
+    (tmp_path / "td").mkdir()
+    (tmp_path / "td" / "input_0.pb").write_bytes(
+        numpy_helper.from_array(np.zeros((1, 1, 8, 8), np.float32), "image").SerializeToString())
+    np.savez(tmp_path / "in.npz", image=np.zeros((3, 1, 8, 8), np.float32))
+    assert_one_line_error(bench("deploy", DIGITS, "--inputs", tmp_path / "in.npz", "--test-data", tmp_path / "td",
+                                "--results", tmp_path / "r", *FAST_RUN), "--inputs and --test-data")

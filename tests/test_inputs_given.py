@@ -55,6 +55,8 @@ def test_generated_indices_stay_within_the_table(bench, tmp_path):
     (ids,) = document["measurements"]["inputs"]
     assert ids["source"] == "generated" and ids["range"] == [0, 3]
     assert document["accuracy"]["passed"] is True
+    # 8 generated samples of batch 2: all 16 rows are compared, not the first 8
+    assert document["accuracy"]["outputs"][0]["expected_shape"] == [16, 5, 4]
     assert bench("validate", model, "--dim", "batch=2").code == 0
 
 
@@ -143,6 +145,10 @@ def test_a_string_model_runs_from_given_data(bench, tmp_path):
     document = only_result(tmp_path / "r")
     assert document["status"] == "ok" and document["measurements"]["inputs"][0]["source"] == "file"
     assert document["accuracy"]["passed"] is True
+    wrong = write_test_data(tmp_path / "wrong" / "test_data_set_0", {"text": words},
+                            {"y": np.array([["edge", "BENCH", "runs"]], dtype=object)})
+    failing = bench("deploy", model, "--test-data", wrong, "--results", tmp_path / "r3", *FAST_RUN)
+    assert failing.code == 1 and "33.33% of the strings differ" in failing.stdout  # never a silent PASS
     np.savez(tmp_path / "words.npz", text=np.array([["A", "b", "C"]]))
     assert bench("validate", model, "--inputs", tmp_path / "words.npz").code == 0
     # Without data: one line saying why text cannot be generated.

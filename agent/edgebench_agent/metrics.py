@@ -26,6 +26,7 @@ def compare_arrays(expected, actual, atol, rtol):
         differ = int(np.count_nonzero(expected.astype(str) != actual.astype(str)))
         result["out_of_tolerance_pct"] = float(100.0 * differ / expected.size)
         result["cosine"] = 1.0 if differ == 0 else 0.0
+        result["text"] = True  # compared for equality: tolerances and distances do not apply
         return result
     e = expected.astype(np.float64)
     a = actual.astype(np.float64)

@@ -32,7 +32,7 @@ class AccuracyPlan:
     input_names: list[str]
     output_names: list[str]
     batches: list[dict]  # one feeds dict per batch
-    samples: int  # rows that count (the last batch may be padded)
+    samples: int  # how many inputs were compared (dataset: rows; otherwise feeds)
     labels: np.ndarray | None = None
     expected: list = field(default_factory=list)  # per batch, per output
     reference: str = ""
@@ -54,12 +54,18 @@ class AccuracyPlan:
     def expected_bytes(self) -> int:
         return sum(np.asarray(v).nbytes for outputs in self.expected for v in outputs)
 
+    @property
+    def keep_rows(self) -> int | None:
+        """Rows of the joined outputs that count: only a dataset pads its last batch (with repeated rows); every
+        other source compares whole outputs, whatever their first axis means (it need not be a batch)."""
+        return self.samples if self.source == "dataset" else None
+
     def label_output(self) -> int | None:
         """The output that holds class scores: the first one shaped [samples, classes]."""
         from edgebench_agent.metrics import is_classifier_output, join_batches
 
         for index in range(len(self.output_names)):
-            if is_classifier_output(join_batches([o[index] for o in self.expected], self.samples)):
+            if is_classifier_output(join_batches([o[index] for o in self.expected], self.keep_rows)):
                 return index
         return None
 
@@ -177,7 +183,7 @@ def tolerance_table(accuracy: AccuracyPlan, tolerances: Tolerances) -> dict:
 
 def request_block(accuracy: AccuracyPlan, inputs_path: str, tolerances: Tolerances, outputs_path: str | None,
                   reference_path: str | None) -> dict:
-    block = {"inputs": inputs_path, "batches": len(accuracy.batches), "samples": accuracy.samples,
+    block = {"inputs": inputs_path, "batches": len(accuracy.batches), "samples": accuracy.keep_rows,
              "tolerances": tolerance_table(accuracy, tolerances), "label_output": accuracy.label_output()}
     if reference_path:
         block["reference"] = reference_path
@@ -192,9 +198,9 @@ def evaluate_on_host(accuracy: AccuracyPlan, outputs_npz: bytes, tolerances: Tol
     with np.load(io.BytesIO(outputs_npz), allow_pickle=False) as loaded:
         board = {key: loaded[key] for key in loaded.files}
     count = len(accuracy.batches)
-    expected = [join_batches([accuracy.expected[b][j] for b in range(count)], accuracy.samples)
+    expected = [join_batches([accuracy.expected[b][j] for b in range(count)], accuracy.keep_rows)
                 for j in range(len(accuracy.output_names))]
-    actual = [join_batches([board[batch_key(b, j)] for b in range(count)], accuracy.samples)
+    actual = [join_batches([board[batch_key(b, j)] for b in range(count)], accuracy.keep_rows)
               for j in range(len(accuracy.output_names))]
     return evaluate(accuracy.output_names, expected, actual,
                     {n: tuple(t) for n, t in tolerance_table(accuracy, tolerances).items()},

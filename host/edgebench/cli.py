@@ -835,7 +835,10 @@ def run_plan(
         import json
 
         ran = {c.key: str(p) for c, p in outcome.ran}
-        typer.echo(json.dumps([{**_cell_json(c, force), "result": ran.get(c.key)} for c in cells], indent=1))
+        failed = {c.key: message for c, message in outcome.failed}
+        typer.echo(json.dumps([{**_cell_json(c, force), "result": ran.get(c.key), "error": failed.get(c.key),
+                                **({"status": "ran"} if c.key in ran else {"status": "failed"} if c.key in failed else {})}
+                               for c in cells], indent=1))
     for _, path in [] if json_output else outcome.ran:
         typer.echo(f"result: {path}")
     typer.echo(f"ran {len(outcome.ran)} cells, skipped {len(outcome.skipped)} already measured, "
@@ -867,6 +870,7 @@ def compare(
     include_invalid: Annotated[bool, typer.Option("--include-invalid", help="Keep INVALID runs (e.g. throttled) in the comparison.")] = False,
     per_run: Annotated[bool, typer.Option("--per-run", help="One row per run instead of per group.")] = False,
     columns: Annotated[Optional[str], typer.Option("--columns", metavar="NAME,...", help="Table columns to show, by header (default: all that fit the terminal).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON (the same as -f json).")] = False,
     alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = 0.01,
     min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
 ):
@@ -876,6 +880,8 @@ def compare(
     from .results import load_results
     from .stats import METRICS
 
+    if json_output:
+        format = "json"
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}", f"choose one of: {', '.join(FORMATS)}")
     if format == "parquet" and output is None:
@@ -932,6 +938,12 @@ def compare(
             typer.echo(f"wrote {output}", err=True)
     for warning in comparison.mixed:
         typer.echo(f"warning: {warning}", err=True)
+    unpaired = [r for r in comparison.rows if r.get("verdict") == "no baseline run"]
+    if unpaired:
+        typer.echo(f"warning: {len(unpaired)} group(s) have no run with {base[0]}={base[1]} to compare with, so "
+                   "they cannot count as regressions: " + "; ".join(
+                       ", ".join(f"{k}={r[k]}" for k in comparison.by) for r in unpaired[:3])
+                   + (" ..." if len(unpaired) > 3 else ""), err=True)
     for run in comparison.failed:
         typer.echo(f"failed run {run['run_id']} ({run['model']} on {run['target']}): {run['reason']}", err=True)
     for run in comparison.invalid:

@@ -167,7 +167,24 @@ def resolve_dims(block: dict, settings: RunSettings, given: set) -> tuple[dict, 
 
     request = settings.request("-", None)
     signature = _signature(block)
-    dims = dict(request["dims"])
+    known = all_free_dim_keys(block)
+    dims = {key: size for key, size in request["dims"].items() if key in known}  # only what applies to this model
+    if settings.inputs is not None:  # given arrays fix their own free dims: recorded as the sizes they are
+        from edgebench_agent.inputs import declared_arrays
+
+        given_shapes = {name: shape for name, shape, _ in declared_arrays(str(settings.inputs))}
+        if "" in given_shapes and len(signature) == 1:
+            given_shapes = {signature[0][0]: given_shapes[""]}
+        for name, _, shape in signature:
+            for axis, dim in enumerate(shape):
+                if isinstance(dim, int) and dim >= 0 or name not in given_shapes or len(given_shapes[name]) <= axis:
+                    continue
+                key, size = (dim if isinstance(dim, str) and dim else f"{name}:{axis}"), given_shapes[name][axis]
+                asked = dims.get(f"{name}:{axis}", dims.get(key))
+                if asked is not None and asked != size:
+                    raise InputError(f"--dim {key}={asked}, but the given input {name!r} has {size} on that axis",
+                                     "given inputs fix their own sizes: leave out the --dim, or give other inputs")
+                dims[key] = size
     if request["batch"] is not None:
         for key in free_dim_keys([(n, t, shape[:1]) for n, t, shape in signature], dims, None, given):
             dims[key] = request["batch"]
@@ -215,6 +232,8 @@ def with_test_data_inputs(settings: RunSettings, model_path: Path) -> RunSetting
     from .testdata import read_test_data_set
 
     options = settings.accuracy
+    if settings.inputs is not None and options is not None and options.test_data is not None:
+        raise InputError("--inputs and --test-data both give the model's inputs", "give one: the inputs of every pass")
     if settings.inputs is not None or options is None or options.test_data is None:
         return settings
     _, signature, _ = accuracy._signature(Path(model_path))

@@ -50,6 +50,7 @@ class OutputComparison:
     out_of_tolerance_pct: float = 0.0
     nonfinite: int = 0  # NaN/Inf in the actual output where the expected one is finite
     needed_atol: float = 0.0  # the smallest atol that would pass with this rtol
+    text: bool = False  # string outputs: compared element by element for equality
 
     @property
     def shape_ok(self) -> bool:
@@ -61,6 +62,9 @@ class OutputComparison:
     def __str__(self) -> str:
         if not self.shape_ok:
             return f"{self.name}: shape {list(self.actual_shape)} but the reference has {list(self.expected_shape)}"
+        if self.text:
+            return (f"{self.name}: every string equal" if self else
+                    f"{self.name}: {self.out_of_tolerance_pct:.2f}% of the strings differ from the reference")
         text = (f"{self.name}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, mean abs {self.mean_abs:.3g}, "
                 f"cosine {self.cosine:.6f}")
         if self:

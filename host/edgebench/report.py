@@ -13,6 +13,8 @@ from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_sa
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
 KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "plan")
+# The parts of the `settings` key that a comparison can also group by on their own.
+SETTINGS_PARTS = ("provider", "threads", "inter_threads", "opt", "dims")
 # What must be the same for runs pooled in one group (the model file by its hash, not only its name).
 POOLING_KEYS = ("model", "model_sha256", "variant", "target", "settings")
 FORMATS = ("table", "csv", "md", "json", "html", "parquet")
@@ -134,6 +136,10 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p
     import numpy as np
 
     by = tuple(by)
+    if baseline and baseline[0] in SETTINGS_PARTS and "settings" in by:
+        # `settings` already holds the baseline's key (threads=1 is inside "cpu threads=1/0 opt=all"): group by the
+        # other parts instead, so threads=2 pairs with threads=1 and nothing else.
+        by = tuple(k for k in by if k != "settings") + tuple(k for k in SETTINGS_PARTS if k not in by)
     if baseline and baseline[0] not in by:
         by = (*by, baseline[0])
     result = Comparison([], by, metric, baseline)

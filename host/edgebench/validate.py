@@ -189,6 +189,21 @@ def _fixed_dim_problems(signature: _Signature, arrays: dict) -> list[str]:
     return problems
 
 
+def _check_dims(signature: _Signature, dims: dict) -> None:
+    """--dim names a free dimension of this model, with a positive size: the same rule as deploy's."""
+    from edgebench_agent.inputs import free_dim_keys
+
+    triples = list(zip(signature.names, signature.types, signature.shapes))
+    known = set(free_dim_keys(triples)) | {f"{name}:{axis}" for name, _, shape in triples
+                                           for axis, dim in enumerate(shape) if not (isinstance(dim, int) and dim >= 0)}
+    for key, size in dims.items():
+        if key not in known:
+            raise InputError(f"--dim {key}: the model has no free dimension called that",
+                             "free dimensions: " + (", ".join(sorted(known)) or "none (every dimension is fixed)"))
+        if size < 1:
+            raise InputError(f"--dim {key}={size}: a size must be a positive integer")
+
+
 def _generated(signature: _Signature, sizes: dict, seed: int, scale: float = 1.0, int_ranges: dict | None = None) -> dict:
     from edgebench_agent.inputs import generate
 
@@ -309,6 +324,7 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
     session = host_session(path, verbose)
     signature = _signature(session)  # an input type numpy cannot hold (a sequence, a map) is refused here
     rules = generation_rules(model)
+    _check_dims(signature, dims or {})
     output_names = [o.name for o in session.get_outputs()]
     tolerances.check_outputs(output_names, path.name)
 
