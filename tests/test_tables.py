@@ -90,3 +90,13 @@ def test_export_shows_progress_on_a_terminal(tmp_path):
                               "--no-validate"], 120, tmp_path)
     assert code == 0, text
     assert "exporting" in text and "dynamo" in text  # the spinner's line, shown while torch works
+
+
+def test_asked_for_columns_that_do_not_fit_are_named_never_cropped(results_folder, tmp_path):
+    text, code = on_terminal(["compare", results_folder, "--columns",
+                              "model,target,settings,n,p50,p90,p99,inf/s,session,first,peak,KiB,mean"], 80, tmp_path)
+    assert code == 0, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[0].split()[:2] == ["model", "target"]
+    assert all(len(line.rstrip()) <= 80 for line in lines if not line.startswith("("))
+    assert any(line.startswith("(") and "did not fit" in line for line in lines)

@@ -52,9 +52,13 @@ def print_table(console, headers: list[str], rows: list[list[str]], text_headers
     from rich.table import Table
 
     text = {i for i, h in enumerate(headers) if h in text_headers}
-    chosen = pick(headers, columns)
-    if chosen is None:
-        chosen = choose_columns(headers, rows, text, console.width) if console.is_terminal else list(range(len(headers)))
+    picked = pick(headers, columns)
+    chosen = picked if picked is not None else list(range(len(headers)))
+    if console.is_terminal:  # asked-for columns too: what does not fit is left out and named, never cropped
+        kept = choose_columns([headers[i] for i in chosen], [[r[i] for i in chosen] for r in rows],
+                              {n for n, i in enumerate(chosen) if i in text}, console.width)
+        chosen = [chosen[n] for n in kept]
+    skipped = [i for i in (picked if picked is not None else range(len(headers))) if i not in chosen]
     table = Table(box=None, pad_edge=False)
     for index in chosen:
         if index in text:
@@ -66,7 +70,7 @@ def print_table(console, headers: list[str], rows: list[list[str]], text_headers
     for row in rows:
         table.add_row(*[row[i] for i in chosen])
     console.print(table)
-    left_out = [headers[i] for i in range(len(headers)) if i not in chosen]
-    if left_out and err_console is not None and columns is None:
+    left_out = [headers[i] for i in skipped]
+    if left_out and err_console is not None:
         err_console.print(f"({len(left_out)} more columns did not fit: {', '.join(left_out)}; pick with --columns, "
                           "or see them all with --json or -f csv)", highlight=False, soft_wrap=True)
