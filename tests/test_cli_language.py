@@ -122,3 +122,20 @@ def test_per_run_compare_is_a_table_and_clean_and_import_speak_json(bench, tmp_p
                     *FAST_RUN], capture_output=True, text=True, cwd=REPO / "agent", timeout=120, check=True)
     imported = json.loads(bench("import", out, "--results", tmp_path / "r", "--json").stdout)
     assert imported[0]["source"] == str(out) and imported[0]["path"].endswith(".json")
+
+
+def test_tolerance_defaults_in_help_and_per_run_refuses_grouping_options(bench, tmp_path):
+    from edgebench.parity import DEFAULT_ATOL, DEFAULT_RTOL
+
+    entries = _help_entries(bench("deploy", "--help").stdout)
+    assert f"[default: {DEFAULT_ATOL}]" in entries["--atol"] and f"[default: {DEFAULT_RTOL}]" in entries["--rtol"]
+    (tmp_path / "r").mkdir()
+    done = bench("compare", tmp_path / "r", "--per-run", "--baseline", "threads=1")
+    assert done.code == 2 and "--per-run lists every run on its own" in done.stderr
+
+
+def test_a_deploy_warning_comes_before_the_table(tmp_path):
+    merged = subprocess.run([sys.executable, "-m", "edgebench", "deploy", str(EXAMPLES / "digits.onnx"), "--results",
+                             str(tmp_path / "r"), *FAST_RUN], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=120, cwd=tmp_path).stdout
+    assert merged.index("free dimension(s) batch set to 1") < merged.index("model ")  # read before the numbers

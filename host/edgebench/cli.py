@@ -131,8 +131,8 @@ def deploy(
     test_data: Annotated[Optional[Path], typer.Option(help="ONNX test_data_set_N folder as accuracy inputs and reference; implies --accuracy.")] = None,
     accuracy_samples: Annotated[int, typer.Option(help="Generated inputs for the accuracy pass (without --dataset).")] = 8,
     batch_size: Annotated[int, typer.Option(help="Dataset batch size when the model's batch dim is free.")] = 32,
-    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Accuracy tolerance, or OUTPUT=value.")] = None,
-    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative accuracy tolerance, or OUTPUT=value.")] = None,
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Accuracy tolerance, or OUTPUT=value.  [default: 0.0001]")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative accuracy tolerance, or OUTPUT=value.  [default: 0.001]")] = None,
     variants: Annotated[Optional[Path], typer.Option(help="Folder of `bench convert` variants: benchmark each model with its variants (accuracy against the parent).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
@@ -214,7 +214,9 @@ def deploy(
         import json
 
         typer.echo(json.dumps(documents, indent=1))
-    else:
+    for warning in sorted({w for d in documents for w in (d.get("validity") or {}).get("warnings", [])}):
+        typer.echo(f"warning: {warning}", err=True)  # before the table: a warning after it is easy to miss
+    if not json_output:
         _print_summary(documents, columns)
         from .accuracy import verdict_text
 
@@ -225,8 +227,6 @@ def deploy(
                 typer.echo(line)
         for outcome in outcomes:
             typer.echo(f"result: {outcome.path}")
-    for warning in sorted({w for d in documents for w in (d.get("validity") or {}).get("warnings", [])}):
-        typer.echo(f"warning: {warning}", err=True)
     problems = [f"{d['model']['name']} on {d['target']['name']}: {d['error']['message']}" for d in documents if d["status"] != "ok"]
     problems += [f"{d['model']['name']} on {d['target']['name']} is INVALID: {'; '.join(d['validity']['reasons'])}"
                  for d in documents if d["status"] == "ok" and not d["validity"]["valid"]]
@@ -388,8 +388,8 @@ def export(
     save_test_data: Annotated[Optional[Path], typer.Option(help="Write DIR/test_data_set_0 (example inputs and PyTorch outputs as .pb).")] = None,
     validate_after: Annotated[bool, typer.Option("--validate/--no-validate", help="Validate against PyTorch right after export.")] = True,
     samples: Annotated[int, typer.Option(help="Parity inputs to check.")] = 5,
-    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.")] = None,
-    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.")] = None,
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.  [default: 0.0001]")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.  [default: 0.001]")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the validation report as JSON.")] = False,
 ):
     """Export a PyTorch model to ONNX, then validate it against PyTorch."""
@@ -450,8 +450,8 @@ def validate(
     inputs: Annotated[Optional[Path], typer.Option(help="Inputs: an .npz, or an ONNX test_data_set_N/ folder (its output_K.pb are a reference).")] = None,
     dim: Annotated[Optional[list[str]], typer.Option("--dim", help="Size of a free dimension when no inputs are given: NAME=N.")] = None,
     samples: Annotated[int, typer.Option(help="Parity inputs to check.")] = 5,
-    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.")] = None,
-    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.")] = None,
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.  [default: 0.0001]")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.  [default: 0.001]")] = None,
     graph: Annotated[bool, typer.Option("--graph", help="Print the readable graph (onnx.printer).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,
@@ -882,6 +882,9 @@ def compare(
 
     if json_output:
         format = "json"
+    if per_run and (baseline or fail_on_regression or by != ",".join(("model", "variant", "target", "settings"))):
+        raise ConfigError("--per-run lists every run on its own: --by, --baseline and --fail-on-regression do not apply",
+                          "leave out --per-run to compare groups")
     if format not in FORMATS:
         raise ConfigError(f"unknown format {format!r}", f"choose one of: {', '.join(FORMATS)}")
     if format == "parquet" and output is None:
