@@ -72,7 +72,7 @@ def test_given_inputs_fix_their_dims_and_a_conflicting_dim_is_refused(bench, tmp
     (document,) = results_in(tmp_path / "r")
     assert document["settings"]["dims"] == {"batch": 5}  # the size the run really had: it groups apart from batch 1
     assert_one_line_error(bench("deploy", DIGITS, "--inputs", tmp_path / "five.npz", "--dim", "batch=3",
-                                "--results", tmp_path / "r2", *FAST_RUN), "--dim batch=3", "has 5 on that axis")
+                                "--results", tmp_path / "r2", *FAST_RUN), "--dim batch=3", "have 5 on that axis")
     # Several models: each records only the dims that apply to it.
     done = bench("deploy", EXAMPLES / "cnn.onnx", DIGITS, "--dim", "batch=2", "--results", tmp_path / "r3", *FAST_RUN)
     assert done.code == 0, done.stderr

@@ -111,6 +111,37 @@ def _size_text(size):
         size /= 1024.0
 
 
+def is_free(dim):
+    """A dimension without a fixed size: a name, None, or a negative placeholder."""
+    return not (isinstance(dim, int) and dim >= 0)
+
+
+def dim_key(name, axis, dim):
+    """The key --dim takes for one free axis: the dim's name when it has one, else "input:axis"."""
+    return dim if isinstance(dim, str) and dim else "%s:%d" % (name, axis)
+
+
+def accepted_dim_keys(signature):
+    """Every key --dim accepts for a model: each free dim's name, and "input:axis" for every free axis."""
+    keys = set()
+    for name, _, shape in signature:
+        for axis, dim in enumerate(shape or []):
+            if is_free(dim):
+                keys |= {dim_key(name, axis, dim), "%s:%d" % (name, axis)}
+    return keys
+
+
+def sizes_from_arrays(signature, shapes, first_axis=0):
+    """{--dim key: size} for the free axes (from `first_axis` on) of inputs that arrays of these shapes feed."""
+    sizes = {}
+    for name, _, shape in signature:
+        given = shapes.get(name)
+        for axis, dim in enumerate(shape or []):
+            if axis >= first_axis and is_free(dim) and given is not None and len(given) > axis:
+                sizes.setdefault(dim_key(name, axis, dim), given[axis])
+    return sizes
+
+
 def free_dim_keys(signature, dims=None, batch=None, given=()):
     """Free dimensions nothing sizes yet, as the keys --dim takes (the dim's name, else "input:axis"), in order.
 
@@ -121,10 +152,10 @@ def free_dim_keys(signature, dims=None, batch=None, given=()):
         if name in given:
             continue
         for axis, dim in enumerate(shape or []):
-            if isinstance(dim, int) and dim >= 0:
+            if not is_free(dim):
                 continue
             by_axis = "%s:%d" % (name, axis)
-            key = dim if isinstance(dim, str) and dim else by_axis
+            key = dim_key(name, axis, dim)
             if by_axis in dims or key in dims or (axis == 0 and batch is not None) or key in keys:
                 continue
             keys.append(key)

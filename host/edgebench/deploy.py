@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from edgebench_agent.inputs import accepted_dim_keys, sizes_from_arrays
 from edgebench_agent.protocol import RUN_DEFAULTS, RequestError, default_run_timeout, normalize_run_request
 
 from .board import Board
@@ -134,7 +135,7 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     given = given_inputs(settings)
     for model in models:  # an input only the user can give (a shape, K of TopK) must be given: say so now
         generation_rules(Path(model)).check_given(given | {""})
-    known = {key for block in blocks for key in all_free_dim_keys(block)}
+    known = {key for block in blocks for key in accepted_dim_keys(_signature(block))}
     for key in settings.request("-", None)["dims"]:
         if key not in known:  # a typo would silently change the run's identity and size nothing
             raise InputError(f"--dim {key}: no model here has a free dimension called that",
@@ -148,16 +149,6 @@ def _signature(block: dict) -> list:
     return [(i["name"], i["dtype"], i["shape"] or []) for i in block["inputs"]]
 
 
-def all_free_dim_keys(block: dict) -> set:
-    """Every key --dim accepts for a model: each free dim's name, and INPUT:AXIS for every free axis."""
-    from edgebench_agent.inputs import free_dim_keys
-
-    keys = set(free_dim_keys(_signature(block)))
-    for name, _, shape in _signature(block):
-        keys |= {f"{name}:{axis}" for axis, dim in enumerate(shape) if not (isinstance(dim, int) and dim >= 0)}
-    return keys
-
-
 def resolve_dims(block: dict, settings: RunSettings, given: set) -> tuple[dict, list]:
     """(the dims this model runs with, the keys set to 1 because nothing sized them).
 
@@ -167,34 +158,25 @@ def resolve_dims(block: dict, settings: RunSettings, given: set) -> tuple[dict, 
 
     request = settings.request("-", None)
     signature = _signature(block)
-    known = all_free_dim_keys(block)
+    known = accepted_dim_keys(signature)
     dims = {key: size for key, size in request["dims"].items() if key in known}  # only what applies to this model
     if settings.inputs is not None:  # given arrays fix their own free dims: recorded as the sizes they are
-        from edgebench_agent.inputs import declared_arrays
-
-        given_shapes = {name: shape for name, shape, _ in declared_arrays(str(settings.inputs))}
-        if "" in given_shapes and len(signature) == 1:
-            given_shapes = {signature[0][0]: given_shapes[""]}
-        for name, _, shape in signature:
-            for axis, dim in enumerate(shape):
-                if isinstance(dim, int) and dim >= 0 or name not in given_shapes or len(given_shapes[name]) <= axis:
-                    continue
-                key, size = (dim if isinstance(dim, str) and dim else f"{name}:{axis}"), given_shapes[name][axis]
-                asked = dims.get(f"{name}:{axis}", dims.get(key))
-                if asked is not None and asked != size:
-                    raise InputError(f"--dim {key}={asked}, but the given input {name!r} has {size} on that axis",
-                                     "given inputs fix their own sizes: leave out the --dim, or give other inputs")
-                dims[key] = size
+        shapes = {name: shape for name, shape, _ in declared_arrays(str(settings.inputs))}
+        if "" in shapes and len(signature) == 1:  # a bare .npy feeds the one input
+            shapes = {signature[0][0]: shapes[""]}
+        for key, size in sizes_from_arrays(signature, shapes).items():
+            if dims.get(key, size) != size:
+                raise InputError(f"--dim {key}={dims[key]}, but the given inputs have {size} on that axis",
+                                 "given inputs fix their own sizes: leave out the --dim, or give other inputs")
+            dims[key] = size
     if request["batch"] is not None:
         for key in free_dim_keys([(n, t, shape[:1]) for n, t, shape in signature], dims, None, given):
             dims[key] = request["batch"]
     dataset = settings.accuracy.dataset if settings.accuracy else None
     if dataset is not None and Path(dataset).is_file():
         shapes = {name: shape for name, shape, _ in declared_arrays(str(dataset))}
-        for name, _, shape in signature:
-            for axis, dim in enumerate(shape):
-                if axis > 0 and not (isinstance(dim, int) and dim >= 0) and name in shapes and len(shapes[name]) > axis:
-                    dims.setdefault(dim if isinstance(dim, str) and dim else f"{name}:{axis}", shapes[name][axis])
+        for key, size in sizes_from_arrays(signature, shapes, first_axis=1).items():  # samples run along axis 0
+            dims.setdefault(key, size)
     unset = free_dim_keys(signature, dims, None, given)
     if unset and settings.strict_dims:
         raise InputError(f"{block['name']}: free dimension(s) {', '.join(unset)} have no size",

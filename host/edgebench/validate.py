@@ -191,11 +191,9 @@ def _fixed_dim_problems(signature: _Signature, arrays: dict) -> list[str]:
 
 def _check_dims(signature: _Signature, dims: dict) -> None:
     """--dim names a free dimension of this model, with a positive size: the same rule as deploy's."""
-    from edgebench_agent.inputs import free_dim_keys
+    from edgebench_agent.inputs import accepted_dim_keys
 
-    triples = list(zip(signature.names, signature.types, signature.shapes))
-    known = set(free_dim_keys(triples)) | {f"{name}:{axis}" for name, _, shape in triples
-                                           for axis, dim in enumerate(shape) if not (isinstance(dim, int) and dim >= 0)}
+    known = accepted_dim_keys(list(zip(signature.names, signature.types, signature.shapes)))
     for key, size in dims.items():
         if key not in known:
             raise InputError(f"--dim {key}: the model has no free dimension called that",
