@@ -13,8 +13,9 @@ from edgebench.board import Board
 from edgebench.errors import InputError
 from edgebench.targets import Target
 from edgebench_agent import protocol, runner
-from edgebench_agent.inputs import InputError as AgentInputError
-from edgebench_agent.inputs import build_feeds, load_npz
+from edgebench_agent.shared.inputs import InputError as AgentInputError
+from edgebench_agent.shared.files import sha256_file
+from edgebench_agent.shared.inputs import build_feeds, load_npz
 from tests.conftest import FAST_REQUEST
 from tests.models.make_models import DTYPES
 
@@ -195,7 +196,7 @@ def test_run_round_trip_reports_every_phase(client, tiny_models):
         assert len(repeat["samples_ns"]) > 100 and sum(repeat["samples_ns"]) > 0.01e9
     assert reply["outputs"] == [{"name": "y", "shape": [1, 64], "dtype": "float32"}]
     assert reply["memory"]["peak_rss_bytes"] > 10 * 2**20
-    assert reply["model"]["sha256"] == runner.file_sha256(str(tiny_models["matmul"]))
+    assert reply["model"]["sha256"] == sha256_file(str(tiny_models["matmul"]))
 
 
 def test_every_dtype_runs_through_the_agent(client, tiny_models):

@@ -75,3 +75,70 @@ def test_no_import_cycles():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def test_the_host_reaches_the_agent_only_through_agentlib():
+    """One door: host modules import edgebench_agent nowhere but agentlib, and agentlib only the protocol and the
+    shared package."""
+    graph = _graph()
+    crossing = {name: sorted(t for t in targets if t.startswith("edgebench_agent"))
+                for name, targets in graph.items() if name.startswith("edgebench.") and name != "edgebench.agentlib"}
+    assert {name: t for name, t in crossing.items() if t} == {}
+    import edgebench.agentlib as agentlib
+
+    doors = set(agentlib._SURFACE)
+    assert "edgebench_agent.protocol" in doors and len(doors) > 3
+    assert all(d == "edgebench_agent.protocol" or d.startswith("edgebench_agent.shared.") for d in doors), doors
+    for module, names in agentlib._SURFACE.items():  # every name on the surface exists where it says
+        imported = __import__(module, fromlist=["_"])
+        assert [n for n in names if not hasattr(imported, n)] == [], module
+
+
+def test_the_shared_package_stands_alone():
+    """What both sides run imports only itself, the standard library and numpy: nothing board-only."""
+    graph = _graph()
+    shared = {name: targets for name, targets in graph.items() if name.startswith("edgebench_agent.shared")}
+    assert len(shared) >= 5
+    leaks = {name: sorted(t for t in targets if not t.startswith("edgebench_agent.shared")) for name, targets in shared.items()}
+    assert {n: t for n, t in leaks.items() if t} == {}
+    third_party = set()
+    for name, path in _modules().items():
+        if name.startswith("edgebench_agent.shared"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    third_party |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    third_party.add((node.module or "").split(".")[0])
+    import sys
+
+    assert third_party - set(sys.stdlib_module_names) == {"numpy"}
+
+
+def test_agent_errors_become_host_errors_once_with_their_cause(tmp_path):
+    from edgebench import agentlib
+    from edgebench.errors import ConfigError, InputError
+    from edgebench_agent.protocol import RequestError
+    from edgebench_agent.shared.inputs import InputError as AgentInputError
+
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    try:
+        agentlib.load_npz(str(tmp_path / "bad.npz"))
+    except InputError as exc:
+        assert isinstance(exc.__cause__, AgentInputError) and "bad.npz" in exc.message
+    else:
+        raise AssertionError("a corrupt npz must raise the host's InputError")
+    try:
+        agentlib.parse_assignments(["novalue"], "--dim", int)
+    except ConfigError as exc:
+        assert isinstance(exc.__cause__, RequestError) and "--dim 'novalue'" in exc.message
+    else:
+        raise AssertionError("a bad --dim must raise the host's ConfigError")
+    try:
+        agentlib.no_such_name
+    except AttributeError as exc:
+        assert "_SURFACE" in str(exc)

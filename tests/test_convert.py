@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from edgebench import results
 from edgebench.convert import KINDS, convert
 from edgebench.provenance import read_provenance
-from edgebench.modelinfo import file_sha256
+from edgebench.fileio import file_sha256
 from edgebench.agent_bundle import ensure_bundle
 from tests.conftest import EXAMPLES, FAST_RUN, assert_one_line_error
 

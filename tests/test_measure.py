@@ -14,6 +14,7 @@ import pytest
 
 from edgebench import results
 from edgebench_agent import telemetry
+from edgebench_agent.shared import validity
 from tests.conftest import EXAMPLES, FAST_RUN, assert_one_line_error
 
 TEGRASTATS = ("RAM 2448/30536MB (lfb 6783x4MB) SWAP 0/15268MB (cached 0MB) CPU [1%@729,0%@729,3%@1420,off] "
@@ -81,20 +82,20 @@ def test_assess_marks_throttling_clock_drops_and_warns_about_governors():
         return {"cpu": {"cpu0": {"governor": governor, "cur_khz": cur}},
                 "rpi": {"throttled": telemetry.parse_throttled(hex(throttled))}}
 
-    assert telemetry.assess({"before": snap(), "during": [snap()], "after": snap()}) == \
+    assert validity.assess({"before": snap(), "during": [snap()], "after": snap()}) == \
         {"valid": True, "reasons": [], "warnings": []}
-    mid = telemetry.assess({"before": snap(), "during": [snap(0x4)], "after": snap(0x40000)})
+    mid = validity.assess({"before": snap(), "during": [snap(0x4)], "after": snap(0x40000)})
     assert not mid["valid"]
     assert "Raspberry Pi: currently throttled (get_throttled 0x4)" in mid["reasons"]
     assert any("throttling has occurred during the run" in r for r in mid["reasons"])
-    old = telemetry.assess({"before": snap(0x50000), "during": [], "after": snap(0x50000)})
+    old = validity.assess({"before": snap(0x50000), "during": [], "after": snap(0x50000)})
     assert old["valid"]  # throttled before this run started, and not now: not this run's problem
-    drop = telemetry.assess({"before": snap(), "during": [snap(cur=1000000)], "after": snap()})
+    drop = validity.assess({"before": snap(), "during": [snap(cur=1000000)], "after": snap()})
     assert drop["reasons"] == ["cpu0 clock dropped from 1500 to 1000 MHz during the run"]
-    ondemand = telemetry.assess({"before": snap(governor="ondemand"), "during": [snap(cur=600000, governor="ondemand")],
+    ondemand = validity.assess({"before": snap(governor="ondemand"), "during": [snap(cur=600000, governor="ondemand")],
                                  "after": snap(governor="ondemand")})
     assert ondemand["valid"] and "governor is ondemand" in ondemand["warnings"][0]
-    jetson = telemetry.assess({"before": {"jetson": {"nvpmodel": {"name": "15W"}, "jetson_clocks": {"state": "off"}}}})
+    jetson = validity.assess({"before": {"jetson": {"nvpmodel": {"name": "15W"}, "jetson_clocks": {"state": "off"}}}})
     assert len(jetson["warnings"]) == 2 and "not MAXN" in jetson["warnings"][0]
 
 

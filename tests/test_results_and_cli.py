@@ -63,12 +63,15 @@ def test_a_killed_writers_temp_file_is_cleared_later(tmp_path):
     import os
     import time
 
-    stale, fresh = tmp_path / ".tmp-killed.json", tmp_path / ".tmp-writing-now.json"
-    stale.write_text("{half a result")
-    fresh.write_text("{")
-    os.utime(stale, (time.time() - 2 * results.STALE_TEMP_S,) * 2)
+    # the shared writer's temp names, and the older ".tmp-*.json" ones
+    stale = [tmp_path / ".run-killed.json.k2j3.tmp", tmp_path / ".tmp-killed.json"]
+    fresh = [tmp_path / ".run-writing-now.json.x9a1.tmp", tmp_path / ".tmp-writing-now.json"]
+    for path in stale + fresh:
+        path.write_text("{half a result")
+    for path in stale:
+        os.utime(path, (time.time() - 2 * results.STALE_TEMP_S,) * 2)
     results.write_result(tmp_path, json.loads(GOLDEN.read_text()))
-    assert not stale.exists() and fresh.exists()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in fresh)
 
 
 def test_run_ids_are_distinct_and_safe():

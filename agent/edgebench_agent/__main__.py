@@ -27,7 +27,8 @@ from .protocol import (
     parse_assignments,
     parse_scalar,
 )
-from .service import info, run, write_json_atomically
+from .service import info, run
+from .shared.files import write_atomically
 
 
 def _request_from_flags(args):
@@ -185,7 +186,7 @@ def _summary(reply):
             % (index + 1, len(samples), p50, p90, repeat["first_inference_ns"] / 1e6, repeat["session_create_ns"] / 1e6)
         )
     lines.append("peak RSS  %.1f MiB" % (reply["memory"]["peak_rss_bytes"] / 2.0 ** 20))
-    from .telemetry import assess
+    from .shared.validity import assess
 
     verdict = assess(reply.get("telemetry"))
     lines.append("board     " + ("VALID" if verdict["valid"] else "INVALID: " + "; ".join(verdict["reasons"])))
@@ -291,7 +292,7 @@ def main(argv=None):
                     raise RequestError("model is not a regular file: %s" % request["model"])
                 code, reply = run(request, machine_readable)
                 if request["out"]:
-                    write_json_atomically(request["out"], reply)
+                    write_atomically(request["out"], json.dumps(reply))
         except RequestError as exc:
             usage = exc
         except (IOError, OSError) as exc:  # e.g. --out in a folder that does not exist, a full disk
@@ -323,12 +324,12 @@ def _job_command(args):
     elif args.command == "runs":
         code, text = EXIT_OK, json.dumps(jobs.list_runs(args.cache))
     elif args.command == "sha256":
-        from .runner import file_sha256
+        from .shared.files import sha256_file
 
         hashes = {}
         for path in args.files:
             try:
-                hashes[path] = file_sha256(path)
+                hashes[path] = sha256_file(path)
             except (IOError, OSError) as exc:
                 hashes[path] = None
                 sys.stderr.write("cannot read %s: %s\n" % (path, exc))

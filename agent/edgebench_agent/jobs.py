@@ -25,6 +25,7 @@ import sys
 import time
 
 from .lock import acquire_lock
+from .shared.files import write_atomically
 from .protocol import EXIT_RUN_FAILED, EXIT_USAGE, RequestError, failed_reply
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")  # \Z: "$" would accept a trailing newline
@@ -38,15 +39,6 @@ def run_dir(cache, run):
     return os.path.join(os.path.abspath(os.path.expanduser(cache)), "runs", run)
 
 
-def _write_atomically(path, data):
-    temp = "%s.tmp-%d" % (path, os.getpid())
-    with open(temp, "w") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-
-
 def _read(path):
     try:
         with open(path) as handle:
@@ -57,8 +49,8 @@ def _read(path):
 
 def finish(folder, reply, code):
     """Record the end of a run: reply first, then exit_code (whose presence means 'over')."""
-    _write_atomically(os.path.join(folder, "reply.json"), json.dumps(reply))
-    _write_atomically(os.path.join(folder, "exit_code"), str(code))
+    write_atomically(os.path.join(folder, "reply.json"), json.dumps(reply))
+    write_atomically(os.path.join(folder, "exit_code"), str(code))
 
 
 def job(cache, run, lock_timeout_s):
@@ -79,7 +71,7 @@ def job(cache, run, lock_timeout_s):
         message = "the board is busy: another benchmark holds its lock (%s); waited %.0f s" % (holder or "unknown", lock_timeout_s)
         finish(folder, failed_reply("busy", message), EXIT_RUN_FAILED)
         return EXIT_RUN_FAILED
-    _write_atomically(os.path.join(folder, "started"), "%.3f" % time.time())
+    write_atomically(os.path.join(folder, "started"), "%.3f" % time.time())
     try:
         code, reply = run_request(request, machine_readable=True)  # never raises: failures come back as replies
     finally:
@@ -106,7 +98,7 @@ def launch(cache, run, lock_timeout_s, run_timeout_s=None):
             _agent_command() + ["_job", "--cache", cache, "--run", run, "--lock-timeout", str(lock_timeout_s)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
         )
-    _write_atomically(os.path.join(folder, "pid"), str(process.pid))
+    write_atomically(os.path.join(folder, "pid"), str(process.pid))
 
     def wait(seconds):  # our own child: wake the moment it exits, and reap it
         try:

@@ -287,8 +287,9 @@ def normalize_run_request(raw):
 def reply_digest(reply):
     """sha256 of the reply's canonical JSON (digest left out): `bench import` refuses a result edited after the
     agent wrote it. An integrity check against accidents and casual edits, not a signature."""
-    import hashlib
     import json
 
+    from .shared.files import sha256_bytes
+
     body = dict((k, v) for k, v in reply.items() if k != "digest")
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))

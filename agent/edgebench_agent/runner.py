@@ -8,12 +8,12 @@ two clock reads of a sample.
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import time
 
 from . import device, telemetry
-from .inputs import InputError, build_feeds, load_npz
+from .shared.files import atomic_file, sha256_file, write_atomically
+from .shared.inputs import InputError, build_feeds, load_npz
 
 NS_PER_S = 1000000000
 
@@ -29,14 +29,6 @@ class RunError(Exception):
     def __init__(self, kind, message):
         Exception.__init__(self, message)
         self.kind = kind
-
-
-def file_sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _median(values):
@@ -162,6 +154,7 @@ class Sampler(object):
 
         self.interval = interval
         self.samples = []
+        self.errors = []  # why a sample failed: recorded, so an empty record is never mistaken for a calm board
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgebench-telemetry")
         self._thread.daemon = True
@@ -170,8 +163,9 @@ class Sampler(object):
         while not self._stop.wait(self.interval):
             try:
                 self.samples.append(telemetry.snapshot(light=True))
-            except Exception:  # telemetry is best effort: never let it stop a run
-                pass
+            except Exception as exc:  # best effort: never stop a run (a thread's exception would vanish anyway)
+                if len(self.errors) < 3:
+                    self.errors.append("%s: %s" % (type(exc).__name__, exc))
 
     def __enter__(self):
         self._thread.start()
@@ -220,8 +214,7 @@ def cool_down(spec, emit):
         now = telemetry.max_temperature(telemetry.snapshot(light=True))
     if idle_file:
         try:
-            with open(idle_file, "w") as handle:
-                json.dump({"idle_c": min(idle, now)}, handle)
+            write_atomically(idle_file, json.dumps({"idle_c": min(idle, now)}))
         except (IOError, OSError):
             pass
     return {"idle_c": idle, "end_c": now, "waited_s": round(time.time() - started, 1),
@@ -239,7 +232,7 @@ def run_benchmark(request, emit=None):
     affinity = set_affinity(request["cpus"])
     board = {"before": telemetry.snapshot(), "during": [], "cooldowns": []}
     try:
-        model_sha = file_sha256(request["model"])
+        model_sha = sha256_file(request["model"])
     except OSError as exc:
         raise RunError("input", "cannot read model %s: %s" % (request["model"], exc.strerror or exc))
     user_arrays = None
@@ -301,6 +294,8 @@ def run_benchmark(request, emit=None):
                 request["max_iterations"], request["max_seconds"], on_progress=progress,
             )
         board["during"].extend(sampler.samples)
+        if sampler.errors:
+            board.setdefault("sampler_errors", []).extend(sampler.errors)
         repeats.append({
             "session_create_ns": session_create_ns,
             "first_inference_ns": first_inference_ns,
@@ -338,8 +333,8 @@ def run_benchmark(request, emit=None):
 
 def dataset_pass(ort, request):
     """Standalone accuracy: a labelled .npz run on the board, top-1/top-5 computed here (no host needed)."""
-    from .dataset import batches_of, load_dataset
-    from .metrics import is_classifier_output, join_batches, label_accuracy
+    from .shared.dataset import batches_of, load_dataset
+    from .shared.metrics import is_classifier_output, join_batches, label_accuracy
 
     spec = request["accuracy"]
     session = create_session(ort, request)
@@ -385,7 +380,7 @@ def profile_pass(ort, request, feeds):
     try:  # a summary here too, for a board with no host: the trace itself stays beside it
         import json
 
-        from .metrics import top_operators
+        from .shared.metrics import top_operators
 
         with open(path) as handle:
             summary = top_operators(json.load(handle))
@@ -401,11 +396,10 @@ def accuracy_pass(ort, request):
     Writes the outputs for the host to compare, or compares them here against a reference (when sending
     them home would move more data than the reference did).
     """
-    import os
 
     import numpy as np
 
-    from .metrics import batch_key, evaluate, join_batches, storable
+    from .shared.metrics import batch_key, evaluate, join_batches, storable
 
     spec = request["accuracy"]
     if spec.get("dataset"):
@@ -444,10 +438,9 @@ def accuracy_pass(ort, request):
             raise RunError("input", str(exc))
         result["compared_on"] = "board"
     else:
-        temp = spec["outputs"] + ".tmp-%d.npz" % os.getpid()
-        np.savez(temp, **dict((batch_key(b, j), storable(values[b])) for j, values in enumerate(per_output)
-                              for b in range(spec["batches"])))
-        os.replace(temp, spec["outputs"])
+        with atomic_file(spec["outputs"]) as out:
+            np.savez(out, **dict((batch_key(b, j), storable(values[b])) for j, values in enumerate(per_output)
+                                 for b in range(spec["batches"])))
         result["outputs_file"] = spec["outputs"]
         result["output_bytes"] = int(sum(storable(v).nbytes for values in per_output for v in values))
         result["compared_on"] = "host"

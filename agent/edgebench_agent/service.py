@@ -7,7 +7,6 @@ import datetime
 import json
 import os
 import sys
-import tempfile
 
 from . import __version__, device
 from .protocol import EVENT_PREFIX, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, PROTOCOL_VERSION, USAGE_KINDS, reply_digest
@@ -46,21 +45,6 @@ def info(cache=None):
 
         facts["cache"] = {"path": os.path.abspath(os.path.expanduser(cache)), "free_bytes": disk_free_bytes(cache)}
     return facts
-
-
-def write_json_atomically(path, document):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(document, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
 
 
 class _Events(object):

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench_agent.dataset import batches_of as dataset_batches
-
+from .agentlib import batches_of as dataset_batches
 from .errors import InputError
 from .parity import Tolerances
 
@@ -38,13 +37,13 @@ class AccuracyPlan:
     reference: str = ""
 
     def inputs_npz(self) -> bytes:
-        from edgebench_agent.metrics import batch_key
+        from .agentlib import batch_key
 
         return _npz({batch_key(b, p): feeds[n] for b, feeds in enumerate(self.batches)
                      for p, n in enumerate(self.input_names)})
 
     def reference_npz(self) -> bytes:
-        from edgebench_agent.metrics import batch_key
+        from .agentlib import batch_key
 
         arrays = {batch_key(b, j): value for b, outputs in enumerate(self.expected) for j, value in enumerate(outputs)}
         if self.labels is not None:
@@ -62,7 +61,7 @@ class AccuracyPlan:
 
     def label_output(self) -> int | None:
         """The output that holds class scores: the first one shaped [samples, classes]."""
-        from edgebench_agent.metrics import is_classifier_output, join_batches
+        from .agentlib import is_classifier_output, join_batches
 
         for index in range(len(self.output_names)):
             if is_classifier_output(join_batches([o[index] for o in self.expected], self.keep_rows)):
@@ -71,7 +70,7 @@ class AccuracyPlan:
 
 
 def _npz(arrays: dict) -> bytes:
-    from edgebench_agent.metrics import storable
+    from .agentlib import storable
 
     buffer = io.BytesIO()
     np.savez(buffer, **{key: storable(value) for key, value in arrays.items()})  # never a pickled object array
@@ -86,16 +85,12 @@ def _signature(model_path: Path):
 
 
 def load_dataset(path: Path, signature: list, require_labels: bool = True) -> tuple[dict, np.ndarray | None]:
-    """The agent's dataset loader, with its errors as the host's InputError."""
-    from edgebench_agent import dataset
-    from edgebench_agent.inputs import InputError as AgentInputError
+    """The shared dataset loader, after checking the file exists."""
+    from .agentlib import load_dataset as shared_load_dataset
 
     if not Path(path).is_file():
         raise InputError(f"dataset not found: {path}")
-    try:
-        return dataset.load_dataset(path, signature, require_labels)
-    except AgentInputError as exc:
-        raise InputError(str(exc)) from None
+    return shared_load_dataset(path, signature, require_labels)
 
 
 def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | None = None,
@@ -104,9 +99,8 @@ def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | Non
          inputs: Path | None = None) -> AccuracyPlan:
     """What the accuracy pass feeds: a labelled dataset, a test data set, the --inputs file (the same tensors
     the timing pass runs), or generated samples (integers within the ranges the graph implies)."""
-    from edgebench_agent.inputs import InputError as AgentInputError
-    from edgebench_agent.inputs import build_feeds
-
+    from .agentlib import build_feeds, load_npz
+    from .modelinfo import generation_rules
     from .testdata import read_test_data_set
 
     _, signature, output_names = _signature(model_path)
@@ -121,26 +115,19 @@ def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | Non
         if expected is not None:
             result.expected, result.reference = [expected], f"test data set {test_data}"
         return result
-    from edgebench_agent.inputs import load_npz
-
-    from .modelinfo import generation_rules
-
-    try:
-        given = load_npz(str(inputs)) if inputs is not None else {}
-        if inputs is not None and "" in given and len(names) == 1:
-            given = {names[0]: given.pop("")}
-        rules = generation_rules(model_path)
-        rules.check_given(set(given) | set(values or {}))
-        if given and set(names) <= set(given):
-            feeds, _ = build_feeds(signature, user_arrays=given, values=values or {})
-            return AccuracyPlan("inputs file", names, output_names, [feeds], 1)
-        batches = []
-        for index in range(samples):
-            feeds, _ = build_feeds(signature, user_arrays=given, values=values or {}, dims=dims or {},
-                                   seed=seed + 1000 + index, batch=batch, int_ranges=rules.ranges_for(set(given)))
-            batches.append(feeds)
-    except AgentInputError as exc:
-        raise InputError(str(exc)) from None
+    given = load_npz(str(inputs)) if inputs is not None else {}
+    if inputs is not None and "" in given and len(names) == 1:
+        given = {names[0]: given.pop("")}
+    rules = generation_rules(model_path)
+    rules.check_given(set(given) | set(values or {}))
+    if given and set(names) <= set(given):
+        feeds, _ = build_feeds(signature, user_arrays=given, values=values or {})
+        return AccuracyPlan("inputs file", names, output_names, [feeds], 1)
+    batches = []
+    for index in range(samples):
+        feeds, _ = build_feeds(signature, user_arrays=given, values=values or {}, dims=dims or {},
+                               seed=seed + 1000 + index, batch=batch, int_ranges=rules.ranges_for(set(given)))
+        batches.append(feeds)
     return AccuracyPlan("generated", names, output_names, batches, samples)
 
 
@@ -168,13 +155,12 @@ def compute_reference(accuracy: AccuracyPlan, model_path: Path, reference: str |
     if counts != {len(accuracy.output_names)}:
         raise InputError(f"the reference gives {counts.pop()} outputs but the model has {len(accuracy.output_names)}")
     if accuracy.labels is not None and accuracy.label_output() is not None:
-        from edgebench_agent.inputs import InputError as AgentInputError
-        from edgebench_agent.metrics import check_labels
+        from .agentlib import check_labels
 
         try:  # before anything is uploaded: labels that cannot match would report a meaningless 0 %
             check_labels(accuracy.expected[0][accuracy.label_output()], accuracy.labels)
-        except AgentInputError as exc:
-            raise InputError(str(exc), "check that the dataset's labels belong to this model") from None
+        except InputError as exc:
+            raise InputError(exc.message, "check that the dataset's labels belong to this model") from exc
 
 
 def tolerance_table(accuracy: AccuracyPlan, tolerances: Tolerances) -> dict:
@@ -193,7 +179,7 @@ def request_block(accuracy: AccuracyPlan, inputs_path: str, tolerances: Toleranc
 
 
 def evaluate_on_host(accuracy: AccuracyPlan, outputs_npz: bytes, tolerances: Tolerances) -> dict:
-    from edgebench_agent.metrics import batch_key, evaluate, join_batches
+    from .agentlib import batch_key, evaluate, join_batches
 
     with np.load(io.BytesIO(outputs_npz), allow_pickle=False) as loaded:
         board = {key: loaded[key] for key in loaded.files}

@@ -7,13 +7,13 @@ one hash, so a board runs exactly the agent the host was tested with.
 from __future__ import annotations
 
 import functools
-import hashlib
+import importlib.util
 import io
 import os
 import zipfile
 from pathlib import Path
 
-import edgebench_agent
+from .agentlib import sha256_bytes
 
 # Fixed zip timestamps make the bundle byte-for-byte reproducible, so its hash names its content.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -30,8 +30,10 @@ def cache_dir() -> Path:
 
 
 def _agent_sources() -> list[tuple[str, bytes]]:
-    package = Path(edgebench_agent.__file__).parent
-    return [(f"edgebench_agent/{p.name}", p.read_bytes()) for p in sorted(package.glob("*.py"))]
+    """Every .py file of the agent package and its subpackages (shared/), by path inside the bundle."""
+    package = Path(importlib.util.find_spec("edgebench_agent").origin).parent
+    return [(f"edgebench_agent/{p.relative_to(package).as_posix()}", p.read_bytes())
+            for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts]
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,15 +50,11 @@ def bundle_bytes() -> bytes:
 
 def ensure_bundle(folder: Path | None = None) -> Path:
     """Path of the current agent bundle in the cache, written (atomically) when missing."""
+    from .fileio import file_sha256, write_atomically
+
     data = bundle_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    folder = folder or cache_dir()
-    path = folder / f"agent-{digest[:12]}.pyz"
-    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    temp = folder / f".{path.name}.{os.getpid()}.tmp"
-    temp.write_bytes(data)
-    temp.chmod(0o755)
-    os.replace(temp, path)
+    digest = sha256_bytes(data)
+    path = (folder or cache_dir()) / f"agent-{digest[:12]}.pyz"
+    if not (path.is_file() and file_sha256(path) == digest):
+        write_atomically(path, data, mode=0o755)
     return path

@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from edgebench_agent.protocol import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, PROTOCOL_VERSION
+from .agentlib import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, PROTOCOL_VERSION
 
 from .agent_bundle import cache_dir, ensure_bundle
-from .errors import AgentError, AgentTimeout, BoardBusy, InputError, LinkLost, TransportError
+from .errors import AgentError, AgentTimeout, BoardBusy, ConfigError, FileWriteError, InputError, LinkLost, TransportError
 from .transport import EventCallback, ProgressCallback
 from .transport.factory import open_transport
 
@@ -127,10 +127,10 @@ class Board:
         return self._info
 
     def _info_memo(self) -> Path:
-        import hashlib
+        from .agentlib import sha256_bytes
 
         key = "|".join([self.target.kind, self.target.address, *self.python_argv(), ensure_bundle().name, self.target.work_dir])
-        return cache_dir() / "info" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        return cache_dir() / "info" / f"{sha256_bytes(key.encode())[:20]}.json"
 
     def _remembered_info(self, max_age_s: float) -> dict | None:
         path = self._info_memo()
@@ -142,13 +142,11 @@ class Board:
         return None
 
     def _remember_info(self, document: dict) -> None:
-        path = self._info_memo()
+        from .fileio import write_atomically
+
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp = path.with_suffix(f".tmp-{secrets.token_hex(3)}")
-            temp.write_text(json.dumps(document))
-            temp.replace(path)
-        except OSError:
+            write_atomically(self._info_memo(), json.dumps(document))
+        except FileWriteError:
             pass  # only a shortcut: never fatal
 
     def _hash_with(self, path: str, argv: list[str]) -> str | None:
@@ -199,10 +197,11 @@ class Board:
 
     def stage_bytes(self, data: bytes, name: str) -> str:
         """stage() for data made on the host (accuracy inputs, reference outputs)."""
-        import hashlib
         import tempfile
 
-        digest = hashlib.sha256(data).hexdigest()
+        from .agentlib import sha256_bytes
+
+        digest = sha256_bytes(data)
         with tempfile.TemporaryDirectory(prefix="edgebench-stage-") as folder:
             path = Path(folder) / name
             path.write_bytes(data)
@@ -322,13 +321,13 @@ class Board:
     def fetch(self, run_id: str) -> tuple[dict, dict | None]:
         """(reply, host context) of a run, following it if it still runs, within a deadline: the board kills a run
         past its own timeout (`--run-timeout`), and the host stops waiting past that plus the lock's wait."""
-        from edgebench_agent.protocol import RequestError, default_run_timeout, normalize_run_request
+        from .agentlib import default_run_timeout, normalize_run_request
 
         run_timeout = None
         raw = self.transport.read_bytes(f"{self.cache}/runs/{run_id}/request.json")
         try:
             run_timeout = default_run_timeout(normalize_run_request(json.loads(raw))) if raw else None
-        except (ValueError, RequestError):
+        except (ValueError, ConfigError):
             pass  # a request this agent cannot read: the board reports it; wait with the default deadline
         run_timeout = run_timeout or default_run_timeout(normalize_run_request({"model": "-"}))
         verb = ["attach", "--cache", self.cache, "--run", run_id, "--run-timeout", str(run_timeout)]
@@ -353,6 +352,6 @@ class Board:
 
 
 def _sha256(path: Path) -> str:
-    from .hashing import file_sha256
+    from .fileio import file_sha256
 
     return file_sha256(path)

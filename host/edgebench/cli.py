@@ -141,21 +141,17 @@ def deploy(
     strict_dims: Annotated[bool, typer.Option("--strict-dims", help="Refuse free dimensions nothing sizes instead of setting them to 1.")] = False,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
-    from edgebench_agent.protocol import RequestError, parse_assignments, parse_scalar
-
+    from .agentlib import parse_assignments, parse_scalar
     from .deploy import FleetReport, RunSettings, deploy_fleet, expand_sweep
     from .deploy import deploy as run_deploy
     from .errors import InputError, RunFailed
     from .targets import inventory_path, load_inventory, select_targets
 
-    try:
-        options = {
-            "values": parse_assignments(value, "--value", parse_scalar),
-            "dims": parse_assignments(dim, "--dim", int),
-            "provider_options": parse_assignments(provider_option, "--provider-option", str),
-        }
-    except RequestError as exc:
-        raise InputError(str(exc)) from None
+    options = {
+        "values": parse_assignments(value, "--value", parse_scalar),
+        "dims": parse_assignments(dim, "--dim", int),
+        "provider_options": parse_assignments(provider_option, "--provider-option", str),
+    }
     thread_list, batch_list = _int_list(threads, "--threads"), _int_list(batch, "--batch")
     provider_list = [p.strip() for p in provider.split(",") if p.strip()] if provider else None
     flags = {"seed": seed, "warmup_min_iterations": warmup, "min_iterations": min_iterations,
@@ -402,15 +398,11 @@ def export(
         raise InputError(f"--output {output} is a folder", f"name the .onnx file to write, e.g. {output / 'model.onnx'}")
     loaded = load_model(spec, weights)
     if example_inputs is not None:
-        from edgebench_agent.inputs import InputError as AgentInputError
-        from edgebench_agent.inputs import load_npz
+        from .agentlib import load_npz
 
         if not example_inputs.is_file():
             raise InputError(f"example inputs file not found: {example_inputs}")
-        try:
-            example = load_npz(str(example_inputs))
-        except AgentInputError as exc:
-            raise InputError(str(exc)) from None
+        example = load_npz(str(example_inputs))
     elif input:
         example = example_inputs_from_specs(input)
     elif loaded.example_inputs is not None:
@@ -458,8 +450,7 @@ def validate(
     strict_dims: Annotated[bool, typer.Option("--strict-dims", help="Refuse free dimensions without a --dim instead of setting them to 1.")] = False,
 ):
     """Check an ONNX model: checker, shape inference, onnxruntime, summary, parity against a reference."""
-    from edgebench_agent.protocol import RequestError, parse_assignments
-
+    from .agentlib import parse_assignments
     from .errors import InputError
     from .validate import validate as run_validate
 
@@ -467,10 +458,7 @@ def validate(
         raise InputError(f"--samples must be at least 1, got {samples}")
     if inputs is not None and not inputs.exists():
         raise InputError(f"inputs not found: {inputs}")
-    try:
-        dims = parse_assignments(dim, "--dim", int)
-    except RequestError as exc:
-        raise InputError(str(exc)) from None
+    dims = parse_assignments(dim, "--dim", int)
     tolerances = _tolerances(atol, rtol)
     loaded = None
     if reference is not None:
@@ -572,23 +560,14 @@ def agent_bundle(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .pyz.")] = Path("edgebench-agent.pyz"),
 ):
     """Write the single-file agent (the same build deploy ships): `python3 edgebench-agent.pyz --help` on a board."""
-    import hashlib
-
     from .agent_bundle import ensure_bundle
+    from .agentlib import sha256_bytes
+    from .fileio import write_atomically
 
     bundle = ensure_bundle()
     data = bundle.read_bytes()
-    temp = output.with_name(f".{output.name}.tmp")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        temp.write_bytes(data)
-        temp.chmod(0o755)
-        temp.replace(output)
-    except OSError as exc:
-        from .errors import ConfigError
-
-        raise ConfigError(f"cannot write {output}: {exc.strerror}") from None
-    typer.echo(f"wrote {output} ({len(data) / 1024:.1f} KiB, sha256 {hashlib.sha256(data).hexdigest()[:12]}; "
+    write_atomically(output, data, mode=0o755)
+    typer.echo(f"wrote {output} ({len(data) / 1024:.1f} KiB, sha256 {sha256_bytes(data)[:12]}; "
                f"deploy ships it as {bundle.name})")
 
 
@@ -926,7 +905,7 @@ def compare(
         headers, rows = per_run_cells(documents) if per_run else cells(comparison)
         print_table(_stdout(), headers, rows, {*keys, *TEXT_HEADERS}, _names(columns), _stderr())
     else:
-        from .results import write_text_atomically
+        from .fileio import write_atomically
 
         if format == "html":  # always grouped: the plots are of groups
             from .html import render_html
@@ -937,7 +916,7 @@ def compare(
         if output is None:
             sys.stdout.write(text)
         else:
-            write_text_atomically(output, text)
+            write_atomically(output, text)
             typer.echo(f"wrote {output}", err=True)
     for warning in comparison.mixed:
         typer.echo(f"warning: {warning}", err=True)

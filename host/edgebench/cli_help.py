@@ -33,7 +33,7 @@ AGENT_DEFAULTS = {"--seed": "seed", "--warmup": "warmup_min_iterations", "--min-
 
 def readable(command):
     """Set metavars and agent defaults on a click command's parameters (in place); returns it."""
-    from edgebench_agent.protocol import RUN_DEFAULTS
+    from .agentlib import RUN_DEFAULTS
 
     for param in command.params:  # click's classes, as typer vendors them: told apart by their kind
         if param.param_type_name == "argument":

@@ -10,7 +10,6 @@ with its reason; the others go ahead.
 from __future__ import annotations
 
 import datetime
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 
 from .errors import ConfigError, InputError
-from .hashing import file_sha256
+from .fileio import copy_atomically, file_sha256
 from .modelinfo import check_external_data, host_session, load_model_proto
 from .provenance import PROVENANCE_VERSION, write_provenance
 
@@ -216,11 +215,8 @@ def calibration_batches(model_path: Path, path: Path, limit: int) -> list[dict]:
 def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) -> list[dict]:
     """A few inputs to compare a variant with its parent: calibration samples when given, else generated
     (free dimensions at 1)."""
-    from edgebench_agent.inputs import InputError as AgentInputError
-    from edgebench_agent.inputs import build_feeds
-
     from .accuracy import _signature
-
+    from .agentlib import build_feeds, free_dim_keys
     from .modelinfo import generation_rules
 
     if calibration is not None:
@@ -228,22 +224,18 @@ def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) 
     _, signature, _ = _signature(model_path)
     rules = generation_rules(model_path)
     rules.check_given(set(), "--calibration data.npz holding the model's inputs")
-    dims = {}
-    for name, _, shape in signature:
-        for axis, dim in enumerate(shape):
-            if not isinstance(dim, int):
-                dims[dim if isinstance(dim, str) else f"{name}:{axis}"] = 1
+    dims = {key: 1 for key in free_dim_keys(signature, {})}
     try:
         return [build_feeds(signature, dims=dims, seed=500 + index, int_ranges=rules.int_ranges)[0]
                 for index in range(samples)]
-    except AgentInputError as exc:  # e.g. a string input: nothing to compare a variant with
-        raise InputError(f"cannot make inputs to check the variants against {model_path.name}: {exc}",
-                         "give --calibration data.npz with the model's inputs") from None
+    except InputError as exc:  # e.g. a string input: nothing to compare a variant with
+        raise InputError(f"cannot make inputs to check the variants against {model_path.name}: {exc.message}",
+                         "give --calibration data.npz with the model's inputs") from exc
 
 
 def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict]) -> dict:
     """Run parent and variant on the host's CPU; compare every output against the stated tolerance."""
-    from edgebench_agent.metrics import compare_arrays, is_classifier_output, join_batches, topk_agreement
+    from .agentlib import compare_arrays, is_classifier_output, join_batches, topk_agreement
 
     parent_session, variant_session = host_session(parent), host_session(variant)
     names = [o.name for o in parent_session.get_outputs()]
@@ -308,8 +300,7 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
                 continue
             for extra in scratch.glob(staged.name + ".*"):
                 shutil.copy(extra, out_dir / extra.name)  # the ORT operator config
-            shutil.copy(staged, final.with_name(final.name + ".tmp"))
-            os.replace(final.with_name(final.name + ".tmp"), final)
+            copy_atomically(staged, final)
         variant.path = final
         variant.provenance = {
             "provenance_version": PROVENANCE_VERSION,

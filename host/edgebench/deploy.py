@@ -13,13 +13,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from edgebench_agent.inputs import accepted_dim_keys, sizes_from_arrays
-from edgebench_agent.protocol import RUN_DEFAULTS, RequestError, default_run_timeout, normalize_run_request
+from .agentlib import accepted_dim_keys, sizes_from_arrays
+from .agentlib import RUN_DEFAULTS, default_run_timeout, normalize_run_request
 
 from .board import Board
 from .compat import incompatibility
-from .errors import AgentError, InputError, ModelError
-from .modelinfo import file_sha256, generation_rules, host_session, inspect_model
+from .errors import AgentError, ConfigError, InputError, ModelError
+from .fileio import file_sha256
+from .modelinfo import generation_rules, host_session, inspect_model
 from .results import build_result, new_run_id, utc_now, write_result
 from .parity import Tolerances
 from .targets import Target
@@ -73,8 +74,8 @@ class RunSettings:
             raise InputError(f"--timeout must be a positive number of seconds, got {self.timeout_s}")
         try:
             return normalize_run_request(raw)
-        except RequestError as exc:
-            raise InputError(str(exc)) from None
+        except ConfigError as exc:  # an option the agent refuses is the user's input
+            raise InputError(exc.message) from exc
 
     def recorded(self) -> dict:
         """What a result stores about its settings (every field, defaults included, so runs compare)."""
@@ -154,7 +155,7 @@ def resolve_dims(block: dict, settings: RunSettings, given: set) -> tuple[dict, 
 
     --batch N sizes every free leading dim and is written as dims, so `--batch 1` and `--dim batch=1` are the
     same run; a --dataset fixes every free dim but the batch; inputs the user gave fix their own."""
-    from edgebench_agent.inputs import declared_arrays, free_dim_keys
+    from .agentlib import declared_arrays, free_dim_keys
 
     request = settings.request("-", None)
     signature = _signature(block)
@@ -204,7 +205,6 @@ def given_inputs(settings: RunSettings) -> set:
 def with_test_data_inputs(settings: RunSettings, model_path: Path) -> RunSettings:
     """--test-data without --inputs: the test data set's inputs become the inputs of every pass, so the timing
     pass runs the tensors the user gave (indices in range, shapes that fix free dims), not generated ones."""
-    import hashlib
     import io
 
     import numpy as np
@@ -220,18 +220,15 @@ def with_test_data_inputs(settings: RunSettings, model_path: Path) -> RunSetting
         return settings
     _, signature, _ = accuracy._signature(Path(model_path))
     arrays, _ = read_test_data_set(Path(options.test_data), [name for name, _, _ in signature])
-    from edgebench_agent.metrics import storable
+    from .agentlib import sha256_bytes, storable
+    from .fileio import write_atomically
 
     buffer = io.BytesIO()  # strings come from .pb as str objects: stored as unicode, never pickled
     np.savez(buffer, **{name: storable(array) for name, array in arrays.items()})
     data = buffer.getvalue()
-    folder = cache_dir() / "inputs"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.npz"  # by content: made once, never half-written
+    path = cache_dir() / "inputs" / f"{sha256_bytes(data)[:16]}.npz"  # by content: made once
     if not path.exists():
-        temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        temp.write_bytes(data)
-        temp.replace(path)
+        write_atomically(path, data)
     return replace(settings, inputs=path, inputs_origin=str(options.test_data))
 
 
@@ -374,7 +371,7 @@ def expand_sweep(settings: RunSettings, threads: list[int] | None = None, batche
 
 def _profile_summary(board: Board, reply: dict | None) -> dict | None:
     """Pull the profile pass's trace home and keep its top operators (the trace itself stays on the board)."""
-    from edgebench_agent.metrics import top_operators
+    from .agentlib import top_operators
 
     answer = (reply or {}).get("profile")
     if not answer:

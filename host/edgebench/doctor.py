@@ -17,7 +17,7 @@ class Finding:
 
 
 def diagnose(target, info: dict) -> list[Finding]:
-    from edgebench_agent.protocol import provider_name
+    from .agentlib import provider_name
 
     findings = []
     python = info["python"]["version"]

@@ -50,6 +50,10 @@ class ValidationFailed(BenchError):
     exit_code = EXIT_RUN_FAILED
 
 
+class FileWriteError(BenchError):
+    """A file edgebench writes could not be written (a full disk, a read-only folder, permissions)."""
+
+
 class ResultError(BenchError):
     """A result file that cannot be read: corrupt, or from a newer edgebench."""
 

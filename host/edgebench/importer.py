@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from edgebench_agent.protocol import PROTOCOL_VERSION, reply_digest
+from .agentlib import PROTOCOL_VERSION, reply_digest
 
 from .deploy import SETTING_FIELDS
 from .errors import ResultError

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, ModelError, one_line
-from .hashing import file_sha256
+from .fileio import file_sha256
 
 
 def load_model_proto(path: Path, load_external_data: bool = False):
@@ -91,7 +91,7 @@ def _inspect_ort_format(path: Path) -> dict:
     except Exception as exc:  # onnxruntime's own exception types
         raise ModelError(f"{path} is not a loadable ORT-format model: {one_line(exc, 200)}") from None
 
-    from edgebench_agent.inputs import ORT_TO_NUMPY
+    from .agentlib import ORT_TO_NUMPY
 
     def signature(args):
         return [{"name": a.name, "dtype": ORT_TO_NUMPY[a.type].__name__ if a.type in ORT_TO_NUMPY else a.type,

@@ -76,7 +76,7 @@ class OutputComparison:
 
 
 def compare_output(name: str, expected, actual, atol: float, rtol: float) -> OutputComparison:
-    from edgebench_agent.metrics import compare_arrays
+    from .agentlib import compare_arrays
 
     metrics = compare_arrays(expected, actual, atol, rtol)
     return OutputComparison(name, tuple(metrics.pop("expected_shape")), tuple(metrics.pop("actual_shape")), **metrics)

@@ -16,13 +16,14 @@ halfway is not redone from scratch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .agentlib import sha256_bytes
 from .errors import ConfigError
+from .fileio import file_sha256
 from .yamlconf import YamlDoc, check_type, load_yaml
 
 TOP_KEYS = {"name": "string", "description": "string", "models": "list", "variants": "list of strings",
@@ -116,7 +117,7 @@ def load_plan(path: Path, inventory) -> Plan:
             check_type(doc, ("settings", key), value, kind)
     for index, model in enumerate(models):
         _check_dims_sized(doc, index, model, settings.get("batch"))
-    return Plan(name=data["name"], path=Path(path), sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+    return Plan(name=data["name"], path=Path(path), sha256=file_sha256(path),
                 models=models, targets=list(data["targets"]), settings=settings, variants=variants,
                 results=(base / data["results"]) if data.get("results") else None)
 
@@ -124,7 +125,7 @@ def load_plan(path: Path, inventory) -> Plan:
 def _check_dims_sized(doc: YamlDoc, index: int, model: PlanModel, batch) -> None:
     """A plan is strict where `bench deploy` is lenient: every free dimension of a model needs a size, in the
     plan (dims: or settings: batch:), so --dry-run shows the error with its line, before anything runs."""
-    from edgebench_agent.inputs import free_dim_keys
+    from .agentlib import free_dim_keys
 
     from .modelinfo import _value_info, load_model_proto
 
@@ -254,12 +255,12 @@ def build_models(plan: Plan, build_dir: Path, force: bool = False, dry_run: bool
 
 def cell_key(model_sha: str, target_name: str, recorded_settings: dict) -> str:
     blob = json.dumps({"model": model_sha, "target": target_name, "settings": recorded_settings}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return sha256_bytes(blob.encode())[:16]
 
 
 def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) -> list[Cell]:
     from .deploy import AccuracyOptions, RunSettings, expand_sweep
-    from .modelinfo import file_sha256
+
     from .targets import select_targets
 
     options, sweeps = {}, {}

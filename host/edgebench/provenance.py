@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .hashing import file_sha256
+from .fileio import file_sha256, write_atomically
 
 PROVENANCE_SUFFIX = ".edgebench.json"
 PROVENANCE_VERSION = 1
@@ -23,10 +23,8 @@ def sidecar_of(variant: Path) -> Path:
 
 def write_provenance(variant: Path, provenance: dict) -> Path:
     """Write the provenance beside its variant, atomically (a reader never sees half a file)."""
-    from .results import write_text_atomically
-
     path = sidecar_of(variant)
-    write_text_atomically(path, json.dumps(provenance, indent=1, default=_plain))
+    write_atomically(path, json.dumps(provenance, indent=1, default=_plain))
     return path
 
 

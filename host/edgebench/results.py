@@ -14,10 +14,10 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
 
 from . import __version__
+from .agentlib import atomic_file
 from .errors import ResultError
 
 SCHEMA_VERSION = 1
@@ -28,13 +28,6 @@ MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs
 
 # Older schema versions and the step that lifts a document one version up (asv-style migrations).
 MIGRATIONS: dict[int, callable] = {}
-
-
-def _readable(handle: int) -> None:
-    """mkstemp makes 0600 files; results and reports are ordinary files: 0666 less the umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(handle, 0o666 & ~mask)
 
 
 def utc_now() -> datetime.datetime:
@@ -62,7 +55,7 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
     measurements = None
     validity = {"valid": True, "reasons": [], "warnings": []}
     if status == "ok":
-        from edgebench_agent.telemetry import assess
+        from .agentlib import assess
 
         measurements = {key: reply.get(key) for key in MEASUREMENT_KEYS}
         validity = assess(reply.get("telemetry"))  # the host analyses: the board only recorded its state
@@ -93,7 +86,8 @@ STALE_TEMP_S = 3600
 def _remove_stale_temps(results_dir: Path) -> None:
     import time
 
-    for temp in results_dir.glob(".tmp-*.json"):
+    # Temp names of the shared atomic writer, and of edgebench 0.1.0 (".tmp-*.json").
+    for temp in [*results_dir.glob(".*.json.*.tmp"), *results_dir.glob(".tmp-*.json")]:
         try:
             if time.time() - temp.stat().st_mtime > STALE_TEMP_S:
                 temp.unlink()
@@ -107,26 +101,18 @@ def write_result(results_dir: Path, document: dict) -> Path:
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(results_dir)
-        handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=results_dir)
     except OSError as exc:
         raise ResultError(f"cannot write results to {results_dir}: {exc.strerror}",
-                          "choose a writable folder with --results") from None
+                          "choose a writable folder with --results") from exc
     final = results_dir / f"{document['run_id']}.json"
     try:
-        _readable(handle)
-        with os.fdopen(handle, "w") as out:
+        with atomic_file(final, binary=False, replace=False) as out:  # never replaces: runs cannot clobber
             json.dump(document, out, indent=1)
             out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        # link() fails if the name exists: two runs can never clobber each other's file.
-        os.link(temp, final)
     except FileExistsError:
         raise ResultError(f"result {final} already exists") from None
     except OSError as exc:
-        raise ResultError(f"cannot write {final}: {exc.strerror}", "check free space and permissions") from None
-    finally:
-        os.unlink(temp)
+        raise ResultError(f"cannot write {final}: {exc.strerror}", "check free space and permissions") from exc
     return final
 
 
@@ -215,25 +201,3 @@ def load_results(paths: list[Path]) -> tuple[list[dict], list[str]]:
         except ResultError as exc:
             problems.append(str(exc))
     return documents, problems
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step (temp file in the same folder, then rename)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)  # `-o reports/today.html` makes reports/
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    except OSError as exc:
-        raise ResultError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        _readable(handle)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        raise ResultError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)

@@ -18,7 +18,6 @@ torch is imported inside the functions, never at module import.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -27,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .agentlib import sha256_bytes
 from .errors import ConfigError, InputError, ModelError, one_line
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".jit", ".torchscript")
@@ -66,7 +66,7 @@ def _import_target(spec: str):
         if not path.is_file():
             raise ModelError(f"model spec file not found: {path}", "check the path before the ':'")
         # A stable name: it reaches the exported graph's metadata, and the same input must give the same bytes.
-        module_name = f"_edgebench_spec_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+        module_name = f"_edgebench_spec_{sha256_bytes(str(path.resolve()).encode())[:12]}"
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loader_spec)
         sys.path.insert(0, str(path.resolve().parent))  # let the file import its siblings
@@ -290,8 +290,7 @@ def example_inputs_from_specs(specs: list[str], seed: int = 0) -> dict:
     """Seeded example arrays for --input specs (the same generator the agent uses)."""
     import numpy as np
 
-    from edgebench_agent.inputs import InputError as AgentInputError
-    from edgebench_agent.inputs import check_array_size, generate
+    from .agentlib import check_array_size, generate
 
     arrays = {}
     total = 0
@@ -300,11 +299,8 @@ def example_inputs_from_specs(specs: list[str], seed: int = 0) -> dict:
         if name in arrays:
             raise InputError(f"--input {name} is given twice")
         numpy_dtype = np.dtype(np.float32 if dtype == "bfloat16" else dtype)
-        try:
-            total += check_array_size(f"--input {name}", numpy_dtype, shape, total)
-            arrays[name] = generate(numpy_dtype, shape, np.random.default_rng([seed, position]))
-        except AgentInputError as exc:
-            raise InputError(str(exc)) from None
+        total += check_array_size(f"--input {name}", numpy_dtype, shape, total)
+        arrays[name] = generate(numpy_dtype, shape, np.random.default_rng([seed, position]))
     return arrays
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, ModelError, one_line
-from .modelinfo import check_external_data, file_sha256, generation_rules, host_session, load_model_proto
+from .fileio import file_sha256
+from .modelinfo import check_external_data, generation_rules, host_session, load_model_proto
 from .parity import OutputComparison, Tolerances, compare_outputs
 
 
@@ -164,7 +165,7 @@ class _Signature:
 
 
 def _signature(session) -> _Signature:
-    from edgebench_agent.inputs import numpy_dtype
+    from .agentlib import numpy_dtype
 
     inputs = session.get_inputs()
     return _Signature([i.name for i in inputs], [list(i.shape) for i in inputs], [i.type for i in inputs],
@@ -191,7 +192,7 @@ def _fixed_dim_problems(signature: _Signature, arrays: dict) -> list[str]:
 
 def _check_dims(signature: _Signature, dims: dict) -> None:
     """--dim names a free dimension of this model, with a positive size: the same rule as deploy's."""
-    from edgebench_agent.inputs import accepted_dim_keys
+    from .agentlib import accepted_dim_keys
 
     known = accepted_dim_keys(list(zip(signature.names, signature.types, signature.shapes)))
     for key, size in dims.items():
@@ -203,7 +204,7 @@ def _check_dims(signature: _Signature, dims: dict) -> None:
 
 
 def _generated(signature: _Signature, sizes: dict, seed: int, scale: float = 1.0, int_ranges: dict | None = None) -> dict:
-    from edgebench_agent.inputs import generate
+    from .agentlib import generate
 
     arrays = {}
     for position, (name, shape, dtype) in enumerate(zip(signature.names, signature.shapes, signature.dtypes)):
@@ -234,7 +235,7 @@ def _free_sizes(signature: _Signature, base: dict, grow: int = 0) -> dict:
 def parity_samples(signature: _Signature, base: dict, count: int, rules=None) -> list[tuple[str, str, dict]]:
     """(label, kind, arrays): the base input, then variations that expose baked-in control flow. Inputs that
     only the user can give (a shape, text) are never varied: with one, only the base input is checked."""
-    from edgebench_agent.inputs import is_text
+    from .agentlib import is_text
 
     samples = [("example input", "base", base)]
     if (rules is not None and rules.needs_value) or any(is_text(d) for d in signature.dtypes):
@@ -300,16 +301,6 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
              samples: int = 5, tolerances: Tolerances = Tolerances(), dims: dict | None = None,
              verbose: bool = False, strict_dims: bool = False) -> ValidationReport:
     """Everything `bench validate` checks. `reference` is a torchmodel.LoadedModel or None."""
-    from edgebench_agent.inputs import InputError as AgentInputError
-
-    try:
-        return _validate(path, reference, inputs, example, samples, tolerances, dims, verbose, strict_dims)
-    except AgentInputError as exc:  # inputs the agent's generator or loader refused (types, sizes, files)
-        raise InputError(str(exc)) from None
-
-
-def _validate(path: Path, reference, inputs: Path | None, example: dict | None, samples: int,
-              tolerances: Tolerances, dims: dict | None, verbose: bool, strict_dims: bool) -> ValidationReport:
     from .testdata import is_test_data_set, read_test_data_set
     from .torchmodel import run_reference
 
@@ -331,14 +322,13 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
         if is_test_data_set(inputs):
             base, expected_base = read_test_data_set(Path(inputs), signature.names)
         else:
-            from edgebench_agent.inputs import load_npz
+            from .agentlib import load_npz
 
             base = load_npz(str(inputs))
     elif example is not None:
         base = dict(example)
     else:
-        from edgebench_agent.inputs import InputError as AgentInputError
-        from edgebench_agent.inputs import build_feeds, free_dim_keys
+        from .agentlib import build_feeds, free_dim_keys
 
         rules.check_given(set(), "--inputs FILE.npz or a test data set")
         triples = list(zip(signature.names, signature.types, signature.shapes))
@@ -352,17 +342,13 @@ def _validate(path: Path, reference, inputs: Path | None, example: dict | None, 
             report.notes.append(f"free dimension(s) {', '.join(unset)} set to 1 (size them with --dim NAME=N; "
                                 "--strict-dims refuses instead)")
             dims = {**(dims or {}), **{key: 1 for key in unset}}
-        try:
-            base, _ = build_feeds(triples, dims=dims or {}, int_ranges=rules.int_ranges)
-        except AgentInputError as exc:
-            hint = " (free dimensions need --dim when no example input is given)" if "free dimension" in str(exc) else ""
-            raise InputError(f"{exc}{hint}") from None
+        base, _ = build_feeds(triples, dims=dims or {}, int_ranges=rules.int_ranges)
     missing = [n for n in signature.names if n not in base]
     extra = [n for n in base if n not in signature.names]
     if missing or extra:
         raise InputError(f"the inputs do not match the model: missing {missing or 'none'}, unknown {extra or 'none'}",
                          f"the model's inputs are: {', '.join(signature.names)}")
-    from edgebench_agent.inputs import is_text
+    from .agentlib import is_text
 
     base = {n: np.asarray(base[n]) if is_text(d) or np.asarray(base[n]).dtype == d else np.asarray(base[n]).astype(d)
             for n, d in zip(signature.names, signature.dtypes)}

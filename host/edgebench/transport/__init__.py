@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from edgebench_agent.protocol import EVENT_PREFIX
+from ..agentlib import EVENT_PREFIX
 
 EventCallback = Callable[[dict], None]
 ProgressCallback = Callable[[int, int], None]  # bytes done, bytes total

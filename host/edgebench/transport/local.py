@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -67,13 +68,14 @@ class LocalTransport:
             return []
 
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        with self._write_guard(path):
+            os.makedirs(path, exist_ok=True)
 
     def write_bytes(self, path: str, data: bytes) -> None:
-        temp = f"{path}.tmp-{os.getpid()}"
-        with open(temp, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
+        from ..agentlib import write_atomically
+
+        with self._write_guard(path):
+            write_atomically(path, data)
 
     def read_bytes(self, path: str) -> bytes | None:
         try:
@@ -82,14 +84,25 @@ class LocalTransport:
             return None
 
     def upload(self, local: Path, path: str, progress: ProgressCallback | None = None) -> None:
-        shutil.copyfile(local, path)
+        with self._write_guard(path):
+            shutil.copyfile(local, path)
         size = os.path.getsize(path)
         self.bytes_uploaded += size
         if progress:
             progress(size, size)
 
     def rename(self, source: str, destination: str) -> None:
-        os.replace(source, destination)
+        with self._write_guard(destination):
+            os.replace(source, destination)
+
+    @contextlib.contextmanager
+    def _write_guard(self, path: str):
+        """The work folder's OSErrors as TransportError, like SSHTransport's: one line naming the path."""
+        try:
+            yield
+        except OSError as exc:
+            raise TransportError(f"cannot write {path} on {self.name}: {exc.strerror or exc}",
+                                 "check the target's work_dir: free space and permissions") from exc
 
     def remove(self, path: str) -> None:
         try:

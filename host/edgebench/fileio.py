@@ -1,0 +1,55 @@
+"""Host file helpers: each file hashed once, every write atomic, every OS failure a typed error.
+
+Both helpers stand on the shared ones (edgebench_agent.shared.files, through agentlib), so host and board hash
+and write the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .errors import FileWriteError
+
+# A deploy asks for the same file's hash many times (identity, provenance, upload name, every target of a
+# fleet); a model can be gigabytes. Keyed on the file's identity and stat (device, inode, size, mtime and ctime
+# in ns), so a file changed in place is hashed again.
+_HASHES: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes, computed once per file version and process."""
+    from .agentlib import sha256_file
+
+    stat = os.stat(path)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(str(path))
+    return _HASHES[key]
+
+
+def write_atomically(path: Path | str, data: str | bytes, mode: int | None = None) -> None:
+    """Replace `path` with `data` in one step (a reader sees the old file or the new one); makes the folder
+    (`-o reports/today.html` makes reports/). A failure is a FileWriteError naming the file and the reason."""
+    from .agentlib import write_atomically as shared_write
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shared_write(str(path), data, mode)
+    except OSError as exc:
+        raise FileWriteError(f"cannot write {path}: {exc.strerror or exc}", "check free space and permissions") from exc
+
+
+def copy_atomically(source: Path | str, destination: Path | str) -> None:
+    """Copy a file so that `destination` is never seen half-written."""
+    from .agentlib import atomic_file
+
+    destination = Path(destination)
+    try:
+        with open(source, "rb") as reading, atomic_file(str(destination)) as writing:
+            shutil.copyfileobj(reading, writing, 1 << 20)
+    except OSError as exc:
+        raise FileWriteError(f"cannot write {destination}: {exc.strerror or exc}",
+                             "check free space and permissions") from exc
