@@ -15,6 +15,7 @@ import sys
 
 from . import __version__
 from .protocol import (
+    PASS_DEFAULTS,
     EXIT_OK,
     EXIT_RUN_FAILED,
     EXIT_USAGE,
@@ -157,12 +158,15 @@ def build_parser():
     spin.add_argument("--spin-wait", dest="spin_wait", action="store_const", const=True, help="let onnxruntime threads spin")
     spin.add_argument("--no-spin-wait", dest="spin_wait", action="store_const", const=False, help="no spinning")
     run.add_argument("--cooldown", action="store_true", help="wait until the board is back near its idle temperature first")
-    run.add_argument("--cooldown-margin", type=float, default=3.0, metavar="C", help="degrees above idle that count as cool (3)")
-    run.add_argument("--cooldown-timeout", type=float, default=120.0, metavar="SECONDS", help="wait at most this long (120)")
+    run.add_argument("--cooldown-margin", type=float, default=PASS_DEFAULTS["cooldown"]["margin_c"], metavar="C",
+                     help="degrees above idle that count as cool (%(default)g)")
+    run.add_argument("--cooldown-timeout", type=float, default=PASS_DEFAULTS["cooldown"]["timeout_s"], metavar="SECONDS",
+                     help="wait at most this long (%(default)g)")
     run.add_argument("--telemetry-interval", dest="telemetry_interval_s", type=float, metavar="SECONDS",
                      help="sample the board's state this often while measuring (default 1)")
     run.add_argument("--profile", action="store_true", help="a separate onnxruntime profiling pass; the trace is written beside --out")
-    run.add_argument("--profile-iterations", type=int, default=20, metavar="N", help="inferences in the profiling pass (20)")
+    run.add_argument("--profile-iterations", type=int, default=PASS_DEFAULTS["profile"]["iterations"], metavar="N",
+                     help="inferences in the profiling pass (%(default)d)")
     run.add_argument("--dataset", metavar="FILE.npz", help="labelled data (inputs by name + labels): top-1/top-5 accuracy on this board")
     run.add_argument("--batch-size", type=int, default=32, metavar="N", help="dataset batch when the batch dim is free (32)")
     run.add_argument("--verbose", action="store_true", help="let onnxruntime's own log lines through to stderr")

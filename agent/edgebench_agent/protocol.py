@@ -81,10 +81,19 @@ RUN_DEFAULTS = {
     "accuracy": None,
     "cpus": None,  # CPU affinity of the run, e.g. [2, 3]; None: all
     "spin_wait": None,  # onnxruntime thread spinning: True / False; None: its default
-    "cooldown": None,  # {"margin_c": 3.0, "timeout_s": 120, "idle_file": path}: wait for the board to cool first
+    "cooldown": None,  # {"margin_c", "timeout_s", "idle_file": path}: wait for the board to cool first (PASS_DEFAULTS)
     "telemetry_interval_s": 1.0,  # board state sampled this often during the timed loop (sysfs only)
-    "profile": None,  # {"dir": folder, "iterations": 20}: a separate onnxruntime profiling pass
+    "profile": None,  # {"dir": folder, "iterations"}: a separate onnxruntime profiling pass (PASS_DEFAULTS)
     "verbose": False,  # let onnxruntime's own log lines through to stderr
+}
+
+# Defaults of the optional passes, in one table: the agent's argparse and runner, the host's CLI, plans and
+# accuracy checks all read these (a request that leaves a field out gets the same value everywhere).
+PASS_DEFAULTS = {
+    "cooldown": {"margin_c": 3.0, "timeout_s": 120.0},
+    "profile": {"iterations": 20},
+    # Element tolerances: |board - reference| <= atol + rtol * |reference|, per output unless stated.
+    "accuracy": {"samples": 8, "batch_size": 32, "atol": 1e-4, "rtol": 1e-3},
 }
 
 _INT_FIELDS = (
@@ -230,7 +239,7 @@ def normalize_run_request(raw):
         )
     accuracy = req["accuracy"]
     if accuracy is not None and isinstance(accuracy, dict) and isinstance(accuracy.get("dataset"), str):
-        if not isinstance(accuracy.get("batch_size", 32), int) or accuracy.get("batch_size", 32) < 1:
+        if not isinstance(accuracy.get("batch_size", PASS_DEFAULTS["accuracy"]["batch_size"]), int) or accuracy.get("batch_size", PASS_DEFAULTS["accuracy"]["batch_size"]) < 1:
             raise RequestError("accuracy.batch_size must be a positive integer")
     elif accuracy is not None:
         if not isinstance(accuracy, dict) or not isinstance(accuracy.get("inputs"), str):
@@ -253,7 +262,7 @@ def normalize_run_request(raw):
     if req["profile"] is not None:
         if not isinstance(req["profile"], dict):
             raise RequestError("profile must be an object like {\"iterations\": 20}")
-        iterations = req["profile"].get("iterations", 20)
+        iterations = req["profile"].get("iterations", PASS_DEFAULTS["profile"]["iterations"])
         if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
             raise RequestError("profile.iterations must be a positive integer, got %r" % (iterations,))
     if finite_number(req["telemetry_interval_s"], "telemetry_interval_s") <= 0:

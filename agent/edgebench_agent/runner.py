@@ -12,8 +12,9 @@ import os
 import time
 
 from . import device, telemetry
+from .protocol import PASS_DEFAULTS
 from .shared.files import atomic_file, sha256_file, write_atomically
-from .shared.inputs import InputError, build_feeds, load_npz
+from .shared.inputs import InputError, build_feeds, load_npz, session_signature
 
 NS_PER_S = 1000000000
 
@@ -142,10 +143,6 @@ def _one_line(exc):
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def signature_of(session):
-    return [(arg.name, arg.type, list(arg.shape)) for arg in session.get_inputs()]
-
-
 class Sampler(object):
     """Samples the board's state (sysfs only) every `interval` seconds in a thread, while measuring."""
 
@@ -194,8 +191,8 @@ def cool_down(spec, emit):
     remembered in idle_file), or timeout_s. Returns what happened."""
     import json
 
-    margin = float(spec.get("margin_c", 3.0))
-    timeout = float(spec.get("timeout_s", 120.0))
+    margin = float(spec.get("margin_c", PASS_DEFAULTS["cooldown"]["margin_c"]))
+    timeout = float(spec.get("timeout_s", PASS_DEFAULTS["cooldown"]["timeout_s"]))
     idle_file = spec.get("idle_file")
     now = telemetry.max_temperature(telemetry.snapshot(light=True))
     if now is None:
@@ -255,7 +252,7 @@ def run_benchmark(request, emit=None):
         if feeds is None:
             try:
                 feeds, described = build_feeds(
-                    signature_of(session), user_arrays, request["values"], request["dims"], request["seed"], request["batch"],
+                    session_signature(session), user_arrays, request["values"], request["dims"], request["seed"], request["batch"],
                     request["int_ranges"],
                 )
             except InputError as exc:
@@ -339,10 +336,10 @@ def dataset_pass(ort, request):
     spec = request["accuracy"]
     session = create_session(ort, request)
     try:
-        arrays, labels = load_dataset(spec["dataset"], signature_of(session))
+        arrays, labels = load_dataset(spec["dataset"], session_signature(session))
     except InputError as exc:
         raise RunError("input", str(exc))
-    batches, total = batches_of(arrays, signature_of(session), int(spec.get("batch_size", 32)))
+    batches, total = batches_of(arrays, session_signature(session), int(spec.get("batch_size", PASS_DEFAULTS["accuracy"]["batch_size"])))
     names = [arg.name for arg in session.get_outputs()]
     per_output = [[] for _ in names]
     for batch in batches:
@@ -372,7 +369,7 @@ def profile_pass(ort, request, feeds):
     if request["provider"] != "CPUExecutionProvider":
         providers.append("CPUExecutionProvider")
     session = ort.InferenceSession(request["model"], sess_options=options, providers=providers)
-    iterations = int(spec.get("iterations", 20))
+    iterations = int(spec.get("iterations", PASS_DEFAULTS["profile"]["iterations"]))
     for _ in range(iterations):
         session.run(None, feeds)
     path = session.end_profiling()
@@ -431,7 +428,8 @@ def accuracy_pass(ort, request):
         expected = [join_batches([reference[batch_key(b, j)] for b in range(spec["batches"])], samples)
                     for j in range(len(output_names))]
         actual = [join_batches(values, samples) for values in per_output]
-        tolerances = dict((name, tuple(spec.get("tolerances", {}).get(name, (1e-4, 1e-3)))) for name in output_names)
+        default_tolerance = (PASS_DEFAULTS["accuracy"]["atol"], PASS_DEFAULTS["accuracy"]["rtol"])
+        tolerances = dict((name, tuple(spec.get("tolerances", {}).get(name, default_tolerance))) for name in output_names)
         try:
             result.update(evaluate(output_names, expected, actual, tolerances, reference.get("labels"), spec.get("label_output")))
         except InputError as exc:

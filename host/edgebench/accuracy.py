@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .agentlib import PASS_DEFAULTS
 from .agentlib import batches_of as dataset_batches
 from .errors import InputError
 from .parity import Tolerances
 
-DEFAULT_SAMPLES = 8
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_SAMPLES = PASS_DEFAULTS["accuracy"]["samples"]
+DEFAULT_BATCH_SIZE = PASS_DEFAULTS["accuracy"]["batch_size"]
 # Above this many bytes of outputs, compare on the board instead of downloading them.
 DOWNLOAD_LIMIT_BYTES = 16 * 2**20
 
@@ -77,13 +78,6 @@ def _npz(arrays: dict) -> bytes:
     return buffer.getvalue()
 
 
-def _signature(model_path: Path):
-    from .modelinfo import host_session
-
-    session = host_session(model_path)
-    return session, [(i.name, i.type, list(i.shape)) for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-
-
 def load_dataset(path: Path, signature: list, require_labels: bool = True) -> tuple[dict, np.ndarray | None]:
     """The shared dataset loader, after checking the file exists."""
     from .agentlib import load_dataset as shared_load_dataset
@@ -100,10 +94,10 @@ def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | Non
     """What the accuracy pass feeds: a labelled dataset, a test data set, the --inputs file (the same tensors
     the timing pass runs), or generated samples (integers within the ranges the graph implies)."""
     from .agentlib import build_feeds, load_npz
-    from .modelinfo import generation_rules
+    from .modelinfo import generation_rules, session_io
     from .testdata import read_test_data_set
 
-    _, signature, output_names = _signature(model_path)
+    _, signature, output_names = session_io(model_path)
     names = [name for name, _, _ in signature]
     if dataset is not None:
         arrays, labels = load_dataset(dataset, signature)
@@ -142,10 +136,12 @@ def compute_reference(accuracy: AccuracyPlan, model_path: Path, reference: str |
         accuracy.expected = [run_reference(loaded, [b[n] for n in accuracy.input_names]) for b in accuracy.batches]
         accuracy.reference = f"PyTorch {reference}"
     else:
+        from .modelinfo import session_io
+
         path = Path(reference) if reference else Path(model_path)
         if not path.is_file():
             raise InputError(f"reference model not found: {path}")
-        session, signature, outputs = _signature(path)
+        session, signature, outputs = session_io(path)
         if [n for n, _, _ in signature] != accuracy.input_names:
             raise InputError(f"reference {path} takes inputs {[n for n, _, _ in signature]}, "
                              f"the model takes {accuracy.input_names}")
@@ -197,13 +193,11 @@ def result_block(accuracy: AccuracyPlan, evaluated: dict, compared_on: str, min_
     """The accuracy block of a result: per output metrics with a verdict, label accuracy when labelled.
 
     min_cosine judges a quantized variant by direction (cosine similarity) instead of element tolerances."""
+    from .agentlib import output_passes
+
     outputs = []
     for entry in evaluated["outputs"]:
-        same_shape = entry["expected_shape"] == entry["actual_shape"] and entry["nonfinite"] == 0
-        if min_cosine is not None:
-            passed = same_shape and entry["cosine"] >= min_cosine
-        else:
-            passed = same_shape and entry["out_of_tolerance_pct"] == 0.0
+        passed = output_passes(entry, min_cosine)
         outputs.append({**entry, "passed": passed, **({"min_cosine": min_cosine} if min_cosine is not None else {})})
     block = {"source": accuracy.source, "reference": accuracy.reference, "samples": accuracy.samples,
              "batches": len(accuracy.batches), "compared_on": compared_on, "outputs": outputs,

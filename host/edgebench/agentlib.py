@@ -51,15 +51,15 @@ def _converting(function: Callable) -> Callable:
 # What the host uses of the agent, by module: the whole surface, in one table.
 _SURFACE = {
     "edgebench_agent.protocol": (
-        "EVENT_PREFIX", "EXIT_OK", "EXIT_RUN_FAILED", "EXIT_USAGE", "PROTOCOL_VERSION", "RUN_DEFAULTS",
+        "EVENT_PREFIX", "EXIT_OK", "EXIT_RUN_FAILED", "EXIT_USAGE", "PASS_DEFAULTS", "PROTOCOL_VERSION", "RUN_DEFAULTS",
         "default_run_timeout", "normalize_run_request", "parse_assignments", "parse_scalar", "provider_name",
         "reply_digest"),
     "edgebench_agent.shared.inputs": (
         "ORT_TO_NUMPY", "accepted_dim_keys", "build_feeds", "check_array_size", "declared_arrays", "free_dim_keys",
-        "generate", "is_text", "load_npz", "numpy_dtype", "sizes_from_arrays"),
+        "generate", "is_text", "load_npz", "numpy_dtype", "session_signature", "sizes_from_arrays"),
     "edgebench_agent.shared.metrics": (
-        "batch_key", "check_labels", "compare_arrays", "evaluate", "is_classifier_output", "join_batches", "storable",
-        "top_operators", "topk_agreement"),
+        "batch_key", "check_labels", "compare_arrays", "evaluate", "is_classifier_output", "join_batches",
+        "output_passes", "storable", "top_operators", "topk_agreement"),
     "edgebench_agent.shared.dataset": ("batches_of", "load_dataset"),
     "edgebench_agent.shared.files": ("atomic_file", "sha256_bytes", "sha256_file", "write_atomically"),
     "edgebench_agent.shared.validity": ("assess",),

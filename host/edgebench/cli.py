@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .agentlib import PASS_DEFAULTS
 from .errors import BenchError
 
 app = typer.Typer(
@@ -121,18 +122,18 @@ def deploy(
     cpus: Annotated[Optional[str], typer.Option(help="Pin the run to these CPUs of the board, e.g. 2,3.")] = None,
     spin_wait: Annotated[Optional[bool], typer.Option("--spin-wait/--no-spin-wait", help="onnxruntime thread spinning (default: its own).")] = None,
     cooldown: Annotated[bool, typer.Option("--cooldown", help="Before each session, wait until the board is back near its idle temperature.")] = False,
-    cooldown_margin: Annotated[float, typer.Option(help="Degrees C above the idle baseline that count as cool.")] = 3.0,
-    cooldown_timeout: Annotated[float, typer.Option(help="Seconds to wait for the board to cool at most.")] = 120.0,
+    cooldown_margin: Annotated[float, typer.Option(help="Degrees C above the idle baseline that count as cool.")] = PASS_DEFAULTS["cooldown"]["margin_c"],
+    cooldown_timeout: Annotated[float, typer.Option(help="Seconds to wait for the board to cool at most.")] = PASS_DEFAULTS["cooldown"]["timeout_s"],
     profile: Annotated[bool, typer.Option("--profile", help="Also run a separate onnxruntime profiling pass and keep the top operators.")] = False,
-    profile_iterations: Annotated[int, typer.Option(help="Inferences in the profiling pass.")] = 20,
+    profile_iterations: Annotated[int, typer.Option(help="Inferences in the profiling pass.")] = PASS_DEFAULTS["profile"]["iterations"],
     accuracy: Annotated[bool, typer.Option("--accuracy", help="Also check the board's outputs against a reference (a separate pass).")] = False,
     reference: Annotated[Optional[str], typer.Option(help="Accuracy reference: another .onnx, or a PyTorch MODEL_SPEC (default: the model on this host's CPU).")] = None,
     dataset: Annotated[Optional[Path], typer.Option(help="Labelled .npz (inputs + labels) for top-1/top-5 accuracy; implies --accuracy.")] = None,
     test_data: Annotated[Optional[Path], typer.Option(help="ONNX test_data_set_N folder as accuracy inputs and reference; implies --accuracy.")] = None,
-    accuracy_samples: Annotated[int, typer.Option(help="Generated inputs for the accuracy pass (without --dataset).")] = 8,
-    batch_size: Annotated[int, typer.Option(help="Dataset batch size when the model's batch dim is free.")] = 32,
-    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Accuracy tolerance, or OUTPUT=value.  [default: 0.0001]")] = None,
-    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative accuracy tolerance, or OUTPUT=value.  [default: 0.001]")] = None,
+    accuracy_samples: Annotated[int, typer.Option(help="Generated inputs for the accuracy pass (without --dataset).")] = PASS_DEFAULTS["accuracy"]["samples"],
+    batch_size: Annotated[int, typer.Option(help="Dataset batch size when the model's batch dim is free.")] = PASS_DEFAULTS["accuracy"]["batch_size"],
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Accuracy tolerance, or OUTPUT=value.")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative accuracy tolerance, or OUTPUT=value.")] = None,
     variants: Annotated[Optional[Path], typer.Option(help="Folder of `bench convert` variants: benchmark each model with its variants (accuracy against the parent).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
@@ -384,8 +385,8 @@ def export(
     save_test_data: Annotated[Optional[Path], typer.Option(help="Write DIR/test_data_set_0 (example inputs and PyTorch outputs as .pb).")] = None,
     validate_after: Annotated[bool, typer.Option("--validate/--no-validate", help="Validate against PyTorch right after export.")] = True,
     samples: Annotated[int, typer.Option(help="Parity inputs to check.")] = 5,
-    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.  [default: 0.0001]")] = None,
-    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.  [default: 0.001]")] = None,
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the validation report as JSON.")] = False,
 ):
     """Export a PyTorch model to ONNX, then validate it against PyTorch."""
@@ -442,8 +443,8 @@ def validate(
     inputs: Annotated[Optional[Path], typer.Option(help="Inputs: an .npz, or an ONNX test_data_set_N/ folder (its output_K.pb are a reference).")] = None,
     dim: Annotated[Optional[list[str]], typer.Option("--dim", help="Size of a free dimension when no inputs are given: NAME=N.")] = None,
     samples: Annotated[int, typer.Option(help="Parity inputs to check.")] = 5,
-    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.  [default: 0.0001]")] = None,
-    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.  [default: 0.001]")] = None,
+    atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.")] = None,
+    rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative tolerance, or OUTPUT=value.")] = None,
     graph: Annotated[bool, typer.Option("--graph", help="Print the readable graph (onnx.printer).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,

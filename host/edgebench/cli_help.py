@@ -33,7 +33,7 @@ AGENT_DEFAULTS = {"--seed": "seed", "--warmup": "warmup_min_iterations", "--min-
 
 def readable(command):
     """Set metavars and agent defaults on a click command's parameters (in place); returns it."""
-    from .agentlib import RUN_DEFAULTS
+    from .agentlib import PASS_DEFAULTS, RUN_DEFAULTS
 
     for param in command.params:  # click's classes, as typer vendors them: told apart by their kind
         if param.param_type_name == "argument":
@@ -50,6 +50,8 @@ def readable(command):
         param.metavar = chosen
         # typer's help prints its own type label (`<int>`), not the metavar: give this parameter ours instead
         param.display_type_rich = lambda ctx=None, shown=chosen: shown
+        if param.default is None and any(n in ("--atol", "--rtol") for n in names):
+            param.help = f"{param.help}  [default: {PASS_DEFAULTS['accuracy'][names[0].lstrip('-')]:g}]"
         field = next((AGENT_DEFAULTS[n] for n in names if n in AGENT_DEFAULTS), None)
         if field is not None and param.default is None and "[default:" not in (param.help or ""):
             value = RUN_DEFAULTS[field]

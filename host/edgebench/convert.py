@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .errors import ConfigError, InputError
 from .fileio import copy_atomically, file_sha256
-from .modelinfo import check_external_data, host_session, load_model_proto
+from .modelinfo import check_external_data, host_session, load_model_proto, session_io
+from .parity import DEFAULT_ATOL, DEFAULT_RTOL
 from .provenance import PROVENANCE_VERSION, write_provenance
 
 KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized")  # plus opset:N
@@ -29,12 +30,18 @@ KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized")  # plus opse
 # cosine similarity for the quantized ones, whose errors are expected and only their direction must hold.
 TOLERANCES = {
     "opset": {"atol": 1e-5, "rtol": 1e-5},
-    "optimized": {"atol": 1e-4, "rtol": 1e-3},
-    "ort": {"atol": 1e-4, "rtol": 1e-3},
+    "optimized": {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL},
+    "ort": {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL},
     "fp16": {"atol": 1e-2, "rtol": 1e-2},
     "int8-dynamic": {"min_cosine": 0.98},
     "int8-static": {"min_cosine": 0.98},
 }
+
+
+def stated_tolerance(kind: str) -> dict | None:
+    """How close a variant of this kind must stay to its parent: {atol, rtol} or {min_cosine}; None for a kind
+    edgebench does not make (a provenance file from elsewhere)."""
+    return TOLERANCES.get("opset" if kind.startswith("opset:") else kind)
 
 
 @dataclass
@@ -204,9 +211,9 @@ CONVERTERS = {"int8-dynamic": _int8_dynamic, "int8-static": _int8_static, "fp16"
 # ------------------------------------------------------------------------------------------- parity
 def calibration_batches(model_path: Path, path: Path, limit: int) -> list[dict]:
     """Calibration samples one at a time (or in the model's fixed batch), from an .npz of inputs by name."""
-    from .accuracy import _signature, dataset_batches, load_dataset
+    from .accuracy import dataset_batches, load_dataset
 
-    _, signature, _ = _signature(model_path)
+    _, signature, _ = session_io(model_path)
     arrays, _ = load_dataset(path, signature, require_labels=False)
     batches, _ = dataset_batches(arrays, signature, 1)
     return batches[:limit]
@@ -215,13 +222,12 @@ def calibration_batches(model_path: Path, path: Path, limit: int) -> list[dict]:
 def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) -> list[dict]:
     """A few inputs to compare a variant with its parent: calibration samples when given, else generated
     (free dimensions at 1)."""
-    from .accuracy import _signature
     from .agentlib import build_feeds, free_dim_keys
     from .modelinfo import generation_rules
 
     if calibration is not None:
         return calibration_batches(model_path, Path(calibration), samples)
-    _, signature, _ = _signature(model_path)
+    _, signature, _ = session_io(model_path)
     rules = generation_rules(model_path)
     rules.check_given(set(), "--calibration data.npz holding the model's inputs")
     dims = {key: 1 for key in free_dim_keys(signature, {})}
@@ -235,23 +241,19 @@ def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) 
 
 def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict]) -> dict:
     """Run parent and variant on the host's CPU; compare every output against the stated tolerance."""
-    from .agentlib import compare_arrays, is_classifier_output, join_batches, topk_agreement
+    from .agentlib import compare_arrays, is_classifier_output, join_batches, output_passes, topk_agreement
 
     parent_session, variant_session = host_session(parent), host_session(variant)
     names = [o.name for o in parent_session.get_outputs()]
     expected = [parent_session.run(None, feeds) for feeds in feeds_list]
     actual = [variant_session.run(None, feeds) for feeds in feeds_list]
-    rule = TOLERANCES["opset" if kind.startswith("opset:") else kind]
+    rule = stated_tolerance(kind)
     outputs, passed = [], True
     for index, name in enumerate(names):
         e = join_batches([row[index] for row in expected])
         a = join_batches([row[index] for row in actual])
         metrics = compare_arrays(e, a, rule.get("atol", 0.0), rule.get("rtol", 0.0))
-        if "min_cosine" in rule:
-            ok = metrics["expected_shape"] == metrics["actual_shape"] and metrics["cosine"] >= rule["min_cosine"]
-        else:
-            ok = (metrics["expected_shape"] == metrics["actual_shape"] and metrics["out_of_tolerance_pct"] == 0.0
-                  and metrics["nonfinite"] == 0)
+        ok = output_passes(metrics, rule.get("min_cosine"))
         if is_classifier_output(e) and metrics["expected_shape"] == metrics["actual_shape"]:
             metrics.update(topk_agreement(e, a))
         outputs.append({"name": name, "passed": ok, **metrics})

@@ -20,8 +20,9 @@ from .board import Board
 from .compat import incompatibility
 from .errors import AgentError, ConfigError, InputError, ModelError
 from .fileio import file_sha256
-from .modelinfo import generation_rules, host_session, inspect_model
+from .modelinfo import generation_rules, host_session, inspect_model, session_io
 from .results import build_result, new_run_id, utc_now, write_result
+from .accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
 from .parity import Tolerances
 from .targets import Target
 
@@ -44,8 +45,8 @@ class AccuracyOptions:
     reference: str | None = None  # another .onnx, or a PyTorch MODEL_SPEC; None: the model itself on the host CPU
     dataset: Path | None = None  # labelled .npz (inputs + labels)
     test_data: Path | None = None  # an ONNX test_data_set_N folder
-    samples: int = 8
-    batch_size: int = 32
+    samples: int = DEFAULT_SAMPLES
+    batch_size: int = DEFAULT_BATCH_SIZE
     tolerances: Tolerances = field(default_factory=Tolerances)
     tolerances_given: bool = False  # False: a variant is judged by its conversion's stated tolerance
 
@@ -147,6 +148,7 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
 
 
 def _signature(block: dict) -> list:
+    """The signature triples of a result's model block (what inspect_model recorded from session_signature)."""
     return [(i["name"], i["dtype"], i["shape"] or []) for i in block["inputs"]]
 
 
@@ -209,7 +211,6 @@ def with_test_data_inputs(settings: RunSettings, model_path: Path) -> RunSetting
 
     import numpy as np
 
-    from . import accuracy
     from .agent_bundle import cache_dir
     from .testdata import read_test_data_set
 
@@ -218,7 +219,7 @@ def with_test_data_inputs(settings: RunSettings, model_path: Path) -> RunSetting
         raise InputError("--inputs and --test-data both give the model's inputs", "give one: the inputs of every pass")
     if settings.inputs is not None or options is None or options.test_data is None:
         return settings
-    _, signature, _ = accuracy._signature(Path(model_path))
+    _, signature, _ = session_io(Path(model_path))
     arrays, _ = read_test_data_set(Path(options.test_data), [name for name, _, _ in signature])
     from .agentlib import sha256_bytes, storable
     from .fileio import write_atomically
@@ -254,12 +255,14 @@ def plan_accuracy(model_path: Path, settings: RunSettings, model: dict):
 
 def accuracy_rule(model: dict, options: AccuracyOptions) -> tuple[Tolerances, float | None]:
     """(tolerances, min_cosine) for one model: a variant's conversion states its own unless the user set one."""
-    from .convert import TOLERANCES
+    from .convert import stated_tolerance
 
     provenance = model.get("provenance")
     if not provenance or options.tolerances_given:
         return options.tolerances, None
-    rule = TOLERANCES["opset" if provenance["variant"].startswith("opset:") else provenance["variant"]]
+    rule = stated_tolerance(str(provenance.get("variant")))
+    if rule is None:  # a variant kind this edgebench does not make: judge it like any model
+        return options.tolerances, None
     if "min_cosine" in rule:
         return options.tolerances, rule["min_cosine"]
     return Tolerances(rule["atol"], rule["rtol"]), None

@@ -62,7 +62,7 @@ def latency_plot(comparison: Comparison) -> str | None:
             values = rng.choice(values, MAX_BOX_SAMPLES, replace=False)
         data.append(values)
     figure, axis = plt.subplots(figsize=(9, 0.45 * len(groups) + 1.4))
-    axis.boxplot(data, vert=False, showfliers=False, widths=0.6, patch_artist=True,
+    axis.boxplot(data, orientation="horizontal", showfliers=False, widths=0.6, patch_artist=True,
                  boxprops={"facecolor": "#cfe0f6", "edgecolor": "#3466a4"}, medianprops={"color": "#b3261e"})
     axis.set_yticks(range(1, len(groups) + 1), [label for label, _ in groups], fontsize=8)
     axis.set_xlabel("latency per inference (ms); whiskers 1.5 IQR, outliers hidden")

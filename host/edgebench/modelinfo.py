@@ -149,7 +149,16 @@ def host_session(path: Path, verbose: bool = False):
     except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, NotImplemented, ...)
         raise ModelError(f"onnxruntime cannot load {path} (onnxruntime {ort.__version__} on this host): "
                          f"{one_line(exc, 300)}",
-                         "`bench convert --to opset:N` or a newer onnxruntime may help; `bench validate` shows more") from None
+                         "`bench convert --to opset:N` or a newer onnxruntime may help; `bench validate` shows more") from exc
+
+
+def session_io(path: Path, verbose: bool = False):
+    """(session, input signature triples, output names) of a model on this host: the signature read the way the
+    board reads it (edgebench_agent.shared.inputs.session_signature)."""
+    from .agentlib import session_signature
+
+    session = host_session(path, verbose)
+    return session, session_signature(session), [o.name for o in session.get_outputs()]
 
 
 # ---------------------------------------------------------------------------------- generated inputs

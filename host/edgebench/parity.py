@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-3
+from .agentlib import PASS_DEFAULTS
+
+DEFAULT_ATOL = PASS_DEFAULTS["accuracy"]["atol"]
+DEFAULT_RTOL = PASS_DEFAULTS["accuracy"]["rtol"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,10 @@ class OutputComparison:
         return tuple(self.expected_shape) == tuple(self.actual_shape)
 
     def __bool__(self) -> bool:
-        return self.shape_ok and self.out_of_tolerance_pct == 0.0 and self.nonfinite == 0
+        from .agentlib import output_passes
+
+        return output_passes({"expected_shape": list(self.expected_shape), "actual_shape": list(self.actual_shape),
+                              "nonfinite": self.nonfinite, "out_of_tolerance_pct": self.out_of_tolerance_pct})
 
     def __str__(self) -> str:
         if not self.shape_ok:

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .agentlib import sha256_bytes
+from .agentlib import PASS_DEFAULTS, sha256_bytes
 from .errors import ConfigError
 from .fileio import file_sha256
 from .yamlconf import YamlDoc, check_type, load_yaml
@@ -271,9 +271,9 @@ def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) ->
         elif field_name:
             options[field_name] = value
     if plan.settings.get("cooldown"):
-        options["cooldown"] = {"margin_c": 3.0, "timeout_s": 120.0}
+        options["cooldown"] = dict(PASS_DEFAULTS["cooldown"])
     if plan.settings.get("profile"):
-        options["profile"] = {"iterations": 20}
+        options["profile"] = dict(PASS_DEFAULTS["profile"])
     targets = [t for spec in plan.targets for t in select_targets(spec, inventory)]
     cells = []
     for model in plan.models:

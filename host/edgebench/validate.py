@@ -165,11 +165,11 @@ class _Signature:
 
 
 def _signature(session) -> _Signature:
-    from .agentlib import numpy_dtype
+    from .agentlib import numpy_dtype, session_signature
 
-    inputs = session.get_inputs()
-    return _Signature([i.name for i in inputs], [list(i.shape) for i in inputs], [i.type for i in inputs],
-                      [numpy_dtype(i.type, i.name) for i in inputs])
+    triples = session_signature(session)
+    return _Signature([n for n, _, _ in triples], [s for _, _, s in triples], [t for _, t, _ in triples],
+                      [numpy_dtype(t, n) for n, t, _ in triples])
 
 
 def _fixed_dim_problems(signature: _Signature, arrays: dict) -> list[str]:

@@ -330,3 +330,9 @@ def _list_value(name, items, dtype, shape):
         raise InputError("input %r takes %d values but %d were given (%s)" % (name, shape[0], len(items),
                                                                              ",".join(str(i) for i in items)))
     return np.array(items, dtype=dtype)
+
+
+def session_signature(session):
+    """A loaded session's inputs as (name, onnxruntime type, shape) triples: the one reader of a model's
+    signature, on the board and on the host. Shapes hold ints for fixed dims, names or None for free ones."""
+    return [(arg.name, arg.type, list(arg.shape)) for arg in session.get_inputs()]

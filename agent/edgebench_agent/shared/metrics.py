@@ -49,6 +49,17 @@ def compare_arrays(expected, actual, atol, rtol):
     return result
 
 
+def output_passes(metrics, min_cosine=None):
+    """The one pass rule for an output, given compare_arrays' metrics: the same shape, no NaN/Inf where the
+    reference is finite, and every element within atol + rtol * |reference| -- or, for a quantized variant
+    (min_cosine given), a cosine similarity of at least min_cosine, since its element errors are expected."""
+    if metrics["expected_shape"] != metrics["actual_shape"] or metrics["nonfinite"]:
+        return False
+    if min_cosine is not None:
+        return metrics["cosine"] >= min_cosine
+    return metrics["out_of_tolerance_pct"] == 0.0
+
+
 def is_classifier_output(array):
     """Scores of shape [samples, classes] (floats, at least 2 classes)."""
     array = np.asarray(array)
