@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -168,13 +169,23 @@ MaxSessions 100
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshd exited: {(self.folder / 'sshd.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection((self.address, self.port), timeout=0.5) as probe:
-                    if probe.recv(4).startswith(b"SSH-"):
-                        return
-            except OSError:
-                time.sleep(0.05)
+            if self._answers():
+                return
+            time.sleep(0.05)
         raise RuntimeError(f"sshd did not listen on {self.address}:{self.port} within {wait_s} s")
+
+    def _answers(self) -> bool:
+        """Does sshd greet? Asked from where it listens: inside its namespace for a namespace's own loopback."""
+        if self.netns is not None and self.address.startswith("127."):
+            probe = ("import socket, sys\ntry:\n s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5)\n"
+                     " sys.exit(0 if s.recv(4).startswith(b'SSH-') else 1)\nexcept OSError:\n sys.exit(1)\n")
+            return subprocess.run(["ip", "netns", "exec", self.netns.name, sys.executable, "-c", probe, self.address,
+                                   str(self.port)], capture_output=True).returncode == 0
+        try:
+            with socket.create_connection((self.address, self.port), timeout=0.5) as probe:
+                return probe.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL sshd and every connection it serves: the board's side of a dropped link or a reboot."""

@@ -315,3 +315,40 @@ def test_clean_trims_the_board_cache(bench, tmp_path, tiny_models, ssh_board, in
     assert "removed" in done.stdout
     assert not list((work_dir / "files").iterdir())
     assert list(work_dir.glob("agent-*.pyz"))  # the current agent stays
+
+
+def test_proxy_jump_through_a_second_real_sshd(bench, tmp_path, tiny_models, netns_board, client_key, inventory):
+    """The board's sshd listens on its namespace's own loopback: only the jump host (the namespace board, an
+    inventory entry whose key is only in the project's known_hosts) can reach it."""
+    from tests.conftest import SshBoard
+    from tests.sshd import SshServer
+
+    inner = SshServer.create(address="127.0.0.1", netns=netns_board.server.netns)
+    inner.authorize("root", (client_key.parent / "id_ed25519.pub").read_text())
+    inner.start()
+    try:
+        hidden = SshBoard("hidden", inner, "root", client_key, sys.executable, str(tmp_path / "hidden-cache"), {})
+        direct = inventory(netns_board, hidden)
+        done = bench("deploy", tiny_models["matmul"], "--target", "hidden", "--inventory", direct,
+                     "--results", tmp_path / "r", *FAST_RUN)
+        assert done.code == 3  # without the jump, the host cannot reach it at all
+        jumped = inventory(netns_board, hidden, hidden={"proxy_jump": "nsboard"})
+        done = bench("deploy", tiny_models["matmul"], "--target", "hidden", "--inventory", jumped,
+                     "--results", tmp_path / "r", *FAST_RUN)
+        assert done.code == 0, done.stderr
+        document = _only_result(tmp_path / "r")
+        assert document["status"] == "ok" and document["target"]["name"] == "hidden"
+        assert any(Path(tmp_path / "hidden-cache").iterdir())  # the agent ran in the hidden board's work folder
+    finally:
+        inner.stop()
+
+
+@pytest.mark.bad_input
+def test_a_proxy_jump_loop_is_one_line(bench, tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "targets.yaml").write_text("targets:\n  a:\n    host: 10.0.0.1\n    proxy_jump: b\n"
+                                          "  b:\n    host: 10.0.0.2\n    proxy_jump: a\n")
+    done = bench("doctor", "--target", "a", "--inventory", configs / "targets.yaml")
+    assert done.code == 2
+    assert_one_line_error(done, "ProxyJump chain of 'a' loops", "a -> b -> a")

@@ -95,3 +95,15 @@ def test_targets_check_names_the_targets_that_did_not_answer(bench, tmp_path):
         "error: 1 of 2 targets failed the check: dead (hint: see the check column; `bench doctor --target NAME` says more)"]
     listed = json.loads(bench("targets", "--inventory", inventory, "--check", "--json").stdout)
     assert {t["name"]: t["check"].split(":")[0] for t in listed} == {"local": "ok", "dead": "FAIL"}
+
+
+def test_a_proxy_jump_hop_is_resolved_with_the_inventory(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEBENCH_SSH_CONFIG", str(tmp_path / "none"))
+    inventory = load_inventory(write(tmp_path, "targets:\n  gw:\n    host: 10.0.0.9\n    user: gate\n    port: 2200\n"
+                                               "  pi:\n    host: 10.1.0.2\n    proxy_jump: gw\n"
+                                               "  far:\n    host: 10.2.0.3\n    proxy_jump: bastion.lab\n"))
+    pi = resolve_target("pi", inventory)
+    assert (pi.jump.name, pi.jump.user, pi.jump.port) == ("gw", "gate", 2200)
+    assert pi.jump.known_hosts == pi.known_hosts and pi.known_hosts.endswith("known_hosts")  # the project's keys
+    far = resolve_target("far", inventory)  # a bare host name, as OpenSSH takes it
+    assert (far.jump.host, far.jump.known_hosts) == ("bastion.lab", pi.known_hosts)

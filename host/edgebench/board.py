@@ -98,15 +98,15 @@ class Board:
     def _json(self, result, what: str):
         try:
             return json.loads(result.stdout.decode("utf-8"))
-        except ValueError:
+        except ValueError as exc:
             tail = " | ".join(result.stderr_tail[-3:]) or "no output"
-            if result.returncode == 127 or "not found" in tail:
+            if result.returncode in (126, 127):  # POSIX: the command was not found (127) or not executable (126)
                 raise TransportError(f"{self.python_argv()[-1]} is not runnable on {self.target.name}: {tail}",
-                                     "install python3 (>= 3.8) on the board or set the target's python") from None
-            if "SyntaxError" in tail:
-                raise AgentError(f"the board's Python is too old for the agent ({tail})", "the agent needs Python >= 3.8") from None
+                                     "install python3 (>= 3.8) on the board or set the target's python") from exc
+            if "SyntaxError" in tail:  # the interpreter's own words: an old Python cannot even parse the agent
+                raise AgentError(f"the board's Python is too old for the agent ({tail})", "the agent needs Python >= 3.8") from exc
             raise AgentError(f"the agent's `{what}` on {self.target.name} gave no valid reply "
-                             f"(exit {result.returncode}): {tail}") from None
+                             f"(exit {result.returncode}): {tail}") from exc
 
     def info(self, max_age_s: float = 0.0) -> dict:
         """The handshake: protocol, versions, providers, machine, cache free space.

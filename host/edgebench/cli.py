@@ -70,7 +70,7 @@ def cli_errors(command):
             # name or a result reaches the terminal.
             text = f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else "")
             typer.echo(printable(" ".join(text.split())), err=True)
-            raise typer.Exit(exc.exit_code) from None
+            raise typer.Exit(exc.exit_code) from exc
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

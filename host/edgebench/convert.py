@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, ModelError, from_onnxruntime, one_line
 from .fileio import copy_atomically, file_sha256
 from .modelinfo import check_external_data, host_session, load_model_proto, session_io
 from .parity import DEFAULT_ATOL, DEFAULT_RTOL
@@ -277,7 +277,7 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the variants folder {out_dir}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot create the variants folder {out_dir}: {exc.strerror or exc}") from exc
     parent_sha = file_sha256(model_path)
     feeds_list = parity_inputs(model_path, calibration)
     variants = []
@@ -290,14 +290,24 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
         with tempfile.TemporaryDirectory(prefix="edgebench-convert-") as scratch:
             scratch = Path(scratch)
             staged = scratch / final.name
+            converter = _opset if kind.startswith("opset:") else CONVERTERS[kind]
             try:
-                converter = _opset if kind.startswith("opset:") else CONVERTERS[kind]
                 settings = converter(model_path, staged, scratch, options)
-                variant.parity = check_parity(kind, model_path, staged, feeds_list)
             except InputError:
                 raise
-            except Exception as exc:  # converters raise anything from ValueError to onnxruntime's Fail
-                variant.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+            except Exception as exc:  # the converters (onnx, onnxruntime tools) raise anything from ValueError to Fail
+                variant.error = one_line(exc, 400, with_type=True)
+                variants.append(variant)
+                continue
+            try:  # our own check: only onnxruntime's failures on the variant are the variant's problem
+                variant.parity = check_parity(kind, model_path, staged, feeds_list)
+            except ModelError as exc:
+                variant.error = f"the variant does not load: {exc.message}"
+            except Exception as exc:
+                if not from_onnxruntime(exc):
+                    raise
+                variant.error = f"the variant fails to run: {one_line(exc, 400)}"
+            if variant.error:
                 variants.append(variant)
                 continue
             for extra in scratch.glob(staged.name + ".*"):

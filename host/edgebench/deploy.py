@@ -123,7 +123,7 @@ def check_results_dir(results_dir: Path) -> None:
             raise OSError(f"{existing} is not a writable folder")  # created only when the first result is stored
     except OSError as exc:
         raise ResultError(f"cannot write results to {results_dir}: {exc.strerror or exc}",
-                          "choose a writable folder with --results") from None
+                          "choose a writable folder with --results") from exc
 
 
 def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
@@ -200,7 +200,7 @@ def given_inputs(settings: RunSettings) -> set:
         except AttributeError:  # a .npy holds one array, not a directory of them
             names.add("")
         except (OSError, ValueError, EOFError, KeyError) as exc:
-            raise InputError(f"cannot read {settings.inputs} as .npz/.npy: {exc}") from None
+            raise InputError(f"cannot read {settings.inputs} as .npz/.npy: {exc}") from exc
     return names
 
 

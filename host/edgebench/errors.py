@@ -92,6 +92,11 @@ class BoardBusy(TransportError):
     """Another benchmark holds the board's lock."""
 
 
+def from_onnxruntime(exc: BaseException) -> bool:
+    """onnxruntime raises its own exception types (Fail, InvalidArgument, ...) from its C++ core."""
+    return type(exc).__module__.startswith("onnxruntime")
+
+
 def one_line(exc: BaseException, limit: int = 300, with_type: bool = False) -> str:
     """An exception as one readable line: colour codes stripped, whitespace collapsed, cut at `limit`."""
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split()) or type(exc).__name__

@@ -139,14 +139,14 @@ def _default_output_names(loaded: LoadedModel, example: dict, input_names: list[
         count = len(run_reference(loaded, [example[n] for n in input_names]))
     except Exception as exc:
         raise ExportFailed(f"the model fails on the example input: {_condense(exc)}",
-                           "check the example input's names, shapes and dtypes") from None
+                           "check the example input's names, shapes and dtypes") from exc
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 
 def _parameter_bytes(module) -> int:
     try:
         return sum(p.numel() * p.element_size() for p in module.parameters())
-    except Exception:  # ExportedProgram and some ScriptModules have no .parameters() view
+    except (AttributeError, RuntimeError, TypeError):  # ExportedProgram, some ScriptModules: no .parameters() view
         return 0
 
 
@@ -169,7 +169,7 @@ def export_model(loaded: LoadedModel, example: dict, output: Path, options: Expo
             module = torch.jit.script(loaded.module)
         except Exception as exc:
             raise ExportFailed(f"torch.jit.script failed: {_condense(exc)}",
-                               _hint_for(str(exc), exporter, "script")) from None
+                               _hint_for(str(exc), exporter, "script")) from exc
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     large = _parameter_bytes(loaded.module if loaded.kind != "exported_program" else module) > SINGLE_FILE_LIMIT_BYTES
@@ -230,7 +230,7 @@ def _at_opset(proto, opset: int, exporter: str, notes: list[str]):
     except Exception as exc:  # the version converter and the checker raise many types
         raise ExportFailed(f"the {exporter} exporter wrote opset {written}, and converting it to the requested opset "
                            f"{opset} failed: {_condense(exc)}",
-                           f"export with --exporter torchscript --opset {opset}, or leave out --opset") from None
+                           f"export with --exporter torchscript --opset {opset}, or leave out --opset") from exc
     notes.append(f"the {exporter} exporter wrote opset {written}; converted to the requested opset {opset} "
                  "(the parity check below tests the converted model)")
     return converted

@@ -46,7 +46,7 @@ def read_reply(path: Path) -> dict:
             except ValueError:
                 raise ShapeError(f"field 'started_at' must be an ISO 8601 time, got {reply['started_at'][:40]!r}") from None
     except ShapeError as exc:
-        raise ResultError(f"{path} is not a valid agent result: {exc}") from None
+        raise ResultError(f"{path} is not a valid agent result: {exc}") from exc
     return reply
 
 
@@ -101,5 +101,5 @@ def import_reply(path: Path, results_dir: Path, model: Path | None = None, targe
     try:  # what reports will read must hold before the file is stored
         check(document)
     except ShapeError as exc:
-        raise ResultError(f"{path} cannot become a valid result: {exc}") from None
+        raise ResultError(f"{path} cannot become a valid result: {exc}") from exc
     return write_result(results_dir, document)

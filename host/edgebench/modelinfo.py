@@ -29,7 +29,7 @@ def load_model_proto(path: Path, load_external_data: bool = False):
         model = onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
         raise ModelError(f"{path} is not a valid ONNX model: {one_line(exc, 200)}",
-                         "re-export it, e.g. with `bench export`") from None
+                         "re-export it, e.g. with `bench export`") from exc
     # Protobuf accepts many byte strings as an (empty) message: a real model has a graph and an IR version.
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.output:
         raise ModelError(f"{path} is not a valid ONNX model: it has no IR version or no graph",
@@ -89,7 +89,7 @@ def _inspect_ort_format(path: Path) -> dict:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types
-        raise ModelError(f"{path} is not a loadable ORT-format model: {one_line(exc, 200)}") from None
+        raise ModelError(f"{path} is not a loadable ORT-format model: {one_line(exc, 200)}") from exc
 
     from .agentlib import ORT_TO_NUMPY
 

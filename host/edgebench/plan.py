@@ -97,12 +97,12 @@ def load_plan(path: Path, inventory) -> Plan:
     try:
         variants = parse_kinds(",".join(data.get("variants") or [])) if data.get("variants") else []
     except ConfigError as exc:
-        raise doc.error(("variants",), exc.message, exc.hint) from None
+        raise doc.error(("variants",), exc.message, exc.hint) from exc
     for index, target in enumerate(data["targets"]):
         try:
             select_targets(target, inventory)
         except ConfigError as exc:
-            raise doc.error(("targets", index), exc.message, exc.hint) from None
+            raise doc.error(("targets", index), exc.message, exc.hint) from exc
     settings = data.get("settings") or {}
     for key, value in settings.items():
         if key not in SETTINGS:
@@ -197,7 +197,7 @@ def _model(doc: YamlDoc, index: int, entry, base: Path) -> PlanModel:
     try:
         variants = parse_kinds(",".join(entry["variants"])) if entry.get("variants") else []
     except ConfigError as exc:
-        raise doc.error(keys + ("variants",), exc.message, exc.hint) from None
+        raise doc.error(keys + ("variants",), exc.message, exc.hint) from exc
     return PlanModel(name=entry["name"], path=path, export=export, inputs=entry.get("inputs") or [],
                      dynamic=entry.get("dynamic") or [], exporter=entry.get("exporter"), mode=entry.get("mode", "trace"),
                      dims=dict(entry.get("dims") or {}), values=dict(entry.get("values") or {}), dataset=dataset,

@@ -129,7 +129,7 @@ def read_json_file(path: Path, limit: int = MAX_RESULT_BYTES, what: str = "resul
     try:
         handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise ResultError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ResultError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     try:
         info = os.fstat(handle)
         if not stat.S_ISREG(info.st_mode):
@@ -140,18 +140,18 @@ def read_json_file(path: Path, limit: int = MAX_RESULT_BYTES, what: str = "resul
         with os.fdopen(os.dup(handle), "rb") as stream:
             data = stream.read(limit + 1)
     except OSError as exc:
-        raise ResultError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ResultError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     finally:
         os.close(handle)
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ResultError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ResultError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except RecursionError:
         raise ResultError(f"{path}: JSON nested too deeply to be a {what}") from None
     except ValueError as exc:
         where = f" at line {exc.lineno}" if hasattr(exc, "lineno") else ""
-        raise ResultError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)}{where})") from None
+        raise ResultError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)}{where})") from exc
 
 
 def load_result(path: Path) -> dict:
@@ -175,7 +175,7 @@ def load_result(path: Path) -> dict:
     try:
         check(document)
     except ShapeError as exc:
-        raise ResultError(f"{path}: not a valid result: {exc}") from None
+        raise ResultError(f"{path}: not a valid result: {exc}") from exc
     return document
 
 

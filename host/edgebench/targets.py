@@ -55,6 +55,7 @@ class Target:
     proxy_jump: str | None = None
     known_hosts: str | None = None  # the project's known_hosts file (beside the inventory)
     source: str = "built-in"
+    jump: "Target | None" = None  # proxy_jump's first hop, resolved like any target (inventory, known_hosts)
 
     @property
     def address(self) -> str:
@@ -170,7 +171,7 @@ def _ssh_config():
     try:
         return paramiko.SSHConfig.from_path(str(path))
     except Exception as exc:  # paramiko raises several types for a malformed file
-        raise ConfigError(f"cannot parse {path}: {exc}") from None
+        raise ConfigError(f"cannot parse {path}: {exc}") from exc
 
 
 def apply_ssh_config(target: Target, explicit_port: bool = False) -> Target:
@@ -202,14 +203,50 @@ def _ssh_config_aliases() -> set[str]:
 _ADDRESS = re.compile(r"^(?:(?P<user>[A-Za-z0-9_.-]+)@)?(?P<host>[A-Za-z0-9_.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?\Z")
 
 
-def resolve_target(name: str, inventory: Inventory | None = None) -> Target:
-    """An inventory name, `local`, a ~/.ssh/config Host alias, or user@host[:port]."""
+MAX_JUMPS = 5
+
+
+def resolve_target(name: str, inventory: Inventory | None = None, _hops: tuple = ()) -> Target:
+    """An inventory name, `local`, a ~/.ssh/config Host alias, or user@host[:port]; its ProxyJump hops resolved
+    the same way, with the same inventory (so a jump host keeps its user, key and the project's known_hosts)."""
     inventory = inventory or Inventory(None)
+    target = _resolve_one(name, inventory)
+    if not target.proxy_jump or target.jump is not None:
+        return target
+    if len(_hops) >= MAX_JUMPS or name in _hops:
+        raise ConfigError(f"ProxyJump chain of {_hops[0] if _hops else name!r} loops or is longer than {MAX_JUMPS} hops: "
+                          + " -> ".join([*_hops, name]), "check the proxy_jump of these targets")
+    hop = target.proxy_jump.split(",")[0].strip()
+    if _HOST.fullmatch(hop) and not _known(hop, inventory):
+        # OpenSSH takes a bare host name as a jump: reach it as a plain SSH host, trusting the project's keys
+        jump = apply_ssh_config(Target(name=hop, kind="ssh", host=hop, known_hosts=_known_hosts(inventory),
+                                       source=f"proxy_jump of {name}"))
+    else:
+        jump = resolve_target(hop, inventory, (*_hops, name))
+    return replace(target, jump=jump)
+
+
+def _known(name: str, inventory: Inventory) -> bool:
+    try:
+        _resolve_one(name, inventory)
+    except ConfigError:
+        return False
+    return True
+
+
+_HOST = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _known_hosts(inventory: Inventory) -> str | None:
+    return str(inventory.path.resolve().parent / "known_hosts") if inventory.path else None
+
+
+def _resolve_one(name: str, inventory: Inventory) -> Target:
     if name in inventory.targets:
         return inventory.targets[name]
     if name == LOCAL:
         return Target(name=LOCAL)
-    known_hosts = str(inventory.path.resolve().parent / "known_hosts") if inventory.path else None
+    known_hosts = _known_hosts(inventory)
     if name in _ssh_config_aliases():
         return apply_ssh_config(Target(name=name, kind="ssh", host=name, known_hosts=known_hosts, source="ssh config"))
     match = _ADDRESS.match(name)

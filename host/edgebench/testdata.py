@@ -26,7 +26,7 @@ def _read_tensors(folder: Path, prefix: str) -> list[tuple[str, object]]:
             proto.ParseFromString(file.read_bytes())
             tensors.append((proto.name, numpy_helper.to_array(proto)))
         except (DecodeError, ValueError, TypeError) as exc:
-            raise InputError(f"{file} is not a serialized ONNX TensorProto: {exc}") from None
+            raise InputError(f"{file} is not a serialized ONNX TensorProto: {exc}") from exc
     return tensors
 
 

@@ -73,7 +73,7 @@ def _import_target(spec: str):
         try:
             loader_spec.loader.exec_module(module)
         except Exception as exc:
-            raise ModelError(f"importing {path} failed: {_condense(exc)}") from None
+            raise ModelError(f"importing {path} failed: {_condense(exc)}") from exc
         finally:
             sys.path.remove(str(path.resolve().parent))
     else:
@@ -81,9 +81,9 @@ def _import_target(spec: str):
             module = importlib.import_module(location)
         except ModuleNotFoundError as exc:
             raise ModelError(f"model spec module {location!r} not found ({exc.name} is missing)",
-                             "check the module name, or give a file path ending in .py") from None
+                             "check the module name, or give a file path ending in .py") from exc
         except Exception as exc:
-            raise ModelError(f"importing {location} failed: {_condense(exc)}") from None
+            raise ModelError(f"importing {location} failed: {_condense(exc)}") from exc
     if not hasattr(module, attribute):
         raise ModelError(f"{location} has no {attribute!r}",
                          f"it defines: {', '.join(n for n in dir(module) if not n.startswith('_'))[:200]}")
@@ -109,7 +109,7 @@ def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
             raise
         except Exception as exc:
             kind = "ExportedProgram" if path.suffix in EXPORTED_PROGRAM_SUFFIXES else "TorchScript archive"
-            raise ModelError(f"{path} is not a loadable {kind}: {_condense(exc)}") from None
+            raise ModelError(f"{path} is not a loadable {kind}: {_condense(exc)}") from exc
         module.eval()
         return LoadedModel(spec, "torchscript", module, input_names=_script_input_names(module))
 
@@ -117,7 +117,7 @@ def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
     try:
         module = factory()
     except Exception as exc:
-        raise ModelError(f"factory {spec} raised {_condense(exc)}") from None
+        raise ModelError(f"factory {spec} raised {_condense(exc)}") from exc
     if not isinstance(module, torch.nn.Module):
         raise ModelError(f"factory {spec} returned {type(module).__name__}, not a torch.nn.Module")
     if weights is not None:
@@ -143,7 +143,7 @@ def check_exported_program_archive(path: Path) -> None:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelError(f"{path} is not a .pt2 archive (not a zip file: {_condense(exc, 120)})",
-                         "save it with torch.export.save(program, 'model.pt2')") from None
+                         "save it with torch.export.save(program, 'model.pt2')") from exc
     with archive:
         names = archive.namelist()
         # torch reads the archive with miniz, which finds member names ignoring case: two names that differ only
@@ -164,7 +164,7 @@ def check_exported_program_archive(path: Path) -> None:
                     try:
                         config = json.loads(archive.read(name)).get("config") or {}
                     except (ValueError, AttributeError, zipfile.BadZipFile, OSError) as exc:
-                        raise ModelError(f"{path}: {name} is not a valid payload config ({_condense(exc, 120)})") from None
+                        raise ModelError(f"{path}: {name} is not a valid payload config ({_condense(exc, 120)})") from exc
                     for key, entry in config.items():
                         entry = entry if isinstance(entry, dict) else {}
                         if entry.get("use_pickle") or str(entry.get("path_name", "")).lower().startswith(
@@ -226,8 +226,8 @@ def _load_weights(module, path: Path) -> None:
     except Exception as exc:
         if type(exc).__name__ == "UnpicklingError":  # the weights-only unpickler met a Python object
             raise ModelError(f"{path} holds more than plain tensors, and edgebench loads weights with weights_only=True",
-                             f"save a plain state_dict (torch.save(model.state_dict(), ...)); {_condense(exc, 160)}") from None
-        raise ModelError(f"cannot read weights {path}: {_condense(exc)}") from None
+                             f"save a plain state_dict (torch.save(model.state_dict(), ...)); {_condense(exc, 160)}") from exc
+        raise ModelError(f"cannot read weights {path}: {_condense(exc)}") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -235,7 +235,7 @@ def _load_weights(module, path: Path) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelError(f"weights {path} do not fit the model: {_condense(exc)}") from None
+        raise ModelError(f"weights {path} do not fit the model: {_condense(exc)}") from exc
 
 
 def _forward_names(module) -> list[str]:
@@ -259,7 +259,7 @@ def _example_from_function(function, module) -> dict:
     try:
         produced = function()
     except Exception as exc:
-        raise ModelError(f"example_inputs() raised {_condense(exc)}") from None
+        raise ModelError(f"example_inputs() raised {_condense(exc)}") from exc
     if isinstance(produced, dict):
         items = list(produced.items())
     else:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ModelError, one_line
+from .errors import InputError, ModelError, from_onnxruntime, one_line
 from .fileio import file_sha256
 from .modelinfo import check_external_data, generation_rules, host_session, load_model_proto
 from .parity import OutputComparison, Tolerances, compare_outputs
@@ -370,6 +370,8 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
         try:
             actual = session.run(None, {n: arrays[n] for n in signature.names})
         except Exception as exc:
+            if not from_onnxruntime(exc):
+                raise
             sample.error = f"onnxruntime failed: {one_line(exc)}"
             continue
         if reference is not None:

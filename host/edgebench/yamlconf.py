@@ -96,7 +96,7 @@ def load_yaml(path: Path) -> YamlDoc:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is {len(text) / 2**20:.1f} MiB: too large for a config file "
                           f"(the limit is {MAX_CONFIG_BYTES // 2**20} MiB)")
@@ -114,7 +114,7 @@ def load_yaml(path: Path) -> YamlDoc:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     finally:

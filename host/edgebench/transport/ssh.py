@@ -101,24 +101,25 @@ class SSHTransport:
                 pass  # encrypted: paramiko asks the agent or fails at auth with a clear message
             except (paramiko.SSHException, ValueError, OSError) as exc:
                 raise ConfigError(f"identity file of target {self.name!r} is not a usable private key: {path} ({exc})",
-                                  "point identity_file at a private key (e.g. ~/.ssh/id_ed25519), not a .pub file") from None
+                                  "point identity_file at a private key (e.g. ~/.ssh/id_ed25519), not a .pub file") from exc
         return files
 
     def _proxy_sock(self):
-        if not self.target.proxy_jump:
-            return None
-        if self._jump_depth > 4:
-            raise ConfigError(f"ProxyJump chain of {self.name!r} is longer than 5 hops (a loop?)")
-        from ..targets import resolve_target
+        """A channel through the first ProxyJump hop (resolved in targets.py, chains and loops checked there)."""
+        import paramiko
 
-        hop = self.target.proxy_jump.split(",")[0].strip()
-        jump_target = resolve_target(hop)
+        jump_target = self.target.jump
+        if jump_target is None:
+            if self.target.proxy_jump:  # a Target built by hand, not by resolve_target
+                raise ConfigError(f"the ProxyJump of {self.name!r} was not resolved", "resolve targets with resolve_target()")
+            return None
         self._jump = SSHTransport(jump_target, self._jump_depth + 1)
         try:
             return self._jump._client.get_transport().open_channel(
                 "direct-tcpip", (self.target.host, self.target.port), ("127.0.0.1", 0), timeout=self.target.connect_timeout)
-        except Exception as exc:
-            raise TransportError(f"jump host {hop} cannot reach {self.target.host}:{self.target.port}: {exc}") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:  # ChannelException is an SSHException
+            raise TransportError(f"jump host {jump_target.name} cannot reach {self.target.host}:{self.target.port}: "
+                                 f"{exc or type(exc).__name__}", "check that the jump host can reach the board") from exc
 
     def connect(self) -> None:
         import paramiko
@@ -146,17 +147,17 @@ class SSHTransport:
             raise HostKeyError(
                 f"unknown SSH host key for {exc.hostname} ({exc.key.get_name()} {fingerprint(exc.key)}); refused",
                 f"verify it, then add it: ssh-keyscan -p {target.port} {target.host} >> {project_known} "
-                f"(or set host_key_policy: accept-new for target {self.name!r})") from None
+                f"(or set host_key_policy: accept-new for target {self.name!r})") from exc
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyError(
                 f"the SSH host key of {where} CHANGED: expected {fingerprint(exc.expected_key)}, got "
                 f"{fingerprint(exc.key)}; refused (a reinstalled board, or someone in between)",
-                f"if the board was reinstalled, remove its old line from {user_known} or {project_known}") from None
+                f"if the board was reinstalled, remove its old line from {user_known} or {project_known}") from exc
         except paramiko.AuthenticationException as exc:
             client.close()
             raise TransportError(f"SSH authentication to {where} failed ({exc})",
-                                 "check the target's user and identity_file, or add your key to the board's authorized_keys") from None
+                                 "check the target's user and identity_file, or add your key to the board's authorized_keys") from exc
         except (socket.timeout, TimeoutError):
             client.close()
             raise TransportError(f"cannot reach {where}: no answer within {target.connect_timeout:.0f} s",
@@ -165,9 +166,9 @@ class SSHTransport:
             client.close()
             if "No authentication methods" in str(exc):
                 raise TransportError(f"no SSH key to offer to {where}",
-                                     "set the target's identity_file, load a key into ssh-agent, or put one in ~/.ssh/") from None
+                                     "set the target's identity_file, load a key into ssh-agent, or put one in ~/.ssh/") from exc
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-            raise TransportError(f"cannot connect to {where}: {reason}", "check host, port and that sshd runs on the board") from None
+            raise TransportError(f"cannot connect to {where}: {reason}", "check host, port and that sshd runs on the board") from exc
         transport = client.get_transport()
         transport.set_keepalive(KEEPALIVE_S)
         transport.default_window_size = WINDOW_BYTES
@@ -204,7 +205,7 @@ class SSHTransport:
                 self._sftp = paramiko.SFTPClient.from_transport(self._transport(), window_size=WINDOW_BYTES,
                                                                 max_packet_size=MAX_PACKET_BYTES)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise LinkLost(f"cannot open SFTP to {self.target.address}: {exc}") from None
+                raise LinkLost(f"cannot open SFTP to {self.target.address}: {exc}") from exc
         return self._sftp
 
     # -------------------------------------------------------------------------------------- commands
@@ -242,7 +243,7 @@ class SSHTransport:
             code = channel.recv_exit_status()
             channel.close()
         except (ConnectionError, socket.timeout, EOFError, paramiko.SSHException) as exc:
-            raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc or type(exc).__name__})") from None
+            raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc or type(exc).__name__})") from exc
         splitter.flush()
         if code == -1:  # closed without an exit status: the link went down under it
             raise LinkLost(f"the SSH connection to {self.target.address} dropped during a command")
@@ -260,13 +261,13 @@ class SSHTransport:
         try:
             return action(self.sftp())
         except (ConnectionError, socket.timeout, EOFError, paramiko.SSHException) as exc:
-            raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc or type(exc).__name__})") from None
+            raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc or type(exc).__name__})") from exc
         except OSError as exc:
             # paramiko says a cut link with a bare OSError("Socket is closed"): a dead transport makes it a lost
             # link (retried after a reconnect), not a refusal by the board such as a full disk.
             transport = self._client.get_transport() if self._client else None
             if transport is None or not transport.is_active():
-                raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc})") from None
+                raise LinkLost(f"the SSH connection to {self.target.address} dropped ({exc})") from exc
             raise
 
     def exists(self, path: str) -> bool:
@@ -361,11 +362,11 @@ class SSHTransport:
         except PermissionError as exc:
             self.remove(leftover)
             raise TransportError(f"cannot write {path} on {self.name}: permission denied ({exc})",
-                                 "check the permissions of the target's work_dir") from None
+                                 "check the permissions of the target's work_dir") from exc
         except OSError as exc:  # SFTP reports a full disk as a bare "Failure"
             self.remove(leftover)
             raise TransportError(f"cannot write {path} on {self.name}: {exc or type(exc).__name__} (is the board's disk full?)",
-                                 "free space in the board's cache folder (bench clean --target ...) or set another work_dir") from None
+                                 "free space in the board's cache folder (bench clean --target ...) or set another work_dir") from exc
 
     def rename(self, source: str, destination: str) -> None:
         self._sftp_call(lambda s: s.posix_rename(source, destination))
