@@ -38,6 +38,7 @@ demo: $(STAMP) $(DEMO_MODELS) $(DIGITS)
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check host agent tests benchmarks scripts examples
+	$(VENV)/bin/mypy
 	$(PY) scripts/build_arm64_board.py
 	$(PY) -m pytest
 

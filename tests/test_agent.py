@@ -40,12 +40,11 @@ class LocalClient:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    import os
-
-    os.environ["EDGEBENCH_CACHE"] = str(tmp_path_factory.getbasetemp() / "edgebench-cache")
-    local = LocalClient()
-    yield local
-    local.board.close()
+    with pytest.MonkeyPatch.context() as patch:  # restored when the module's tests are done
+        patch.setenv("EDGEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "edgebench-cache"))
+        local = LocalClient()
+        yield local
+        local.board.close()
 
 
 def request(model, **extra):

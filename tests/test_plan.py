@@ -58,6 +58,8 @@ def test_two_models_by_two_thread_counts_on_local_and_an_ssh_board(bench, tmp_pa
 def test_an_interrupted_plan_resumes_without_repeating_cells(bench, tmp_path):
     plan = write_plan(tmp_path, ["local"], min_seconds=1.0)
     env = {**os.environ, "HOME": str(tmp_path)}
+    runs = Path(os.environ["EDGEBENCH_CACHE"]) / "board" / "runs"
+    earlier = set(runs.glob("*"))
     running = subprocess.Popen([sys.executable, "-m", "edgebench", "run", str(plan), "--results", str(tmp_path / "r")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
@@ -68,7 +70,10 @@ def test_an_interrupted_plan_resumes_without_repeating_cells(bench, tmp_path):
     running.wait()
     finished_before = {d["plan"]["cell"] for d in _results(tmp_path / "r")}
     assert 1 <= len(finished_before) < 4
-    time.sleep(1.5)  # the cell that was running goes on on the board and finishes there
+    # the cell that was running goes on on the board and finishes there
+    while any(not (run / "exit_code").exists() for run in set(runs.glob("*")) - earlier):
+        assert time.monotonic() < deadline, "the run left on the board never finished"
+        time.sleep(0.05)
     done = bench("run", plan, "--results", tmp_path / "r")
     assert done.code == 0, done.stderr
     documents = _results(tmp_path / "r")

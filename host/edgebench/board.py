@@ -346,9 +346,13 @@ class Board:
         self._with_reconnect(move)
 
     def clean(self, max_bytes: int) -> dict:
+        """Trim the board's cache to max_bytes, least recently used first: {removed, freed_bytes, ...}."""
         keep = Path(self.ensure_agent()).name
-        return self._json(self.command(["clean", "--cache", self.cache, "--max-bytes", str(max_bytes), "--keep", keep]),
-                          "clean")
+        summary = self._json(self.command(["clean", "--cache", self.cache, "--max-bytes", str(max_bytes), "--keep", keep]),
+                             "clean")
+        if "error" in summary:  # the agent refuses while a benchmark holds the board
+            raise BoardBusy(summary["error"])
+        return summary
 
 
 def _sha256(path: Path) -> str:

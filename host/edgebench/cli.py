@@ -8,6 +8,7 @@ here, and only here.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -78,6 +79,7 @@ def cli_errors(command):
     return wrapper
 
 
+DEFAULT_BY = "model,variant,target,settings"  # compare's groups: report.DEFAULT_BY, written as the option takes it
 INVENTORY_OPTION = typer.Option("--inventory", help="Target inventory (default: $EDGEBENCH_INVENTORY or configs/targets.yaml).")
 
 
@@ -142,99 +144,42 @@ def deploy(
     strict_dims: Annotated[bool, typer.Option("--strict-dims", help="Refuse free dimensions nothing sizes instead of setting them to 1.")] = False,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
-    from .agentlib import parse_assignments, parse_scalar
-    from .deploy import FleetReport, RunSettings, deploy_fleet, expand_sweep
-    from .deploy import deploy as run_deploy
-    from .errors import InputError, RunFailed
-    from .targets import inventory_path, load_inventory, select_targets
+    from . import deploy as stage
+    from .options import deploy_request
 
-    options = {
-        "values": parse_assignments(value, "--value", parse_scalar),
-        "dims": parse_assignments(dim, "--dim", int),
-        "provider_options": parse_assignments(provider_option, "--provider-option", str),
-    }
-    thread_list, batch_list = _int_list(threads, "--threads"), _int_list(batch, "--batch")
-    provider_list = [p.strip() for p in provider.split(",") if p.strip()] if provider else None
-    flags = {"seed": seed, "warmup_min_iterations": warmup, "min_iterations": min_iterations,
-             "min_seconds": min_seconds, "max_iterations": max_iterations, "max_seconds": max_seconds,
-             "repeats": repeats, "inter_op_threads": inter_op_threads, "graph_optimization_level": graph_optimization,
-             "cpus": _int_list(cpus, "--cpus"), "spin_wait": spin_wait, "verbose": verbose or None}
-    options.update({k: v for k, v in flags.items() if v is not None})
-    if cooldown:
-        options["cooldown"] = {"margin_c": cooldown_margin, "timeout_s": cooldown_timeout}
-    if profile:
-        if profile_iterations < 1:
-            raise InputError("--profile-iterations must be at least 1")
-        options["profile"] = {"iterations": profile_iterations}
-    if variants is not None:
-        from .provenance import variants_of
+    job = stage.prepare(deploy_request(locals()))  # every option above, by parameter name
+    with DeployProgress(_stderr(), [t.name for t in job.targets]) as progress:
+        fleet = stage.execute(job, on_event=progress.event)
+    _print_deploy(job, fleet, json_output, columns)
+    fleet.raise_for_problems()
 
-        if not variants.is_dir():
-            raise InputError(f"variants folder not found: {variants}")
-        found = {m: variants_of(m, variants) for m in models if m.is_file()}
-        if not any(found.values()):
-            raise InputError(f"no variant of {', '.join(m.name for m in models)} in {variants}",
-                             f"make them with: bench convert {models[0]} --to int8-dynamic,fp16 -o {variants}")
-        models = [path for m in models for path in [m, *found.get(m, [])]]
-        accuracy = True
-    accuracy_options = None
-    if accuracy or dataset or test_data or reference:
-        from .deploy import AccuracyOptions
 
-        if accuracy_samples < 1 or batch_size < 1:
-            raise InputError("--accuracy-samples and --batch-size must be at least 1")
-        accuracy_options = AccuracyOptions(reference=reference, dataset=dataset, test_data=test_data,
-                                           samples=accuracy_samples, batch_size=batch_size,
-                                           tolerances=_tolerances(atol, rtol), tolerances_given=bool(atol or rtol))
-    settings = RunSettings(options=options, inputs=inputs, timeout_s=timeout, accuracy=accuracy_options,
-                           strict_dims=strict_dims)
-    cells = expand_sweep(settings, thread_list, batch_list, provider_list)
-    resolved = select_targets(target, load_inventory(inventory_path(inventory)))
-
-    with DeployProgress(_stderr(), [t.name for t in resolved]) as progress:
-        if len(resolved) == 1:
-            fleet = FleetReport({resolved[0].name: run_deploy(models, resolved[0], cells, results, on_event=progress.event)}, {})
-        else:
-            fleet = deploy_fleet(models, resolved, cells, results, on_event=progress.event)
-    outcomes = []
+def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
+    """What a deploy found: recovered runs and uploads on stderr, then the table (or JSON) and result paths."""
+    kinds = {t.name: t.kind for t in job.targets}
     for name, report in fleet.reports.items():
         for path in report.recovered:
             typer.echo(f"recovered an earlier run on {name} ({_run_status(path)}): {path}", err=True)
-        if next(t for t in resolved if t.name == name).kind != "local":
+        if kinds[name] != "local":
             typer.echo(f"uploaded {report.uploaded_bytes / 1024:.1f} KiB to {name}"
                        + (" (agent and models were cached there)" if report.uploaded_bytes == 0 else ""), err=True)
-        outcomes += report.outcomes
-    if not outcomes and len(fleet.failures) == 1:
-        raise next(iter(fleet.failures.values()))
-    documents = [o.document for o in outcomes]
+    documents = fleet.documents
     if json_output:
-        import json
-
         typer.echo(json.dumps(documents, indent=1))
     for warning in sorted({w for d in documents for w in (d.get("validity") or {}).get("warnings", [])}):
         typer.echo(f"warning: {warning}", err=True)  # before the table: a warning after it is easy to miss
-    if not json_output:
-        _print_summary(documents, columns)
-        from .accuracy import verdict_text
+    if json_output:
+        return
+    _print_summary(documents, columns)
+    from .accuracy import verdict_text
 
-        for document in documents:
-            if document.get("accuracy"):
-                typer.echo(f"accuracy {document['model']['name']}: {verdict_text(document['accuracy'])}")
-            for line in _profile_lines(document):
-                typer.echo(line)
-        for outcome in outcomes:
-            typer.echo(f"result: {outcome.path}")
-    problems = [f"{d['model']['name']} on {d['target']['name']}: {d['error']['message']}" for d in documents if d["status"] != "ok"]
-    problems += [f"{d['model']['name']} on {d['target']['name']} is INVALID: {'; '.join(d['validity']['reasons'])}"
-                 for d in documents if d["status"] == "ok" and not d["validity"]["valid"]]
-    problems += [f"{name}: {exc}" for name, exc in fleet.failures.items()]
-    if problems:
-        raise RunFailed(f"{len(problems)} problem(s): " + "; ".join(problems),
-                        "failed and INVALID runs are recorded in results/ with their reason")
-    wrong = [d for d in documents if d.get("accuracy") and not d["accuracy"]["passed"]]
-    if wrong:
-        raise RunFailed(f"accuracy check failed for {', '.join(d['model']['name'] for d in wrong)}: the board's outputs "
-                        "differ from the reference beyond tolerance", "see the accuracy lines above; --atol/--rtol set tolerances")
+    for document in documents:
+        if document.get("accuracy"):
+            typer.echo(f"accuracy {document['model']['name']}: {verdict_text(document['accuracy'])}")
+        for line in _profile_lines(document):
+            typer.echo(line)
+    for outcome in fleet.outcomes:
+        typer.echo(f"result: {outcome.path}")
 
 
 def _run_status(path) -> str:
@@ -247,25 +192,6 @@ def _run_status(path) -> str:
     except ResultError:
         return "unreadable"
     return "ok" if document["status"] == "ok" else f"failed: {(document.get('error') or {}).get('kind', 'unknown')}"
-
-
-def _names(text: str | None) -> list[str] | None:
-    """--columns p50,p90 -> ["p50", "p90"]."""
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
-
-
-def _int_list(text: str | None, option: str) -> list[int] | None:
-    from .errors import InputError
-
-    if text is None:
-        return None
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"{option} {text!r} must be a number or a comma-separated list of numbers") from None
-    if not values:
-        raise InputError(f"{option} {text!r} names no value")
-    return values
 
 
 def _profile_lines(document: dict) -> list[str]:
@@ -324,41 +250,18 @@ def _print_summary(documents: list[dict], columns: str | None = None) -> None:
     from .report import TEXT_HEADERS, per_run_cells
     from .tables import print_table
 
+    from .options import names
+
     headers, rows = per_run_cells(documents, with_run_id=False)
-    print_table(_stdout(), headers, rows, set(TEXT_HEADERS), _names(columns), _stderr())
+    print_table(_stdout(), headers, rows, set(TEXT_HEADERS), names(columns), _stderr())
 
 
 # ------------------------------------------------------------------------------------- export / validate
-def _tolerances(atol: list[str] | None, rtol: list[str] | None):
-    """--atol 1e-4 (default) and --atol scores=1e-3 (one output), likewise --rtol."""
-    from .errors import InputError
-    from .parity import DEFAULT_ATOL, DEFAULT_RTOL, Tolerances
-
-    defaults = {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL}
-    per_output: dict[str, list] = {}
-    for which, items in (("atol", atol), ("rtol", rtol)):
-        for item in items or []:
-            name, sep, text = item.rpartition("=")
-            try:
-                value = float(text)
-            except ValueError:
-                raise InputError(f"--{which} {item!r} must be a number or OUTPUT=number") from None
-            if not value >= 0 or value == float("inf"):  # NaN compares false: it would pass nothing
-                raise InputError(f"--{which} {item!r} must be a finite, non-negative number")
-            if sep:
-                per_output.setdefault(name, [None, None])[0 if which == "atol" else 1] = value
-            else:
-                defaults[which] = value
-    return Tolerances(defaults["atol"], defaults["rtol"], tuple((n, a, r) for n, (a, r) in per_output.items()))
-
-
 def _print_validation(report, as_json: bool) -> None:
     from .errors import ValidationFailed
     from .validate import report_lines
 
     if as_json:
-        import json
-
         typer.echo(json.dumps(report.to_json(), indent=1, default=float))
     else:
         for line in report_lines(report):
@@ -382,7 +285,7 @@ def export(
     dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", help="Dynamic axis NAME:AXIS[=label], e.g. image:0=batch (repeatable).")] = None,
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset version.")] = None,
     output_names: Annotated[Optional[str], typer.Option(help="Comma-separated output names.")] = None,
-    save_test_data: Annotated[Optional[Path], typer.Option(help="Write DIR/test_data_set_0 (example inputs and PyTorch outputs as .pb).")] = None,
+    save_test_data_to: Annotated[Optional[Path], typer.Option("--save-test-data", help="Write DIR/test_data_set_0 (example inputs and PyTorch outputs as .pb).")] = None,
     validate_after: Annotated[bool, typer.Option("--validate/--no-validate", help="Validate against PyTorch right after export.")] = True,
     samples: Annotated[int, typer.Option(help="Parity inputs to check.")] = 5,
     atol: Annotated[Optional[list[str]], typer.Option("--atol", help="Absolute tolerance, or OUTPUT=value.")] = None,
@@ -390,48 +293,31 @@ def export(
     json_output: Annotated[bool, typer.Option("--json", help="Print the validation report as JSON.")] = False,
 ):
     """Export a PyTorch model to ONNX, then validate it against PyTorch."""
-    from .errors import InputError
-    from .export import ExportOptions, export_model
-    from .torchmodel import example_inputs_from_specs, load_model, run_reference
+    from .export import ExportOptions, check_output_path, export_model, save_test_data
+    from .options import names
+    from .options import tolerances as parse_tolerances
+    from .torchmodel import example_for, load_model
 
-    tolerances = _tolerances(atol, rtol)
-    if output.is_dir():
-        raise InputError(f"--output {output} is a folder", f"name the .onnx file to write, e.g. {output / 'model.onnx'}")
+    tolerances = parse_tolerances(atol, rtol)
+    check_output_path(output)
     loaded = load_model(spec, weights)
-    if example_inputs is not None:
-        from .agentlib import load_npz
-
-        if not example_inputs.is_file():
-            raise InputError(f"example inputs file not found: {example_inputs}")
-        example = load_npz(str(example_inputs))
-    elif input:
-        example = example_inputs_from_specs(input)
-    elif loaded.example_inputs is not None:
-        example = loaded.example_inputs
-    else:
-        raise InputError(f"no example input for {spec}",
-                         "give --input NAME=1x3x224x224, --example-inputs inputs.npz, or define example_inputs() next to the factory")
-    names = [n.strip() for n in output_names.split(",")] if output_names else None
-    options = ExportOptions(exporter=exporter, mode=mode, dynamic=dynamic or [], opset=opset, output_names=names)
+    example = example_for(loaded, example_inputs, input)
+    options = ExportOptions(exporter=exporter, mode=mode, dynamic=dynamic or [], opset=opset, output_names=names(output_names))
     with _working(f"exporting {spec} ({exporter or 'default'} exporter, {mode} mode)"):
         result = export_model(loaded, example, output, options)
+    sidecars = [p.name for p in result.files if p != result.path]
     typer.echo(f"exported {result.path} ({result.exporter} exporter, {result.mode} mode)"
-               + (f" with {', '.join(p.name for p in result.files if p != result.path)}" if len(result.files) > 1 else ""),
-               err=json_output)
+               + (f" with {', '.join(sidecars)}" if sidecars else ""), err=json_output)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
-    ordered = {n: example[n] for n in result.input_names}
-    if save_test_data is not None:
-        from .testdata import write_test_data_set
-
-        folder = write_test_data_set(save_test_data / "test_data_set_0", ordered,
-                                     run_reference(loaded, list(ordered.values())), result.output_names)
-        typer.echo(f"wrote {folder}", err=json_output)
+    if save_test_data_to is not None:
+        typer.echo(f"wrote {save_test_data(result, loaded, example, save_test_data_to)}", err=json_output)
     if validate_after:
         from .validate import validate as run_validate
 
-        report = run_validate(result.path, reference=loaded, example=ordered, samples=samples, tolerances=tolerances)
-        _print_validation(report, json_output)
+        ordered = {n: example[n] for n in result.input_names}
+        _print_validation(run_validate(result.path, reference=loaded, example=ordered, samples=samples,
+                                       tolerances=tolerances), json_output)
 
 
 @app.command()
@@ -452,15 +338,10 @@ def validate(
 ):
     """Check an ONNX model: checker, shape inference, onnxruntime, summary, parity against a reference."""
     from .agentlib import parse_assignments
-    from .errors import InputError
+    from .options import tolerances as parse_tolerances
     from .validate import validate as run_validate
 
-    if samples < 1:
-        raise InputError(f"--samples must be at least 1, got {samples}")
-    if inputs is not None and not inputs.exists():
-        raise InputError(f"inputs not found: {inputs}")
-    dims = parse_assignments(dim, "--dim", int)
-    tolerances = _tolerances(atol, rtol)
+    dims, tolerances = parse_assignments(dim, "--dim", int), parse_tolerances(atol, rtol)
     loaded = None
     if reference is not None:
         from .torchmodel import load_model
@@ -490,8 +371,6 @@ def inspect(
     summary = summarize(load_model_proto(model), model)
     checks = structural_checks(model)
     if json_output:
-        import json
-
         typer.echo(json.dumps({**summary, "checks": [{"name": c.name, "ok": c.ok, "message": c.message} for c in checks]},
                               indent=1, default=str))
     else:
@@ -515,39 +394,37 @@ def convert(
     json_output: Annotated[bool, typer.Option("--json", help="Print the variants and their provenance as JSON.")] = False,
 ):
     """Convert a model for the board; each variant is checked against its parent and records its provenance."""
-    from rich.table import Table
-
     from .convert import convert as run_convert
-    from .convert import parse_kinds
-    from .errors import RunFailed
-    from .report import format_cell
+    from .convert import parse_kinds, raise_for_failures
 
     produced = run_convert(model, parse_kinds(to), output_dir, calibration=calibration, keep_io_types=keep_io_types)
     if json_output:
-        import json
-
         typer.echo(json.dumps([{"variant": v.kind, "path": str(v.path) if v.path else None, "error": v.error,
                                 "provenance": v.provenance} for v in produced], indent=1, default=str))
     else:
-        table = Table(box=None, pad_edge=False)
-        for header in ("variant", "file", "KiB", "max abs", "cosine", "top-1 agree %", "parity"):
-            table.add_column(header, justify="left" if header in ("variant", "file", "parity") else "right")
-        for variant in produced:
-            if variant.error:
-                table.add_row(variant.kind, "-", "-", "-", "-", "-", f"FAILED: {variant.error}")
-                continue
-            worst = max(variant.parity["outputs"], key=lambda o: o["max_abs"])
-            rule = variant.parity["tolerance"]
-            stated = f"cosine >= {rule['min_cosine']}" if "min_cosine" in rule else f"atol {rule['atol']:g}, rtol {rule['rtol']:g}"
-            table.add_row(variant.kind, variant.path.name, format_cell(variant.path.stat().st_size / 1024),
-                          format_cell(worst["max_abs"]), f"{worst['cosine']:.6f}",
-                          format_cell(worst.get("top1_agreement_pct")),
-                          ("ok" if variant.parity["passed"] else "FAIL") + f" ({stated})")
-        _stdout().print(table)
-    failed = [v for v in produced if not v.ok]
-    if failed:
-        raise RunFailed("; ".join(f"{v.kind}: {v.error or 'outside its stated tolerance'}" for v in failed),
-                        "the other variants were written" if len(failed) < len(produced) else None)
+        _print_variants(produced)
+    raise_for_failures(produced)
+
+
+def _print_variants(produced) -> None:
+    from rich.table import Table
+
+    from .report import format_cell
+
+    table = Table(box=None, pad_edge=False)
+    for header in ("variant", "file", "KiB", "max abs", "cosine", "top-1 agree %", "parity"):
+        table.add_column(header, justify="left" if header in ("variant", "file", "parity") else "right")
+    for variant in produced:
+        if variant.error:
+            table.add_row(variant.kind, "-", "-", "-", "-", "-", f"FAILED: {variant.error}")
+            continue
+        worst = max(variant.parity["outputs"], key=lambda o: o["max_abs"])
+        rule = variant.parity["tolerance"]
+        stated = f"cosine >= {rule['min_cosine']}" if "min_cosine" in rule else f"atol {rule['atol']:g}, rtol {rule['rtol']:g}"
+        table.add_row(variant.kind, variant.path.name, format_cell(variant.path.stat().st_size / 1024),
+                      format_cell(worst["max_abs"]), f"{worst['cosine']:.6f}", format_cell(worst.get("top1_agreement_pct")),
+                      ("ok" if variant.parity["passed"] else "FAIL") + f" ({stated})")
+    _stdout().print(table)
 
 
 agent_app = typer.Typer(help="The board agent on its own: one file to copy to a board.", no_args_is_help=True,
@@ -586,8 +463,6 @@ def import_(
 
     stored = [import_reply(file, results, model=model, target=target) for file in files]
     if json_output:
-        import json
-
         typer.echo(json.dumps([{"source": str(f), "path": str(p)} for f, p in zip(files, stored)], indent=1))
     else:
         for path in stored:
@@ -606,56 +481,25 @@ def targets(
     """List the targets of the inventory (and `local`)."""
     from rich.table import Table
 
+    from .doctor import probe_all, raise_for_unreachable
     from .targets import inventory_path, load_inventory, resolve_target
 
     loaded = load_inventory(inventory_path(inventory))
     resolved = [resolve_target(name, loaded) for name in loaded.names()]
-    probes = _probe_all(resolved) if check else {}
+    probes = probe_all(resolved) if check else {}
     if json_output:
-        import json
-
-        typer.echo(json.dumps([{**t.describe(), "source": t.source, **({"check": probes[t.name]} if check else {})}
+        typer.echo(json.dumps([{**t.describe(), "source": t.source, **({"check": probes[t.name].text} if check else {})}
                                for t in resolved], indent=1))
-        _check_failures(probes)
-        return
-    table = Table(box=None, pad_edge=False)
-    for header in ("name", "kind", "address", "tags", "python") + (("check",) if check else ()):
-        table.add_column(header)
-    for target in resolved:
-        row = [target.name, target.kind, target.address, ",".join(target.tags) or "-",
-               target.python or ("this python" if target.kind == "local" else "python3")]
-        table.add_row(*row, *((probes[target.name],) if check else ()))
-    _stdout().print(table)
-    _check_failures(probes)
-
-
-def _check_failures(probes: dict) -> None:
-    from .errors import TargetsUnreachable
-
-    failed = sorted(name for name, probe in probes.items() if not probe.startswith("ok"))
-    if failed:
-        raise TargetsUnreachable(f"{len(failed)} of {len(probes)} targets failed the check: {', '.join(failed)}",
-                                 "see the check column; `bench doctor --target NAME` says more")
-
-
-def _probe(target) -> str:
-    from .board import Board
-    from .errors import BenchError
-
-    try:
-        with Board(target) as board:
-            info = board.info()
-        return (f"ok: {info['machine']['arch']}, python {info['python']['version']}, "
-                f"onnxruntime {info.get('onnxruntime_version') or 'MISSING'}")
-    except BenchError as exc:
-        return f"FAIL: {exc.message}"
-
-
-def _probe_all(resolved) -> dict:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(resolved)))) as pool:
-        return dict(zip([t.name for t in resolved], pool.map(_probe, resolved)))
+    else:
+        table = Table(box=None, pad_edge=False)
+        for header in ("name", "kind", "address", "tags", "python") + (("check",) if check else ()):
+            table.add_column(header)
+        for target in resolved:
+            row = [target.name, target.kind, target.address, ",".join(target.tags) or "-",
+                   target.python or ("this python" if target.kind == "local" else "python3")]
+            table.add_row(*row, *((probes[target.name].text,) if check else ()))
+        _stdout().print(table)
+    raise_for_unreachable(probes)
 
 
 @app.command()
@@ -667,25 +511,19 @@ def doctor(
 ):
     """Check a board: connection, python >= 3.8, numpy, onnxruntime, providers, arch, free disk."""
     from .board import Board
-    from .doctor import diagnose
-    from .errors import BenchError
-    from .targets import inventory_path, load_inventory, resolve_target
+    from .doctor import diagnose, raise_for_findings
+    from .targets import find_target
 
-    resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
+    resolved = find_target(target, inventory)
     with Board(resolved) as board:
         info = board.info()
     if json_output:
-        import json
-
         typer.echo(json.dumps(info, indent=1))
     findings = diagnose(resolved, info)
     if not json_output:
         for finding in findings:
             typer.echo(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.what:<12} {finding.detail}")
-    failed = [f for f in findings if not f.ok]
-    if failed:
-        raise BenchError(f"{resolved.name} is not ready: " + "; ".join(f"{f.what}: {f.detail}" for f in failed),
-                         " ".join(dict.fromkeys(f.fix for f in failed if f.fix)) or None)
+    raise_for_findings(resolved, findings)
 
 
 @app.command()
@@ -700,14 +538,12 @@ def fetch(
     """Collect results of runs that finished on a board while the host was away (a dropped link)."""
     from .board import Board
     from .deploy import recover
-    from .targets import inventory_path, load_inventory, resolve_target
+    from .targets import find_target
 
-    resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
+    resolved = find_target(target, inventory)
     with Board(resolved) as board:
         written = recover(board, results, only=runs or None)
     if json_output:
-        import json
-
         typer.echo(json.dumps([{"path": str(p), "status": _run_status(p)} for p in written], indent=1))
     for path in [] if json_output else written:
         typer.echo(f"result: {path} ({_run_status(path)})")
@@ -725,33 +561,18 @@ def clean(
 ):
     """Trim a board's cache folder (models, old runs, old agents) to a size budget, least recently used first."""
     from .board import Board
-    from .errors import BoardBusy, InputError
-    from .targets import inventory_path, load_inventory, resolve_target
+    from .options import size
+    from .targets import find_target
 
-    budget = _parse_size(max_size)
-    if budget is None:
-        raise InputError(f"--max-size {max_size!r} must look like 500M, 2G or a byte count")
-    resolved = resolve_target(target, load_inventory(inventory_path(inventory)))
+    budget = size(max_size, "--max-size")
+    resolved = find_target(target, inventory)
     with Board(resolved) as board:
         summary = board.clean(budget)
-    if "error" in summary:
-        raise BoardBusy(summary["error"])
     if json_output:
-        import json
-
         typer.echo(json.dumps({"target": resolved.name, **summary}, indent=1))
         return
     typer.echo(f"removed {summary['removed']} entries ({summary['freed_bytes'] / 2**20:.1f} MiB) from {resolved.name}; "
                f"{summary['remaining_bytes'] / 2**20:.1f} MiB left of a {summary['max_bytes'] / 2**20:.1f} MiB budget")
-
-
-def _parse_size(text: str) -> int | None:
-    import re
-
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", text.strip(), re.IGNORECASE)
-    if not match:
-        return None
-    return int(float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper()))
 
 
 # ------------------------------------------------------------------------------------------------ plans
@@ -767,73 +588,59 @@ def run_plan(
     json_output: Annotated[bool, typer.Option("--json", help="Print the cells (and what they stored) as JSON instead of the table.")] = False,
 ):
     """Run a benchmark plan: models x variants x targets x settings; resumes where an earlier run stopped."""
-    from rich.table import Table
+    from . import plan as stage
 
-    from .errors import ConfigError, RunFailed
-    from .plan import build_models, collect_unfinished, load_plan, mark_done, matrix, run_plan as execute
-    from .report import settings_label
-    from .targets import inventory_path, load_inventory
-
-    loaded_inventory = load_inventory(inventory_path(inventory))
-    plan = load_plan(plan_file, loaded_inventory)
-    unknown = [name for name in only or [] if name not in {m.name for m in plan.models}]
-    if unknown:
-        raise ConfigError(f"--only {unknown[0]}: no such model in {plan_file}",
-                          f"its models: {', '.join(m.name for m in plan.models)}")
-    results_dir = results or plan.results or Path("results")
-    built = build_models(plan, plan_file.resolve().parent / ".edgebench-build" / plan.name, force=force, dry_run=dry_run)
-    cells = matrix(plan, built, loaded_inventory, only)
-    if not dry_run:
-        for path in collect_unfinished(cells, results_dir):
-            typer.echo(f"recovered an earlier run of this plan ({_run_status(path)}): {path}", err=True)
-    mark_done(cells, plan, results_dir)
-    if json_output and dry_run:
-        import json
-
-        typer.echo(json.dumps([_cell_json(c, force) for c in cells], indent=1))
-        return
-    table = Table(box=None, pad_edge=False)
-    for header in ("model", "variant", "target", "settings", "cell", "status"):
-        table.add_column(header, no_wrap=True)
-    for cell in cells:
-        status = "done (skipped)" if cell.done and not force else ("to build, then run" if not cell.path.exists() else "to run")
-        table.add_row(cell.model, cell.variant, cell.target.name, settings_label(cell.settings.recorded()), cell.key, status)
+    job = stage.prepare(plan_file, inventory, only, results, force, dry_run)
+    for path in job.recovered:
+        typer.echo(f"recovered an earlier run of this plan ({_run_status(path)}): {path}", err=True)
     if not json_output:
-        _stdout().print(table)
-    typer.echo(f"plan {plan.name} (sha256 {plan.sha256[:12]}): {len(cells)} cells, "
-               f"{sum(1 for c in cells if c.done and not force)} already measured", err=True)
+        _print_plan_cells(job)
+    typer.echo(f"plan {job.plan.name} (sha256 {job.plan.sha256[:12]}): {len(job.cells)} cells, "
+               f"{sum(1 for c in job.cells if job.status(c) == 'done')} already measured", err=True)
     if dry_run:
-        pending = sorted({str(c.path) for c in cells if not c.path.exists()})
-        if pending:
-            typer.echo(f"dry run: {len(pending)} model file(s) would be exported or converted first: "
-                       + ", ".join(pending), err=True)
+        if json_output:
+            typer.echo(json.dumps([_cell_json(job, c) for c in job.cells], indent=1))
+        if job.pending_builds():
+            typer.echo(f"dry run: {len(job.pending_builds())} model file(s) would be exported or converted first: "
+                       + ", ".join(job.pending_builds()), err=True)
         typer.echo("dry run: nothing was built or run", err=True)
         return
-    with DeployProgress(_stderr(), sorted({c.target.name for c in cells})) as progress:
-        outcome = execute(plan, cells, results_dir, force=force, on_event=progress.event)
+    with DeployProgress(_stderr(), sorted({c.target.name for c in job.cells})) as progress:
+        outcome = stage.execute(job, on_event=progress.event)
     if json_output:
-        import json
-
-        ran = {c.key: str(p) for c, p in outcome.ran}
-        failed = {c.key: message for c, message in outcome.failed}
-        typer.echo(json.dumps([{**_cell_json(c, force), "result": ran.get(c.key), "error": failed.get(c.key),
+        ran, failed = {c.key: str(p) for c, p in outcome.ran}, {c.key: message for c, message in outcome.failed}
+        typer.echo(json.dumps([{**_cell_json(job, c), "result": ran.get(c.key), "error": failed.get(c.key),
                                 **({"status": "ran"} if c.key in ran else {"status": "failed"} if c.key in failed else {})}
-                               for c in cells], indent=1))
+                               for c in job.cells], indent=1))
     for _, path in [] if json_output else outcome.ran:
         typer.echo(f"result: {path}")
     typer.echo(f"ran {len(outcome.ran)} cells, skipped {len(outcome.skipped)} already measured, "
                f"{len(outcome.failed)} failed", err=True)
-    if outcome.failed:
-        raise RunFailed(f"{len(outcome.failed)} cell(s) failed: " + "; ".join(
-            f"{c.model}/{c.variant} on {c.target.name}: {message}" for c, message in outcome.failed))
+    stage.raise_for_failures(outcome)
 
 
-def _cell_json(cell, force: bool) -> dict:
+PLAN_STATUS_TEXT = {"done": "done (skipped)", "to build": "to build, then run", "to run": "to run"}
+
+
+def _print_plan_cells(job) -> None:
+    from rich.table import Table
+
+    from .report import settings_label
+
+    table = Table(box=None, pad_edge=False)
+    for header in ("model", "variant", "target", "settings", "cell", "status"):
+        table.add_column(header, no_wrap=True)
+    for cell in job.cells:
+        table.add_row(cell.model, cell.variant, cell.target.name, settings_label(cell.settings.recorded()), cell.key,
+                      PLAN_STATUS_TEXT[job.status(cell)])
+    _stdout().print(table)
+
+
+def _cell_json(job, cell) -> dict:
     from .report import settings_label
 
     return {"model": cell.model, "variant": cell.variant, "target": cell.target.name, "path": str(cell.path),
-            "settings": settings_label(cell.settings.recorded()), "cell": cell.key,
-            "status": "done" if cell.done and not force else ("to build" if not cell.path.exists() else "to run")}
+            "settings": settings_label(cell.settings.recorded()), "cell": cell.key, "status": job.status(cell)}
 
 
 # --------------------------------------------------------------------------------------------- compare
@@ -841,7 +648,7 @@ def _cell_json(cell, force: bool) -> dict:
 @cli_errors
 def compare(
     paths: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
-    by: Annotated[str, typer.Option(help="Group by these keys: model, variant, target, settings, provider, threads, inter_threads, opt, dims, plan.")] = ",".join(("model", "variant", "target", "settings")),
+    by: Annotated[str, typer.Option(help="Group by these keys: model, variant, target, settings, provider, threads, inter_threads, opt, dims, plan.")] = DEFAULT_BY,
     baseline: Annotated[Optional[str], typer.Option(help="Compare every group with the one where KEY=VALUE, e.g. target=pi4 or variant=original.")] = None,
     metric: Annotated[str, typer.Option(help="p50, p90, p99, mean or throughput.")] = "p50",
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv, md, json, html or parquet.")] = "table",
@@ -855,95 +662,41 @@ def compare(
     min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
 ):
     """Compare results: medians with confidence intervals, speed-ups with significance, regressions, HTML."""
-    from .errors import ConfigError, ResultError, RunFailed
-    from .report import FORMATS, KEYS, cells, compare_runs, per_run_frame, render
-    from .results import load_results
-    from .stats import METRICS
+    from . import compare as stage
+    from .errors import RunFailed
+    from .options import group_keys, key_value, percent
 
-    if json_output:
-        format = "json"
-    if per_run and (baseline or fail_on_regression or by != ",".join(("model", "variant", "target", "settings"))):
-        raise ConfigError("--per-run lists every run on its own: --by, --baseline and --fail-on-regression do not apply",
-                          "leave out --per-run to compare groups")
-    if format not in FORMATS:
-        raise ConfigError(f"unknown format {format!r}", f"choose one of: {', '.join(FORMATS)}")
-    if format == "parquet" and output is None:
-        raise ConfigError("--format parquet needs --output FILE")
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}", f"choose one of: {', '.join(METRICS)}")
-    keys = tuple(k.strip() for k in by.split(",") if k.strip())
-    unknown = [k for k in keys if k not in KEYS]
-    if unknown or not keys:
-        raise ConfigError(f"cannot group by {', '.join(unknown) or 'nothing'}", f"keys: {', '.join(KEYS)}")
-    base = None
-    if baseline:
-        key, sep, value = baseline.partition("=")
-        if not sep or key not in KEYS or not value:
-            raise ConfigError(f"--baseline {baseline!r} must look like KEY=VALUE with KEY one of {', '.join(KEYS)}")
-        base = (key, value)
-    threshold = _percent(fail_on_regression, "--fail-on-regression") if fail_on_regression else None
-    if threshold is not None and base is None:
-        raise ConfigError("--fail-on-regression needs --baseline KEY=VALUE to know what a regression is against")
-    effect = _percent(min_effect, "--min-effect")
-
-    documents, problems = load_results(paths)
-    for problem in problems:
+    fmt = "json" if json_output else format
+    stage.check_output(fmt, output, per_run, grouping_asked=bool(baseline or fail_on_regression or by != DEFAULT_BY))
+    request = stage.CompareRequest(paths, group_keys(by), key_value(baseline, "--baseline"), metric, include_invalid,
+                                   alpha, percent(min_effect, "--min-effect"),
+                                   percent(fail_on_regression, "--fail-on-regression") if fail_on_regression else None)
+    result = stage.compare(request)
+    for problem in result.skipped:
         typer.echo(f"warning: skipped {problem}", err=True)
-    if not documents:
-        raise ResultError(f"no readable results in {', '.join(map(str, paths))}", "run `bench deploy` first")
-    comparison = compare_runs(documents, keys, metric, base, include_invalid, alpha, effect, threshold)
-    if base and not any(r.get("verdict") == "baseline" for r in comparison.rows):
-        raise ConfigError(f"no runs with {base[0]}={base[1]} to compare against",
-                          f"values present: {', '.join(sorted({str(r.get(base[0])) for r in comparison.rows}))}")
-    if format == "parquet":
-        output.parent.mkdir(parents=True, exist_ok=True)
-        (per_run_frame(documents) if per_run else comparison.frame()).to_parquet(output, index=False)
-        typer.echo(f"wrote {output}", err=True)
-    elif format == "table" and output is None:
-        from .report import TEXT_HEADERS, per_run_cells
+    _print_comparison(result, fmt, output, per_run, columns)
+    for line in stage.notes(result, include_invalid):
+        typer.echo(line, err=True)
+    if result.comparison.regressions:
+        raise RunFailed(f"{len(result.comparison.regressions)} regression(s) beyond {fail_on_regression}: "
+                        + "; ".join(result.comparison.regressions))
+
+
+def _print_comparison(result, fmt: str, output: Path | None, per_run: bool, columns: str | None) -> None:
+    from .compare import report_bytes
+    from .report import TEXT_HEADERS, cells, per_run_cells
+
+    if fmt == "table" and output is None:
+        from .options import names
         from .tables import print_table
 
-        headers, rows = per_run_cells(documents) if per_run else cells(comparison)
-        print_table(_stdout(), headers, rows, {*keys, *TEXT_HEADERS}, _names(columns), _stderr())
+        headers, rows = per_run_cells(result.documents) if per_run else cells(result.comparison)
+        print_table(_stdout(), headers, rows, {*result.comparison.by, *TEXT_HEADERS}, names(columns), _stderr())
+    elif output is None:
+        sys.stdout.write(report_bytes(result, fmt, per_run).decode("utf-8"))
     else:
         from .fileio import write_atomically
 
-        if format == "html":  # always grouped: the plots are of groups
-            from .html import render_html
+        write_atomically(output, report_bytes(result, fmt, per_run))
+        typer.echo(f"wrote {output}", err=True)
 
-            text = render_html(comparison, documents, problems)
-        else:
-            text = render(comparison, format, documents if per_run else None)
-        if output is None:
-            sys.stdout.write(text)
-        else:
-            write_atomically(output, text)
-            typer.echo(f"wrote {output}", err=True)
-    for warning in comparison.mixed:
-        typer.echo(f"warning: {warning}", err=True)
-    unpaired = [r for r in comparison.rows if r.get("verdict") == "no baseline run"]
-    if unpaired:
-        typer.echo(f"warning: {len(unpaired)} group(s) have no run with {base[0]}={base[1]} to compare with, so "
-                   "they cannot count as regressions: " + "; ".join(
-                       ", ".join(f"{k}={r[k]}" for k in comparison.by) for r in unpaired[:3])
-                   + (" ..." if len(unpaired) > 3 else ""), err=True)
-    for run in comparison.failed:
-        typer.echo(f"failed run {run['run_id']} ({run['model']} on {run['target']}): {run['reason']}", err=True)
-    for run in comparison.invalid:
-        typer.echo(f"INVALID run {run['run_id']} ({run['model']} on {run['target']}): {'; '.join(run['reasons'])}"
-                   + ("" if include_invalid else " (left out; --include-invalid keeps it)"), err=True)
-    if comparison.regressions:
-        raise RunFailed(f"{len(comparison.regressions)} regression(s) beyond {fail_on_regression}: "
-                        + "; ".join(comparison.regressions))
-
-
-def _percent(text: str, option: str) -> float:
-    from .errors import ConfigError
-
-    try:
-        value = float(text.strip().rstrip("%")) / 100.0
-    except ValueError:
-        raise ConfigError(f"{option} {text!r} must be a percentage like 5%") from None
-    if value < 0:
-        raise ConfigError(f"{option} must not be negative")
-    return value

@@ -331,3 +331,13 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
         write_provenance(final, variant.provenance)
         variants.append(variant)
     return variants
+
+
+def raise_for_failures(produced: list[Variant]) -> None:
+    """RunFailed naming each variant that failed to convert or left its stated tolerance (the others were written)."""
+    from .errors import RunFailed
+
+    failed = [v for v in produced if not v.ok]
+    if failed:
+        raise RunFailed("; ".join(f"{v.kind}: {v.error or 'outside its stated tolerance'}" for v in failed),
+                        "the other variants were written" if len(failed) < len(produced) else None)

@@ -490,6 +490,94 @@ class FleetReport:
     reports: dict  # target name -> DeployReport
     failures: dict  # target name -> BenchError
 
+    @property
+    def outcomes(self) -> list[DeployOutcome]:
+        return [outcome for report in self.reports.values() for outcome in report.outcomes]
+
+    @property
+    def documents(self) -> list[dict]:
+        return [outcome.document for outcome in self.outcomes]
+
+    def problems(self) -> list[str]:
+        """Failed runs, INVALID runs and unreachable boards, one line each (all of them are recorded)."""
+        documents = self.documents
+        found = [f"{d['model']['name']} on {d['target']['name']}: {d['error']['message']}"
+                 for d in documents if d["status"] != "ok"]
+        found += [f"{d['model']['name']} on {d['target']['name']} is INVALID: {'; '.join(d['validity']['reasons'])}"
+                  for d in documents if d["status"] == "ok" and not d["validity"]["valid"]]
+        return found + [f"{name}: {exc}" for name, exc in self.failures.items()]
+
+    def raise_for_problems(self) -> None:
+        """The deploy's verdict as a typed error: a lone board's own error when nothing ran, RunFailed for failed
+        or INVALID runs, then for accuracy outside tolerance."""
+        from .errors import RunFailed
+
+        if not self.outcomes and len(self.failures) == 1:
+            raise next(iter(self.failures.values()))
+        problems = self.problems()
+        if problems:
+            raise RunFailed(f"{len(problems)} problem(s): " + "; ".join(problems),
+                            "failed and INVALID runs are recorded in results/ with their reason")
+        wrong = [d["model"]["name"] for d in self.documents if d.get("accuracy") and not d["accuracy"]["passed"]]
+        if wrong:
+            raise RunFailed(f"accuracy check failed for {', '.join(wrong)}: the board's outputs differ from the "
+                            "reference beyond tolerance", "see the accuracy lines above; --atol/--rtol set tolerances")
+
+
+@dataclass
+class DeployRequest:
+    """What `bench deploy` is asked, as typed values (options.deploy_request parses the command line)."""
+
+    models: list[Path]
+    target: str = "local"  # `local`, an inventory name, a,b for a fleet, tag:arm
+    results: Path = Path("results")
+    inventory: Path | None = None  # None: $EDGEBENCH_INVENTORY or configs/targets.yaml
+    settings: RunSettings = field(default_factory=RunSettings)
+    variants: Path | None = None  # a folder of `bench convert` variants to run beside each model
+    threads: list[int] | None = None  # sweeps: one settings cell per (threads, batch, provider)
+    batches: list[int] | None = None
+    providers: list[str] | None = None
+
+
+@dataclass
+class DeployJob:
+    """A prepared deploy: the models (variants included), the boards and the settings cells."""
+
+    models: list[Path]
+    targets: list[Target]
+    cells: list[RunSettings]
+    results: Path
+
+
+def prepare(request: DeployRequest) -> DeployJob:
+    """Check what can be checked before any board is touched, and expand variants, sweeps and fleets."""
+    from .targets import inventory_path, load_inventory, select_targets
+
+    models = list(request.models)
+    settings = request.settings
+    if request.variants is not None:
+        from .provenance import variants_of
+
+        if not request.variants.is_dir():
+            raise InputError(f"variants folder not found: {request.variants}")
+        found = {m: variants_of(m, request.variants) for m in models if m.is_file()}
+        if not any(found.values()):
+            raise InputError(f"no variant of {', '.join(m.name for m in models)} in {request.variants}",
+                             f"make them with: bench convert {models[0]} --to int8-dynamic,fp16 -o {request.variants}")
+        models = [path for m in models for path in [m, *found.get(m, [])]]
+        if settings.accuracy is None:  # a variant is judged against its parent
+            settings = replace(settings, accuracy=AccuracyOptions())
+    cells = expand_sweep(settings, request.threads, request.batches, request.providers)
+    targets = select_targets(request.target, load_inventory(inventory_path(request.inventory)))
+    return DeployJob(models, targets, cells, Path(request.results))
+
+
+def execute(job: DeployJob, on_event: ModelEvent | None = None) -> FleetReport:
+    """Run a prepared deploy: one board over one connection, or a fleet in parallel."""
+    if len(job.targets) == 1:
+        return FleetReport({job.targets[0].name: deploy(job.models, job.targets[0], job.cells, job.results, on_event)}, {})
+    return deploy_fleet(job.models, job.targets, job.cells, job.results, on_event)
+
 
 def deploy_fleet(models: list[Path], targets: list[Target], cells: list[RunSettings], results_dir: Path,
                  on_event: ModelEvent | None = None) -> FleetReport:

@@ -47,3 +47,50 @@ def diagnose(target, info: dict) -> list[Finding]:
         findings.append(Finding("disk", free >= MIN_FREE_BYTES, f"{free / 2**30:.1f} GiB free in {cache['path']}",
                                 f"free space on the board or set work_dir; then bench clean --target {target.name}"))
     return findings
+
+
+def raise_for_findings(target, findings: list[Finding]) -> None:
+    from .errors import BoardNotReady
+
+    failed = [f for f in findings if not f.ok]
+    if failed:
+        raise BoardNotReady(f"{target.name} is not ready: " + "; ".join(f"{f.what}: {f.detail}" for f in failed),
+                            " ".join(dict.fromkeys(f.fix for f in failed if f.fix)) or None)
+
+
+# --------------------------------------------------------------------------------- `bench targets --check`
+@dataclass
+class Probe:
+    ok: bool
+    text: str  # "ok: aarch64, python 3.11.2, onnxruntime 1.20.1" or "FAIL: <why>"
+
+
+def probe(target) -> Probe:
+    """Connect and run the agent's info: the quick check of one target."""
+    from .board import Board
+    from .errors import BenchError
+
+    try:
+        with Board(target) as board:
+            info = board.info()
+    except BenchError as exc:
+        return Probe(False, f"FAIL: {exc.message}")
+    return Probe(True, f"ok: {info['machine']['arch']}, python {info['python']['version']}, "
+                       f"onnxruntime {info.get('onnxruntime_version') or 'MISSING'}")
+
+
+def probe_all(targets: list) -> dict[str, Probe]:
+    """Every target at once (a dead board costs its connect timeout once, not once per board)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(targets)))) as pool:
+        return dict(zip([t.name for t in targets], pool.map(probe, targets)))
+
+
+def raise_for_unreachable(probes: dict[str, Probe]) -> None:
+    from .errors import TargetsUnreachable
+
+    failed = sorted(name for name, result in probes.items() if not result.ok)
+    if failed:
+        raise TargetsUnreachable(f"{len(failed)} of {len(probes)} targets failed the check: {', '.join(failed)}",
+                                 "see the check column; `bench doctor --target NAME` says more")

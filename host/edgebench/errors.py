@@ -66,6 +66,11 @@ class TargetsUnreachable(TransportError):
     """`bench targets --check`: some targets did not answer (each one's reason is in the table)."""
 
 
+class BoardNotReady(BenchError):
+    """`bench doctor` found the board lacking (an old Python, no onnxruntime, a full disk): each finding says what to
+    install."""
+
+
 class AgentError(BenchError):
     exit_code = EXIT_AGENT
 

@@ -150,6 +150,22 @@ def _parameter_bytes(module) -> int:
         return 0
 
 
+def check_output_path(output: Path) -> None:
+    """Refuse a folder as --output before the (slow) model load."""
+    if Path(output).is_dir():
+        raise InputError(f"--output {output} is a folder", f"name the .onnx file to write, e.g. {Path(output) / 'model.onnx'}")
+
+
+def save_test_data(result: ExportResult, loaded: LoadedModel, example: dict, folder: Path) -> Path:
+    """FOLDER/test_data_set_0 in ONNX's layout: the example inputs and PyTorch's outputs for them, as .pb."""
+    from .testdata import write_test_data_set
+    from .torchmodel import run_reference
+
+    ordered = {n: example[n] for n in result.input_names}
+    return write_test_data_set(Path(folder) / "test_data_set_0", ordered, run_reference(loaded, list(ordered.values())),
+                               result.output_names)
+
+
 def export_model(loaded: LoadedModel, example: dict, output: Path, options: ExportOptions) -> ExportResult:
     import onnx
     import torch

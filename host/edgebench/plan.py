@@ -356,3 +356,57 @@ def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = Fal
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(by_target)))) as pool:
         list(pool.map(one_target, by_target.values()))
     return outcome
+
+
+# ------------------------------------------------------------------------------------------ the stage
+@dataclass
+class PlanJob:
+    """A plan made ready to run: its cells, which are done, and runs of an earlier `bench run` collected."""
+
+    plan: Plan
+    cells: list[Cell]
+    results: Path
+    force: bool
+    recovered: list[Path] = field(default_factory=list)
+
+    def status(self, cell: Cell) -> str:
+        if cell.done and not self.force:
+            return "done"
+        return "to build" if not cell.path.exists() else "to run"
+
+    def pending_builds(self) -> list[str]:
+        return sorted({str(c.path) for c in self.cells if not c.path.exists()})
+
+
+def prepare(plan_file: Path, inventory_file: Path | None = None, only: list[str] | None = None,
+            results: Path | None = None, force: bool = False, dry_run: bool = False) -> PlanJob:
+    """Load and check a plan, build its models (unless a dry run), lay out its matrix, and mark the cells already
+    measured in its results folder (collecting runs an interrupted `bench run` left on the boards first)."""
+    from .targets import inventory_path, load_inventory
+
+    inventory = load_inventory(inventory_path(inventory_file))
+    plan = load_plan(plan_file, inventory)
+    unknown = [name for name in only or [] if name not in {m.name for m in plan.models}]
+    if unknown:
+        raise ConfigError(f"--only {unknown[0]}: no such model in {plan_file}",
+                          f"its models: {', '.join(m.name for m in plan.models)}")
+    results_dir = results or plan.results or Path("results")
+    built = build_models(plan, Path(plan_file).resolve().parent / ".edgebench-build" / plan.name, force=force,
+                         dry_run=dry_run)
+    job = PlanJob(plan, matrix(plan, built, inventory, only), results_dir, force)
+    if not dry_run:
+        job.recovered = collect_unfinished(job.cells, results_dir)
+    mark_done(job.cells, plan, results_dir)
+    return job
+
+
+def execute(job: PlanJob, on_event=None) -> PlanRun:
+    return run_plan(job.plan, job.cells, job.results, force=job.force, on_event=on_event)
+
+
+def raise_for_failures(outcome: PlanRun) -> None:
+    from .errors import RunFailed
+
+    if outcome.failed:
+        raise RunFailed(f"{len(outcome.failed)} cell(s) failed: " + "; ".join(
+            f"{c.model}/{c.variant} on {c.target.name}: {message}" for c, message in outcome.failed))

@@ -259,6 +259,11 @@ def _resolve_one(name: str, inventory: Inventory) -> Target:
                       f"known targets: {', '.join(inventory.names())}; or use a ~/.ssh/config Host alias or user@host[:port]")
 
 
+def find_target(name: str, inventory_file: Path | None = None) -> Target:
+    """A target by name, from the inventory file given (None: $EDGEBENCH_INVENTORY or configs/targets.yaml)."""
+    return resolve_target(name, load_inventory(inventory_path(inventory_file)))
+
+
 def select_targets(spec: str, inventory: Inventory) -> list[Target]:
     """--target a,b or --target tag:arm: several targets for fleets."""
     names: list[str] = []

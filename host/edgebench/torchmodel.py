@@ -286,6 +286,22 @@ def parse_input_spec(text: str) -> tuple[str, tuple[int, ...], str]:
     return match["name"], shape, dtype
 
 
+def example_for(loaded: LoadedModel, example_inputs: Path | None = None, input_specs: list[str] | None = None) -> dict:
+    """The example input of an export: an .npz, --input NAME=SHAPE specs, or the spec's own example_inputs()."""
+    if example_inputs is not None:
+        from .agentlib import load_npz
+
+        if not Path(example_inputs).is_file():
+            raise InputError(f"example inputs file not found: {example_inputs}")
+        return load_npz(str(example_inputs))
+    if input_specs:
+        return example_inputs_from_specs(input_specs)
+    if loaded.example_inputs is not None:
+        return loaded.example_inputs
+    raise InputError(f"no example input for {loaded.spec}", "give --input NAME=1x3x224x224, --example-inputs "
+                     "inputs.npz, or define example_inputs() next to the factory")
+
+
 def example_inputs_from_specs(specs: list[str], seed: int = 0) -> dict:
     """Seeded example arrays for --input specs (the same generator the agent uses)."""
     import numpy as np

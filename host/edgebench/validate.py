@@ -301,6 +301,10 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
              samples: int = 5, tolerances: Tolerances = Tolerances(), dims: dict | None = None,
              verbose: bool = False, strict_dims: bool = False) -> ValidationReport:
     """Everything `bench validate` checks. `reference` is a torchmodel.LoadedModel or None."""
+    if samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}")
+    if inputs is not None and not Path(inputs).exists():
+        raise InputError(f"inputs not found: {inputs}")
     from .testdata import is_test_data_set, read_test_data_set
     from .torchmodel import run_reference
 

@@ -1,0 +1,99 @@
+"""`bench compare` as a stage: read results, compare their groups, give the report in any format.
+
+The numbers come from report.py (grouping, statistics, tables) and html.py (the page with plots); this module is
+what the CLI (and a notebook) calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .report import DEFAULT_BY, FORMATS, Comparison, compare_runs, per_run_frame, render
+from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
+
+
+@dataclass
+class CompareRequest:
+    """What `bench compare` is asked, as typed values (options.py parses the command line)."""
+
+    paths: list
+    by: tuple = DEFAULT_BY
+    baseline: tuple | None = None  # (key, value): every group against the one where key == value
+    metric: str = "p50"
+    include_invalid: bool = False
+    alpha: float = DEFAULT_ALPHA
+    min_effect: float = DEFAULT_MIN_EFFECT
+    fail_above: float | None = None  # a significant slow-down beyond this fraction is a regression
+
+
+@dataclass
+class CompareResult:
+    comparison: Comparison
+    documents: list[dict]
+    skipped: list[str]  # result files that could not be read, each with its reason
+
+
+def check_output(fmt: str, output, per_run: bool, grouping_asked: bool) -> None:
+    """Refuse an output format or option combination before reading any result."""
+    from .errors import ConfigError
+
+    if per_run and grouping_asked:
+        raise ConfigError("--per-run lists every run on its own: --by, --baseline and --fail-on-regression do not apply",
+                          "leave out --per-run to compare groups")
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}", f"choose one of: {', '.join(FORMATS)}")
+    if fmt == "parquet" and output is None:
+        raise ConfigError("--format parquet needs --output FILE")
+
+
+def compare(request: CompareRequest) -> CompareResult:
+    """Read the results (skipping unreadable files) and compare their groups."""
+    from .errors import ConfigError, ResultError
+    from .results import load_results
+    from .stats import METRICS
+
+    if request.metric not in METRICS:
+        raise ConfigError(f"unknown metric {request.metric!r}", f"choose one of: {', '.join(METRICS)}")
+    if request.fail_above is not None and request.baseline is None:
+        raise ConfigError("--fail-on-regression needs --baseline KEY=VALUE to know what a regression is against")
+    documents, skipped = load_results(request.paths)
+    if not documents:
+        raise ResultError(f"no readable results in {', '.join(map(str, request.paths))}", "run `bench deploy` first")
+    comparison = compare_runs(documents, request.by, request.metric, request.baseline, request.include_invalid,
+                              request.alpha, request.min_effect, request.fail_above)
+    base = request.baseline
+    if base and not any(r.get("verdict") == "baseline" for r in comparison.rows):
+        raise ConfigError(f"no runs with {base[0]}={base[1]} to compare against",
+                          f"values present: {', '.join(sorted({str(r.get(base[0])) for r in comparison.rows}))}")
+    return CompareResult(comparison, documents, skipped)
+
+
+def report_bytes(result: CompareResult, fmt: str, per_run: bool = False) -> bytes:
+    """The comparison in a file format: csv, md, json, html (always grouped: its plots are of groups), parquet."""
+    if fmt == "parquet":
+        import io
+
+        buffer = io.BytesIO()
+        (per_run_frame(result.documents) if per_run else result.comparison.frame()).to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    if fmt == "html":
+        from .html import render_html
+
+        return render_html(result.comparison, result.documents, result.skipped).encode("utf-8")
+    return render(result.comparison, fmt, result.documents if per_run else None).encode("utf-8")
+
+
+def notes(result: CompareResult, include_invalid: bool = False) -> list[str]:
+    """What a reader must know beside the table: mixed groups, unpaired groups, failed and INVALID runs."""
+    comparison = result.comparison
+    lines = [f"warning: {warning}" for warning in comparison.mixed]
+    unpaired = [r for r in comparison.rows if r.get("verdict") == "no baseline run"]
+    if unpaired and comparison.baseline:
+        key, value = comparison.baseline
+        lines.append(f"warning: {len(unpaired)} group(s) have no run with {key}={value} to compare with, so they "
+                     "cannot count as regressions: " + "; ".join(", ".join(f"{k}={r[k]}" for k in comparison.by)
+                                                                for r in unpaired[:3]) + (" ..." if len(unpaired) > 3 else ""))
+    lines += [f"failed run {run['run_id']} ({run['model']} on {run['target']}): {run['reason']}" for run in comparison.failed]
+    lines += [f"INVALID run {run['run_id']} ({run['model']} on {run['target']}): {'; '.join(run['reasons'])}"
+              + ("" if include_invalid else " (left out; --include-invalid keeps it)") for run in comparison.invalid]
+    return lines

@@ -1,0 +1,139 @@
+"""Command-line option values -> typed values: one parser per kind of option, one place for their errors.
+
+The CLI's commands call these on their raw option strings before handing typed values to a stage (deploy,
+compare, ...), so a bad option is one line naming the option, and the stages never see text to parse.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputError
+
+
+def names(text: str | None) -> list[str] | None:
+    """--columns p50,p90 -> ["p50", "p90"]; None when not given."""
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def int_list(text: str | None, option: str) -> list[int] | None:
+    """--threads 1,2,4 -> [1, 2, 4]; None when not given."""
+    if text is None:
+        return None
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise InputError(f"{option} {text!r} must be a number or a comma-separated list of numbers") from exc
+    if not values:
+        raise InputError(f"{option} {text!r} names no value")
+    return values
+
+
+def tolerances(atol: list[str] | None, rtol: list[str] | None):
+    """--atol 1e-4 (every output) and --atol scores=1e-3 (one output), likewise --rtol -> parity.Tolerances."""
+    from .parity import DEFAULT_ATOL, DEFAULT_RTOL, Tolerances
+
+    defaults = {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL}
+    per_output: dict[str, list] = {}
+    for which, items in (("atol", atol), ("rtol", rtol)):
+        for item in items or []:
+            name, sep, text = item.rpartition("=")
+            try:
+                value = float(text)
+            except ValueError as exc:
+                raise InputError(f"--{which} {item!r} must be a number or OUTPUT=number") from exc
+            if not value >= 0 or value == float("inf"):  # NaN compares false: it would pass nothing
+                raise InputError(f"--{which} {item!r} must be a finite, non-negative number")
+            if sep:
+                per_output.setdefault(name, [None, None])[0 if which == "atol" else 1] = value
+            else:
+                defaults[which] = value
+    return Tolerances(defaults["atol"], defaults["rtol"], tuple((n, a, r) for n, (a, r) in per_output.items()))
+
+
+def percent(text: str, option: str) -> float:
+    """--min-effect 2% -> 0.02."""
+    try:
+        value = float(text.strip().rstrip("%")) / 100.0
+    except ValueError as exc:
+        raise ConfigError(f"{option} {text!r} must be a percentage like 5%") from exc
+    if not value >= 0:
+        raise ConfigError(f"{option} must not be negative")
+    return value
+
+
+def size(text: str, option: str) -> int:
+    """--max-size 500M -> bytes (K, M, G, T are powers of 1024)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", text.strip(), re.IGNORECASE)
+    if not match:
+        raise InputError(f"{option} {text!r} must look like 500M, 2G or a byte count")
+    return int(float(match[1]) * 1024 ** " KMGT".index((match[2] or " ").upper()))
+
+
+def group_keys(text: str) -> tuple[str, ...]:
+    """--by model,target -> ("model", "target"), each a key compare knows."""
+    from .report import KEYS
+
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in keys if k not in KEYS]
+    if unknown or not keys:
+        raise ConfigError(f"cannot group by {', '.join(unknown) or 'nothing'}", f"keys: {', '.join(KEYS)}")
+    return keys
+
+
+def key_value(text: str | None, option: str) -> tuple[str, str] | None:
+    """--baseline target=pi4 -> ("target", "pi4")."""
+    from .report import KEYS
+
+    if not text:
+        return None
+    key, sep, value = text.partition("=")
+    if not sep or key not in KEYS or not value:
+        raise ConfigError(f"{option} {text!r} must look like KEY=VALUE with KEY one of {', '.join(KEYS)}")
+    return key, value
+
+
+# `bench deploy` option -> the agent request field it sets (None: leave the agent's default).
+_RUN_FLAGS = {"seed": "seed", "warmup": "warmup_min_iterations", "min_iterations": "min_iterations",
+              "min_seconds": "min_seconds", "max_iterations": "max_iterations", "max_seconds": "max_seconds",
+              "repeats": "repeats", "inter_op_threads": "inter_op_threads",
+              "graph_optimization": "graph_optimization_level", "spin_wait": "spin_wait"}
+
+
+def deploy_request(given: dict[str, Any]):
+    """`bench deploy`'s options (by parameter name) -> a deploy.DeployRequest."""
+    from .agentlib import parse_assignments, parse_scalar
+    from .deploy import AccuracyOptions, DeployRequest, RunSettings
+
+    options: dict[str, Any] = {
+        "values": parse_assignments(given["value"], "--value", parse_scalar),
+        "dims": parse_assignments(given["dim"], "--dim", int),
+        "provider_options": parse_assignments(given["provider_option"], "--provider-option", str),
+    }
+    options.update({field: given[flag] for flag, field in _RUN_FLAGS.items() if given[flag] is not None})
+    if given["cpus"] is not None:
+        options["cpus"] = int_list(given["cpus"], "--cpus")
+    if given["verbose"]:
+        options["verbose"] = True
+    if given["cooldown"]:
+        options["cooldown"] = {"margin_c": given["cooldown_margin"], "timeout_s": given["cooldown_timeout"]}
+    if given["profile"]:
+        if given["profile_iterations"] < 1:
+            raise InputError("--profile-iterations must be at least 1")
+        options["profile"] = {"iterations": given["profile_iterations"]}
+    accuracy = None
+    if given["accuracy"] or given["dataset"] or given["test_data"] or given["reference"] or given["variants"]:
+        if given["accuracy_samples"] < 1 or given["batch_size"] < 1:
+            raise InputError("--accuracy-samples and --batch-size must be at least 1")
+        accuracy = AccuracyOptions(reference=given["reference"], dataset=given["dataset"], test_data=given["test_data"],
+                                   samples=given["accuracy_samples"], batch_size=given["batch_size"],
+                                   tolerances=tolerances(given["atol"], given["rtol"]),
+                                   tolerances_given=bool(given["atol"] or given["rtol"]))
+    settings = RunSettings(options=options, inputs=given["inputs"], timeout_s=given["timeout"], accuracy=accuracy,
+                           strict_dims=given["strict_dims"])
+    return DeployRequest(models=[Path(m) for m in given["models"]], target=given["target"], results=given["results"],
+                         inventory=given["inventory"], settings=settings, variants=given["variants"],
+                         threads=int_list(given["threads"], "--threads"), batches=int_list(given["batch"], "--batch"),
+                         providers=names(given["provider"]))
