@@ -49,7 +49,7 @@ GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 # Every field a run request may carry, with its default. Unknown fields are refused, so a typo in a
 # hand-written request is an error rather than a silently ignored setting.
-RUN_DEFAULTS = {
+RUN_DEFAULTS: dict = {
     "protocol_version": PROTOCOL_VERSION,
     "model": None,  # path to the .onnx file on this machine
     "inputs": None,  # optional .npz with user-supplied input arrays (allow_pickle=False)
@@ -89,7 +89,7 @@ RUN_DEFAULTS = {
 
 # Defaults of the optional passes, in one table: the agent's argparse and runner, the host's CLI, plans and
 # accuracy checks all read these (a request that leaves a field out gets the same value everywhere).
-PASS_DEFAULTS = {
+PASS_DEFAULTS = {  # type: dict
     "cooldown": {"margin_c": 3.0, "timeout_s": 120.0},
     "profile": {"iterations": 20},
     # Element tolerances: |board - reference| <= atol + rtol * |reference|, per output unless stated.
@@ -239,7 +239,8 @@ def normalize_run_request(raw):
         )
     accuracy = req["accuracy"]
     if accuracy is not None and isinstance(accuracy, dict) and isinstance(accuracy.get("dataset"), str):
-        if not isinstance(accuracy.get("batch_size", PASS_DEFAULTS["accuracy"]["batch_size"]), int) or accuracy.get("batch_size", PASS_DEFAULTS["accuracy"]["batch_size"]) < 1:
+        batch_size = accuracy.get("batch_size", PASS_DEFAULTS["accuracy"]["batch_size"])
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise RequestError("accuracy.batch_size must be a positive integer")
     elif accuracy is not None:
         if not isinstance(accuracy, dict) or not isinstance(accuracy.get("inputs"), str):

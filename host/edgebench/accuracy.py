@@ -104,8 +104,8 @@ def plan(model_path: Path, *, dataset: Path | None = None, test_data: Path | Non
         batches, total = dataset_batches(arrays, signature, batch_size)
         return AccuracyPlan("dataset", names, output_names, batches, total, labels)
     if test_data is not None:
-        inputs, expected = read_test_data_set(Path(test_data), names)
-        result = AccuracyPlan("test data set", names, output_names, [inputs], 1)
+        feeds, expected = read_test_data_set(Path(test_data), names)
+        result = AccuracyPlan("test data set", names, output_names, [feeds], 1)
         if expected is not None:
             result.expected, result.reference = [expected], f"test data set {test_data}"
         return result

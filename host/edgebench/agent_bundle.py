@@ -31,7 +31,9 @@ def cache_dir() -> Path:
 
 def _agent_sources() -> list[tuple[str, bytes]]:
     """Every .py file of the agent package and its subpackages (shared/), by path inside the bundle."""
-    package = Path(importlib.util.find_spec("edgebench_agent").origin).parent
+    spec = importlib.util.find_spec("edgebench_agent")
+    assert spec is not None and spec.origin is not None, "edgebench_agent is installed with edgebench"
+    package = Path(spec.origin).parent
     return [(f"edgebench_agent/{p.relative_to(package).as_posix()}", p.read_bytes())
             for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts]
 

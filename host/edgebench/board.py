@@ -158,7 +158,7 @@ class Board:
 
     # ---------------------------------------------------------------------------------------- files
     def stage(self, local: Path, sha256: str, progress: ProgressCallback | None = None,
-              companions: list[Path] = ()) -> str:
+              companions: tuple[Path, ...] | list[Path] = ()) -> str:
         """Make a file (and companions such as an external-data sidecar, kept beside it under their own
         names) available on the board; returns its path there. Nothing is uploaded when already present."""
         local = Path(local)

@@ -46,7 +46,8 @@ def readable(command):
         chosen = next((METAVARS[n] for n in names if n in METAVARS), None)
         if chosen is None:
             annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-            chosen = {int: "N", float: "X"}.get(annotation, "PATH" if "Path" in str(annotation) else "TEXT")
+            kinds: dict = {int: "N", float: "X"}
+            chosen = kinds.get(annotation, "PATH" if "Path" in str(annotation) else "TEXT")
         param.metavar = chosen
         # typer's help prints its own type label (`<int>`), not the metavar: give this parameter ours instead
         param.display_type_rich = lambda ctx=None, shown=chosen: shown

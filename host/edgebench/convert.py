@@ -10,6 +10,7 @@ with its reason; the others go ahead.
 from __future__ import annotations
 
 import datetime
+from typing import Any
 import shutil
 import subprocess
 import sys
@@ -248,6 +249,8 @@ def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict])
     expected = [parent_session.run(None, feeds) for feeds in feeds_list]
     actual = [variant_session.run(None, feeds) for feeds in feeds_list]
     rule = stated_tolerance(kind)
+    if rule is None:
+        raise ConfigError(f"unknown variant kind {kind!r}", f"choose from: {', '.join(KINDS)}, opset:N")
     outputs, passed = [], True
     for index, name in enumerate(names):
         e = join_batches([row[index] for row in expected])
@@ -283,12 +286,12 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
     variants = []
     for kind in kinds:
         variant = Variant(kind)
-        options = {"calibration": calibration, "keep_io_types": keep_io_types}
+        options: dict[str, Any] = {"calibration": calibration, "keep_io_types": keep_io_types}
         if kind.startswith("opset:"):
             options["opset"] = int(kind[6:])
         final = out_dir / variant_name(model_path, kind)
-        with tempfile.TemporaryDirectory(prefix="edgebench-convert-") as scratch:
-            scratch = Path(scratch)
+        with tempfile.TemporaryDirectory(prefix="edgebench-convert-") as scratch_name:
+            scratch = Path(scratch_name)
             staged = scratch / final.name
             converter = _opset if kind.startswith("opset:") else CONVERTERS[kind]
             try:

@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .agentlib import accepted_dim_keys, sizes_from_arrays
 from .agentlib import RUN_DEFAULTS, default_run_timeout, normalize_run_request
@@ -239,6 +239,7 @@ def plan_accuracy(model_path: Path, settings: RunSettings, model: dict):
     from . import accuracy
 
     options = settings.accuracy
+    assert options is not None  # called only when the accuracy pass was asked for
     provenance = model.get("provenance")
     if provenance and options.reference is None:
         options = replace(options, reference=provenance["parent"]["path"])
@@ -363,7 +364,8 @@ def expand_sweep(settings: RunSettings, threads: list[int] | None = None, batche
     import itertools
 
     cells = []
-    for thread, batch, provider in itertools.product(threads or [None], batches or [None], providers or [None]):
+    none: list[Any] = [None]  # an axis not swept: the agent's default
+    for thread, batch, provider in itertools.product(threads or none, batches or none, providers or none):
         options = dict(settings.options)
         for key, value in (("intra_op_threads", thread), ("batch", batch), ("provider", provider)):
             if value is not None:
@@ -441,8 +443,9 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
     recorded_settings = {**recorded_settings, "dims": dims, "batch": None}  # the sizes this run really had
     if model["format"] == "onnx":  # generated integers that index a table stay within its rows
         request["int_ranges"] = generation_rules(model_path).ranges_for(given)
-    rule = accuracy_rule(model, settings.accuracy) if planned is not None else None
-    if planned is not None:
+    rule = None
+    if planned is not None and settings.accuracy is not None:
+        rule = accuracy_rule(model, settings.accuracy)
         request["accuracy"] = _accuracy_request(board, planned, run_id, rule[0])
     context = {"run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "model": model,
                "target": target_block, "settings": recorded_settings, "annotate": annotate or {},
@@ -466,7 +469,7 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
                                              "(the file changed during the run, or the board's copy is corrupt); run again"}
     fresh_target = {**target_block, "info": reply["info"]} if reply and reply.get("info") else target_block
     accuracy_block = None
-    if planned is not None and error is None:
+    if planned is not None and rule is not None and reply is not None and error is None:
         try:
             accuracy_block = _accuracy_result(board, planned, reply, rule)
         except AgentError as exc:

@@ -43,7 +43,9 @@ class LazyGroup(TyperGroup):
         from .cli import app  # the real commands, built only now
         from .cli_help import readable
 
-        command = typer.main.get_command(app).get_command(ctx, name)
+        group = typer.main.get_command(app)
+        assert isinstance(group, TyperGroup)  # typer makes a group of an app with several commands
+        command = group.get_command(ctx, name)
         for sub in getattr(command, "commands", {}).values():  # `bench agent bundle`
             readable(sub)
         return readable(command)

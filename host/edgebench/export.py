@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, ExportFailed, InputError
 from .torchmodel import LoadedModel, _condense
@@ -193,7 +194,7 @@ def export_model(loaded: LoadedModel, example: dict, output: Path, options: Expo
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         staged = scratch / output.name
-        kwargs = dict(input_names=input_names, output_names=output_names, opset_version=options.opset,
+        kwargs: dict[str, Any] = dict(input_names=input_names, output_names=output_names, opset_version=options.opset,
                       dynamic_axes=dynamic_axes or None)
         if exporter == "dynamo":
             kwargs.update(dynamo=True, external_data=large, verbose=False)
@@ -254,6 +255,7 @@ def _at_opset(proto, opset: int, exporter: str, notes: list[str]):
 
 def _root_cause(exc: BaseException) -> BaseException:
     """Unwrap the exporters' own wrappers (TorchExportError, OnnxExporterError, ...) down to the real reason."""
-    while "Export" in type(exc).__name__ and (exc.__cause__ or exc.__context__) is not None:
-        exc = exc.__cause__ or exc.__context__
+    inner = exc.__cause__ or exc.__context__
+    while "Export" in type(exc).__name__ and inner is not None:
+        exc, inner = inner, inner.__cause__ or inner.__context__
     return exc

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from typing import Any
+
 from .agentlib import PROTOCOL_VERSION, reply_digest
 
 from .deploy import SETTING_FIELDS
@@ -76,7 +78,7 @@ def import_reply(path: Path, results_dir: Path, model: Path | None = None, targe
     info = reply.get("info") or {}
     machine = info.get("machine") or {}
     target_name = target or machine.get("hostname") or "board"
-    target_block = {"name": target_name, "kind": "standalone", "address": machine.get("hostname") or "unknown",
+    target_block: dict[str, Any] = {"name": target_name, "kind": "standalone", "address": machine.get("hostname") or "unknown",
                     "python": (info.get("python") or {}).get("executable"), "tags": [], "info": info}
     request = reply.get("request") or {}
     settings = {key: request.get(key) for key in SETTING_FIELDS if key != "accuracy"}

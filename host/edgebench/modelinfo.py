@@ -114,10 +114,10 @@ def inspect_model(path: Path) -> dict:
     if not path.is_file():  # a folder, a FIFO or a device: hashing one would fail or block forever
         raise ModelError(f"model path is not a regular file: {path}", "give an .onnx or .ort file")
     name = path.name if path.suffix == ".ort" else path.stem  # digits.ort beside digits.onnx: keep them apart
-    identity = {"name": name, "path": str(path.resolve()), "sha256": file_sha256(path),
-                "size_bytes": path.stat().st_size}
+    sha256 = file_sha256(path)
+    identity = {"name": name, "path": str(path.resolve()), "sha256": sha256, "size_bytes": path.stat().st_size}
     if path.suffix == ".ort":
-        return {**identity, **_inspect_ort_format(path), "provenance": read_provenance(path, identity["sha256"])}
+        return {**identity, **_inspect_ort_format(path), "provenance": read_provenance(path, sha256)}
     model = load_model_proto(path)
     initializer_names = {init.name for init in model.graph.initializer}
     return {
@@ -129,7 +129,7 @@ def inspect_model(path: Path) -> dict:
         "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializer_names],
         "outputs": [_value_info(v) for v in model.graph.output],
         "external_data": [p.name for p in check_external_data(model, path)],
-        "provenance": read_provenance(path, identity["sha256"]),
+        "provenance": read_provenance(path, sha256),
     }
 
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .agentlib import PASS_DEFAULTS, sha256_bytes
+from .deploy import RunSettings
 from .errors import ConfigError
 from .fileio import file_sha256
+from .targets import Target
 from .yamlconf import YamlDoc, check_type, load_yaml
 
 TOP_KEYS = {"name": "string", "description": "string", "models": "list", "variants": "list of strings",
@@ -210,8 +212,8 @@ class Cell:
     model: str  # the plan's model name
     variant: str  # "original" or a conversion
     path: Path
-    target: object  # Target
-    settings: object  # RunSettings
+    target: Target
+    settings: RunSettings
     key: str  # identity for resuming: model sha256 + target + settings
     done: bool = False
 

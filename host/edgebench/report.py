@@ -188,6 +188,7 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p
 
 
 def _against_baseline(result: Comparison, pooled: dict, alpha, min_effect, threshold) -> None:
+    assert result.baseline is not None  # only called with a baseline
     key_name, value = result.baseline
     position = result.by.index(key_name)
     for row in result.rows:
@@ -282,7 +283,7 @@ def per_run_cells(documents: list[dict], with_run_id: bool = True) -> tuple[list
     columns = [c for c in PER_RUN_COLUMNS if (any(r.get(c) not in (None, "", "deploy") for r in rows)
                                               or c in ("model", "status")) and (with_run_id or c != "run_id")]
     headers = ["run" if c == "run_id" else unit_header(c, unit) for c in columns]
-    text = [[format_cell(r.get(c) * scale if c in LATENCY_COLUMNS and r.get(c) is not None else r.get(c))
+    text = [[format_cell(r[c] * scale if c in LATENCY_COLUMNS and r.get(c) is not None else r.get(c))
              for c in columns] for r in rows]
     return headers, text
 

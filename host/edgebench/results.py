@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import Callable
 
 from . import __version__
 from .agentlib import atomic_file
@@ -27,7 +28,7 @@ MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs
                     "placement")
 
 # Older schema versions and the step that lifts a document one version up (asv-style migrations).
-MIGRATIONS: dict[int, callable] = {}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 
 
 def utc_now() -> datetime.datetime:

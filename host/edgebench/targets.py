@@ -8,6 +8,7 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 from .yamlconf import YamlDoc, check_type, load_yaml
@@ -18,7 +19,7 @@ HOST_KEY_POLICIES = ("strict", "accept-new")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Inventory fields of a target: name -> (type, default).
-FIELDS = {
+FIELDS: dict[str, tuple[str, Any]] = {
     "kind": ("string", None),  # "ssh" (default when host is set) or "local"
     "host": ("string", None),
     "port": ("integer", None),
@@ -116,7 +117,7 @@ def _target_from_entry(doc: YamlDoc, name: str, entry, known_hosts: str) -> Targ
     unknown = sorted(set(entry) - set(FIELDS))
     if unknown:
         raise doc.error(keys + (unknown[0],), "unknown key", f"known keys: {', '.join(FIELDS)}")
-    values = {}
+    values: dict[str, Any] = {}  # checked against FIELDS' kinds before use
     for key, (kind, default) in FIELDS.items():
         if key not in entry or entry[key] is None:
             values[key] = default

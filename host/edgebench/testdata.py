@@ -4,6 +4,7 @@ own test runners use. Each file is one serialized TensorProto (no pickle anywher
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 
@@ -13,7 +14,7 @@ def is_test_data_set(path: Path) -> bool:
     return path.is_dir() and any(path.glob("input_*.pb"))
 
 
-def _read_tensors(folder: Path, prefix: str) -> list[tuple[str, object]]:
+def _read_tensors(folder: Path, prefix: str) -> list[tuple[str, Any]]:
     import onnx
     from google.protobuf.message import DecodeError
     from onnx import numpy_helper

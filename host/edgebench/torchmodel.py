@@ -25,6 +25,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .agentlib import sha256_bytes
 from .errors import ConfigError, InputError, ModelError, one_line
@@ -43,7 +44,7 @@ class LoadedModel:
 
     spec: str
     kind: str  # "module", "torchscript" or "exported_program"
-    module: object  # nn.Module / ScriptModule / ExportedProgram
+    module: Any  # nn.Module / ScriptModule / ExportedProgram
     example_inputs: dict | None = None  # name -> numpy array, from an example_inputs() next to the factory
     input_names: list[str] = field(default_factory=list)  # forward()'s parameter names, when known
 
@@ -68,6 +69,8 @@ def _import_target(spec: str):
         # A stable name: it reaches the exported graph's metadata, and the same input must give the same bytes.
         module_name = f"_edgebench_spec_{sha256_bytes(str(path.resolve()).encode())[:12]}"
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ModelError(f"{path} cannot be imported as a Python module", "name a .py file")
         module = importlib.util.module_from_spec(loader_spec)
         sys.path.insert(0, str(path.resolve().parent))  # let the file import its siblings
         try:
@@ -211,8 +214,9 @@ def load_exported_program(path: Path):
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    while (exc.__cause__ or exc.__context__) is not None and str(exc).strip() == "":
-        exc = exc.__cause__ or exc.__context__
+    inner = exc.__cause__ or exc.__context__
+    while inner is not None and str(exc).strip() == "":
+        exc, inner = inner, inner.__cause__ or inner.__context__
     return exc
 
 

@@ -218,7 +218,8 @@ def _generated(signature: _Signature, sizes: dict, seed: int, scale: float = 1.0
 
 def _free_sizes(signature: _Signature, base: dict, grow: int = 0) -> dict:
     """(input, axis) -> size for every free dim: the base arrays' sizes (+grow), shared labels kept equal."""
-    sizes, by_label = {}, {}
+    sizes: dict[tuple[str, int], int] = {}
+    by_label: dict[str, int] = {}
     for name, shape in zip(signature.names, signature.shapes):
         for axis, dim in enumerate(shape):
             if isinstance(dim, int):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -18,7 +19,7 @@ MAX_CONFIG_BYTES = 4 * 2**20
 @dataclass
 class YamlDoc:
     path: Path
-    data: object
+    data: Any
     lines: dict  # key path tuple -> 1-based line
 
     def where(self, *keys) -> str:

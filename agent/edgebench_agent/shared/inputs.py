@@ -133,7 +133,7 @@ def accepted_dim_keys(signature):
 
 def sizes_from_arrays(signature, shapes, first_axis=0):
     """{--dim key: size} for the free axes (from `first_axis` on) of inputs that arrays of these shapes feed."""
-    sizes = {}
+    sizes = {}  # type: dict
     for name, _, shape in signature:
         given = shapes.get(name)
         for axis, dim in enumerate(shape or []):

@@ -140,7 +140,7 @@ def evaluate(names, expected, actual, tolerances, labels=None, label_output=None
         if is_classifier_output(e) and np.asarray(a).shape == np.asarray(e).shape:
             entry.update(topk_agreement(e, a))
         outputs.append(entry)
-    result = {"outputs": outputs}
+    result = {"outputs": outputs}  # type: dict
     if labels is not None and label_output is not None:
         result["labels"] = {"board": label_accuracy(actual[label_output], labels),
                             "reference": label_accuracy(expected[label_output], labels)}
@@ -149,7 +149,8 @@ def evaluate(names, expected, actual, tolerances, labels=None, label_output=None
 
 def top_operators(events, limit=15):
     """onnxruntime profile events -> the operators that took the most time (node events, `dur` in µs)."""
-    by_type, by_node = {}, {}
+    by_type = {}  # type: dict
+    by_node = {}  # type: dict
     total = 0
     for event in events:
         if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):

@@ -26,7 +26,8 @@ def assess(telemetry):
     Warnings: a governor other than performance; a Jetson not in MAXN or without jetson_clocks; samples that
     failed to be taken.
     """
-    reasons, warnings = [], []
+    reasons = []  # type: list
+    warnings = []  # type: list
     if not telemetry:
         return {"valid": True, "reasons": reasons, "warnings": ["no telemetry was recorded"]}
     if telemetry.get("sampler_errors"):

@@ -29,18 +29,20 @@ class LocalTransport:
         except OSError as exc:
             raise TransportError(f"cannot run {argv[0]}: {exc.strerror}",
                                  "set the target's python to an interpreter with numpy and onnxruntime") from exc
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None  # all PIPEs
+        stdout, stderr, stdin_pipe = process.stdout, process.stderr, process.stdin
         splitter = StderrSplitter(on_event)
         stdout_chunks: list[bytes] = []
         readers = [
-            threading.Thread(target=_pump_lines, args=(process.stderr, splitter), daemon=True),
-            threading.Thread(target=lambda: stdout_chunks.append(process.stdout.read()), daemon=True),
+            threading.Thread(target=_pump_lines, args=(stderr, splitter), daemon=True),
+            threading.Thread(target=lambda: stdout_chunks.append(stdout.read()), daemon=True),
         ]
         for reader in readers:
             reader.start()
         try:
             try:
-                process.stdin.write(stdin)
-                process.stdin.close()
+                stdin_pipe.write(stdin)
+                stdin_pipe.close()
             except BrokenPipeError:
                 pass  # the command exited early; its output says why
             process.wait(timeout=timeout)

@@ -14,6 +14,7 @@ import shlex
 import socket
 import stat
 import time
+from typing import Any
 from pathlib import Path
 
 from ..errors import AgentTimeout, ConfigError, HostKeyError, LinkLost, TransportError
@@ -76,10 +77,10 @@ class SSHTransport:
         self.name = target.name
         self.bytes_uploaded = 0
         self._jump_depth = jump_depth
-        self._jump = None
-        self._client = None
+        self._jump: SSHTransport | None = None
+        self._client: Any = None  # paramiko.SSHClient once connected
         self._sftp = None
-        self._home = None
+        self._home: str | None = None
         self.connect()
 
     # ------------------------------------------------------------------------------------- connection
@@ -113,9 +114,9 @@ class SSHTransport:
             if self.target.proxy_jump:  # a Target built by hand, not by resolve_target
                 raise ConfigError(f"the ProxyJump of {self.name!r} was not resolved", "resolve targets with resolve_target()")
             return None
-        self._jump = SSHTransport(jump_target, self._jump_depth + 1)
+        jump = self._jump = SSHTransport(jump_target, self._jump_depth + 1)
         try:
-            return self._jump._client.get_transport().open_channel(
+            return jump._client.get_transport().open_channel(
                 "direct-tcpip", (self.target.host, self.target.port), ("127.0.0.1", 0), timeout=self.target.connect_timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:  # ChannelException is an SSHException
             raise TransportError(f"jump host {jump_target.name} cannot reach {self.target.host}:{self.target.port}: "
@@ -252,7 +253,7 @@ class SSHTransport:
     # ----------------------------------------------------------------------------------------- files
     def home(self) -> str:
         if self._home is None:
-            self._home = self._sftp_call(lambda s: s.normalize("."))
+            self._home = str(self._sftp_call(lambda s: s.normalize(".")))
         return self._home
 
     def _sftp_call(self, action):
