@@ -1,0 +1,427 @@
+"""edgebench from Python: the pipeline `bench` runs, as functions that return objects.
+
+    import edgebench.api as eb
+    deployment = eb.deploy(["model.onnx"], target="local", min_seconds=2)
+    frame = eb.load_results("results/")          # one row per run (pandas); also edgebench.load_results
+    eb.compare("results/", by="model,variant")    # a table and a report, shown inline in a notebook
+
+Every function does what its `bench` command does, through the same stages (the CLI only parses options and
+prints). Bad input raises the same typed errors (edgebench.errors: InputError, ConfigError, ModelError, ...)
+with the same messages and hints. Nothing is printed unless `progress=True`; `on_event(target, event)`
+receives the agent's progress events. Heavy packages (torch, onnx, pandas) load only when a function needs them.
+
+Running a file: `export` and `validate` with a `file.py:factory` spec run that file's code, as `bench` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    import pandas
+
+    from .compare import CompareResult
+    from .convert import Variant
+    from .deploy import DeployJob, FleetReport
+    from .plan import PlanJob, PlanRun
+    from .validate import ValidationReport
+
+__all__ = ["export", "validate", "inspect", "convert", "deploy", "run_plan", "compare", "load_results", "samples",
+           "Exported", "ModelSummary", "Deployment", "PlanOutcome", "Comparison"]
+
+EventCallback = Callable[[str, dict], None]
+
+
+def _paths(paths) -> list[Path]:
+    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+
+
+def _tolerances(atol: float | dict | None, rtol: float | dict | None):
+    """atol=1e-3 (every output) or atol={"scores": 1e-3} (one output), likewise rtol -> parity.Tolerances."""
+    from .options import tolerances
+
+    def items(value, which):
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return [f"{name}={number!r}" for name, number in value.items()]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [repr(float(value))]
+        from .errors import InputError
+
+        raise InputError(f"{which} must be a number or {{output: number}}, got {value!r}")
+
+    return tolerances(items(atol, "atol"), items(rtol, "rtol"))
+
+
+# ------------------------------------------------------------------------------------------- export
+@dataclass
+class Exported:
+    """What `bench export` made: the .onnx file (and sidecars), what the exporter noted, and the validation."""
+
+    path: Path
+    exporter: str
+    mode: str
+    files: list[Path]
+    input_names: list[str]
+    output_names: list[str]
+    notes: list[str] = field(default_factory=list)
+    test_data: Path | None = None
+    validation: ValidationReport | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.validation is None or self.validation.passed
+
+
+def export(spec: str, output: str | Path, *, inputs: dict | str | Path | Sequence[str] | None = None,
+           weights: str | Path | None = None, exporter: str | None = None, mode: str = "trace",
+           dynamic: Sequence[str] = (), opset: int | None = None, output_names: Sequence[str] | None = None,
+           save_test_data: str | Path | None = None, validate: bool = True, samples: int = 5,
+           atol: float | dict | None = None, rtol: float | dict | None = None) -> Exported:
+    """Export a PyTorch model (`file.py:factory`, `package.module:factory`, a TorchScript .pt or a .pt2) to ONNX,
+    then validate it against PyTorch. `inputs`: arrays by name, an .npz, or specs like "image=1x3x224x224"."""
+    from .export import ExportOptions, check_output_path, export_model
+    from .export import save_test_data as write_test_data
+    from .torchmodel import example_for, load_model
+
+    tolerances = _tolerances(atol, rtol)
+    output = Path(output)
+    check_output_path(output)
+    loaded = load_model(spec, Path(weights) if weights is not None else None)
+    if isinstance(inputs, dict):
+        example = dict(inputs)
+    elif isinstance(inputs, (str, Path)):
+        example = example_for(loaded, Path(inputs))
+    else:
+        example = example_for(loaded, None, list(inputs) if inputs else None)
+    options = ExportOptions(exporter=exporter, mode=mode, dynamic=list(dynamic), opset=opset,
+                            output_names=list(output_names) if output_names else None)
+    result = export_model(loaded, example, output, options)
+    exported = Exported(result.path, result.exporter, result.mode, list(result.files), list(result.input_names),
+                        list(result.output_names), list(result.notes))
+    if save_test_data is not None:
+        exported.test_data = write_test_data(result, loaded, example, Path(save_test_data))
+    if validate:
+        from .validate import validate as run_validate
+
+        ordered = {n: example[n] for n in result.input_names}
+        exported.validation = run_validate(result.path, reference=loaded, example=ordered, samples=samples,
+                                           tolerances=tolerances)
+    return exported
+
+
+# -------------------------------------------------------------------------------------- validate / inspect
+def validate(model: str | Path, *, reference: str | None = None, weights: str | Path | None = None,
+             inputs: str | Path | None = None, dims: dict | None = None, samples: int = 5,
+             atol: float | dict | None = None, rtol: float | dict | None = None,
+             strict_dims: bool = False) -> ValidationReport:
+    """Check an ONNX model (checker, shape inference, onnxruntime, parity against `reference`, a PyTorch spec).
+    The report's `.passed`, `.failures()` and `.to_json()` are what `bench validate` prints."""
+    from .validate import validate as run_validate
+
+    loaded = None
+    if reference is not None:
+        from .torchmodel import load_model
+
+        loaded = load_model(reference, Path(weights) if weights is not None else None)
+    return run_validate(Path(model), reference=loaded, inputs=Path(inputs) if inputs is not None else None,
+                        samples=samples, tolerances=_tolerances(atol, rtol), dims=dict(dims or {}),
+                        example=loaded.example_inputs if loaded is not None and inputs is None else None,
+                        strict_dims=strict_dims)
+
+
+@dataclass
+class ModelSummary:
+    """What `bench inspect` shows: format, inputs and outputs (free dims by name), graph, parameters, checks."""
+
+    summary: dict
+    checks: list
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_json(self) -> dict:
+        return {**self.summary, "checks": [{"name": c.name, "ok": c.ok, "message": c.message} for c in self.checks]}
+
+
+def inspect(model: str | Path) -> ModelSummary:
+    """Read a model's summary without running it."""
+    from .modelinfo import load_model_proto
+    from .validate import structural_checks, summarize
+
+    path = Path(model)
+    return ModelSummary(summarize(load_model_proto(path), path), structural_checks(path))
+
+
+# ------------------------------------------------------------------------------------------- convert
+def convert(model: str | Path, to: str | Sequence[str], output_dir: str | Path = "variants", *,
+            calibration: str | Path | None = None, keep_io_types: bool = True) -> list[Variant]:
+    """Variants of a model for the board (int8-dynamic, int8-static, fp16, ort, optimized, opset:N), each checked
+    against its parent; a variant that failed has `.error` (and `.ok` False), the others were written."""
+    from .convert import convert as run_convert
+    from .convert import parse_kinds
+
+    kinds = parse_kinds(to if isinstance(to, str) else ",".join(to))
+    return run_convert(Path(model), kinds, Path(output_dir), calibration=Path(calibration) if calibration else None,
+                       keep_io_types=keep_io_types)
+
+
+# -------------------------------------------------------------------------------------------- deploy
+@dataclass
+class Deployment:
+    """What `bench deploy` stored: one result document (and file) per model, settings cell and board."""
+
+    documents: list[dict]
+    paths: list[Path]
+    problems: list[str]  # failed and INVALID runs, unreachable boards: each recorded with its reason
+    _fleet: FleetReport | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all((d.get("accuracy") or {}).get("passed", True) for d in self.documents)
+
+    def raise_for_problems(self) -> None:
+        """The errors `bench deploy` exits with: RunFailed for failed, INVALID or inaccurate runs."""
+        if self._fleet is not None:
+            self._fleet.raise_for_problems()
+
+    def frame(self) -> pandas.DataFrame:
+        """These runs, one row each, as load_results gives them."""
+        from .report import per_run_frame
+
+        return per_run_frame(self.documents)
+
+
+def _events(progress: bool, on_event: EventCallback | None, names: list[str]):
+    """A context giving the event callback: a rich bar on stderr when asked, else the caller's callback."""
+    import contextlib
+
+    if not progress:
+        return contextlib.nullcontext(on_event)
+    from rich.console import Console
+
+    from .progress import DeployProgress
+
+    @contextlib.contextmanager
+    def bar():
+        with DeployProgress(Console(stderr=True), names) as shown:
+            def both(name: str, event: dict) -> None:
+                shown.event(name, event)
+                if on_event is not None:
+                    on_event(name, event)
+            yield both
+
+    return bar()
+
+
+def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, results: str | Path = "results",
+           inventory: str | Path | None = None, inputs: str | Path | None = None, values: dict | None = None,
+           dims: dict | None = None, threads: int | Sequence[int] | None = None,
+           batch: int | Sequence[int] | None = None, provider: str | Sequence[str] | None = None,
+           provider_options: dict | None = None, variants: str | Path | None = None, accuracy: bool = False,
+           reference: str | None = None, dataset: str | Path | None = None, test_data: str | Path | None = None,
+           accuracy_samples: int | None = None, batch_size: int | None = None,
+           atol: float | dict | None = None, rtol: float | dict | None = None, timeout: float | None = None,
+           strict_dims: bool = False, progress: bool = False, on_event: EventCallback | None = None,
+           **run_options: Any) -> Deployment:
+    """Benchmark models on a target (`local`, an inventory name, "a,b" for a fleet, "tag:arm").
+
+    run_options are the agent's run fields (min_seconds, min_iterations, max_seconds, repeats, seed,
+    warmup_min_iterations, graph_optimization_level, inter_op_threads, cpus, spin_wait, cooldown, profile, ...):
+    an unknown one is refused. Lists of threads, batch sizes or providers sweep. Failed and INVALID runs are
+    recorded, not raised: see `.problems`, or call `.raise_for_problems()`."""
+    from .accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
+    from .deploy import AccuracyOptions, DeployRequest, RunSettings, execute, prepare
+
+    def as_list(value):
+        return None if value is None else [value] if isinstance(value, (int, str)) else list(value)
+
+    options = {"values": dict(values or {}), "dims": dict(dims or {}),
+               "provider_options": {str(k): str(v) for k, v in (provider_options or {}).items()}, **run_options}
+    accuracy_options = None
+    if accuracy or reference or dataset or test_data or variants:
+        accuracy_options = AccuracyOptions(
+            reference=reference, dataset=Path(dataset) if dataset else None,
+            test_data=Path(test_data) if test_data else None,
+            samples=DEFAULT_SAMPLES if accuracy_samples is None else accuracy_samples,
+            batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+            tolerances=_tolerances(atol, rtol), tolerances_given=atol is not None or rtol is not None)
+    settings = RunSettings(options=options, inputs=Path(inputs) if inputs else None, timeout_s=timeout,
+                           accuracy=accuracy_options, strict_dims=strict_dims)
+    request = DeployRequest(models=_paths(models), target=target, results=Path(results),
+                            inventory=Path(inventory) if inventory else None, settings=settings,
+                            variants=Path(variants) if variants else None, threads=as_list(threads),
+                            batches=as_list(batch), providers=as_list(provider))
+    job: DeployJob = prepare(request)
+    with _events(progress, on_event, [t.name for t in job.targets]) as events:
+        fleet = execute(job, on_event=events)
+    return Deployment(fleet.documents, [o.path for o in fleet.outcomes], fleet.problems(), fleet)
+
+
+# -------------------------------------------------------------------------------------------- plans
+@dataclass
+class PlanOutcome:
+    """What `bench run` did: every cell with its status, result file or error."""
+
+    cells: list[dict]
+    ran: list[Path]
+    failed: list[str]
+    skipped: int
+    _job: PlanJob | None = field(default=None, repr=False)
+    _run: PlanRun | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def raise_for_problems(self) -> None:
+        if self._run is not None:
+            from .plan import raise_for_failures
+
+            raise_for_failures(self._run)
+
+
+def run_plan(plan_file: str | Path, *, only: Sequence[str] | None = None, results: str | Path | None = None,
+             force: bool = False, dry_run: bool = False, inventory: str | Path | None = None,
+             progress: bool = False, on_event: EventCallback | None = None) -> PlanOutcome:
+    """Run a benchmark plan (models x variants x targets x settings), resuming where an earlier run stopped.
+    Models the plan exports from PyTorch specs run that code, as `bench run` does."""
+    from . import plan as stage
+    from .report import settings_label
+
+    job = stage.prepare(Path(plan_file), Path(inventory) if inventory else None, list(only) if only else None,
+                        Path(results) if results else None, force, dry_run)
+
+    def cell_row(cell, status: str, result=None, error=None) -> dict:
+        return {"model": cell.model, "variant": cell.variant, "target": cell.target.name, "path": str(cell.path),
+                "settings": settings_label(cell.settings.recorded()), "cell": cell.key, "status": status,
+                "result": result, "error": error}
+
+    if dry_run:
+        return PlanOutcome([cell_row(c, job.status(c)) for c in job.cells], [], [], 0, job)
+    with _events(progress, on_event, sorted({c.target.name for c in job.cells})) as events:
+        run = stage.execute(job, on_event=events)
+    ran = {c.key: p for c, p in run.ran}
+    failed = {c.key: message for c, message in run.failed}
+    cells = [cell_row(c, "failed" if c.key in failed else "ran" if c.key in ran else job.status(c),
+                      str(ran[c.key]) if c.key in ran else None, failed.get(c.key)) for c in job.cells]
+    return PlanOutcome(cells, list(ran.values()), [f"{c.model}/{c.variant} on {c.target.name}: {m}" for c, m in run.failed],
+                       len(run.skipped), job, run)
+
+
+# ------------------------------------------------------------------------------------------- compare
+@dataclass
+class Comparison:
+    """What `bench compare` shows: `.table` (one row per group), `.regressions`, `.notes`, and the HTML report
+    (`.to_html(path)`, and shown inline in a notebook)."""
+
+    result: CompareResult = field(repr=False)
+
+    @property
+    def table(self) -> pandas.DataFrame:
+        return self.result.comparison.frame()
+
+    @property
+    def regressions(self) -> list[str]:
+        return list(self.result.comparison.regressions)
+
+    @property
+    def skipped(self) -> list[str]:
+        return list(self.result.skipped)
+
+    @property
+    def notes(self) -> list[str]:
+        from .compare import notes
+
+        return notes(self.result)
+
+    def to_json(self) -> Any:
+        """The same document as `bench compare --json`."""
+        import json
+
+        from .compare import report_bytes
+
+        return json.loads(report_bytes(self.result, "json"))
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        """The `bench compare -f html` page; written (atomically) to `path` when given."""
+        from .compare import report_bytes
+
+        text = report_bytes(self.result, "html").decode("utf-8")
+        if path is not None:
+            from .fileio import write_atomically
+
+            write_atomically(Path(path), text)
+        return text
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        groups = len(self.result.comparison.rows)
+        return f"<Comparison: {groups} group(s) by {','.join(self.result.comparison.by)}, " \
+               f"{len(self.regressions)} regression(s)>"
+
+
+def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str] = "model,variant,target,settings",
+            baseline: str | tuple[str, str] | None = None, metric: str = "p50", include_invalid: bool = False,
+            alpha: float = 0.01, min_effect: float = 0.02, fail_above: float | None = None) -> Comparison:
+    """Compare results: medians with confidence intervals, speed-ups with significance against `baseline`
+    ("target=pi4" or ("target", "pi4")); a significant slow-down beyond `fail_above` (0.05 = 5 %) is a
+    regression. Unreadable result files are skipped with a warning."""
+    import warnings
+
+    from .compare import CompareRequest
+    from .compare import compare as run_compare
+    from .options import group_keys, key_value
+
+    keys = group_keys(by if isinstance(by, str) else ",".join(by))
+    base = key_value(baseline, "baseline") if isinstance(baseline, str) or baseline is None else tuple(baseline)
+    result = run_compare(CompareRequest(_paths(paths), keys, base, metric, include_invalid, alpha, min_effect, fail_above))
+    for problem in result.skipped:
+        warnings.warn(f"skipped {problem}", stacklevel=2)
+    return Comparison(result)
+
+
+# ------------------------------------------------------------------------------------------- results
+def _documents(paths) -> list[dict]:
+    import warnings
+
+    from .results import load_results as read
+
+    documents, skipped = read(_paths(paths))
+    for problem in skipped:
+        warnings.warn(f"skipped {problem}", stacklevel=3)
+    return documents
+
+
+def load_results(paths: str | Path | Sequence[str | Path] = "results") -> pandas.DataFrame:
+    """One row per run under `paths` (files, or folders searched recursively): keys (model, variant, target,
+    settings and its parts), statistics over the run's raw samples (ms), accuracy, validity, origin, run_id and
+    created_at. Read by the same loader as `bench compare`; unreadable files are skipped with a warning."""
+    from .report import per_run_frame
+
+    return per_run_frame(_documents(paths))
+
+
+def samples(paths: str | Path | Sequence[str | Path] = "results") -> pandas.DataFrame:
+    """Every raw latency sample in long form, for seaborn or plotnine: run_id, the run's keys, repeat, index
+    and latency_ms. Failed runs have no samples."""
+    import pandas as pd
+
+    from .report import KEYS, run_keys
+
+    frames = []
+    for document in _documents(paths):
+        keys = {"run_id": document["run_id"], **run_keys(document)}
+        for number, repeat in enumerate((document.get("measurements") or {}).get("repeats") or []):
+            latency = pd.Series(repeat.get("samples_ns") or [], dtype="float64") / 1e6
+            frames.append(pd.DataFrame({**{k: [v] * len(latency) for k, v in keys.items()}, "repeat": number,
+                                        "index": range(len(latency)), "latency_ms": latency}))
+    if not frames:
+        return pd.DataFrame(columns=["run_id", *KEYS, "repeat", "index", "latency_ms"])
+    return pd.concat(frames, ignore_index=True)
