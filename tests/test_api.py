@@ -168,3 +168,18 @@ def test_the_example_notebook_runs_headless_and_shows_the_table_and_a_plot(tmp_p
     assert any("speedup" in html and "baseline" in html for html in tables), "the comparison table"
     assert any("<img" in html and "vs baseline" in html for html in tables), "the HTML report of the comparison"
     assert len(list((tmp_path / "notebook-results").glob("*.json"))) == 2
+
+
+def test_a_plan_from_python_runs_its_cells_once(tmp_path, bench):
+    from tests.test_plan import write_plan
+
+    plan = write_plan(tmp_path, ["local"])
+    dry = eb.run_plan(plan, results=tmp_path / "r", dry_run=True)
+    assert [c["status"] for c in dry.cells] == ["to run"] * 4 and not (tmp_path / "r").exists()
+    done = eb.run_plan(plan, results=tmp_path / "r")
+    assert done.ok and len(done.ran) == 4 and {c["status"] for c in done.cells} == {"ran"}
+    assert all(Path(c["result"]).is_file() for c in done.cells)
+    again = eb.run_plan(plan, results=tmp_path / "r")  # resumes: nothing left to do
+    assert again.ran == [] and again.skipped == 4 and {c["status"] for c in again.cells} == {"done"}
+    cli = bench("run", plan, "--results", tmp_path / "r", "--dry-run", "--json")  # the CLI's view of the same cells
+    assert [c["cell"] for c in json.loads(cli.stdout)] == [c["cell"] for c in dry.cells]
