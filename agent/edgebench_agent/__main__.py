@@ -16,6 +16,7 @@ import sys
 from . import __version__
 from .protocol import (
     PASS_DEFAULTS,
+    SCENARIO_NAMES,
     EXIT_OK,
     EXIT_RUN_FAILED,
     EXIT_USAGE,
@@ -26,6 +27,8 @@ from .protocol import (
     normalize_run_request,
     failed_reply,
     parse_assignments,
+    parse_duration_s,
+    parse_positive,
     parse_scalar,
 )
 from .service import info, run
@@ -62,7 +65,25 @@ def _request_from_flags(args):
         raw["accuracy"] = {"dataset": os.path.abspath(args.dataset), "batch_size": args.batch_size}
     if args.verbose:
         raw["verbose"] = True
+    scenario = _scenario_from_flags(args)
+    if scenario is not None:
+        raw["scenario"] = scenario
     return raw
+
+
+def _scenario_from_flags(args):
+    """--scenario server --qps 100 (or --qps auto --latency-bound 33ms) -> the request's scenario object."""
+    given = dict((key, value) for key, value in (("samples_per_query", args.samples_per_query),
+                                                 ("concurrency", args.concurrency)) if value is not None)
+    if args.qps is not None:
+        given["qps"] = "auto" if args.qps == "auto" else parse_positive(args.qps, "--qps")
+    if args.latency_bound is not None:
+        given["latency_bound_s"] = parse_duration_s(args.latency_bound, "--latency-bound")
+    if args.mlperf:
+        given["mlperf"] = True
+    if args.scenario is None and not given:
+        return None
+    return dict(given, name=args.scenario or "single-stream")
 
 
 def _read_request(source):
@@ -170,6 +191,13 @@ def build_parser():
     run.add_argument("--dataset", metavar="FILE.npz", help="labelled data (inputs by name + labels): top-1/top-5 accuracy on this board")
     run.add_argument("--batch-size", type=int, default=32, metavar="N", help="dataset batch when the batch dim is free (32)")
     run.add_argument("--verbose", action="store_true", help="let onnxruntime's own log lines through to stderr")
+    run.add_argument("--scenario", choices=SCENARIO_NAMES, metavar="NAME",
+                     help="load scenario: single-stream (default), multi-stream, server or offline")
+    run.add_argument("--samples-per-query", type=int, metavar="N", help="multi-stream: samples per query (8)")
+    run.add_argument("--qps", metavar="X|auto", help="server: Poisson arrival rate, or auto with --latency-bound")
+    run.add_argument("--latency-bound", metavar="DURATION", help="server: p99 bound, e.g. 33ms (qps auto searches for it)")
+    run.add_argument("--concurrency", type=int, metavar="K", help="server and offline: worker threads (1)")
+    run.add_argument("--mlperf", action="store_true", help="MLPerf LoadGen's minimum durations and query counts (600 s)")
     return parser
 
 
@@ -189,6 +217,10 @@ def _summary(reply):
             "repeat %d  n=%d  p50 %.3f ms  p90 %.3f ms  first %.3f ms  session %.1f ms"
             % (index + 1, len(samples), p50, p90, repeat["first_inference_ns"] / 1e6, repeat["session_create_ns"] / 1e6)
         )
+    for index, repeat in enumerate(reply["repeats"]):
+        line = _scenario_line(repeat.get("scenario"))
+        if line:
+            lines.append("scenario  " + line)
     lines.append("peak RSS  %.1f MiB" % (reply["memory"]["peak_rss_bytes"] / 2.0 ** 20))
     from .shared.validity import assess
 
@@ -208,6 +240,24 @@ def _summary(reply):
     else:
         lines.append("(full statistics: run again with --out result.json, copy it home and run `bench import` there)")
     return "\n".join(lines)
+
+
+def _scenario_line(scenario):
+    """The scenario's own figures in one line (the latencies are in the repeat line above)."""
+    if not scenario:
+        return None
+    if scenario["name"] == "multi-stream":
+        return "multi-stream: %d queries of %d samples" % (scenario["queries"], scenario["samples_per_query"])
+    if scenario["name"] == "offline":
+        return "offline: %.1f inferences/s with %d worker(s)" % (scenario["throughput_per_s"], scenario["concurrency"])
+    if scenario["name"] == "server":
+        delays = sorted(scenario["issue_delays_ns"])
+        text = "server: %.4g QPS asked, %.4g achieved, issue delay p99 %.1f us" % (
+            scenario["qps"], scenario["achieved_qps"], delays[min(len(delays) - 1, int(len(delays) * 0.99))] / 1e3 if delays else 0.0)
+        if scenario.get("probes"):
+            text += "; %d QPS probes for a p99 bound of %g ms" % (len(scenario["probes"]), scenario["latency_bound_s"] * 1e3)
+        return text
+    return scenario["name"] + (" (MLPerf minimums)" if scenario.get("mlperf") else "")
 
 
 def request_out(reply):

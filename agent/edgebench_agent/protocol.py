@@ -7,7 +7,10 @@ PROTOCOL_VERSION history:
       Fields added since, all optional with defaults (an older host simply never sends them):
       error.kind from FAILURE_KINDS and error.traceback for `internal`; `kill --kind`; request `int_ranges`
       (generated integer inputs drawn from [low, high), e.g. the rows of the table an input indexes),
-      `verbose` (onnxruntime's own log lines on stderr), list `values` for rank-1 inputs.
+      `verbose` (onnxruntime's own log lines on stderr), list `values` for rank-1 inputs; telemetry
+      `sampler_errors`; request `scenario` (SCENARIO_DEFAULTS: single-stream, multi-stream, server, offline)
+      and, when set, `scenario` in each repeat of the reply (the scenario's own figures: per-query latencies
+      stay in `samples_ns`; server issue delays, achieved QPS and QPS-search probes; offline throughput).
 """
 
 from __future__ import annotations
@@ -84,8 +87,15 @@ RUN_DEFAULTS: dict = {
     "cooldown": None,  # {"margin_c", "timeout_s", "idle_file": path}: wait for the board to cool first (PASS_DEFAULTS)
     "telemetry_interval_s": 1.0,  # board state sampled this often during the timed loop (sysfs only)
     "profile": None,  # {"dir": folder, "iterations"}: a separate onnxruntime profiling pass (PASS_DEFAULTS)
+    "scenario": None,  # how queries load the model (SCENARIO_DEFAULTS); None: single-stream, back to back
     "verbose": False,  # let onnxruntime's own log lines through to stderr
 }
+
+# Load scenarios after MLPerf LoadGen (scenarios.py on the board runs them). `qps` is a number or "auto" (then
+# `latency_bound_s` is required: the highest QPS whose p99 meets it is searched for).
+SCENARIO_NAMES = ("single-stream", "multi-stream", "server", "offline")
+SCENARIO_DEFAULTS = {"name": "single-stream", "samples_per_query": 8, "qps": None, "latency_bound_s": None,
+                     "concurrency": 1, "mlperf": False}  # type: dict
 
 # Defaults of the optional passes, in one table: the agent's argparse and runner, the host's CLI, plans and
 # accuracy checks all read these (a request that leaves a field out gets the same value everywhere).
@@ -151,6 +161,29 @@ def parse_scalar(text):
         return float(text)
 
 
+def parse_positive(text, what):
+    """A positive, finite number from the command line; RequestError naming the option."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise RequestError("%s %r must be a number" % (what, text))
+    if not (math.isfinite(value) and value > 0):
+        raise RequestError("%s must be a positive number, got %r" % (what, text))
+    return value
+
+
+_DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def parse_duration_s(text, what):
+    """'33ms', '250us', '0.5s' or a bare number of seconds -> seconds."""
+    stripped = text.strip().lower()
+    for unit in ("us", "µs", "ms", "s"):
+        if stripped.endswith(unit):
+            return parse_positive(stripped[: -len(unit)], what) * _DURATION_UNITS[unit]
+    return parse_positive(stripped, what)
+
+
 def parse_assignments(items, what, convert):
     """["a=1", "b=2"] -> {"a": convert("1"), ...}; RequestError naming the bad item."""
     parsed = {}
@@ -178,6 +211,44 @@ def default_run_timeout(request):
     """Seconds a run may take before it is killed, from its own maximums (plus load and first inference)."""
     per_repeat = request["max_seconds"] + request["warmup_max_seconds"] + 120.0
     return per_repeat * request["repeats"]
+
+
+def _positive_int(value, name, limit=None):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (limit and value > limit):
+        raise RequestError("%s must be an integer from 1%s, got %r" % (name, " to %d" % limit if limit else " up", value))
+    return value
+
+
+def normalize_scenario(raw):
+    """A scenario object with every field (SCENARIO_DEFAULTS); RequestError naming the first bad one."""
+    if not isinstance(raw, dict):
+        raise RequestError("scenario must be an object like {\"name\": \"server\", \"qps\": 100}")
+    unknown = sorted(set(raw) - set(SCENARIO_DEFAULTS))
+    if unknown:
+        raise RequestError("unknown scenario field %r; known: %s" % (unknown[0], ", ".join(SCENARIO_DEFAULTS)))
+    scenario = dict(SCENARIO_DEFAULTS)
+    scenario.update(raw)
+    if scenario["name"] not in SCENARIO_NAMES:
+        raise RequestError("scenario must be one of %s, got %r" % (", ".join(SCENARIO_NAMES), scenario["name"]))
+    _positive_int(scenario["samples_per_query"], "samples per query", 100000)
+    _positive_int(scenario["concurrency"], "concurrency", MAX_THREADS)
+    if not isinstance(scenario["mlperf"], bool):
+        raise RequestError("scenario.mlperf must be true or false")
+    bound = scenario["latency_bound_s"]
+    if bound is not None and not finite_number(bound, "latency bound") > 0:
+        raise RequestError("the latency bound must be a positive number of seconds, got %r" % (bound,))
+    qps = scenario["qps"]
+    if scenario["name"] == "server":
+        if qps is None:
+            raise RequestError("the server scenario needs a QPS: a number, or auto with a latency bound")
+        if qps == "auto":
+            if bound is None:
+                raise RequestError("qps auto searches the highest QPS whose p99 meets a latency bound: give one")
+        elif not finite_number(qps, "qps") > 0:
+            raise RequestError("qps must be a positive number (queries per second) or auto, got %r" % (qps,))
+    elif qps is not None:
+        raise RequestError("qps applies to the server scenario only, not %s" % scenario["name"])
+    return scenario
 
 
 def finite_number(value, name):
@@ -266,6 +337,8 @@ def normalize_run_request(raw):
         iterations = req["profile"].get("iterations", PASS_DEFAULTS["profile"]["iterations"])
         if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
             raise RequestError("profile.iterations must be a positive integer, got %r" % (iterations,))
+    if req["scenario"] is not None:
+        req["scenario"] = normalize_scenario(req["scenario"])
     if finite_number(req["telemetry_interval_s"], "telemetry_interval_s") <= 0:
         raise RequestError("telemetry_interval_s must be a positive number")
     for name in ("values", "dims", "provider_options"):

@@ -17,6 +17,7 @@ from .shared.files import atomic_file, sha256_file, write_atomically
 from .shared.inputs import InputError, build_feeds, load_npz, session_signature
 
 NS_PER_S = 1000000000
+MLPERF_OFFLINE_SAMPLES = 24576  # LoadGen's offline minimum sample count
 
 # Warm-up compares the median of the last WARMUP_WINDOW samples with the window before it.
 WARMUP_WINDOW = 10
@@ -218,6 +219,51 @@ def cool_down(spec, emit):
             "reached": now <= idle + margin}
 
 
+def measure(run, feeds, request, warmup_ns, progress, emit):
+    """The timed part of a repeat: (latencies in ns, the scenario's own figures or None for single-stream)."""
+    from . import scenarios
+
+    scenario = request["scenario"] or {"name": "single-stream", "mlperf": False}
+    min_s, min_q = scenarios.minimums(scenario, request["min_seconds"], request["min_iterations"])
+    max_s, max_q = max(request["max_seconds"], min_s), max(request["max_iterations"], min_q)
+    name = scenario["name"]
+    try:
+        if name == "single-stream":
+            samples = timed_loop(run, feeds, min_q, min_s, max_q, max_s, on_progress=progress)
+            return samples, ({"name": name, "mlperf": True} if scenario["mlperf"] else None)
+        if name == "multi-stream":
+            per_query = scenario["samples_per_query"]
+            latencies = scenarios.multi_stream(run, feeds, per_query, min_q, min_s, max_q, max_s)
+            return latencies, {"name": name, "samples_per_query": per_query, "queries": len(latencies),
+                               "mlperf": scenario["mlperf"]}
+        service_ns = _median(warmup_ns[-WARMUP_WINDOW:]) if warmup_ns else 1e6
+        concurrency = scenario["concurrency"]
+        if name == "offline":
+            count = MLPERF_OFFLINE_SAMPLES if scenario["mlperf"] else int(min(max_q, max(min_q, concurrency * min_s * NS_PER_S / service_ns)))
+            outcome = scenarios.offline(run, feeds, count, concurrency)
+            return outcome.pop("latencies_ns"), {"name": name, "concurrency": concurrency, "mlperf": scenario["mlperf"],
+                                                 **outcome}
+        probes, qps, bound = None, scenario["qps"], scenario["latency_bound_s"]
+        if qps == "auto":
+            qps, probes = scenarios.search_qps(run, feeds, bound * NS_PER_S, service_ns, min_s, concurrency,
+                                               request["seed"], max_q, emit)
+            if qps is None:
+                lowest = min(probes, key=lambda p: p["p99_ns"])
+                raise RunError("input", "no QPS meets the latency bound of %g ms: the lowest p99 seen was %.3f ms (at %.3g "
+                               "QPS); raise the bound or lighten the model" % (bound * 1e3, lowest["p99_ns"] / 1e6, lowest["qps"]))
+        seconds = min(max_s, max(min_s, min_q / float(qps)))
+        emit({"event": "phase", "phase": "server %.4g qps" % qps, "repeat": 1, "repeats": 1})
+        outcome = scenarios.server(run, feeds, qps, seconds, concurrency, request["seed"], max_q)
+        return outcome.pop("latencies_ns"), {"name": name, "concurrency": concurrency, "latency_bound_s": bound,
+                                             "mlperf": scenario["mlperf"], "probes": probes, **outcome}
+    except RunError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith("onnxruntime"):
+            raise RunError("onnxruntime", "inference failed in the %s scenario: %s" % (name, _one_line(exc)))
+        raise
+
+
 def run_benchmark(request, emit=None):
     """Carry out a normalized run request. Returns the measurement part of the reply.
 
@@ -286,10 +332,7 @@ def run_benchmark(request, emit=None):
                   "min_seconds": request["min_seconds"], "max_seconds": request["max_seconds"]})
 
         with Sampler(request["telemetry_interval_s"]) as sampler:
-            samples = timed_loop(
-                run, feeds, request["min_iterations"], request["min_seconds"],
-                request["max_iterations"], request["max_seconds"], on_progress=progress,
-            )
+            samples, scenario = measure(run, feeds, request, warmup_ns, progress, emit)
         board["during"].extend(sampler.samples)
         if sampler.errors:
             board.setdefault("sampler_errors", []).extend(sampler.errors)
@@ -300,6 +343,8 @@ def run_benchmark(request, emit=None):
             "warmup_settled": settled,
             "samples_ns": samples,
         })
+        if scenario is not None:
+            repeats[-1]["scenario"] = scenario
         session = run = first = None  # released before the next fresh session (gc.collect below)
         gc.collect()
 
