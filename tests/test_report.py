@@ -128,7 +128,7 @@ def test_exports_for_other_tools(bench, board_results, tmp_path):
 
 
 def test_older_schemas_migrate_on_load(tmp_path, monkeypatch):
-    """The migration chain: a (hypothetical) schema 0 lifted to 1 step by step when read."""
+    """The migration chain: a (hypothetical) schema 0 lifted to 1, then the real 1 -> 2, step by step when read."""
     old = json.loads(results.Path(Path(__file__).parent / "golden" / "result_v1.json").read_text())
     old["schema_version"] = 0
     old["samples"] = old.pop("measurements")
@@ -141,7 +141,8 @@ def test_older_schemas_migrate_on_load(tmp_path, monkeypatch):
     monkeypatch.setitem(results.MIGRATIONS, 0, v0_to_v1)
     (tmp_path / "old.json").write_text(json.dumps(old))
     loaded = results.load_result(tmp_path / "old.json")
-    assert loaded["schema_version"] == 1 and loaded["measurements"]["repeats"]
+    assert loaded["schema_version"] == 2 and loaded["measurements"]["repeats"]
+    assert loaded["settings"]["scenario"] is None  # every version 1 run was single-stream
     monkeypatch.delitem(results.MIGRATIONS, 0)
     with pytest.raises(results.ResultError, match="schema 0 is too old"):
         results.load_result(tmp_path / "old.json")

@@ -224,7 +224,7 @@ def _summary(reply):
     lines.append("peak RSS  %.1f MiB" % (reply["memory"]["peak_rss_bytes"] / 2.0 ** 20))
     from .shared.validity import assess
 
-    verdict = assess(reply.get("telemetry"))
+    verdict = assess(reply.get("telemetry"), reply.get("repeats"))
     lines.append("board     " + ("VALID" if verdict["valid"] else "INVALID: " + "; ".join(verdict["reasons"])))
     for warning in verdict["warnings"]:
         lines.append("warning   " + warning)

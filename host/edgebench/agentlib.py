@@ -52,8 +52,8 @@ def _converting(function: Callable) -> Callable:
 _SURFACE = {
     "edgebench_agent.protocol": (
         "EVENT_PREFIX", "EXIT_OK", "EXIT_RUN_FAILED", "EXIT_USAGE", "PASS_DEFAULTS", "PROTOCOL_VERSION", "RUN_DEFAULTS",
-        "default_run_timeout", "normalize_run_request", "parse_assignments", "parse_scalar", "provider_name",
-        "reply_digest"),
+        "SCENARIO_NAMES", "default_run_timeout", "normalize_run_request", "normalize_scenario", "parse_assignments",
+        "parse_duration_s", "parse_positive", "parse_scalar", "provider_name", "reply_digest"),
     "edgebench_agent.shared.inputs": (
         "ORT_TO_NUMPY", "accepted_dim_keys", "build_feeds", "check_array_size", "declared_arrays", "free_dim_keys",
         "generate", "is_text", "load_npz", "numpy_dtype", "session_signature", "sizes_from_arrays"),
@@ -63,6 +63,7 @@ _SURFACE = {
     "edgebench_agent.shared.dataset": ("batches_of", "load_dataset"),
     "edgebench_agent.shared.files": ("atomic_file", "sha256_bytes", "sha256_file", "write_atomically"),
     "edgebench_agent.shared.validity": ("assess",),
+    "edgebench_agent.shared.quantiles": ("early_stopping_percentile", "early_stopping_rank", "percentile"),
 }
 _MODULE_OF = {name: module for module, names in _SURFACE.items() for name in names}
 

@@ -226,14 +226,16 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
            reference: str | None = None, dataset: str | Path | None = None, test_data: str | Path | None = None,
            accuracy_samples: int | None = None, batch_size: int | None = None,
            atol: float | dict | None = None, rtol: float | dict | None = None, timeout: float | None = None,
-           strict_dims: bool = False, progress: bool = False, on_event: EventCallback | None = None,
-           **run_options: Any) -> Deployment:
+           strict_dims: bool = False, scenario: str | dict | None = None, progress: bool = False,
+           on_event: EventCallback | None = None, **run_options: Any) -> Deployment:
     """Benchmark models on a target (`local`, an inventory name, "a,b" for a fleet, "tag:arm").
 
     run_options are the agent's run fields (min_seconds, min_iterations, max_seconds, repeats, seed,
     warmup_min_iterations, graph_optimization_level, inter_op_threads, cpus, spin_wait, cooldown, profile, ...):
-    an unknown one is refused. Lists of threads, batch sizes or providers sweep. Failed and INVALID runs are
-    recorded, not raised: see `.problems`, or call `.raise_for_problems()`."""
+    an unknown one is refused. Lists of threads, batch sizes or providers sweep. `scenario` is a name
+    ("multi-stream", "offline") or the scenario object, e.g. {"name": "server", "qps": "auto",
+    "latency_bound_s": 0.033}. Failed and INVALID runs are recorded, not raised: see `.problems`, or call
+    `.raise_for_problems()`."""
     from .accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
     from .deploy import AccuracyOptions, DeployRequest, RunSettings, execute, prepare
 
@@ -242,6 +244,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
 
     options = {"values": dict(values or {}), "dims": dict(dims or {}),
                "provider_options": {str(k): str(v) for k, v in (provider_options or {}).items()}, **run_options}
+    if scenario is not None:
+        options["scenario"] = {"name": scenario} if isinstance(scenario, str) else dict(scenario)
     accuracy_options = None
     if accuracy or reference or dataset or test_data or variants:
         accuracy_options = AccuracyOptions(

@@ -142,6 +142,12 @@ def deploy(
     verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,
     columns: Annotated[Optional[str], typer.Option("--columns", metavar="NAME,...", help="Table columns to show, by header (default: all that fit the terminal).")] = None,
     strict_dims: Annotated[bool, typer.Option("--strict-dims", help="Refuse free dimensions nothing sizes instead of setting them to 1.")] = False,
+    scenario: Annotated[Optional[str], typer.Option("--scenario", metavar="NAME", help="Load scenario: single-stream (default: back to back), multi-stream, server (Poisson arrivals) or offline (throughput).")] = None,
+    samples_per_query: Annotated[Optional[int], typer.Option(help="multi-stream: samples per query.  [default: 8]")] = None,
+    qps: Annotated[Optional[str], typer.Option("--qps", metavar="X|auto", help="server: arrival rate, or auto to find the highest rate whose p99 meets --latency-bound.")] = None,
+    latency_bound: Annotated[Optional[str], typer.Option("--latency-bound", metavar="DURATION", help="server: the p99 bound, e.g. 33ms.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="server and offline: worker threads on the board.  [default: 1]")] = None,
+    mlperf: Annotated[bool, typer.Option("--mlperf", help="MLPerf LoadGen's minimums: 600 s and its query counts (slow; the result says so).")] = False,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
     from . import deploy as stage

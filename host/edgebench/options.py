@@ -102,6 +102,23 @@ _RUN_FLAGS = {"seed": "seed", "warmup": "warmup_min_iterations", "min_iterations
               "graph_optimization": "graph_optimization_level", "spin_wait": "spin_wait"}
 
 
+def scenario_options(given: dict[str, Any]) -> dict | None:
+    """--scenario server --qps auto --latency-bound 33ms ... -> the request's scenario object (None: not asked)."""
+    from .agentlib import normalize_scenario, parse_duration_s, parse_positive
+
+    fields: dict[str, Any] = {key: given[key] for key in ("samples_per_query", "concurrency") if given[key] is not None}
+    if given["qps"] is not None:
+        fields["qps"] = "auto" if given["qps"].strip().lower() == "auto" else parse_positive(given["qps"], "--qps")
+    if given["latency_bound"] is not None:
+        fields["latency_bound_s"] = parse_duration_s(given["latency_bound"], "--latency-bound")
+    if given["mlperf"]:
+        fields["mlperf"] = True
+    if given["scenario"] is None and not fields:
+        return None
+    scenario = normalize_scenario({**fields, "name": given["scenario"] or "single-stream"})
+    return {key: value for key, value in scenario.items() if value is not None}
+
+
 def deploy_request(given: dict[str, Any]):
     """`bench deploy`'s options (by parameter name) -> a deploy.DeployRequest."""
     from .agentlib import parse_assignments, parse_scalar
@@ -123,6 +140,9 @@ def deploy_request(given: dict[str, Any]):
         if given["profile_iterations"] < 1:
             raise InputError("--profile-iterations must be at least 1")
         options["profile"] = {"iterations": given["profile_iterations"]}
+    scenario = scenario_options(given)
+    if scenario is not None:
+        options["scenario"] = scenario
     accuracy = None
     if given["accuracy"] or given["dataset"] or given["test_data"] or given["reference"] or given["variants"]:
         if given["accuracy_samples"] < 1 or given["batch_size"] < 1:

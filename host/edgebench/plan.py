@@ -42,7 +42,7 @@ SETTINGS = {
     "cpus": ("list", "cpus"), "spin_wait": ("boolean", "spin_wait"),
     "threads": ("sweep", "intra_op_threads"), "batch": ("sweep", "batch"), "provider": ("sweep", "provider"),
     "accuracy": ("boolean", None), "profile": ("boolean", None), "cooldown": ("boolean", None),
-    "timeout": ("number", None),
+    "timeout": ("number", None), "scenario": ("mapping", "scenario"),
 }
 
 
@@ -117,6 +117,13 @@ def load_plan(path: Path, inventory) -> Plan:
                 check_type(doc, ("settings", key, index) if isinstance(value, list) else ("settings", key), item, expected)
         else:
             check_type(doc, ("settings", key), value, kind)
+    if settings.get("scenario") is not None:
+        from .agentlib import normalize_scenario
+
+        try:  # the agent's own rule, so a plan is refused at its line, not on a board halfway through
+            settings = {**settings, "scenario": normalize_scenario(settings["scenario"])}
+        except ConfigError as exc:
+            raise doc.error(("settings", "scenario"), exc.message) from exc
     for index, model in enumerate(models):
         _check_dims_sized(doc, index, model, settings.get("batch"))
     return Plan(name=data["name"], path=Path(path), sha256=file_sha256(path),

@@ -12,9 +12,10 @@ from .result_schema import printable, spreadsheet_safe
 from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, summarize_ns
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
-KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "plan")
+KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "scenario",
+        "plan")
 # The parts of the `settings` key that a comparison can also group by on their own.
-SETTINGS_PARTS = ("provider", "threads", "inter_threads", "opt", "dims")
+SETTINGS_PARTS = ("provider", "threads", "inter_threads", "opt", "dims", "scenario")
 # What must be the same for runs pooled in one group (the model file by its hash, not only its name).
 POOLING_KEYS = ("model", "model_sha256", "variant", "target", "settings")
 FORMATS = ("table", "csv", "md", "json", "html", "parquet")
@@ -25,7 +26,8 @@ HEADERS = {
     "p90_ms": "p90 ms", "p99_ms": "p99 ms", "mean_ms": "mean ms", "throughput_per_s": "inf/s",
     "session_ms": "session ms", "first_ms": "first ms", "peak_rss_mib": "peak RSS MiB", "accuracy": "accuracy",
     "top1_pct": "top-1 %", "speedup": "speed-up", "speedup_ci": "speed-up 95% CI", "p_value": "p", "verdict": "vs baseline",
-    "mixed": "MIXED",
+    "mixed": "MIXED", "p90_es_ms": "p90 ES ms", "p99_es_ms": "p99 ES ms", "qps": "QPS asked",
+    "achieved_qps": "QPS", "issue_delay_p99_us": "issue p99 µs",
 }
 
 
@@ -40,7 +42,51 @@ def settings_label(settings: dict) -> str:
         parts.append("cpus=" + ",".join(map(str, settings["cpus"])))
     if settings.get("dims"):
         parts.append("dims=" + ",".join(f"{k}={v}" for k, v in sorted(settings["dims"].items())))
+    if settings.get("scenario"):
+        parts.append(scenario_label(settings))
     return " ".join(parts)
+
+
+def scenario_label(settings: dict) -> str:
+    """'single-stream', 'multi-stream x8', 'server qps=100', 'server qps=auto p99<=33ms', 'offline k=4'."""
+    scenario = settings.get("scenario") or {}
+    name = scenario.get("name") or "single-stream"
+    if name == "multi-stream":
+        name += f" x{scenario.get('samples_per_query')}"
+    elif name == "server":
+        name += f" qps={scenario.get('qps')}"
+        if scenario.get("latency_bound_s"):
+            name += f" p99<={scenario['latency_bound_s'] * 1e3:g}ms"
+    if name.startswith(("server", "offline")) and (scenario.get("concurrency") or 1) > 1:
+        name += f" k={scenario['concurrency']}"
+    return name + (" mlperf" if scenario.get("mlperf") else "")
+
+
+def scenario_figures(measurements: list[dict], samples_ns) -> dict:
+    """What a load scenario adds to a row: LoadGen's early-stopping percentiles (p90 always; p99 for the
+    multi-stream and server scenarios, whose metric it is), and the server's QPS and issue delay, or the offline
+    throughput, over the repeats of one run or a group's pooled runs."""
+    import numpy as np
+
+    from .agentlib import early_stopping_percentile
+
+    ordered = np.sort(np.asarray(samples_ns, dtype=np.float64)).tolist()
+    row: dict = {}
+    p90 = early_stopping_percentile(ordered, 0.9)
+    row["p90_es_ms"] = p90 / 1e6 if p90 is not None else None
+    details = [r.get("scenario") for m in measurements for r in m.get("repeats") or [] if r.get("scenario")]
+    names = {d.get("name") for d in details}
+    if names & {"multi-stream", "server"}:
+        p99 = early_stopping_percentile(ordered, 0.99)
+        row["p99_es_ms"] = p99 / 1e6 if p99 is not None else None
+    if names == {"server"}:
+        row["qps"] = float(np.mean([d["qps"] for d in details]))
+        row["achieved_qps"] = float(np.mean([d["achieved_qps"] for d in details]))
+        delays = np.concatenate([np.asarray(d.get("issue_delays_ns") or [0], dtype=np.float64) for d in details])
+        row["issue_delay_p99_us"] = float(np.percentile(delays, 99)) / 1e3
+    if names == {"offline"}:  # concurrent workers: throughput is samples over wall time, not 1 / mean latency
+        row["throughput_per_s"] = float(sum(d["samples"] for d in details) * 1e9 / sum(d["wall_ns"] for d in details))
+    return row
 
 
 def run_row(document: dict) -> dict:
@@ -60,7 +106,9 @@ def run_row(document: dict) -> dict:
         "error": printable(error) if error is not None else None,
     }
     if ok:
-        row.update(summarize_ns(all_samples_ns(measurements)))
+        samples = all_samples_ns(measurements)
+        row.update(summarize_ns(samples))
+        row.update(scenario_figures([measurements], samples))
         repeats = measurements["repeats"]
         row["session_ms"] = sum(r["session_create_ns"] for r in repeats) / len(repeats) / 1e6
         row["first_ms"] = sum(r["first_inference_ns"] for r in repeats) / len(repeats) / 1e6
@@ -92,6 +140,7 @@ def run_keys(document: dict) -> dict:
         "inter_threads": settings.get("inter_op_threads", 0),
         "opt": settings.get("graph_optimization_level", "all"),
         "dims": ",".join(f"{k}={v}" for k, v in sorted((settings.get("dims") or {}).items())) or "-",
+        "scenario": printable(scenario_label(settings)),
         "plan": printable((document.get("plan") or {}).get("name") or "-"),
     }
 
@@ -173,6 +222,7 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p
             samples = np.concatenate([all_samples_ns(d["measurements"]) for _, d in ok])
             pooled[key] = samples
             row.update(summarize_ns(samples))
+            row.update(scenario_figures([d["measurements"] for _, d in ok], samples))
             low, high = median_ci(samples / 1e6)
             row["ci_low_ms"], row["ci_high_ms"] = low, high
             for column in ("session_ms", "first_ms", "peak_rss_mib", "top1_pct"):
@@ -219,7 +269,8 @@ def table_columns(comparison: Comparison) -> list[str]:
     columns = [*comparison.by, "mixed", "n", "p50_ms", "ci"]
     if comparison.baseline:
         columns += ["speedup", "verdict", "speedup_ci", "p_value"]
-    columns += ["p90_ms", "p99_ms", "accuracy", "top1_pct", "runs", "failed", "mean_ms", "throughput_per_s",
+    columns += ["p90_ms", "p90_es_ms", "p99_ms", "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "accuracy",
+                "top1_pct", "runs", "failed", "mean_ms", "throughput_per_s",
                 "session_ms", "first_ms", "peak_rss_mib", "size_kib"]
     present = set().union(*[r.keys() for r in comparison.rows]) if comparison.rows else set()
     derived = {"ci": "ci_low_ms", "speedup_ci": "speedup_low"}
@@ -227,7 +278,7 @@ def table_columns(comparison: Comparison) -> list[str]:
 
 
 # Per-inference latency columns: shown in µs when every group's median is under a millisecond.
-LATENCY_COLUMNS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "ci")
+LATENCY_COLUMNS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "ci", "p90_es_ms", "p99_es_ms")
 
 
 def latency_unit(rows: list[dict]) -> tuple[str, float]:
@@ -265,7 +316,8 @@ def cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 # Headers of text columns (left-aligned, may wrap in a terminal table).
 TEXT_HEADERS = ("model", "variant", "target", "settings", "status", "valid", "accuracy", "vs baseline", "MIXED", "run",
                 "origin", "error")
-PER_RUN_COLUMNS = ("model", "variant", "target", "settings", "status", "n", "p50_ms", "p90_ms", "p99_ms", "valid",
+PER_RUN_COLUMNS = ("model", "variant", "target", "settings", "status", "n", "p50_ms", "p90_ms", "p90_es_ms", "p99_ms",
+                   "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "valid",
                    "accuracy", "top1_pct", "mean_ms", "throughput_per_s", "session_ms", "first_ms", "peak_rss_mib",
                    "run_id", "origin", "error")
 

@@ -4,7 +4,8 @@ A result file may come from anywhere (a colleague, a CI artefact, a forged impor
 (compare, HTML, exports) may trust its types. Only what the reports read is checked, and checked cheaply:
 10,000 files must still compare in seconds. A document that fails names its first bad field.
 
-Spec forms: "str", "int", "num" (finite), "bool", "any", "samples" (non-empty finite ns), "dims" (name -> int);
+Spec forms: "str", "int", "num" (finite), "bool", "any", "samples" (non-empty finite ns), "dims" (name -> int),
+"qps" (a number or "auto");
 a tuple of allowed values; a dict (listed keys checked, others free); [spec] (a list of items);
 Opt(spec) (may be null or absent).
 """
@@ -30,7 +31,13 @@ class ShapeError(ValueError):
 
 
 SETTINGS = {"provider": Opt("str"), "intra_op_threads": Opt("int"), "inter_op_threads": Opt("int"),
-            "graph_optimization_level": Opt("str"), "batch": Opt("int"), "cpus": Opt(["int"]), "dims": Opt("dims")}
+            "graph_optimization_level": Opt("str"), "batch": Opt("int"), "cpus": Opt(["int"]), "dims": Opt("dims"),
+            "scenario": Opt({"name": Opt("str"), "qps": Opt("qps"), "concurrency": Opt("int"),
+                             "samples_per_query": Opt("int"), "latency_bound_s": Opt("num")})}
+# What a scenario run adds to a repeat (checked where a report reads it).
+REPEAT_SCENARIO = Opt({"name": Opt("str"), "qps": Opt("num"), "achieved_qps": Opt("num"), "issue_delays_ns": Opt("samples"),
+                       "throughput_per_s": Opt("num"), "concurrency": Opt("int"),
+                       "probes": Opt([{"qps": "num", "p99_ns": "num", "met": "bool"}])})
 
 RESULT = {
     "schema_version": "int",
@@ -43,7 +50,7 @@ RESULT = {
     "target": {"name": "str"},
     "settings": SETTINGS,
     "measurements": Opt({"repeats": Opt([{"samples_ns": "samples", "session_create_ns": "num",
-                                          "first_inference_ns": "num"}]),
+                                          "first_inference_ns": "num", "scenario": REPEAT_SCENARIO}]),
                          "memory": Opt({"peak_rss_bytes": Opt("num")})}),
     "validity": Opt({"valid": Opt("bool"), "reasons": Opt(["str"]), "warnings": Opt(["str"])}),
     "accuracy": Opt({"passed": Opt("bool"), "outputs": Opt([{"name": Opt("str"), "max_abs": Opt("num")}]),
@@ -128,6 +135,9 @@ def _check(value, spec, where: str) -> None:
             _fail(where, "an object of sizes", value)
     elif spec == "samples":
         _check_samples(value, where)
+    elif spec == "qps":  # a rate, or "auto" (the scenario searched for it)
+        if value != "auto" and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
+            _fail(where, "a number or 'auto'", value)
     elif spec != "any":
         raise AssertionError(f"unknown spec {spec!r}")
 

@@ -5,6 +5,10 @@ SCHEMA_VERSION history:
       raw samples per repeat (ns), memory, board telemetry and placement, status with error, validity
       (VALID/INVALID with reasons, warnings), accuracy block (or null), profile summary (or null), origin
       (deploy, or import of a standalone agent result, with the agent's reply digest).
+  2 - load scenarios: settings.scenario (null: single-stream, back to back; else the scenario object), and for a
+      scenario run each measurements.repeats[] has `scenario` (its own figures: server issue delays, achieved
+      QPS and QPS-search probes, offline throughput). samples_ns holds one latency per query.
+      A version 1 file reads as version 2 with settings.scenario null.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from . import __version__
 from .agentlib import atomic_file
 from .errors import ResultError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # What a result keeps of the agent's run reply.
 MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs", "repeats", "memory", "telemetry",
@@ -29,6 +33,17 @@ MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs
 
 # Older schema versions and the step that lifts a document one version up (asv-style migrations).
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+
+def _v1_to_v2(document: dict) -> dict:
+    """Every version 1 run was single-stream: the settings say so explicitly now."""
+    settings = document.get("settings")
+    if isinstance(settings, dict):
+        settings = {**settings, "scenario": settings.get("scenario")}
+    return {**document, "schema_version": 2, **({"settings": settings} if isinstance(settings, dict) else {})}
+
+
+MIGRATIONS[1] = _v1_to_v2
 
 
 def utc_now() -> datetime.datetime:
@@ -59,7 +74,7 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
         from .agentlib import assess
 
         measurements = {key: reply.get(key) for key in MEASUREMENT_KEYS}
-        validity = assess(reply.get("telemetry"))  # the host analyses: the board only recorded its state
+        validity = assess(reply.get("telemetry"), reply.get("repeats"))  # the host analyses; the board only recorded
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,

@@ -18,18 +18,41 @@ THROTTLE_BITS = {
 CLOCK_DROP_FRACTION = 0.9  # a clock below 90 % of its value before the run, under the performance governor
 
 
-def assess(telemetry):
+# A server query issued this late (p99) means the harness's issuer thread did not get a core in time.
+ISSUE_DELAY_WARN_NS = 100000
+
+
+def issue_delay_warning(repeats):
+    """A warning when a server scenario issued its queries late (its latencies still count from the scheduled
+    arrival, but the arrivals were no longer the Poisson process asked for); None otherwise."""
+    worst = 0
+    for repeat in repeats or []:
+        scenario = repeat.get("scenario") or {}
+        delays = sorted(scenario.get("issue_delays_ns") or [])
+        if scenario.get("name") == "server" and delays:
+            worst = max(worst, delays[min(len(delays) - 1, int(len(delays) * 0.99))])
+    if worst <= ISSUE_DELAY_WARN_NS:
+        return None
+    return ("the server scenario issued queries late (issue delay p99 %.0f us): onnxruntime's threads may hold "
+            "every core; leave one to the harness (--threads with one fewer than the cores, or --no-spin-wait)"
+            % (worst / 1e3))
+
+
+def assess(telemetry, repeats=None):
     """Was the board in a state to measure? {valid, reasons (INVALID), warnings}.
 
     INVALID: throttling or under-voltage now at any snapshot, a "since boot" bit newly set over the run, or a
     clock below 90 % of its value before the run while the governor was `performance`.
     Warnings: a governor other than performance; a Jetson not in MAXN or without jetson_clocks; samples that
-    failed to be taken.
+    failed to be taken; server queries issued late (`repeats`, when given).
     """
     reasons = []  # type: list
     warnings = []  # type: list
+    late = issue_delay_warning(repeats)
+    if late:
+        warnings.append(late)
     if not telemetry:
-        return {"valid": True, "reasons": reasons, "warnings": ["no telemetry was recorded"]}
+        return {"valid": True, "reasons": reasons, "warnings": warnings + ["no telemetry was recorded"]}
     if telemetry.get("sampler_errors"):
         warnings.append("telemetry sampling failed during the run (%s): throttling or clock drops then would go "
                         "unseen" % telemetry["sampler_errors"][0])

@@ -1,0 +1,168 @@
+"""Load scenarios after MLPerf LoadGen: single-stream with early stopping, multi-stream, server, offline."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from edgebench import report, results
+from edgebench_agent import scenarios
+from edgebench_agent.shared.quantiles import early_stopping_percentile, early_stopping_rank, percentile
+from tests.conftest import EXAMPLES, assert_one_line_error
+
+QUICK = ["--warmup", "2", "--min-seconds", "0.5", "--max-seconds", "5"]
+
+
+def _one(folder: Path) -> dict:
+    (path,) = list(folder.glob("*.json"))
+    return results.load_result(path)
+
+
+# ------------------------------------------------------------------------------------------ the rules
+def test_early_stopping_ranks_follow_the_binomial_bound():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for n in (44, 100, 1024, 5000, 270336):
+        for p in (0.9, 0.99):
+            expected = int(scipy_stats.binom.ppf(0.99, n, p)) + 1  # smallest k with P(Bin(n, p) < k) >= 0.99
+            assert early_stopping_rank(n, p) == (expected if expected <= n else None), (n, p)
+    assert early_stopping_rank(43, 0.9) is None and early_stopping_rank(44, 0.9) == 44  # LoadGen: 44 queries at least
+    values = list(range(1, 1001))
+    assert percentile(values, 0.9) == 900 and early_stopping_percentile(values, 0.9) > 900  # a pessimistic bound
+
+
+def test_the_server_schedule_is_poisson_and_seeded():
+    schedule = scenarios.poisson_schedule(200.0, 20000, seed=3)
+    assert schedule == scenarios.poisson_schedule(200.0, 20000, seed=3)  # reproducible
+    assert schedule != scenarios.poisson_schedule(200.0, 20000, seed=4)
+    gaps = [b - a for a, b in zip([0] + schedule, schedule)]
+    mean_s = statistics.mean(gaps) / 1e9
+    assert mean_s == pytest.approx(1 / 200.0, rel=0.03)
+    assert statistics.pstdev(gaps) / statistics.mean(gaps) == pytest.approx(1.0, rel=0.05)  # exponential: CV 1
+
+
+# ------------------------------------------------------------------------------------ on the boards
+def test_every_scenario_on_local(bench, tmp_path):
+    runs = {
+        "single": [],
+        "multi": ["--scenario", "multi-stream", "--samples-per-query", "4"],
+        "server": ["--scenario", "server", "--qps", "300", "--threads", "1"],
+        "offline": ["--scenario", "offline", "--concurrency", "2", "--threads", "1"],
+    }
+    documents = {}
+    for name, flags in runs.items():
+        done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / name, *QUICK, *flags)
+        assert done.code == 0, done.stderr
+        documents[name] = _one(tmp_path / name)
+    single = report.run_row(documents["single"])
+    assert documents["single"]["settings"]["scenario"] is None and single["scenario"] == "single-stream"
+    assert single["p90_es_ms"] >= single["p90_ms"]  # the early-stopping bound is never below the plain p90
+
+    multi = documents["multi"]
+    assert multi["settings"]["scenario"]["samples_per_query"] == 4
+    (repeat,) = multi["measurements"]["repeats"]
+    assert repeat["scenario"]["queries"] == len(repeat["samples_ns"]) >= 44
+    # a query is four inferences back to back: its median latency is about four single ones
+    assert statistics.median(repeat["samples_ns"]) > 2.5 * statistics.median(
+        documents["single"]["measurements"]["repeats"][0]["samples_ns"])
+    assert report.run_row(multi)["p99_es_ms"] is not None
+
+    server = documents["server"]["measurements"]["repeats"][0]["scenario"]
+    assert server["qps"] == 300 and len(server["issue_delays_ns"]) == len(
+        documents["server"]["measurements"]["repeats"][0]["samples_ns"]) >= 150  # 300 QPS for 0.5 s at least
+    assert 200 < server["achieved_qps"] < 400 and server["probes"] is None
+    row = report.run_row(documents["server"])
+    assert row["scenario"] == "server qps=300.0" and row["achieved_qps"] == pytest.approx(server["achieved_qps"])
+    assert row["issue_delay_p99_us"] >= 0
+
+    offline = documents["offline"]["measurements"]["repeats"][0]["scenario"]
+    assert offline["concurrency"] == 2 and offline["samples"] == len(documents["offline"]["measurements"]["repeats"][0]["samples_ns"])
+    assert report.run_row(documents["offline"])["throughput_per_s"] == pytest.approx(
+        offline["samples"] * 1e9 / offline["wall_ns"])
+
+    grouped = bench("compare", *[tmp_path / n for n in runs], "--by", "model,scenario", "--json")
+    assert grouped.code == 0, grouped.stderr
+    assert {r["scenario"] for r in json.loads(grouped.stdout)} == {"single-stream", "multi-stream x4",
+                                                                   "server qps=300.0", "offline k=2"}
+
+
+def test_qps_auto_finds_a_rate_that_meets_the_bound_and_keeps_every_probe(bench, tmp_path):
+    done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", "--warmup", "2", "--min-seconds", "0.3",
+                 "--scenario", "server", "--qps", "auto", "--latency-bound", "20ms", "--threads", "1")
+    assert done.code == 0, done.stderr
+    document = _one(tmp_path / "r")
+    scenario = document["measurements"]["repeats"][0]["scenario"]
+    probes = scenario["probes"]
+    assert 2 <= len(probes) <= scenarios.MAX_PROBES
+    met = [p for p in probes if p["met"]]
+    assert met and scenario["qps"] == max(p["qps"] for p in met)  # the answer is the highest rate that met it
+    assert all(p["p99_ns"] <= 20e6 for p in met) and all(p["p99_ns"] > 20e6 for p in probes if not p["met"])
+    assert document["settings"]["scenario"] == {"name": "server", "qps": "auto", "latency_bound_s": 0.02,
+                                                "samples_per_query": 8, "concurrency": 1, "mlperf": False}
+
+
+def test_scenarios_over_ssh_and_on_the_emulated_arm_board(bench, tmp_path, ssh_board, arm64_board, inventory):
+    inv = inventory(ssh_board, arm64_board)
+    for target in ("sshroot", arm64_board.name):
+        for flags in (["--scenario", "server", "--qps", "50"], ["--scenario", "multi-stream", "--samples-per-query", "2"]):
+            folder = tmp_path / f"{target}-{flags[1]}"
+            done = bench("deploy", EXAMPLES / "cnn.onnx", "--target", target, "--inventory", inv, "--results", folder,
+                         "--warmup", "2", "--min-seconds", "0.3", "--min-iterations", "10", "--max-seconds", "30",
+                         *flags, timeout=600)
+            assert done.code == 0, done.stderr
+            repeat = _one(folder)["measurements"]["repeats"][0]
+            assert repeat["scenario"]["name"] == flags[1] and len(repeat["samples_ns"]) >= 10
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flags, message", [
+    (["--scenario", "servr"], "scenario must be one of single-stream, multi-stream, server, offline"),
+    (["--scenario", "server"], "the server scenario needs a QPS"),
+    (["--scenario", "server", "--qps", "0"], "--qps must be a positive number"),
+    (["--scenario", "server", "--qps", "-5"], "--qps must be a positive number"),
+    (["--scenario", "server", "--qps", "nan"], "--qps must be a positive number"),
+    (["--scenario", "server", "--qps", "auto"], "qps auto searches the highest QPS whose p99 meets a latency bound"),
+    (["--scenario", "server", "--qps", "10", "--latency-bound", "soon"], "--latency-bound 'soon' must be a number"),
+    (["--scenario", "offline", "--qps", "10"], "qps applies to the server scenario only"),
+    (["--scenario", "multi-stream", "--samples-per-query", "0"], "samples per query must be an integer from 1"),
+    (["--scenario", "offline", "--concurrency", "0"], "concurrency must be an integer from 1"),
+])
+def test_bad_scenario_options_are_one_line(bench, tmp_path, flags, message):
+    done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", *flags)
+    assert done.code == 2
+    assert_one_line_error(done, message)
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").glob("*.json"))
+
+
+@pytest.mark.bad_input
+def test_a_bound_no_rate_can_meet_says_the_lowest_p99_seen(bench, tmp_path):
+    done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", "--warmup", "2", "--min-seconds", "0.2",
+                 "--scenario", "server", "--qps", "auto", "--latency-bound", "1us")
+    assert done.code == 2
+    assert_one_line_error(done, "no QPS meets the latency bound of 0.001 ms: the lowest p99 seen was")
+    assert not list((tmp_path / "r").glob("*.json"))  # the caller's to fix: nothing measured is stored
+
+
+@pytest.mark.bad_input
+def test_a_plan_with_a_bad_scenario_is_refused_at_its_line(bench, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"name: p\nmodels:\n  - name: cnn\n    path: {EXAMPLES / 'cnn.onnx'}\ntargets: [local]\n"
+                    "settings:\n  scenario: {name: server, qps: -1}\n")
+    done = bench("run", plan, "--dry-run")
+    assert done.code == 2
+    assert_one_line_error(done, "plan.yaml:7", "qps must be a positive number")
+
+
+def test_a_plan_runs_a_scenario(bench, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"name: p\nmodels:\n  - name: cnn\n    path: {EXAMPLES / 'cnn.onnx'}\ntargets: [local]\n"
+                    "settings:\n  warmup: 2\n  min_seconds: 0.3\n  threads: 1\n"
+                    "  scenario: {name: server, qps: 100}\n")
+    done = bench("run", plan, "--results", tmp_path / "r")
+    assert done.code == 0, done.stderr
+    document = _one(tmp_path / "r")
+    assert document["settings"]["scenario"]["qps"] == 100
+    assert document["measurements"]["repeats"][0]["scenario"]["name"] == "server"
