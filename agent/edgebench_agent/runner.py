@@ -247,7 +247,7 @@ def measure(run, feeds, request, warmup_ns, progress, emit):
         if qps == "auto":
             qps, probes = scenarios.search_qps(run, feeds, bound * NS_PER_S, service_ns, min_s, concurrency,
                                                request["seed"], max_q, emit)
-            if qps is None:
+            if qps is None:  # no rate met the bound, or none held up on fresh arrival schedules
                 lowest = min(probes, key=lambda p: p["p99_ns"])
                 raise RunError("input", "no QPS meets the latency bound of %g ms: the lowest p99 seen was %.3f ms (at %.3g "
                                "QPS); raise the bound or lighten the model" % (bound * 1e3, lowest["p99_ns"] / 1e6, lowest["qps"]))
