@@ -47,6 +47,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/cli_start.py
 	$(PY) benchmarks/compare_scale.py
 	$(PY) benchmarks/upload.py
+	$(PY) benchmarks/scenarios.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info

@@ -86,6 +86,10 @@ def test_every_scenario_on_local(bench, tmp_path):
     assert grouped.code == 0, grouped.stderr
     assert {r["scenario"] for r in json.loads(grouped.stdout)} == {"single-stream", "multi-stream x4",
                                                                    "server qps=300.0", "offline k=2"}
+    page = bench("compare", *[tmp_path / n for n in runs], "--by", "model,scenario", "-f", "html", "-o", tmp_path / "r.html")
+    assert page.code == 0, page.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "<h2>Latency under load</h2><img" in html and "<h2>Throughput</h2><img" in html
 
 
 def test_qps_auto_finds_a_rate_that_meets_the_bound_and_keeps_every_probe(bench, tmp_path):
@@ -121,6 +125,28 @@ def test_scenarios_over_ssh_and_on_the_emulated_arm_board(bench, tmp_path, ssh_b
 
 
 # ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.bad_input
+def test_scenario_figures_from_elsewhere_never_crash_a_report(bench, tmp_path):
+    """A result file may come from anywhere: a scenario block without its figures adds nothing, and one with
+    wrong types is skipped with a warning."""
+    from tests.synthetic import result, write
+
+    lacking = result([1_000_000] * 50, run_id="lacking", model="m", target="t")
+    lacking["settings"]["scenario"] = {"name": "server", "qps": 5}
+    lacking["measurements"]["repeats"][0]["scenario"] = {"name": "server"}  # no qps, delays or probes
+    offline = result([1_000_000] * 50, run_id="offline", model="m2", target="t")
+    offline["measurements"]["repeats"][0]["scenario"] = {"name": "offline"}  # no samples or wall time
+    forged = result([1_000_000] * 50, run_id="forged", model="m3", target="t")
+    forged["measurements"]["repeats"][0]["scenario"] = {"name": "server", "probes": [{"qps": "many", "p99_ns": 1, "met": True}]}
+    write(tmp_path / "r", [lacking, offline, forged])
+    for flags in ([], ["-f", "html", "-o", tmp_path / "page.html"]):
+        done = bench("compare", tmp_path / "r", *flags)
+        assert done.code == 0, done.stderr
+        assert "Traceback" not in done.stderr and "probes[0].qps" in done.stderr  # the forged one, skipped
+    assert "<h2>Table</h2>" in (tmp_path / "page.html").read_text()
+
+
+
 @pytest.mark.bad_input
 @pytest.mark.parametrize("flags, message", [
     (["--scenario", "servr"], "scenario must be one of single-stream, multi-stream, server, offline"),

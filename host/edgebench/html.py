@@ -120,6 +120,65 @@ def operator_plot(documents: list[dict]) -> str | None:
     return _png(figure)
 
 
+def _scenario_blocks(documents: list[dict], name: str) -> list[tuple[dict, dict]]:
+    """(document, repeat scenario block) of every ok run of one scenario."""
+    return [(d, r["scenario"]) for d in documents if d.get("status") == "ok"
+            for r in (d.get("measurements") or {}).get("repeats") or [] if (r.get("scenario") or {}).get("name") == name]
+
+
+def qps_plot(documents: list[dict]) -> str | None:
+    """Server runs: p99 latency against the offered QPS, from every probe of a QPS search and every fixed-rate run,
+    one line per model and board, with the latency bounds asked for."""
+    points: dict[str, list] = {}
+    bounds = set()
+    for document, block in _scenario_blocks(documents, "server"):
+        label = f"{document['model'].get('name')} on {document['target'].get('name')}"
+        for probe in block.get("probes") or []:
+            points.setdefault(label, []).append((probe["qps"], probe["p99_ns"] / 1e6, probe["met"]))
+        latencies = sorted((document["measurements"]["repeats"][0].get("samples_ns") or []))
+        if latencies and block.get("qps") is not None:
+            points.setdefault(label, []).append((block["qps"], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1e6, None))
+        if block.get("latency_bound_s"):
+            bounds.add(block["latency_bound_s"] * 1e3)
+    if not points:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 4.2))
+    for label, values in sorted(points.items())[:MAX_GROUPS_PLOTTED]:
+        values.sort()
+        axis.plot([v[0] for v in values], [v[1] for v in values], marker="o", markersize=3, linewidth=1, label=label)
+        missed = [v for v in values if v[2] is False]
+        axis.scatter([v[0] for v in missed], [v[1] for v in missed], marker="x", color="#b3261e", zorder=3)
+    for bound in sorted(bounds):
+        axis.axhline(bound, color="#b3261e", linestyle="--", linewidth=0.8)
+    axis.set_yscale("log")
+    axis.set_xlabel("offered load (queries per second, Poisson arrivals)")
+    axis.set_ylabel("p99 latency incl. queueing (ms)")
+    axis.set_title("Server scenario: latency against load (x: a probe that missed the bound; dashed: the bound)",
+                   fontsize=10)
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def throughput_plot(documents: list[dict]) -> str | None:
+    """Offline runs: inferences per second, one bar per model, board and worker count."""
+    bars: dict[str, list] = {}
+    for document, block in _scenario_blocks(documents, "offline"):
+        if not (block.get("samples") and block.get("wall_ns")):
+            continue  # a file from elsewhere without the figures
+        label = f"{document['model'].get('name')} on {document['target'].get('name')}, {block.get('concurrency')} worker(s)"
+        bars.setdefault(label, []).append(block["samples"] * 1e9 / max(block["wall_ns"], 1))
+    if not bars:
+        return None
+    plt = _pyplot()
+    labels = sorted(bars)[:MAX_GROUPS_PLOTTED]
+    figure, axis = plt.subplots(figsize=(8, 0.4 * len(labels) + 1.2))
+    axis.barh(labels, [float(np.mean(bars[label])) for label in labels], color="#3466a4")
+    axis.set_xlabel("inferences per second (offline scenario: all samples at once)")
+    axis.tick_params(axis="y", labelsize=8)
+    return _png(figure)
+
+
 def render_html(comparison: Comparison, documents: list[dict], problems: list[str], title: str = "edgebench report") -> str:
     headers, rows = cells(comparison)
     verdict_column = headers.index("vs baseline") if "vs baseline" in headers else None
@@ -142,6 +201,7 @@ def render_html(comparison: Comparison, documents: list[dict], problems: list[st
                                        if comparison.baseline else "")
              + f"; made {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by edgebench.</p>"]
     for heading, image in (("Latency", latency_plot(comparison)), ("Speed and accuracy", accuracy_plot(comparison)),
+                           ("Latency under load", qps_plot(documents)), ("Throughput", throughput_plot(documents)),
                            ("Where the time goes", operator_plot(documents))):
         if image:
             parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")

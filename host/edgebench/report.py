@@ -79,13 +79,17 @@ def scenario_figures(measurements: list[dict], samples_ns) -> dict:
     if names & {"multi-stream", "server"}:
         p99 = early_stopping_percentile(ordered, 0.99)
         row["p99_es_ms"] = p99 / 1e6 if p99 is not None else None
-    if names == {"server"}:
-        row["qps"] = float(np.mean([d["qps"] for d in details]))
-        row["achieved_qps"] = float(np.mean([d["achieved_qps"] for d in details]))
-        delays = np.concatenate([np.asarray(d.get("issue_delays_ns") or [0], dtype=np.float64) for d in details])
+    # A file from elsewhere may lack a figure (the schema checks types, not presence): such a block adds nothing.
+    server = [d for d in details if d.get("name") == "server" and d.get("qps") is not None
+              and d.get("achieved_qps") is not None and d.get("issue_delays_ns")]
+    if names == {"server"} and len(server) == len(details):
+        row["qps"] = float(np.mean([d["qps"] for d in server]))
+        row["achieved_qps"] = float(np.mean([d["achieved_qps"] for d in server]))
+        delays = np.concatenate([np.asarray(d["issue_delays_ns"], dtype=np.float64) for d in server])
         row["issue_delay_p99_us"] = float(np.percentile(delays, 99)) / 1e3
-    if names == {"offline"}:  # concurrent workers: throughput is samples over wall time, not 1 / mean latency
-        row["throughput_per_s"] = float(sum(d["samples"] for d in details) * 1e9 / sum(d["wall_ns"] for d in details))
+    offline = [d for d in details if d.get("samples") and d.get("wall_ns")]
+    if names == {"offline"} and len(offline) == len(details):  # workers overlap: samples over wall time, not 1/mean
+        row["throughput_per_s"] = float(sum(d["samples"] for d in offline) * 1e9 / sum(d["wall_ns"] for d in offline))
     return row
 
 

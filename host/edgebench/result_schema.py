@@ -36,7 +36,8 @@ SETTINGS = {"provider": Opt("str"), "intra_op_threads": Opt("int"), "inter_op_th
                              "samples_per_query": Opt("int"), "latency_bound_s": Opt("num")})}
 # What a scenario run adds to a repeat (checked where a report reads it).
 REPEAT_SCENARIO = Opt({"name": Opt("str"), "qps": Opt("num"), "achieved_qps": Opt("num"), "issue_delays_ns": Opt("samples"),
-                       "throughput_per_s": Opt("num"), "concurrency": Opt("int"),
+                       "throughput_per_s": Opt("num"), "concurrency": Opt("int"), "samples": Opt("int"),
+                       "wall_ns": Opt("num"), "latency_bound_s": Opt("num"),
                        "probes": Opt([{"qps": "num", "p99_ns": "num", "met": "bool"}])})
 
 RESULT = {
