@@ -196,3 +196,21 @@ def test_a_plan_runs_a_scenario(bench, tmp_path):
     document = _one(tmp_path / "r")
     assert document["settings"]["scenario"]["qps"] == 100
     assert document["measurements"]["repeats"][0]["scenario"]["name"] == "server"
+
+
+def test_the_standalone_agent_runs_a_scenario_and_bench_imports_it(bench, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-m", "edgebench_agent", "run", str(EXAMPLES / "cnn.onnx"), "--warmup", "2",
+                           "--min-seconds", "0.3", "--scenario", "server", "--qps", "200", "--threads", "1",
+                           "--out", str(tmp_path / "server.json")], cwd=REPO / "agent", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "scenario  server: 200 QPS asked" in done.stdout
+    imported = bench("import", tmp_path / "server.json", "--target", "pi-lab", "--results", tmp_path / "r")
+    assert imported.code == 0, imported.stderr
+    document = _one(tmp_path / "r")
+    assert document["settings"]["scenario"]["qps"] == 200
+    assert report.run_row(document)["achieved_qps"] > 100
