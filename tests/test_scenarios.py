@@ -33,6 +33,19 @@ def test_early_stopping_ranks_follow_the_binomial_bound():
     assert percentile(values, 0.9) == 900 and early_stopping_percentile(values, 0.9) > 900  # a pessimistic bound
 
 
+def test_deadlines_cover_a_qps_search_and_mlperf_minimums():
+    from edgebench_agent.protocol import QPS_SEARCH_MAX_PROBES, default_run_timeout, normalize_run_request
+
+    assert scenarios.MAX_PROBES + scenarios.MAX_CONFIRMATIONS <= QPS_SEARCH_MAX_PROBES
+    plain = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 1.0, "min_seconds": 2.0}))
+    search = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 1.0, "min_seconds": 2.0, "scenario": {
+        "name": "server", "qps": "auto", "latency_bound_s": 0.01}}))
+    assert search - plain >= QPS_SEARCH_MAX_PROBES * 2.0  # every probe the search may run
+    mlperf = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 1.0, "scenario": {
+        "name": "server", "qps": 10, "mlperf": True}}))
+    assert mlperf >= scenarios.MLPERF_MIN_SECONDS  # --max-seconds 1 cannot cut an MLPerf run short
+
+
 def test_the_server_schedule_is_poisson_and_seeded():
     schedule = scenarios.poisson_schedule(200.0, 20000, seed=3)
     assert schedule == scenarios.poisson_schedule(200.0, 20000, seed=3)  # reproducible

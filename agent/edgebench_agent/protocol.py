@@ -97,6 +97,12 @@ SCENARIO_NAMES = ("single-stream", "multi-stream", "server", "offline")
 SCENARIO_DEFAULTS = {"name": "single-stream", "samples_per_query": 8, "qps": None, "latency_bound_s": None,
                      "concurrency": 1, "mlperf": False}  # type: dict
 
+# MLPerf LoadGen's minimums (inference rules v4+): 600 s, and per scenario a query count.
+MLPERF_MIN_SECONDS = 600.0
+MLPERF_MIN_QUERIES = {"single-stream": 1024, "multi-stream": 270336, "server": 270336, "offline": 1}
+# A QPS search runs at most this many probes (bisection, then confirmations), each of min_seconds.
+QPS_SEARCH_MAX_PROBES = 18
+
 # Defaults of the optional passes, in one table: the agent's argparse and runner, the host's CLI, plans and
 # accuracy checks all read these (a request that leaves a field out gets the same value everywhere).
 PASS_DEFAULTS = {  # type: dict
@@ -208,8 +214,15 @@ def failed_reply(kind, message, command="run"):
 
 
 def default_run_timeout(request):
-    """Seconds a run may take before it is killed, from its own maximums (plus load and first inference)."""
-    per_repeat = request["max_seconds"] + request["warmup_max_seconds"] + 120.0
+    """Seconds a run may take before it is killed, from its own maximums (plus load and first inference): with
+    --mlperf at least LoadGen's 600 s, and for a QPS search every probe it may run as well."""
+    scenario = request.get("scenario") or {}
+    measuring = request["max_seconds"]
+    if scenario.get("mlperf"):
+        measuring = max(measuring, MLPERF_MIN_SECONDS)
+    if scenario.get("qps") == "auto":
+        measuring += QPS_SEARCH_MAX_PROBES * max(request["min_seconds"], MLPERF_MIN_SECONDS if scenario.get("mlperf") else 0.0)
+    per_repeat = measuring + request["warmup_max_seconds"] + 120.0
     return per_repeat * request["repeats"]
 
 

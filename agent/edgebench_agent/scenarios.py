@@ -23,18 +23,16 @@ import sys
 import threading
 import time
 
+from .protocol import MLPERF_MIN_QUERIES, MLPERF_MIN_SECONDS
 from .shared.quantiles import early_stopping_percentile
 
 NS_PER_S = 1000000000
-# MLPerf LoadGen's minimums (inference rules v4+): 600 s, and per scenario a query count.
-MLPERF_MIN_SECONDS = 600.0
-MLPERF_MIN_QUERIES = {"single-stream": 1024, "multi-stream": 270336, "server": 270336, "offline": 1}
 # The issuer sleeps until this close to a query's scheduled time, then spins (yielding the CPU and the GIL): a
 # sleep wakes late by tens of µs, and by far more when onnxruntime's threads keep the cores busy (measured on
 # 2 cores at 1,000 QPS, p99 issue delay: 1.4 ms with 0.2 ms of spin, 33-92 µs with 0.5 ms, 25-33 µs with 2 ms).
 SPIN_NS = 2000000
 GIL_SWITCH_S = 0.00002
-MAX_PROBES = 10
+MAX_PROBES = 10  # bisection probes; with the confirmations at most QPS_SEARCH_MAX_PROBES
 MAX_CONFIRMATIONS = 8  # confirmation probes of the answer at most
 CONFIRMED_BY = 2  # fresh schedules in a row the answer must meet
 
