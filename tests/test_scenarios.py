@@ -37,13 +37,35 @@ def test_deadlines_cover_a_qps_search_and_mlperf_minimums():
     from edgebench_agent.protocol import QPS_SEARCH_MAX_PROBES, default_run_timeout, normalize_run_request
 
     assert scenarios.MAX_PROBES + scenarios.MAX_CONFIRMATIONS <= QPS_SEARCH_MAX_PROBES
-    plain = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 1.0, "min_seconds": 2.0}))
-    search = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 1.0, "min_seconds": 2.0, "scenario": {
+    plain = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 3.0, "min_seconds": 2.0}))
+    search = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 3.0, "min_seconds": 2.0, "scenario": {
         "name": "server", "qps": "auto", "latency_bound_s": 0.01}}))
     assert search - plain >= QPS_SEARCH_MAX_PROBES * 2.0  # every probe the search may run
-    mlperf = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 1.0, "scenario": {
+    mlperf = default_run_timeout(normalize_run_request({"model": "m", "max_seconds": 1.0, "min_seconds": 0.5, "scenario": {
         "name": "server", "qps": 10, "mlperf": True}}))
     assert mlperf >= scenarios.MLPERF_MIN_SECONDS  # --max-seconds 1 cannot cut an MLPerf run short
+
+
+def test_a_server_run_that_missed_its_bound_or_fell_behind_is_a_warning():
+    from edgebench_agent.shared.validity import assess
+
+    def repeat(qps, achieved, p99_ms, bound_s=None):
+        return {"samples_ns": [int(p99_ms * 1e6)] * 100, "scenario": {"name": "server", "qps": qps, "achieved_qps": achieved,
+                                                                        "latency_bound_s": bound_s, "issue_delays_ns": [1000]}}
+    assert assess({"before": {}}, [repeat(100, 99, 4.0, 0.005)])["warnings"] == []
+    behind = assess({"before": {}}, [repeat(1e6, 4e4, 4.0)])["warnings"]
+    assert len(behind) == 1 and "did not keep up with 1e+06 QPS" in behind[0]
+    missed = assess({"before": {}}, [repeat(100, 99, 7.5, 0.005)])["warnings"]
+    assert missed == ["the server run at 100 QPS missed its p99 bound: 7.500 ms > 5 ms"]
+
+
+def test_a_loose_bound_searches_no_further_than_the_board_keeps_up(bench, tmp_path):
+    done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", "--warmup", "2", "--min-seconds", "0.2",
+                 "--scenario", "server", "--qps", "auto", "--latency-bound", "5s", "--threads", "1")
+    assert done.code == 0, done.stderr
+    probes = _one(tmp_path / "r")["measurements"]["repeats"][0]["scenario"]["probes"]
+    assert all(p["achieved_qps"] >= scenarios.KEEPS_UP * p["qps"] for p in probes if p["met"])
+    assert any(not p["met"] for p in probes)  # the doubling stopped where the board fell behind
 
 
 def test_the_server_schedule_is_poisson_and_seeded():
@@ -84,7 +106,7 @@ def test_every_scenario_on_local(bench, tmp_path):
 
     server = documents["server"]["measurements"]["repeats"][0]["scenario"]
     assert server["qps"] == 300 and len(server["issue_delays_ns"]) == len(
-        documents["server"]["measurements"]["repeats"][0]["samples_ns"]) >= 150  # 300 QPS for 0.5 s at least
+        documents["server"]["measurements"]["repeats"][0]["samples_ns"]) >= 100  # 300 QPS for 0.5 s: ~150
     assert 200 < server["achieved_qps"] < 400 and server["probes"] is None
     row = report.run_row(documents["server"])
     assert row["scenario"] == "server qps=300.0" and row["achieved_qps"] == pytest.approx(server["achieved_qps"])
@@ -168,10 +190,17 @@ def test_scenario_figures_from_elsewhere_never_crash_a_report(bench, tmp_path):
     (["--scenario", "server", "--qps", "-5"], "--qps must be a positive number"),
     (["--scenario", "server", "--qps", "nan"], "--qps must be a positive number"),
     (["--scenario", "server", "--qps", "auto"], "qps auto searches the highest QPS whose p99 meets a latency bound"),
-    (["--scenario", "server", "--qps", "10", "--latency-bound", "soon"], "--latency-bound 'soon' must be a number"),
+    (["--scenario", "server", "--qps", "10", "--latency-bound", "soon"], "--latency-bound 'soon' must be a positive duration"),
     (["--scenario", "offline", "--qps", "10"], "qps applies to the server scenario only"),
     (["--scenario", "multi-stream", "--samples-per-query", "0"], "samples per query must be an integer from 1"),
     (["--scenario", "offline", "--concurrency", "0"], "concurrency must be an integer from 1"),
+    (["--scenario", ""], "scenario must be one of"),
+    (["--scenario", "single-stream", "--concurrency", "2"], "concurrency applies to the server and offline scenario only"),
+    (["--scenario", "server", "--qps", "5", "--samples-per-query", "4"], "samples per query applies to the multi-stream"),
+    (["--scenario", "offline", "--latency-bound", "5ms"], "latency bound applies to the server scenario only"),
+    (["--scenario", "server", "--qps", "9", "--latency-bound", "5xs"], "--latency-bound '5xs' must be a positive duration"),
+    (["--scenario", "server", "--qps", "0.001"], "at 0.001 QPS not one query arrives within the run's 60 s"),
+    (["--min-seconds", "5", "--max-seconds", "1"], "max_seconds (1) is below min_seconds (5)"),
 ])
 def test_bad_scenario_options_are_one_line(bench, tmp_path, flags, message):
     done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", *flags)

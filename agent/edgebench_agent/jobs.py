@@ -178,10 +178,27 @@ def _forward(path, position):
     except (IOError, OSError):
         return position
     complete = data.rfind(b"\n") + 1  # forward whole lines only
-    if complete:
-        sys.stderr.write(data[:complete].decode("utf-8", "replace"))
-        sys.stderr.flush()
+    if complete and not _READER_GONE:
+        try:
+            sys.stderr.write(data[:complete].decode("utf-8", "replace"))
+            sys.stderr.flush()
+        except (IOError, OSError, ValueError):
+            _reader_gone()
     return position + complete
+
+
+_READER_GONE = False
+
+
+def _reader_gone():
+    """The host that followed this run is gone (a broken pipe): stop forwarding, but go on following, so the run's
+    timeout is still enforced here on the board."""
+    global _READER_GONE
+    _READER_GONE = True
+    try:
+        sys.stderr = open(os.devnull, "w")
+    except (IOError, OSError):
+        pass
 
 
 def kill(cache, run, reason, kind="killed"):

@@ -184,10 +184,14 @@ _DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 def parse_duration_s(text, what):
     """'33ms', '250us', '0.5s' or a bare number of seconds -> seconds."""
     stripped = text.strip().lower()
-    for unit in ("us", "µs", "ms", "s"):
-        if stripped.endswith(unit):
-            return parse_positive(stripped[: -len(unit)], what) * _DURATION_UNITS[unit]
-    return parse_positive(stripped, what)
+    try:
+        for unit in ("us", "µs", "ms", "s"):
+            if stripped.endswith(unit):
+                return parse_positive(stripped[: -len(unit)], what) * _DURATION_UNITS[unit]
+        return parse_positive(stripped, what)
+    except RequestError:
+        raise RequestError("%s %r must be a positive duration: 33ms, 250us, 0.5s, or a number of seconds"
+                           % (what, text))
 
 
 def parse_assignments(items, what, convert):
@@ -241,6 +245,11 @@ def normalize_scenario(raw):
         raise RequestError("unknown scenario field %r; known: %s" % (unknown[0], ", ".join(SCENARIO_DEFAULTS)))
     scenario = dict(SCENARIO_DEFAULTS)
     scenario.update(raw)
+    applies = {"samples_per_query": ("multi-stream",), "concurrency": ("server", "offline"), "latency_bound_s": ("server",)}
+    for key, names in applies.items():
+        if raw.get(key) not in (None, SCENARIO_DEFAULTS[key]) and scenario["name"] not in names and scenario["name"] in SCENARIO_NAMES:
+            raise RequestError("%s applies to the %s scenario only, not %s"
+                               % (key.replace("_s", "").replace("_", " "), " and ".join(names), scenario["name"]))
     if scenario["name"] not in SCENARIO_NAMES:
         raise RequestError("scenario must be one of %s, got %r" % (", ".join(SCENARIO_NAMES), scenario["name"]))
     _positive_int(scenario["samples_per_query"], "samples per query", 100000)
@@ -314,6 +323,8 @@ def normalize_run_request(raw):
         raise RequestError("max_seconds must be positive, got %s" % req["max_seconds"])
     if req["max_iterations"] < req["min_iterations"]:
         raise RequestError("max_iterations (%d) is below min_iterations (%d)" % (req["max_iterations"], req["min_iterations"]))
+    if req["max_seconds"] < req["min_seconds"]:
+        raise RequestError("max_seconds (%g) is below min_seconds (%g)" % (req["max_seconds"], req["min_seconds"]))
     for name in ("intra_op_threads", "inter_op_threads"):
         if not 0 <= req[name] <= MAX_THREADS:
             raise RequestError("%s must be between 0 (runtime default) and %d, got %d" % (name, MAX_THREADS, req[name]))

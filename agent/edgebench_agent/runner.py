@@ -226,6 +226,8 @@ def measure(run, feeds, request, warmup_ns, progress, emit):
     scenario = request["scenario"] or {"name": "single-stream", "mlperf": False}
     min_s, min_q = scenarios.minimums(scenario, request["min_seconds"], request["min_iterations"])
     max_s, max_q = max(request["max_seconds"], min_s), max(request["max_iterations"], min_q)
+    if scenario["mlperf"]:  # LoadGen's minimums are minimums: no iteration cap may end the run before them
+        max_q = 10 ** 12
     name = scenario["name"]
     try:
         if name == "single-stream":
@@ -247,10 +249,19 @@ def measure(run, feeds, request, warmup_ns, progress, emit):
         if qps == "auto":
             qps, probes = scenarios.search_qps(run, feeds, bound * NS_PER_S, service_ns, min_s, concurrency,
                                                request["seed"], max_q, emit)
-            if qps is None:  # no rate met the bound, or none held up on fresh arrival schedules
+            if qps is None and any(p["met"] for p in probes):
+                best = max((p for p in probes if p["met"]), key=lambda p: p["qps"])
+                raise RunError("input", "no QPS held the latency bound of %g ms on fresh arrival schedules: %.4g QPS met "
+                               "it once, but every rate missed it on a confirmation; the board's tail latency is unstable "
+                               "(pin --cpus, leave a core to the harness with --threads, or raise the bound)"
+                               % (bound * 1e3, best["qps"]))
+            if qps is None:
                 lowest = min(probes, key=lambda p: p["p99_ns"])
                 raise RunError("input", "no QPS meets the latency bound of %g ms: the lowest p99 seen was %.3f ms (at %.3g "
                                "QPS); raise the bound or lighten the model" % (bound * 1e3, lowest["p99_ns"] / 1e6, lowest["qps"]))
+        if qps * max_s < 1:
+            raise RunError("input", "at %g QPS not one query arrives within the run's %g s (--max-seconds): raise --qps"
+                           % (qps, max_s))
         seconds = min(max_s, max(min_s, min_q / float(qps)))
         emit({"event": "phase", "phase": "server %.4g qps" % qps, "repeat": 1, "repeats": 1})
         outcome = scenarios.server(run, feeds, qps, seconds, concurrency, request["seed"], max_q)
@@ -258,6 +269,8 @@ def measure(run, feeds, request, warmup_ns, progress, emit):
                                              "mlperf": scenario["mlperf"], "probes": probes, **outcome}
     except RunError:
         raise
+    except scenarios.ScenarioError as exc:
+        raise RunError("input", str(exc))
     except Exception as exc:
         if type(exc).__module__.startswith("onnxruntime"):
             raise RunError("onnxruntime", "inference failed in the %s scenario: %s" % (name, _one_line(exc)))

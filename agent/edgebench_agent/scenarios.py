@@ -32,9 +32,14 @@ NS_PER_S = 1000000000
 # 2 cores at 1,000 QPS, p99 issue delay: 1.4 ms with 0.2 ms of spin, 33-92 µs with 0.5 ms, 25-33 µs with 2 ms).
 SPIN_NS = 2000000
 GIL_SWITCH_S = 0.00002
+KEEPS_UP = 0.9  # a server run that achieves less than this share of its QPS did not keep up
 MAX_PROBES = 10  # bisection probes; with the confirmations at most QPS_SEARCH_MAX_PROBES
 MAX_CONFIRMATIONS = 8  # confirmation probes of the answer at most
 CONFIRMED_BY = 2  # fresh schedules in a row the answer must meet
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot run as asked: the caller's to fix."""
 
 
 # Spinning must hand the GIL to the workers without sleeping: sched_yield releases it and returns at once, while
@@ -76,9 +81,13 @@ def poisson_schedule(qps, count, seed):
 
 
 def server(run, feeds, qps, seconds, concurrency, seed, max_queries, clock=time.perf_counter_ns):
-    """Poisson arrivals at `qps` for `seconds`: per query (latency incl. queueing, issue delay), in arrival order."""
-    count = max(1, min(max_queries, int(math.ceil(qps * seconds))))
-    schedule = poisson_schedule(qps, count, seed)
+    """Poisson arrivals at `qps` for `seconds`: per query (latency incl. queueing, issue delay), in arrival order.
+    Arrivals later than `seconds` are not issued (a tiny rate must not sleep past the run's maximum)."""
+    expected = qps * seconds  # arrivals within `seconds` are Poisson(expected): draw enough, keep those in time
+    count = max(1, min(max_queries, int(math.ceil(expected + 6 * math.sqrt(expected) + 10))))
+    schedule = [offset for offset in poisson_schedule(qps, count, seed) if offset <= seconds * NS_PER_S]
+    if not schedule:
+        raise ScenarioError("at %g QPS no query arrives within %g s: raise --qps or --min-seconds" % (qps, seconds))
     issued = [0] * count
     done = [0] * count
     pending = collections.deque()  # query indices, FIFO; guarded by `ready`
@@ -156,7 +165,8 @@ def search_qps(run, feeds, bound_ns, service_ns, seconds, concurrency, seed, max
     def probe(qps, confirm=False):
         outcome = server(run, feeds, qps, seconds, concurrency, seed + len(probes), max_queries, clock)
         measured = p99(outcome["latencies_ns"])
-        met = measured <= bound_ns
+        # A rate the board (or the issuer) cannot sustain never counts, whatever its latencies looked like.
+        met = measured <= bound_ns and outcome["achieved_qps"] >= KEEPS_UP * qps
         probes.append({"qps": qps, "p99_ns": measured, "met": met, "queries": outcome["queries"],
                        "achieved_qps": outcome["achieved_qps"], "confirm": confirm})
         emit({"event": "probe", "qps": round(qps, 3), "p99_ms": round(measured / 1e6, 3), "met": met})
@@ -166,6 +176,8 @@ def search_qps(run, feeds, bound_ns, service_ns, seconds, concurrency, seed, max
         low, high = high, high * 2.0
     while len(probes) < MAX_PROBES and high - low > 0.05 * high:
         middle = (low + high) / 2.0 if low > 0 else high / 4.0
+        if middle * seconds < 2:  # so low a rate that a probe sees barely a query: nothing left to search
+            break
         if probe(middle):
             low = middle
         else:

@@ -35,7 +35,14 @@ EventCallback = Callable[[str, dict], None]
 
 
 def _paths(paths) -> list[Path]:
-    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    """A path or a list of paths (str or Path); InputError for anything else."""
+    if isinstance(paths, (str, Path)):
+        return [Path(paths)]
+    if isinstance(paths, (list, tuple)) and paths and all(isinstance(p, (str, Path)) for p in paths):
+        return [Path(p) for p in paths]
+    from .errors import InputError
+
+    raise InputError(f"expected a path or a list of paths, got {paths!r}")
 
 
 def _tolerances(atol: float | dict | None, rtol: float | dict | None):
@@ -165,6 +172,10 @@ def convert(model: str | Path, to: str | Sequence[str], output_dir: str | Path =
     from .convert import convert as run_convert
     from .convert import parse_kinds
 
+    if not isinstance(to, (str, list, tuple)) or not all(isinstance(k, str) for k in ([to] if isinstance(to, str) else to)):
+        from .errors import InputError
+
+        raise InputError(f"to must be a variant kind or a list of them, got {to!r}", "e.g. ['fp16', 'int8-dynamic']")
     kinds = parse_kinds(to if isinstance(to, str) else ",".join(to))
     return run_convert(Path(model), kinds, Path(output_dir), calibration=Path(calibration) if calibration else None,
                        keep_io_types=keep_io_types)
@@ -245,6 +256,11 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     options = {"values": dict(values or {}), "dims": dict(dims or {}),
                "provider_options": {str(k): str(v) for k, v in (provider_options or {}).items()}, **run_options}
     if scenario is not None:
+        if not isinstance(scenario, (str, dict)):
+            from .errors import InputError
+
+            raise InputError(f"scenario must be a name or a scenario object, got {scenario!r}",
+                             'e.g. "offline" or {"name": "server", "qps": "auto", "latency_bound_s": 0.033}')
         options["scenario"] = {"name": scenario} if isinstance(scenario, str) else dict(scenario)
     accuracy_options = None
     if accuracy or reference or dataset or test_data or variants:
@@ -383,6 +399,11 @@ def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str]
     from .compare import compare as run_compare
     from .options import group_keys, key_value
 
+    from .errors import ConfigError
+
+    for name, value in (("alpha", alpha), ("min_effect", min_effect)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+            raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")
     keys = group_keys(by if isinstance(by, str) else ",".join(by))
     base = key_value(baseline, "baseline") if isinstance(baseline, str) or baseline is None else tuple(baseline)
     result = run_compare(CompareRequest(_paths(paths), keys, base, metric, include_invalid, alpha, min_effect, fail_above))

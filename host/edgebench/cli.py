@@ -145,7 +145,7 @@ def deploy(
     scenario: Annotated[Optional[str], typer.Option("--scenario", metavar="NAME", help="Load scenario: single-stream (default: back to back), multi-stream, server (Poisson arrivals) or offline (throughput).")] = None,
     samples_per_query: Annotated[Optional[int], typer.Option(help="multi-stream: samples per query.  [default: 8]")] = None,
     qps: Annotated[Optional[str], typer.Option("--qps", metavar="X|auto", help="server: arrival rate, or auto to find the highest rate whose p99 meets --latency-bound.")] = None,
-    latency_bound: Annotated[Optional[str], typer.Option("--latency-bound", metavar="DURATION", help="server: the p99 bound, e.g. 33ms.")] = None,
+    latency_bound: Annotated[Optional[str], typer.Option("--latency-bound", metavar="DURATION", help="server: the p99 bound, e.g. 33ms, 250us or 0.5s (a bare number is seconds).")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="server and offline: worker threads on the board.  [default: 1]")] = None,
     mlperf: Annotated[bool, typer.Option("--mlperf", help="MLPerf LoadGen's minimums: 600 s and its query counts (slow; the result says so).")] = False,
 ):

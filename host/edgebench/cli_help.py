@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # Option -> metavar; the rest get one from their type.
 METAVARS = {
+    "--scenario": "single-stream|multi-stream|server|offline", "--qps": "X|auto", "--latency-bound": "DURATION",
     "--target": "NAME[,NAME]|tag:TAG", "--results": "DIR", "--inputs": "FILE.npz", "--value": "NAME=VALUE",
     "--dim": "NAME=N", "--provider-option": "KEY=VALUE", "--threads": "N[,N...]", "--batch": "N[,N...]",
     "--provider": "NAME[,NAME...]", "--cpus": "CPU[,CPU...]", "--graph-optimization": "LEVEL",

@@ -60,6 +60,10 @@ class LazyGroup(TyperGroup):
             formatter.write_dl([(name, text) for name, text in COMMANDS.items()])
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console script `bench`."""
     import warnings
@@ -69,4 +73,9 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"edgebench {__version__}")
         return
+    import signal
+
+    # SIGTERM (a cancelled CI job, `timeout`, `kill`) ends a command like Ctrl-C does: the run on the board is
+    # killed and stored as interrupted, instead of `bench` vanishing and leaving it holding the board's lock.
+    signal.signal(signal.SIGTERM, _interrupt)
     LazyGroup(name="bench", help=HELP, no_args_is_help=True, rich_markup_mode=None)(prog_name="bench")

@@ -115,7 +115,7 @@ def scenario_options(given: dict[str, Any]) -> dict | None:
         fields["mlperf"] = True
     if given["scenario"] is None and not fields:
         return None
-    scenario = normalize_scenario({**fields, "name": given["scenario"] or "single-stream"})
+    scenario = normalize_scenario({**fields, "name": "single-stream" if given["scenario"] is None else given["scenario"]})
     return {key: value for key, value in scenario.items() if value is not None}
 
 

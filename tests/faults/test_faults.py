@@ -3,6 +3,7 @@ real agent processes, a real full file system, a real read-only folder. Nothing 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -267,3 +268,43 @@ def test_an_unwritable_work_folder_on_the_board_is_one_line(bench, tmp_path, ssh
     assert done.code == 3, done.stderr
     assert_one_line_error(done, "cannot create /root/edgebench-not-yours", "permission denied", "work_dir")
     assert not (tmp_path / "r").exists()
+
+
+def test_sigterm_ends_a_deploy_like_ctrl_c(tmp_path):
+    """A cancelled CI job sends SIGTERM: the run on the board is killed and stored as interrupted, not orphaned."""
+    runs = Path(os.environ["EDGEBENCH_CACHE"]) / "board" / "runs"
+    before = set(runs.glob("*")) if runs.exists() else set()
+    deploying = _bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", "--min-seconds", "60",
+                       "--max-seconds", "60", "--warmup", "2")
+    deadline = time.monotonic() + 60
+    while not [r for r in (set(runs.glob("*")) if runs.exists() else set()) - before if (r / "pid").exists()]:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    deploying.send_signal(signal.SIGTERM)
+    _, stderr = deploying.communicate(timeout=60)
+    assert deploying.returncode == 130, stderr
+    (stored,) = [results.load_result(p) for p in (tmp_path / "r").glob("*.json")]
+    assert stored["status"] == "failed" and stored["error"]["kind"] == "interrupted"
+    finished = [runs / stored["run_id"], runs.parent / "done" / stored["run_id"]]  # stored, so moved to done/
+    assert any((folder / "exit_code").exists() for folder in finished)  # killed on the board, lock released
+
+
+def test_a_host_that_dies_leaves_the_runs_timeout_enforced_on_the_board(tmp_path):
+    """The board-side follower outlives its host (a broken pipe is not fatal to it), so a run still stops at its
+    timeout instead of holding the board's lock forever."""
+    runs = Path(os.environ["EDGEBENCH_CACHE"]) / "board" / "runs"
+    before = set(runs.glob("*")) if runs.exists() else set()
+    deploying = _bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", "--timeout", "3",
+                       "--min-seconds", "120", "--max-seconds", "120", "--min-iterations", "10000000",
+                       "--max-iterations", "10000000", "--warmup", "2")
+    deadline = time.monotonic() + 60
+    while not [r for r in (set(runs.glob("*")) if runs.exists() else set()) - before if (r / "pid").exists()]:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    deploying.send_signal(signal.SIGKILL)  # the host dies; its pipe from the board's follower breaks
+    deploying.wait()
+    (run,) = [r for r in set(runs.glob("*")) - before]
+    while not (run / "exit_code").exists():
+        assert time.monotonic() < deadline + 30, "the orphaned run was never stopped"
+        time.sleep(0.1)
+    assert json.loads((run / "reply.json").read_text())["error"]["kind"] == "timeout"

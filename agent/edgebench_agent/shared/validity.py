@@ -22,6 +22,28 @@ CLOCK_DROP_FRACTION = 0.9  # a clock below 90 % of its value before the run, und
 ISSUE_DELAY_WARN_NS = 100000
 
 
+def server_warnings(repeats):
+    """Warnings about a server run's outcome: a rate the board did not keep up with, a p99 above the bound it was
+    run for (the queueing latency is still measured honestly; the load was not what was asked)."""
+    warnings = []  # type: list
+    for repeat in repeats or []:
+        scenario = repeat.get("scenario") or {}
+        if scenario.get("name") != "server" or not isinstance(scenario.get("qps"), (int, float)):
+            continue
+        achieved = scenario.get("achieved_qps")
+        if isinstance(achieved, (int, float)) and achieved < 0.9 * scenario["qps"]:
+            warnings.append("the board did not keep up with %.4g QPS: it served %.4g (the latencies are of a queue "
+                            "that kept growing)" % (scenario["qps"], achieved))
+        latencies = sorted(repeat.get("samples_ns") or [])
+        bound = scenario.get("latency_bound_s")
+        if latencies and isinstance(bound, (int, float)):
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            if p99 > bound * 1e9:
+                warnings.append("the server run at %.4g QPS missed its p99 bound: %.3f ms > %g ms"
+                                % (scenario["qps"], p99 / 1e6, bound * 1e3))
+    return warnings
+
+
 def issue_delay_warning(repeats):
     """A warning when a server scenario issued its queries late (its latencies still count from the scheduled
     arrival, but the arrivals were no longer the Poisson process asked for); None otherwise."""
@@ -51,6 +73,7 @@ def assess(telemetry, repeats=None):
     late = issue_delay_warning(repeats)
     if late:
         warnings.append(late)
+    warnings.extend(server_warnings(repeats))
     if not telemetry:
         return {"valid": True, "reasons": reasons, "warnings": warnings + ["no telemetry was recorded"]}
     if telemetry.get("sampler_errors"):

@@ -35,7 +35,7 @@ class LocalTransport:
         stdout_chunks: list[bytes] = []
         readers = [
             threading.Thread(target=_pump_lines, args=(stderr, splitter), daemon=True),
-            threading.Thread(target=lambda: stdout_chunks.append(stdout.read()), daemon=True),
+            threading.Thread(target=_read_all, args=(stdout, stdout_chunks), daemon=True),
         ]
         for reader in readers:
             reader.start()
@@ -117,6 +117,11 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
+
+
+def _read_all(stream, chunks: list[bytes]) -> None:
+    with stream:  # closed when read: no ResourceWarning for a pipe left open
+        chunks.append(stream.read())
 
 
 def _pump_lines(stream, splitter: StderrSplitter) -> None:
