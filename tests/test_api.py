@@ -93,6 +93,8 @@ def test_bad_input_raises_the_clis_typed_error_and_message(tmp_path, bench):
 
     with pytest.raises(InputError, match="unknown request field|not a run option|min_secs"):
         eb.deploy(EXAMPLES / "cnn.onnx", results=tmp_path / "r", min_secs=1)
+    with pytest.raises(InputError, match="--accuracy-samples and --batch-size must be at least 1"):
+        eb.deploy(EXAMPLES / "cnn.onnx", results=tmp_path / "r", accuracy=True, accuracy_samples=0)
     with pytest.raises(ConfigError, match="cannot group by"):
         eb.compare(tmp_path, by="modle")
     with pytest.raises(InputError, match="atol"):

@@ -33,6 +33,7 @@ from .protocol import (
 )
 from .service import info, run
 from .shared.files import write_atomically
+from .shared.quantiles import percentile
 
 
 def _request_from_flags(args):
@@ -211,8 +212,8 @@ def _summary(reply):
     lines.append("runtime   onnxruntime %s, %s" % (reply["info"]["onnxruntime_version"], ", ".join(reply["providers"])))
     for index, repeat in enumerate(reply["repeats"]):
         samples = sorted(repeat["samples_ns"])
-        p50 = samples[len(samples) // 2] / 1e6
-        p90 = samples[min(len(samples) - 1, int(len(samples) * 0.9))] / 1e6
+        p50 = percentile(samples, 0.5) / 1e6
+        p90 = percentile(samples, 0.9) / 1e6
         lines.append(
             "repeat %d  n=%d  p50 %.3f ms  p90 %.3f ms  first %.3f ms  session %.1f ms"
             % (index + 1, len(samples), p50, p90, repeat["first_inference_ns"] / 1e6, repeat["session_create_ns"] / 1e6)
@@ -253,7 +254,7 @@ def _scenario_line(scenario):
     if scenario["name"] == "server":
         delays = sorted(scenario["issue_delays_ns"])
         text = "server: %.4g QPS asked, %.4g achieved, issue delay p99 %.1f us" % (
-            scenario["qps"], scenario["achieved_qps"], delays[min(len(delays) - 1, int(len(delays) * 0.99))] / 1e3 if delays else 0.0)
+            scenario["qps"], scenario["achieved_qps"], percentile(delays, 0.99) / 1e3 if delays else 0.0)
         if scenario.get("probes"):
             text += "; %d QPS probes for a p99 bound of %g ms" % (len(scenario["probes"]), scenario["latency_bound_s"] * 1e3)
         return text

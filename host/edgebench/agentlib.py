@@ -63,7 +63,7 @@ _SURFACE = {
     "edgebench_agent.shared.dataset": ("batches_of", "load_dataset"),
     "edgebench_agent.shared.files": ("atomic_file", "sha256_bytes", "sha256_file", "write_atomically"),
     "edgebench_agent.shared.validity": ("assess",),
-    "edgebench_agent.shared.quantiles": ("early_stopping_percentile", "early_stopping_rank", "percentile"),
+    "edgebench_agent.shared.quantiles": ("early_stopping_percentile", "percentile"),
 }
 _MODULE_OF = {name: module for module, names in _SURFACE.items() for name in names}
 

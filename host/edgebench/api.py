@@ -262,14 +262,12 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
             raise InputError(f"scenario must be a name or a scenario object, got {scenario!r}",
                              'e.g. "offline" or {"name": "server", "qps": "auto", "latency_bound_s": 0.033}')
         options["scenario"] = {"name": scenario} if isinstance(scenario, str) else dict(scenario)
-    accuracy_options = None
-    if accuracy or reference or dataset or test_data or variants:
-        accuracy_options = AccuracyOptions(
-            reference=reference, dataset=Path(dataset) if dataset else None,
-            test_data=Path(test_data) if test_data else None,
-            samples=DEFAULT_SAMPLES if accuracy_samples is None else accuracy_samples,
-            batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
-            tolerances=_tolerances(atol, rtol), tolerances_given=atol is not None or rtol is not None)
+    accuracy_options = AccuracyOptions.asked(
+        accuracy=accuracy, reference=reference, dataset=Path(dataset) if dataset else None,
+        test_data=Path(test_data) if test_data else None, variants=Path(variants) if variants else None,
+        samples=DEFAULT_SAMPLES if accuracy_samples is None else accuracy_samples,
+        batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+        tolerances=_tolerances(atol, rtol), tolerances_given=atol is not None or rtol is not None)
     settings = RunSettings(options=options, inputs=Path(inputs) if inputs else None, timeout_s=timeout,
                            accuracy=accuracy_options, strict_dims=strict_dims)
     request = DeployRequest(models=_paths(models), target=target, results=Path(results),

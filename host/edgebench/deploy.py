@@ -50,6 +50,22 @@ class AccuracyOptions:
     tolerances: Tolerances = field(default_factory=Tolerances)
     tolerances_given: bool = False  # False: a variant is judged by its conversion's stated tolerance
 
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.batch_size < 1:
+            raise InputError("--accuracy-samples and --batch-size must be at least 1")
+
+    @classmethod
+    def asked(cls, *, accuracy: bool, reference: str | None, dataset: Path | None, test_data: Path | None,
+              variants: Path | None, samples: int, batch_size: int, tolerances: Tolerances,
+              tolerances_given: bool) -> AccuracyOptions | None:
+        """The accuracy pass when anything asks for it (--accuracy, a reference, a dataset, test data, or variants,
+        which are judged against their parent); None otherwise."""
+        if not (accuracy or reference or dataset or test_data or variants):
+            return None
+        return cls(reference=reference, dataset=Path(dataset) if dataset else None,
+                   test_data=Path(test_data) if test_data else None, samples=samples, batch_size=batch_size,
+                   tolerances=tolerances, tolerances_given=tolerances_given)
+
     def recorded(self) -> dict:
         return {"reference": self.reference, "dataset": str(self.dataset) if self.dataset else None,
                 "test_data": str(self.test_data) if self.test_data else None, "samples": self.samples,

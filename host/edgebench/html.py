@@ -120,9 +120,9 @@ def operator_plot(documents: list[dict]) -> str | None:
     return _png(figure)
 
 
-def _scenario_blocks(documents: list[dict], name: str) -> list[tuple[dict, dict]]:
-    """(document, repeat scenario block) of every ok run of one scenario."""
-    return [(d, r["scenario"]) for d in documents if d.get("status") == "ok"
+def _scenario_repeats(documents: list[dict], name: str) -> list[tuple[dict, dict]]:
+    """(document, repeat) of every repeat of an ok run of one scenario."""
+    return [(d, r) for d in documents if d.get("status") == "ok"
             for r in (d.get("measurements") or {}).get("repeats") or [] if (r.get("scenario") or {}).get("name") == name]
 
 
@@ -131,13 +131,16 @@ def qps_plot(documents: list[dict]) -> str | None:
     one line per model and board, with the latency bounds asked for."""
     points: dict[str, list] = {}
     bounds = set()
-    for document, block in _scenario_blocks(documents, "server"):
+    from .agentlib import percentile
+
+    for document, repeat in _scenario_repeats(documents, "server"):
+        block = repeat["scenario"]
         label = f"{document['model'].get('name')} on {document['target'].get('name')}"
         for probe in block.get("probes") or []:
             points.setdefault(label, []).append((probe["qps"], probe["p99_ns"] / 1e6, probe["met"]))
-        latencies = sorted((document["measurements"]["repeats"][0].get("samples_ns") or []))
+        latencies = sorted(repeat.get("samples_ns") or [])
         if latencies and block.get("qps") is not None:
-            points.setdefault(label, []).append((block["qps"], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1e6, None))
+            points.setdefault(label, []).append((block["qps"], percentile(latencies, 0.99) / 1e6, None))
         if block.get("latency_bound_s"):
             bounds.add(block["latency_bound_s"] * 1e3)
     if not points:
@@ -163,7 +166,8 @@ def qps_plot(documents: list[dict]) -> str | None:
 def throughput_plot(documents: list[dict]) -> str | None:
     """Offline runs: inferences per second, one bar per model, board and worker count."""
     bars: dict[str, list] = {}
-    for document, block in _scenario_blocks(documents, "offline"):
+    for document, repeat in _scenario_repeats(documents, "offline"):
+        block = repeat["scenario"]
         if not (block.get("samples") and block.get("wall_ns")):
             continue  # a file from elsewhere without the figures
         label = f"{document['model'].get('name')} on {document['target'].get('name')}, {block.get('concurrency')} worker(s)"

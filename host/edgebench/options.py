@@ -143,14 +143,11 @@ def deploy_request(given: dict[str, Any]):
     scenario = scenario_options(given)
     if scenario is not None:
         options["scenario"] = scenario
-    accuracy = None
-    if given["accuracy"] or given["dataset"] or given["test_data"] or given["reference"] or given["variants"]:
-        if given["accuracy_samples"] < 1 or given["batch_size"] < 1:
-            raise InputError("--accuracy-samples and --batch-size must be at least 1")
-        accuracy = AccuracyOptions(reference=given["reference"], dataset=given["dataset"], test_data=given["test_data"],
-                                   samples=given["accuracy_samples"], batch_size=given["batch_size"],
-                                   tolerances=tolerances(given["atol"], given["rtol"]),
-                                   tolerances_given=bool(given["atol"] or given["rtol"]))
+    accuracy = AccuracyOptions.asked(accuracy=given["accuracy"], reference=given["reference"], dataset=given["dataset"],
+                                     test_data=given["test_data"], variants=given["variants"],
+                                     samples=given["accuracy_samples"], batch_size=given["batch_size"],
+                                     tolerances=tolerances(given["atol"], given["rtol"]),
+                                     tolerances_given=bool(given["atol"] or given["rtol"]))
     settings = RunSettings(options=options, inputs=given["inputs"], timeout_s=given["timeout"], accuracy=accuracy,
                            strict_dims=given["strict_dims"])
     return DeployRequest(models=[Path(m) for m in given["models"]], target=given["target"], results=given["results"],

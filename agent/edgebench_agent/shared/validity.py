@@ -4,6 +4,9 @@ The board only records its state (telemetry.py); this verdict is computed from t
 it stores a result and by the standalone agent when it prints one, so the two can never disagree.
 """
 
+from .quantiles import percentile
+
+
 # vcgencmd get_throttled bits (Raspberry Pi documentation): 0-3 now, 16-19 the same since boot.
 THROTTLE_BITS = {
     0: "under-voltage detected",
@@ -37,7 +40,7 @@ def server_warnings(repeats):
         latencies = sorted(repeat.get("samples_ns") or [])
         bound = scenario.get("latency_bound_s")
         if latencies and isinstance(bound, (int, float)):
-            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            p99 = percentile(latencies, 0.99)
             if p99 > bound * 1e9:
                 warnings.append("the server run at %.4g QPS missed its p99 bound: %.3f ms > %g ms"
                                 % (scenario["qps"], p99 / 1e6, bound * 1e3))
@@ -52,7 +55,7 @@ def issue_delay_warning(repeats):
         scenario = repeat.get("scenario") or {}
         delays = sorted(scenario.get("issue_delays_ns") or [])
         if scenario.get("name") == "server" and delays:
-            worst = max(worst, delays[min(len(delays) - 1, int(len(delays) * 0.99))])
+            worst = max(worst, percentile(delays, 0.99))
     if worst <= ISSUE_DELAY_WARN_NS:
         return None
     return ("the server scenario issued queries late (issue delay p99 %.0f us): onnxruntime's threads may hold "
