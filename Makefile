@@ -48,6 +48,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/compare_scale.py
 	$(PY) benchmarks/upload.py
 	$(PY) benchmarks/scenarios.py
+	$(PY) benchmarks/pipeline_timer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info

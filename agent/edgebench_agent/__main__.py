@@ -69,6 +69,10 @@ def _request_from_flags(args):
     scenario = _scenario_from_flags(args)
     if scenario is not None:
         raw["scenario"] = scenario
+    if bool(args.pipeline) != bool(args.samples):
+        raise RequestError("--pipeline and --samples go together: the pipeline's file and the folder of samples it reads")
+    if args.pipeline:
+        raw["pipeline"] = {"file": os.path.abspath(args.pipeline), "samples": os.path.abspath(args.samples)}
     return raw
 
 
@@ -199,6 +203,9 @@ def build_parser():
     run.add_argument("--latency-bound", metavar="DURATION", help="server: p99 bound, e.g. 33ms (qps auto searches for it)")
     run.add_argument("--concurrency", type=int, metavar="K", help="server and offline: worker threads (1)")
     run.add_argument("--mlperf", action="store_true", help="MLPerf LoadGen's minimum durations and query counts (600 s)")
+    run.add_argument("--pipeline", metavar="STAGES.py",
+                     help="end to end: run this file's load/preprocess/postprocess around the model (runs its code)")
+    run.add_argument("--samples", metavar="DIR", help="with --pipeline: the sample files (images, .npy, ...) fed to it")
     return parser
 
 
@@ -222,6 +229,10 @@ def _summary(reply):
         line = _scenario_line(repeat.get("scenario"))
         if line:
             lines.append("scenario  " + line)
+    stages = _stage_line(reply["repeats"])
+    if stages:
+        lines.append("pipeline  %s over %d samples: %s" % (os.path.basename(reply["pipeline"]["file"]),
+                                                            reply["pipeline"]["samples"], stages))
     lines.append("peak RSS  %.1f MiB" % (reply["memory"]["peak_rss_bytes"] / 2.0 ** 20))
     from .shared.validity import assess
 
@@ -241,6 +252,18 @@ def _summary(reply):
     else:
         lines.append("(full statistics: run again with --out result.json, copy it home and run `bench import` there)")
     return "\n".join(lines)
+
+
+def _stage_line(repeats):
+    """Each pipeline stage's median and share of the end-to-end time, over every repeat."""
+    if not all(r.get("stages_ns") for r in repeats):
+        return None
+    from .shared.pipeline import STAGES
+
+    totals = dict((stage, [v for r in repeats for v in r["stages_ns"][stage]]) for stage in STAGES)
+    whole = float(sum(sum(values) for values in totals.values())) or 1.0
+    return ", ".join("%s %.3f ms (%.0f%%)" % (stage, percentile(sorted(values), 0.5) / 1e6, 100.0 * sum(values) / whole)
+                     for stage, values in totals.items())
 
 
 def _scenario_line(scenario):

@@ -10,7 +10,9 @@ PROTOCOL_VERSION history:
       `verbose` (onnxruntime's own log lines on stderr), list `values` for rank-1 inputs; telemetry
       `sampler_errors`; request `scenario` (SCENARIO_DEFAULTS: single-stream, multi-stream, server, offline)
       and, when set, `scenario` in each repeat of the reply (the scenario's own figures: per-query latencies
-      stay in `samples_ns`; server issue delays, achieved QPS and QPS-search probes; offline throughput).
+      stay in `samples_ns`; server issue delays, achieved QPS and QPS-search probes; offline throughput);
+      request `pipeline` (an end-to-end run: each repeat has `stages_ns`, the reply a `pipeline` block) and the
+      failure kind `pipeline`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ FAILURE_KINDS = {
     "killed": "the agent process died without a reply (SIGKILL, the kernel's OOM killer)",
     "interrupted": "stopped by Ctrl-C on the host, SIGINT or SIGTERM",
     "busy": "another benchmark held the board's lock",
+    "pipeline": "a stage of the user's pipeline raised on the board (the stage and sample are named)",
     "internal": "a bug in the agent: the traceback's tail is kept in the result",
     "agent": "the agent misbehaved as seen from the host (no valid reply)",
 }
@@ -88,6 +91,9 @@ RUN_DEFAULTS: dict = {
     "telemetry_interval_s": 1.0,  # board state sampled this often during the timed loop (sysfs only)
     "profile": None,  # {"dir": folder, "iterations"}: a separate onnxruntime profiling pass (PASS_DEFAULTS)
     "scenario": None,  # how queries load the model (SCENARIO_DEFAULTS); None: single-stream, back to back
+    # An end-to-end pipeline (shared/pipeline.py), or None: {"file": the user's stages.py, "samples": a folder of
+    # sample files or a tar of them (unpacked beside it), "results": where to write each sample's final result}
+    "pipeline": None,
     "verbose": False,  # let onnxruntime's own log lines through to stderr
 }
 
@@ -273,6 +279,25 @@ def normalize_scenario(raw):
     return scenario
 
 
+def normalize_pipeline(req):
+    """Check a request's pipeline block, and the options that cannot go with one."""
+    spec = req["pipeline"]
+    if not isinstance(spec, dict) or not isinstance(spec.get("file"), str) or not isinstance(spec.get("samples"), str):
+        raise RequestError("pipeline must be an object like {\"file\": \"stages.py\", \"samples\": \"folder\"}")
+    unknown = sorted(set(spec) - {"file", "samples", "results"})
+    if unknown:
+        raise RequestError("unknown pipeline field %r; known: file, samples, results" % unknown[0])
+    if spec.get("results") is not None and not isinstance(spec["results"], str):
+        raise RequestError("pipeline.results must be the path of an .npz file to write")
+    if req["scenario"] is not None and req["scenario"]["name"] != "single-stream":
+        raise RequestError("a pipeline runs one sample at a time (single-stream); the %s scenario applies to the "
+                           "bare model: drop --pipeline or --scenario" % req["scenario"]["name"])
+    for name, flag in (("inputs", "--inputs"), ("values", "--value"), ("accuracy", "the accuracy pass")):
+        if req[name]:
+            raise RequestError("a pipeline makes the model's inputs from its samples and checks its own results: "
+                               "%s does not apply with --pipeline" % flag)
+
+
 def finite_number(value, name):
     """A JSON number that is a real, finite quantity (NaN and infinity are refused: they defeat every bound)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -363,6 +388,8 @@ def normalize_run_request(raw):
             raise RequestError("profile.iterations must be a positive integer, got %r" % (iterations,))
     if req["scenario"] is not None:
         req["scenario"] = normalize_scenario(req["scenario"])
+    if req["pipeline"] is not None:
+        normalize_pipeline(req)
     if finite_number(req["telemetry_interval_s"], "telemetry_interval_s") <= 0:
         raise RequestError("telemetry_interval_s must be a positive number")
     for name in ("values", "dims", "provider_options"):

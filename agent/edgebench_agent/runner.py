@@ -15,6 +15,7 @@ from . import device, telemetry
 from .protocol import PASS_DEFAULTS
 from .shared.files import atomic_file, sha256_file, write_atomically
 from .shared.inputs import InputError, build_feeds, load_npz, session_signature
+from .shared.pipeline import PipelineError
 
 NS_PER_S = 1000000000
 MLPERF_OFFLINE_SAMPLES = 24576  # LoadGen's offline minimum sample count
@@ -298,6 +299,7 @@ def run_benchmark(request, emit=None):
         except InputError as exc:
             raise RunError("input", str(exc))
 
+    pipeline = load_pipeline_for(request)
     repeats = []
     feeds = described = outputs = providers = None
     rss_baseline = device.current_rss_bytes()
@@ -308,35 +310,62 @@ def run_benchmark(request, emit=None):
         t0 = time.perf_counter_ns()
         session = create_session(ort, request)
         session_create_ns = time.perf_counter_ns() - t0
-        if feeds is None:
+        run = session.run
+        if pipeline is not None:  # the feeds come from the samples, through the user's stages
+            cycle = pipeline_cycle(pipeline, run, session_signature(session))
             try:
-                feeds, described = build_feeds(
-                    session_signature(session), user_arrays, request["values"], request["dims"], request["seed"], request["batch"],
-                    request["int_ranges"],
-                )
+                t0 = time.perf_counter_ns()
+                cycle()  # the cold start of the whole pipeline: first sample, first load, first inference
+                first_inference_ns = time.perf_counter_ns() - t0
+                if feeds is None:
+                    feeds, first = first_feeds(cycle)
+                    described = [{"name": name, "shape": list(array.shape), "dtype": str(array.dtype), "source": "pipeline"}
+                                 for name, array in feeds.items()]
+                    providers = session.get_providers()
+            except PipelineError as exc:
+                raise RunError("pipeline", str(exc))
             except InputError as exc:
                 raise RunError("input", str(exc))
-            providers = session.get_providers()
-        run = session.run
-        try:
-            t0 = time.perf_counter_ns()
-            first = run(None, feeds)
-            first_inference_ns = time.perf_counter_ns() - t0
-        except Exception as exc:
-            raise RunError("onnxruntime", "inference failed: %s" % _one_line(exc))
+            except Exception as exc:
+                raise RunError("onnxruntime", "inference failed: %s" % _one_line(exc))
+            run_once = cycle
+        else:
+            if feeds is None:
+                try:
+                    feeds, described = build_feeds(
+                        session_signature(session), user_arrays, request["values"], request["dims"], request["seed"],
+                        request["batch"], request["int_ranges"],
+                    )
+                except InputError as exc:
+                    raise RunError("input", str(exc))
+                providers = session.get_providers()
+            try:
+                t0 = time.perf_counter_ns()
+                first = run(None, feeds)
+                first_inference_ns = time.perf_counter_ns() - t0
+            except Exception as exc:
+                raise RunError("onnxruntime", "inference failed: %s" % _one_line(exc))
+
+            def run_once(run=run):
+                run(None, feeds)
         if outputs is None:
             outputs = [
                 {"name": meta.name, "shape": list(getattr(value, "shape", ())), "dtype": str(getattr(value, "dtype", type(value).__name__))}
                 for meta, value in zip(session.get_outputs(), first)
             ]
         emit({"event": "phase", "phase": "warmup", "repeat": index + 1, "repeats": request["repeats"]})
-        warmup_ns, settled = warm_up(
-            lambda: run(None, feeds),
-            request["warmup_min_iterations"],
-            request["warmup_max_iterations"],
-            request["warmup_max_seconds"],
-            request["warmup_tolerance"],
-        )
+        try:
+            warmup_ns, settled = warm_up(
+                run_once,
+                request["warmup_min_iterations"],
+                request["warmup_max_iterations"],
+                request["warmup_max_seconds"],
+                request["warmup_tolerance"],
+            )
+        except PipelineError as exc:
+            raise RunError("pipeline", str(exc))
+        except InputError as exc:
+            raise RunError("input", str(exc))
         emit({"event": "phase", "phase": "measure", "repeat": index + 1, "repeats": request["repeats"]})
 
         def progress(count, elapsed_s, repeat=index + 1):
@@ -344,8 +373,13 @@ def run_benchmark(request, emit=None):
                   "elapsed_s": round(elapsed_s, 3), "min_iterations": request["min_iterations"],
                   "min_seconds": request["min_seconds"], "max_seconds": request["max_seconds"]})
 
+        stages = None
         with Sampler(request["telemetry_interval_s"]) as sampler:
-            samples, scenario = measure(run, feeds, request, warmup_ns, progress, emit)
+            if pipeline is not None:
+                samples, stages = measure_pipeline(cycle, request)
+                scenario = None
+            else:
+                samples, scenario = measure(run, feeds, request, warmup_ns, progress, emit)
         board["during"].extend(sampler.samples)
         if sampler.errors:
             board.setdefault("sampler_errors", []).extend(sampler.errors)
@@ -358,7 +392,9 @@ def run_benchmark(request, emit=None):
         })
         if scenario is not None:
             repeats[-1]["scenario"] = scenario
-        session = run = first = None  # released before the next fresh session (gc.collect below)
+        if stages is not None:
+            repeats[-1]["stages_ns"] = stages
+        session = run = first = cycle = run_once = None  # released before the next fresh session (gc.collect below)
         gc.collect()
 
     peak_rss = device.peak_rss_bytes()  # of the timed pass: the accuracy pass may hold more data
@@ -367,6 +403,10 @@ def run_benchmark(request, emit=None):
     if request["accuracy"] is not None:
         emit({"event": "phase", "phase": "accuracy", "repeat": 1, "repeats": 1})
         accuracy = accuracy_pass(ort, request)
+    pipeline_block = None
+    if pipeline is not None:
+        emit({"event": "phase", "phase": "pipeline results", "repeat": 1, "repeats": 1})
+        pipeline_block = pipeline_results(ort, request, pipeline)
     profile = None
     if request["profile"] is not None:  # never during a timed pass: profiling slows a run up to ~3x
         emit({"event": "phase", "phase": "profile", "repeat": 1, "repeats": 1})
@@ -383,7 +423,85 @@ def run_benchmark(request, emit=None):
         "placement": {"cpus": affinity, "spin_wait": request["spin_wait"],
                       "intra_op_threads": request["intra_op_threads"], "inter_op_threads": request["inter_op_threads"]},
         "profile": profile,
+        "pipeline": pipeline_block,
     }
+
+
+def load_pipeline_for(request):
+    """The request's pipeline (its code runs now: the user named it) with its sample files, or None."""
+    from .shared import pipeline as stages
+
+    spec = request["pipeline"]
+    if spec is None:
+        return None
+    try:
+        loaded = stages.load_pipeline(spec["file"])
+        loaded.samples = stages.list_samples(stages.samples_folder(spec["samples"]))
+    except stages.MissingModule as exc:
+        raise RunError("missing", str(exc))
+    except InputError as exc:
+        raise RunError("input", str(exc))
+    return loaded
+
+
+def pipeline_cycle(pipeline, run, signature):
+    from .shared.pipeline import Cycle
+
+    return Cycle(pipeline, run, signature, pipeline.samples)
+
+
+def first_feeds(cycle):
+    """The first sample's feeds and outputs (for the reply's description of inputs and outputs; the profile pass)."""
+    from .shared.pipeline import as_feeds
+
+    sample = cycle.pipeline.load(cycle.paths[0])
+    feeds = as_feeds(cycle.pipeline.preprocess(sample), cycle.signature)
+    return feeds, cycle.run(None, feeds)
+
+
+def measure_pipeline(cycle, request):
+    """The timed part of a pipeline repeat: (end-to-end ns per sample, {stage: ns per sample})."""
+    from .shared.pipeline import timed_pipeline
+
+    try:
+        return timed_pipeline(cycle, request["min_iterations"], request["min_seconds"], request["max_iterations"],
+                              request["max_seconds"])
+    except PipelineError as exc:
+        raise RunError("pipeline", str(exc))
+    except InputError as exc:
+        raise RunError("input", str(exc))
+    except Exception as exc:
+        if type(exc).__module__.startswith("onnxruntime"):
+            raise RunError("onnxruntime", "inference failed in the pipeline: %s" % _one_line(exc))
+        raise
+
+
+def pipeline_results(ort, request, pipeline):
+    """Every sample once through the pipeline in a fresh session, never timed: each final result is written for
+    the host to compare with its own run of the same pipeline."""
+    from .shared.pipeline import result_arrays, results_npz, run_sample
+
+    session = create_session(ort, request)
+    signature = session_signature(session)
+    results = []
+    try:
+        for path in pipeline.samples:
+            results.append(result_arrays(run_sample(pipeline, session.run, signature, path)[0]))
+    except PipelineError as exc:
+        raise RunError("pipeline", str(exc))
+    except InputError as exc:
+        raise RunError("input", "%s: %s" % (pipeline.name, exc))
+    except Exception as exc:
+        if type(exc).__module__.startswith("onnxruntime"):
+            raise RunError("onnxruntime", "inference failed in the pipeline: %s" % _one_line(exc))
+        raise
+    spec = request["pipeline"]
+    block = {"file": spec["file"], "sha256": sha256_file(spec["file"]), "samples": len(pipeline.samples),
+             "custom_load": pipeline.custom_load, "stages": ["load", "preprocess", "inference", "postprocess"]}
+    if spec.get("results"):
+        write_atomically(spec["results"], results_npz(results))
+        block["results_file"] = spec["results"]
+    return block
 
 
 def dataset_pass(ort, request):

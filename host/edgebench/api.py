@@ -237,7 +237,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
            reference: str | None = None, dataset: str | Path | None = None, test_data: str | Path | None = None,
            accuracy_samples: int | None = None, batch_size: int | None = None,
            atol: float | dict | None = None, rtol: float | dict | None = None, timeout: float | None = None,
-           strict_dims: bool = False, scenario: str | dict | None = None, progress: bool = False,
+           strict_dims: bool = False, scenario: str | dict | None = None, pipeline: str | Path | None = None,
+           samples: str | Path | None = None, progress: bool = False,
            on_event: EventCallback | None = None, **run_options: Any) -> Deployment:
     """Benchmark models on a target (`local`, an inventory name, "a,b" for a fleet, "tag:arm").
 
@@ -245,8 +246,9 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     warmup_min_iterations, graph_optimization_level, inter_op_threads, cpus, spin_wait, cooldown, profile, ...):
     an unknown one is refused. Lists of threads, batch sizes or providers sweep. `scenario` is a name
     ("multi-stream", "offline") or the scenario object, e.g. {"name": "server", "qps": "auto",
-    "latency_bound_s": 0.033}. Failed and INVALID runs are recorded, not raised: see `.problems`, or call
-    `.raise_for_problems()`."""
+    "latency_bound_s": 0.033}. `pipeline` (a stages.py: its code runs, here and on the board) with `samples` (a
+    folder of sample files) measures end to end. Failed and INVALID runs are recorded, not raised: see `.problems`,
+    or call `.raise_for_problems()`."""
     from .accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
     from .deploy import AccuracyOptions, DeployRequest, RunSettings, execute, prepare
 
@@ -268,8 +270,11 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
         samples=DEFAULT_SAMPLES if accuracy_samples is None else accuracy_samples,
         batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         tolerances=_tolerances(atol, rtol), tolerances_given=atol is not None or rtol is not None)
+    from .pipeline import check_options
+
     settings = RunSettings(options=options, inputs=Path(inputs) if inputs else None, timeout_s=timeout,
-                           accuracy=accuracy_options, strict_dims=strict_dims)
+                           accuracy=accuracy_options, strict_dims=strict_dims,
+                           pipeline=check_options(Path(pipeline) if pipeline else None, Path(samples) if samples else None))
     request = DeployRequest(models=_paths(models), target=target, results=Path(results),
                             inventory=Path(inventory) if inventory else None, settings=settings,
                             variants=Path(variants) if variants else None, threads=as_list(threads),

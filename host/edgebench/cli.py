@@ -148,6 +148,8 @@ def deploy(
     latency_bound: Annotated[Optional[str], typer.Option("--latency-bound", metavar="DURATION", help="server: the p99 bound, e.g. 33ms, 250us or 0.5s (a bare number is seconds).")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="server and offline: worker threads on the board.  [default: 1]")] = None,
     mlperf: Annotated[bool, typer.Option("--mlperf", help="MLPerf LoadGen's minimums: 600 s and its query counts (slow; the result says so).")] = False,
+    pipeline: Annotated[Optional[Path], typer.Option("--pipeline", metavar="STAGES.py", help="End to end: this Python file's load/preprocess/postprocess run around the model, here and on the board (it runs the file's code).")] = None,
+    samples: Annotated[Optional[Path], typer.Option("--samples", metavar="DIR", help="With --pipeline: the folder of sample files (images, .npy, .pgm, ...) fed through it.")] = None,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
     from . import deploy as stage
@@ -180,9 +182,13 @@ def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
     _print_summary(documents, columns)
     from .accuracy import verdict_text
 
+    from .pipeline import stage_lines
+
     for document in documents:
         if document.get("accuracy"):
             typer.echo(f"accuracy {document['model']['name']}: {verdict_text(document['accuracy'])}")
+        for line in stage_lines(document):
+            typer.echo(line)
         for line in _profile_lines(document):
             typer.echo(line)
     for outcome in fleet.outcomes:

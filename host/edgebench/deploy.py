@@ -24,13 +24,14 @@ from .modelinfo import generation_rules, host_session, inspect_model, session_io
 from .results import build_result, new_run_id, utc_now, write_result
 from .accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
 from .parity import Tolerances
+from .pipeline import PipelineOptions
 from .targets import Target
 
 # Request fields that describe how to measure (the rest say what to measure and where to write).
 # What a result records as its settings. int_ranges follow from the model's graph (its sha256 names them) and are
 # recorded per input in measurements.inputs; verbose changes no number.
 SETTING_FIELDS = tuple(k for k in RUN_DEFAULTS
-                       if k not in ("protocol_version", "model", "inputs", "out", "int_ranges", "verbose"))
+                       if k not in ("protocol_version", "model", "inputs", "out", "int_ranges", "verbose", "pipeline"))
 
 ModelEvent = Callable[[str, dict], None]
 
@@ -83,10 +84,18 @@ class RunSettings:
     strict_dims: bool = False  # refuse free dims nobody sized, instead of setting them to 1
     timeout_s: float | None = None  # None: derived from the run's own maximums
     accuracy: AccuracyOptions | None = None
+    pipeline: PipelineOptions | None = None  # end to end: the user's stages around the model, on sample files
 
     def request(self, model_path: str, inputs_path: str | None) -> dict:
-        """The normalized agent request; raises InputError for an option the agent would refuse."""
+        """The normalized agent request; raises InputError for an option the agent would refuse. A pipeline's
+        paths are the host's here; a deploy stages them on the board and puts the board's in."""
         raw = {**self.options, "model": model_path, "inputs": inputs_path}
+        if self.pipeline is not None:
+            if self.accuracy is not None:
+                raise InputError("--pipeline checks the whole pipeline's results against the host's run; the accuracy "
+                                 "pass (--accuracy, --reference, --dataset, --test-data, variants) is for bare models",
+                                 "drop one of them")
+            raw["pipeline"] = {"file": str(self.pipeline.file), "samples": str(self.pipeline.samples)}
         if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise InputError(f"--timeout must be a positive number of seconds, got {self.timeout_s}")
         try:
@@ -99,6 +108,7 @@ class RunSettings:
         request = self.request("-", None)
         recorded = {key: request[key] for key in SETTING_FIELDS if key != "accuracy"}
         recorded["accuracy"] = self.accuracy.recorded() if self.accuracy else None
+        recorded["pipeline"] = self.pipeline.recorded() if self.pipeline else None
         if self.inputs is not None:
             recorded["inputs_file"] = {"path": self.inputs_origin or str(self.inputs), "sha256": file_sha256(self.inputs),
                                        "source": "test data set" if self.inputs_origin else "inputs file"}
@@ -152,14 +162,16 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     blocks = [inspect_model(Path(m)) for m in models]
     given = given_inputs(settings)
     for model in models:  # an input only the user can give (a shape, K of TopK) must be given: say so now
-        generation_rules(Path(model)).check_given(given | {""})
+        if settings.pipeline is None:  # (a pipeline gives every input)
+            generation_rules(Path(model)).check_given(given | {""})
     known = {key for block in blocks for key in accepted_dim_keys(_signature(block))}
     for key in settings.request("-", None)["dims"]:
         if key not in known:  # a typo would silently change the run's identity and size nothing
             raise InputError(f"--dim {key}: no model here has a free dimension called that",
                              "free dimensions: " + (", ".join(sorted(known)) or "none (every dimension is fixed)"))
-    for block in blocks:
-        resolve_dims(block, settings, given)  # --strict-dims: refused here, before anything runs
+    if settings.pipeline is None:  # a pipeline's feeds size every dimension themselves
+        for block in blocks:
+            resolve_dims(block, settings, given)  # --strict-dims: refused here, before anything runs
     return blocks
 
 
@@ -422,6 +434,7 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
     # Accuracy plans (and their references) before touching the board: a dataset that does not fit fails first.
     plans = {(i, j): plan_accuracy(m, cell, block) if cell.accuracy else None
              for i, cell in enumerate(cells) for j, (m, block) in enumerate(zip(models, model_blocks))}
+    pipelines = plan_pipelines(models, cells)
     outcomes = []
     with Board(target) as board:
         infos = [check_board(board, model_blocks, cell) for cell in cells]
@@ -434,13 +447,25 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
             recorded_settings = cell.recorded()
             for j, (model_path, model) in enumerate(zip(models, model_blocks)):
                 outcomes.append(_run_one(board, target, target_block, cell, recorded_settings, Path(model_path), model,
-                                         plans[(i, j)], inputs_remote, results_dir, on_event, annotate))
+                                         plans[(i, j)], inputs_remote, results_dir, on_event, annotate,
+                                         pipelines.get(str(model_path))))
         uploaded = board.transport.bytes_uploaded
     return DeployReport(outcomes, recovered, uploaded)
 
 
+def plan_pipelines(models: list[Path], cells: list[RunSettings]) -> dict:
+    """model path -> its pipeline plan (the host's reference run), made before any board is touched: a pipeline
+    that fails does so here, once, naming the stage and the sample."""
+    from . import pipeline
+
+    options = cells[0].pipeline if cells else None
+    if options is None:
+        return {}
+    return {str(m): pipeline.plan(options, Path(m)) for m in models}
+
+
 def _run_one(board, target, target_block, settings, recorded_settings, model_path, model, planned, inputs_remote,
-             results_dir, on_event, annotate=None) -> DeployOutcome:
+             results_dir, on_event, annotate=None, pipeline_plan=None) -> DeployOutcome:
     def forward(event: dict, name=model["name"]) -> None:
         if on_event is not None:
             on_event(target.name, {**event, "model": name})
@@ -454,11 +479,17 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
     run_id = new_run_id(model["name"], target.name, created)
     request = settings.request(remote_model, inputs_remote)
     given = given_inputs(settings)
-    dims, defaulted = resolve_dims(model, settings, given)
-    request["dims"] = dims
-    recorded_settings = {**recorded_settings, "dims": dims, "batch": None}  # the sizes this run really had
-    if model["format"] == "onnx":  # generated integers that index a table stay within its rows
-        request["int_ranges"] = generation_rules(model_path).ranges_for(given)
+    defaulted: list = []
+    if pipeline_plan is not None:  # the samples, through the user's stages, make the feeds
+        from .pipeline import request_block
+
+        request["pipeline"] = request_block(board, pipeline_plan, run_id)
+    else:
+        dims, defaulted = resolve_dims(model, settings, given)
+        request["dims"] = dims
+        recorded_settings = {**recorded_settings, "dims": dims, "batch": None}  # the sizes this run really had
+        if model["format"] == "onnx":  # generated integers that index a table stay within its rows
+            request["int_ranges"] = generation_rules(model_path).ranges_for(given)
     rule = None
     if planned is not None and settings.accuracy is not None:
         rule = accuracy_rule(model, settings.accuracy)
@@ -484,15 +515,22 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
         error = {"kind": "agent", "message": f"{target.name} ran a model whose sha256 differs from {model_path} "
                                              "(the file changed during the run, or the board's copy is corrupt); run again"}
     fresh_target = {**target_block, "info": reply["info"]} if reply and reply.get("info") else target_block
-    accuracy_block = None
+    accuracy_block = pipeline_block = None
     if planned is not None and rule is not None and reply is not None and error is None:
         try:
             accuracy_block = _accuracy_result(board, planned, reply, rule)
         except AgentError as exc:
             error = {"kind": "agent", "message": str(exc)}
+    if pipeline_plan is not None and reply is not None and error is None:
+        from .pipeline import result_block
+
+        try:
+            pipeline_block = result_block(board, pipeline_plan, reply)
+        except AgentError as exc:
+            error = {"kind": "agent", "message": str(exc)}
     document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
                             settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block,
-                            profile=_profile_summary(board, reply))
+                            profile=_profile_summary(board, reply), pipeline=pipeline_block)
     if defaulted:  # like onnxruntime_perf_test: said, and recorded in settings.dims
         document["validity"]["warnings"].append(
             f"{model['name']}: free dimension(s) {', '.join(defaulted)} set to 1 (size them with --dim NAME=N; "
@@ -537,6 +575,12 @@ class FleetReport:
         if problems:
             raise RunFailed(f"{len(problems)} problem(s): " + "; ".join(problems),
                             "failed and INVALID runs are recorded in results/ with their reason")
+        differ = [f"{d['model']['name']} on {d['target']['name']} ({d['pipeline']['results']['agree']} of "
+                  f"{d['pipeline']['results']['samples']} samples agree)"
+                  for d in self.documents if d.get("pipeline") and not d["pipeline"]["results"]["passed"]]
+        if differ:
+            raise RunFailed(f"the pipeline's final results on the board differ from the host's: {', '.join(differ)}",
+                            "the result's pipeline block names the first samples that differ")
         wrong = [d["model"]["name"] for d in self.documents if d.get("accuracy") and not d["accuracy"]["passed"]]
         if wrong:
             raise RunFailed(f"accuracy check failed for {', '.join(wrong)}: the board's outputs differ from the "

@@ -183,6 +183,33 @@ def throughput_plot(documents: list[dict]) -> str | None:
     return _png(figure)
 
 
+# Stacked-bar colours of a pipeline's stages, in order (load, preprocess, inference, postprocess).
+STAGE_COLOURS = ("#9db4d3", "#e0a458", "#3466a4", "#7fb77e")
+
+
+def stage_plot(comparison: Comparison) -> str | None:
+    """End-to-end pipelines: one stacked bar per group, each stage's median (ms), so the cost of decode and
+    resize shows beside the model's."""
+    from .agentlib import STAGES
+
+    rows = [r for r in comparison.rows if all(r.get(f"{stage}_ms") is not None for stage in STAGES)][:MAX_GROUPS_PLOTTED]
+    if not rows:
+        return None
+    plt = _pyplot()
+    labels = [" / ".join(str(r[k]) for k in comparison.by) for r in rows]
+    figure, axis = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
+    left = np.zeros(len(rows))
+    for stage, colour in zip(STAGES, STAGE_COLOURS):
+        widths = np.array([r[f"{stage}_ms"] for r in rows])
+        axis.barh(labels, widths, left=left, color=colour, label=stage)
+        left += widths
+    axis.set_xlabel("median time per sample (ms), stage by stage")
+    axis.tick_params(axis="y", labelsize=8)
+    axis.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35), frameon=False)
+    axis.set_title("End-to-end pipelines: where a sample's time goes", fontsize=10)
+    return _png(figure)
+
+
 def render_html(comparison: Comparison, documents: list[dict], problems: list[str], title: str = "edgebench report") -> str:
     headers, rows = cells(comparison)
     verdict_column = headers.index("vs baseline") if "vs baseline" in headers else None
@@ -206,6 +233,7 @@ def render_html(comparison: Comparison, documents: list[dict], problems: list[st
              + f"; made {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by edgebench.</p>"]
     for heading, image in (("Latency", latency_plot(comparison)), ("Speed and accuracy", accuracy_plot(comparison)),
                            ("Latency under load", qps_plot(documents)), ("Throughput", throughput_plot(documents)),
+                           ("End to end", stage_plot(comparison)),
                            ("Where the time goes", operator_plot(documents))):
         if image:
             parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")

@@ -148,8 +148,10 @@ def deploy_request(given: dict[str, Any]):
                                      samples=given["accuracy_samples"], batch_size=given["batch_size"],
                                      tolerances=tolerances(given["atol"], given["rtol"]),
                                      tolerances_given=bool(given["atol"] or given["rtol"]))
+    from .pipeline import check_options
+
     settings = RunSettings(options=options, inputs=given["inputs"], timeout_s=given["timeout"], accuracy=accuracy,
-                           strict_dims=given["strict_dims"])
+                           strict_dims=given["strict_dims"], pipeline=check_options(given["pipeline"], given["samples"]))
     return DeployRequest(models=[Path(m) for m in given["models"]], target=given["target"], results=given["results"],
                          inventory=given["inventory"], settings=settings, variants=given["variants"],
                          threads=int_list(given["threads"], "--threads"), batches=int_list(given["batch"], "--batch"),

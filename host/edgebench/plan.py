@@ -23,8 +23,9 @@ from pathlib import Path
 
 from .agentlib import PASS_DEFAULTS, sha256_bytes
 from .deploy import RunSettings
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .fileio import file_sha256
+from .pipeline import PipelineOptions
 from .targets import Target
 from .yamlconf import YamlDoc, check_type, load_yaml
 
@@ -32,7 +33,8 @@ TOP_KEYS = {"name": "string", "description": "string", "models": "list", "varian
             "targets": "list of strings", "settings": "mapping", "results": "string"}
 MODEL_KEYS = {"name": "string", "path": "string", "export": "string", "inputs": "list of strings",
               "dynamic": "list of strings", "exporter": "string", "mode": "string", "dims": "mapping",
-              "values": "mapping", "dataset": "string", "variants": "list of strings"}
+              "values": "mapping", "dataset": "string", "variants": "list of strings", "pipeline": "string",
+              "samples": "string"}
 # settings: key -> (type, request field). Lists of threads, batch and provider sweep.
 SETTINGS = {
     "warmup": ("integer", "warmup_min_iterations"), "min_iterations": ("integer", "min_iterations"),
@@ -58,6 +60,7 @@ class PlanModel:
     dims: dict = field(default_factory=dict)
     values: dict = field(default_factory=dict)
     dataset: Path | None = None
+    pipeline: PipelineOptions | None = None  # end to end: the model's stages.py and its samples folder
     variants: list = field(default_factory=list)
 
 
@@ -125,7 +128,8 @@ def load_plan(path: Path, inventory) -> Plan:
         except ConfigError as exc:
             raise doc.error(("settings", "scenario"), exc.message) from exc
     for index, model in enumerate(models):
-        _check_dims_sized(doc, index, model, settings.get("batch"))
+        if model.pipeline is None:  # a pipeline's feeds size every dimension themselves
+            _check_dims_sized(doc, index, model, settings.get("batch"))
     return Plan(name=data["name"], path=Path(path), sha256=file_sha256(path),
                 models=models, targets=list(data["targets"]), settings=settings, variants=variants,
                 results=(base / data["results"]) if data.get("results") else None)
@@ -199,6 +203,19 @@ def _model(doc: YamlDoc, index: int, entry, base: Path) -> PlanModel:
     dataset = (base / entry["dataset"]).resolve() if entry.get("dataset") else None
     if dataset is not None and not dataset.is_file():
         raise doc.error(keys + ("dataset",), f"dataset not found: {dataset}")
+    pipeline = None
+    if entry.get("pipeline") or entry.get("samples"):
+        from .pipeline import check_options
+
+        try:
+            pipeline = check_options((base / entry["pipeline"]).resolve() if entry.get("pipeline") else None,
+                                     (base / entry["samples"]).resolve() if entry.get("samples") else None)
+        except InputError as exc:
+            field_name = "samples" if exc.message.startswith("samples") else "pipeline"
+            raise doc.error(keys + (field_name,), exc.message, exc.hint) from exc
+        if dataset is not None:
+            raise doc.error(keys + ("dataset",), "a model with a pipeline is checked end to end against the host; "
+                            "a dataset is for the bare model: give one of them")
     for key in ("dims", "values"):
         for name, value in (entry.get(key) or {}).items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or (key == "dims" and (not isinstance(value, int) or value < 1)):
@@ -210,7 +227,7 @@ def _model(doc: YamlDoc, index: int, entry, base: Path) -> PlanModel:
     return PlanModel(name=entry["name"], path=path, export=export, inputs=entry.get("inputs") or [],
                      dynamic=entry.get("dynamic") or [], exporter=entry.get("exporter"), mode=entry.get("mode", "trace"),
                      dims=dict(entry.get("dims") or {}), values=dict(entry.get("values") or {}), dataset=dataset,
-                     variants=variants)
+                     variants=variants, pipeline=pipeline)
 
 
 # ------------------------------------------------------------------------------------------- the matrix
@@ -291,10 +308,10 @@ def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) ->
         for variant, path in built[model.name]:
             sha = file_sha256(path) if path.exists() else None  # None: not built yet (a dry run)
             accuracy = None
-            if plan.settings.get("accuracy") or model.dataset or variant != "original":
-                accuracy = AccuracyOptions(dataset=model.dataset)
+            if (plan.settings.get("accuracy") or model.dataset or variant != "original") and model.pipeline is None:
+                accuracy = AccuracyOptions(dataset=model.dataset)  # (a pipeline checks its final results instead)
             base = RunSettings(options={**options, "dims": model.dims, "values": model.values},
-                               timeout_s=plan.settings.get("timeout"), accuracy=accuracy)
+                               timeout_s=plan.settings.get("timeout"), accuracy=accuracy, pipeline=model.pipeline)
             for settings in expand_sweep(base, sweeps.get("threads"), sweeps.get("batch"), sweeps.get("provider")):
                 for target in targets:
                     cells.append(Cell(model.name, variant, path, target, settings,

@@ -27,7 +27,8 @@ HEADERS = {
     "session_ms": "session ms", "first_ms": "first ms", "peak_rss_mib": "peak RSS MiB", "accuracy": "accuracy",
     "top1_pct": "top-1 %", "speedup": "speed-up", "speedup_ci": "speed-up 95% CI", "p_value": "p", "verdict": "vs baseline",
     "mixed": "MIXED", "p90_es_ms": "p90 ES ms", "p99_es_ms": "p99 ES ms", "qps": "QPS asked",
-    "achieved_qps": "QPS", "issue_delay_p99_us": "issue p99 µs",
+    "achieved_qps": "QPS", "issue_delay_p99_us": "issue p99 µs", "load_ms": "load ms", "preprocess_ms": "pre ms",
+    "inference_ms": "infer ms", "postprocess_ms": "post ms", "pipeline_agree": "pipeline",
 }
 
 
@@ -44,6 +45,8 @@ def settings_label(settings: dict) -> str:
         parts.append("dims=" + ",".join(f"{k}={v}" for k, v in sorted(settings["dims"].items())))
     if settings.get("scenario"):
         parts.append(scenario_label(settings))
+    if settings.get("pipeline"):
+        parts.append(f"pipeline={(settings['pipeline'] or {}).get('file')}")
     return " ".join(parts)
 
 
@@ -93,6 +96,26 @@ def scenario_figures(measurements: list[dict], samples_ns) -> dict:
     return row
 
 
+def stage_figures(measurements: list[dict]) -> dict:
+    """What a pipeline adds to a row: each stage's median (ms) and its share of the end-to-end time (%), over the
+    repeats of one run or a group's pooled runs. Nothing when any repeat lacks its stages."""
+    import numpy as np
+
+    from .agentlib import STAGES
+
+    repeats = [r for m in measurements for r in m.get("repeats") or []]
+    if not repeats or not all(isinstance(r.get("stages_ns"), dict) for r in repeats):
+        return {}
+    pooled = {stage: np.concatenate([np.asarray(r["stages_ns"][stage], dtype=np.float64) for r in repeats])
+              for stage in STAGES}
+    whole = float(sum(values.sum() for values in pooled.values())) or 1.0
+    row: dict = {}
+    for stage, values in pooled.items():
+        row[f"{stage}_ms"] = float(np.median(values)) / 1e6
+        row[f"{stage}_pct"] = 100.0 * float(values.sum()) / whole
+    return row
+
+
 def run_row(document: dict) -> dict:
     """One flat row per result (statistics over the pooled samples of its repeats). Text from the document is
     made printable here, once, so no table, export or terminal line shows an escape sequence from a file."""
@@ -113,6 +136,7 @@ def run_row(document: dict) -> dict:
         samples = all_samples_ns(measurements)
         row.update(summarize_ns(samples))
         row.update(scenario_figures([measurements], samples))
+        row.update(stage_figures([measurements]))
         repeats = measurements["repeats"]
         row["session_ms"] = sum(r["session_create_ns"] for r in repeats) / len(repeats) / 1e6
         row["first_ms"] = sum(r["first_inference_ns"] for r in repeats) / len(repeats) / 1e6
@@ -124,6 +148,9 @@ def run_row(document: dict) -> dict:
         row["max_abs_diff"] = max((o["max_abs"] for o in accuracy["outputs"]), default=None)
         labels = accuracy.get("labels")
         row["top1_pct"] = labels["board"]["top1_pct"] if labels else None
+    agreement = (document.get("pipeline") or {}).get("results")
+    if agreement:
+        row["pipeline_agree"] = f"{agreement['agree']}/{agreement['samples']}"
     return row
 
 
@@ -227,6 +254,7 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p
             pooled[key] = samples
             row.update(summarize_ns(samples))
             row.update(scenario_figures([d["measurements"] for _, d in ok], samples))
+            row.update(stage_figures([d["measurements"] for _, d in ok]))
             low, high = median_ci(samples / 1e6)
             row["ci_low_ms"], row["ci_high_ms"] = low, high
             for column in ("session_ms", "first_ms", "peak_rss_mib", "top1_pct"):
@@ -234,6 +262,10 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p
                 row[column] = float(np.mean(values)) if values else None
             verdicts = [r["accuracy"] for r, _ in ok if r.get("accuracy")]
             row["accuracy"] = ("FAIL" if "FAIL" in verdicts else "PASS") if verdicts else None
+            agreements = [(d.get("pipeline") or {}).get("results") for _, d in ok]
+            if any(agreements):
+                row["pipeline_agree"] = (f"{sum(a['agree'] for a in agreements if a)}/"
+                                         f"{sum(a['samples'] for a in agreements if a)}")
         result.rows.append(row)
         result.samples[" / ".join(key)] = pooled.get(key)
     if baseline:
@@ -273,7 +305,8 @@ def table_columns(comparison: Comparison) -> list[str]:
     columns = [*comparison.by, "mixed", "n", "p50_ms", "ci"]
     if comparison.baseline:
         columns += ["speedup", "verdict", "speedup_ci", "p_value"]
-    columns += ["p90_ms", "p90_es_ms", "p99_ms", "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "accuracy",
+    columns += ["p90_ms", "p90_es_ms", "p99_ms", "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "load_ms",
+                "preprocess_ms", "inference_ms", "postprocess_ms", "pipeline_agree", "accuracy",
                 "top1_pct", "runs", "failed", "mean_ms", "throughput_per_s",
                 "session_ms", "first_ms", "peak_rss_mib", "size_kib"]
     present = set().union(*[r.keys() for r in comparison.rows]) if comparison.rows else set()
@@ -282,7 +315,8 @@ def table_columns(comparison: Comparison) -> list[str]:
 
 
 # Per-inference latency columns: shown in µs when every group's median is under a millisecond.
-LATENCY_COLUMNS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "ci", "p90_es_ms", "p99_es_ms")
+LATENCY_COLUMNS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "ci", "p90_es_ms", "p99_es_ms",
+                   "load_ms", "preprocess_ms", "inference_ms", "postprocess_ms")
 
 
 def latency_unit(rows: list[dict]) -> tuple[str, float]:
@@ -318,10 +352,11 @@ def cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 # Headers of text columns (left-aligned, may wrap in a terminal table).
-TEXT_HEADERS = ("model", "variant", "target", "settings", "status", "valid", "accuracy", "vs baseline", "MIXED", "run",
+TEXT_HEADERS = ("model", "variant", "target", "settings", "status", "valid", "accuracy", "pipeline", "vs baseline", "MIXED", "run",
                 "origin", "error")
 PER_RUN_COLUMNS = ("model", "variant", "target", "settings", "status", "n", "p50_ms", "p90_ms", "p90_es_ms", "p99_ms",
-                   "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "valid",
+                   "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "load_ms", "preprocess_ms", "inference_ms",
+                   "postprocess_ms", "pipeline_agree", "valid",
                    "accuracy", "top1_pct", "mean_ms", "throughput_per_s", "session_ms", "first_ms", "peak_rss_mib",
                    "run_id", "origin", "error")
 

@@ -33,7 +33,10 @@ class ShapeError(ValueError):
 SETTINGS = {"provider": Opt("str"), "intra_op_threads": Opt("int"), "inter_op_threads": Opt("int"),
             "graph_optimization_level": Opt("str"), "batch": Opt("int"), "cpus": Opt(["int"]), "dims": Opt("dims"),
             "scenario": Opt({"name": Opt("str"), "qps": Opt("qps"), "concurrency": Opt("int"),
-                             "samples_per_query": Opt("int"), "latency_bound_s": Opt("num")})}
+                             "samples_per_query": Opt("int"), "latency_bound_s": Opt("num")}),
+            "pipeline": Opt({"file": Opt("str"), "sha256": Opt("str"), "samples": Opt("str")})}
+# A pipeline run's repeat: ns per sample in each stage (checked where a report reads it).
+STAGES_NS = Opt({"load": "samples", "preprocess": "samples", "inference": "samples", "postprocess": "samples"})
 # What a scenario run adds to a repeat (checked where a report reads it).
 REPEAT_SCENARIO = Opt({"name": Opt("str"), "qps": Opt("num"), "achieved_qps": Opt("num"), "issue_delays_ns": Opt("samples"),
                        "throughput_per_s": Opt("num"), "concurrency": Opt("int"), "samples": Opt("int"),
@@ -51,13 +54,17 @@ RESULT = {
     "target": {"name": "str"},
     "settings": SETTINGS,
     "measurements": Opt({"repeats": Opt([{"samples_ns": "samples", "session_create_ns": "num",
-                                          "first_inference_ns": "num", "scenario": REPEAT_SCENARIO}]),
+                                          "first_inference_ns": "num", "scenario": REPEAT_SCENARIO,
+                                          "stages_ns": STAGES_NS}]),
                          "memory": Opt({"peak_rss_bytes": Opt("num")})}),
     "validity": Opt({"valid": Opt("bool"), "reasons": Opt(["str"]), "warnings": Opt(["str"])}),
     "accuracy": Opt({"passed": Opt("bool"), "outputs": Opt([{"name": Opt("str"), "max_abs": Opt("num")}]),
                      "labels": Opt({"board": Opt({"top1_pct": "num"})})}),
     "profile": Opt({"iterations": Opt("int"),
                     "top_operators": Opt([{"op_type": "str", "total_us": "num", "pct": "num"}])}),
+    "pipeline": Opt({"file": Opt("str"), "samples": Opt("int"),
+                     "results": Opt({"samples": "int", "agree": "int", "agree_pct": "num", "passed": "bool",
+                                     "max_abs": Opt("num"), "mismatched": Opt(["str"])})}),
     "plan": Opt({"name": Opt("str")}),
     "origin": Opt({"kind": Opt("str"), "board": Opt("str")}),
 }
@@ -75,7 +82,9 @@ AGENT_REPLY = {
     "telemetry": Opt("dict"),
     "inputs": Opt([{"name": "str", "dtype": "str", "shape": Opt("list")}]),
     "outputs": Opt(["dict"]),
-    "repeats": Opt([{"samples_ns": "samples", "session_create_ns": "num", "first_inference_ns": "num"}]),
+    "repeats": Opt([{"samples_ns": "samples", "session_create_ns": "num", "first_inference_ns": "num",
+                     "stages_ns": STAGES_NS}]),
+    "pipeline": Opt({"file": Opt("str"), "samples": Opt("int")}),
     "memory": Opt("dict"),
     "accuracy": Opt({"labels": Opt("dict")}),
     "profile": Opt({"top_operators": Opt([{"op_type": "str", "total_us": "num", "pct": "num"}])}),

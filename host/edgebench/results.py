@@ -9,6 +9,10 @@ SCHEMA_VERSION history:
       scenario run each measurements.repeats[] has `scenario` (its own figures: server issue delays, achieved
       QPS and QPS-search probes, offline throughput). samples_ns holds one latency per query.
       A version 1 file reads as version 2 with settings.scenario null.
+  3 - end-to-end pipelines: settings.pipeline (null, or the pipeline file by name and sha256 and the samples
+      folder), each measurements.repeats[] of a pipeline run has `stages_ns` ({load, preprocess, inference,
+      postprocess}: ns per sample; samples_ns is end to end), and a top-level `pipeline` block (what ran, and the
+      board's final results against the host's). A version 2 file reads as version 3 with both null.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from . import __version__
 from .agentlib import atomic_file
 from .errors import ResultError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # What a result keeps of the agent's run reply.
 MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs", "repeats", "memory", "telemetry",
@@ -43,7 +47,17 @@ def _v1_to_v2(document: dict) -> dict:
     return {**document, "schema_version": 2, **({"settings": settings} if isinstance(settings, dict) else {})}
 
 
+def _v2_to_v3(document: dict) -> dict:
+    """Every version 2 run measured the bare model: no pipeline."""
+    settings = document.get("settings")
+    if isinstance(settings, dict):
+        settings = {**settings, "pipeline": settings.get("pipeline")}
+    return {**document, "schema_version": 3, "pipeline": document.get("pipeline"),
+            **({"settings": settings} if isinstance(settings, dict) else {})}
+
+
 MIGRATIONS[1] = _v1_to_v2
+MIGRATIONS[2] = _v2_to_v3
 
 
 def utc_now() -> datetime.datetime:
@@ -62,7 +76,7 @@ def new_run_id(model_name: str, target_name: str, when: datetime.datetime | None
 
 def build_result(*, run_id: str, created_at: str, model: dict, target: dict, settings: dict,
                  reply: dict | None, error: dict | None = None, accuracy: dict | None = None,
-                 profile: dict | None = None) -> dict:
+                 profile: dict | None = None, pipeline: dict | None = None) -> dict:
     """Assemble a result document from the host's view (model, target) and the agent's reply."""
     reply = reply or {}
     status = "ok" if error is None and reply.get("status") == "ok" else "failed"
@@ -91,6 +105,7 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
         "validity": validity,
         "accuracy": accuracy,
         "profile": profile,
+        "pipeline": pipeline,
         "origin": {"kind": "deploy", "digest": reply.get("digest")},
     }
 
