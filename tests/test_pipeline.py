@@ -74,7 +74,7 @@ def test_the_digits_pipeline_end_to_end_on_local(bench, tmp_path):
     # compare shows the breakdown; the HTML report draws it as stacked bars
     table = bench("compare", tmp_path / "r", "--format", "json")
     assert table.code == 0, table.stderr
-    (group,) = json.loads(table.stdout)["groups"] if isinstance(json.loads(table.stdout), dict) else json.loads(table.stdout)
+    (group,) = json.loads(table.stdout)
     assert group["inference_ms"] > 0 and group["load_ms"] > 0 and "pipeline=digits_pipeline.py" in group["settings"]
     assert bench("compare", tmp_path / "r", "--format", "html", "-o", tmp_path / "r.html").code == 0
     assert "alt='End to end'" in (tmp_path / "r.html").read_text()

@@ -256,3 +256,34 @@ def test_the_standalone_agent_runs_a_scenario_and_bench_imports_it(bench, tmp_pa
     document = _one(tmp_path / "r")
     assert document["settings"]["scenario"]["qps"] == 200
     assert report.run_row(document)["achieved_qps"] > 100
+
+
+def test_compare_follows_the_scenarios_metric(bench, tmp_path):
+    """Two boards with the same median but a different tail: under load (server) the default metric is p99, so
+    the heavier tail is slower; asked for p50 they do not differ. A plain run keeps comparing medians."""
+    import numpy as np
+
+    from tests.synthetic import result, write
+
+    rng = np.random.default_rng(1)
+
+    def served(run_id, target, tail_ms):
+        samples = np.concatenate([rng.normal(1e6, 2e4, 2000), rng.normal(tail_ms * 1e6, 1e5, 60)])
+        document = result(samples, run_id=run_id, target=target)
+        document["settings"]["scenario"] = {"name": "server", "qps": 100, "concurrency": 1}
+        return document
+
+    write(tmp_path / "r", [served("a", "board-a", 2.0), served("b", "board-b", 12.0)])
+    auto = bench("compare", tmp_path / "r", "--baseline", "target=board-a", "--format", "json")
+    assert auto.code == 0, auto.stderr
+    rows = {r["target"]: r for r in json.loads(auto.stdout)}
+    assert rows["board-b"]["metric"] == "p99" and rows["board-b"]["verdict"] == "slower"
+    median = bench("compare", tmp_path / "r", "--baseline", "target=board-a", "--metric", "p50", "--format", "json")
+    rows = {r["target"]: r for r in json.loads(median.stdout)}
+    assert rows["board-b"]["metric"] == "p50" and rows["board-b"]["verdict"] == "no significant difference"
+    table = bench("compare", tmp_path / "r", "--baseline", "target=board-a")
+    assert "metric" in table.stdout.splitlines()[0] and "p99" in table.stdout
+    from edgebench.stats import scenario_metric
+
+    assert scenario_metric({None}) == "p50" and scenario_metric({"offline"}) == "throughput"
+    assert scenario_metric({"server", None}) == "p50"  # groups of different scenarios: the median

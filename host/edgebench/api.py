@@ -391,7 +391,7 @@ class Comparison:
 
 
 def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str] = "model,variant,target,settings",
-            baseline: str | tuple[str, str] | None = None, metric: str = "p50", include_invalid: bool = False,
+            baseline: str | tuple[str, str] | None = None, metric: str = "auto", include_invalid: bool = False,
             alpha: float = 0.01, min_effect: float = 0.02, fail_above: float | None = None) -> Comparison:
     """Compare results: medians with confidence intervals, speed-ups with significance against `baseline`
     ("target=pi4" or ("target", "pi4")); a significant slow-down beyond `fail_above` (0.05 = 5 %) is a

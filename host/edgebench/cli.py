@@ -621,7 +621,7 @@ def compare(
     paths: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
     by: Annotated[str, typer.Option(help="Group by these keys: model, variant, target, settings, provider, threads, inter_threads, opt, dims, plan.")] = DEFAULT_BY,
     baseline: Annotated[Optional[str], typer.Option(help="Compare every group with the one where KEY=VALUE, e.g. target=pi4 or variant=original.")] = None,
-    metric: Annotated[str, typer.Option(help="p50, p90, p99, mean or throughput.")] = "p50",
+    metric: Annotated[str, typer.Option(help="What a speed-up compares: auto (the scenario's own: p50 for plain runs, p90 single-stream, p99 multi-stream and server, throughput offline), p50, p90, p99, mean or throughput.")] = "auto",
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv, md, json, html or parquet.")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     fail_on_regression: Annotated[Optional[str], typer.Option(help="Exit 1 when a group is significantly slower than the baseline by more than this, e.g. 5%.")] = None,

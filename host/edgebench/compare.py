@@ -19,7 +19,7 @@ class CompareRequest:
     paths: list
     by: tuple = DEFAULT_BY
     baseline: tuple | None = None  # (key, value): every group against the one where key == value
-    metric: str = "p50"
+    metric: str = "auto"  # the scenario's metric (p50 for plain runs), or p50, p90, p99, mean, throughput
     include_invalid: bool = False
     alpha: float = DEFAULT_ALPHA
     min_effect: float = DEFAULT_MIN_EFFECT

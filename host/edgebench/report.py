@@ -9,7 +9,8 @@ import json
 from dataclasses import dataclass, field
 
 from .result_schema import printable, spreadsheet_safe
-from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, summarize_ns
+from .stats import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, scenario_metric,
+                    summarize_ns)
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
 KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "scenario",
@@ -28,7 +29,7 @@ HEADERS = {
     "top1_pct": "top-1 %", "speedup": "speed-up", "speedup_ci": "speed-up 95% CI", "p_value": "p", "verdict": "vs baseline",
     "mixed": "MIXED", "p90_es_ms": "p90 ES ms", "p99_es_ms": "p99 ES ms", "qps": "QPS asked",
     "achieved_qps": "QPS", "issue_delay_p99_us": "issue p99 µs", "load_ms": "load ms", "preprocess_ms": "pre ms",
-    "inference_ms": "infer ms", "postprocess_ms": "post ms", "pipeline_agree": "pipeline",
+    "inference_ms": "infer ms", "postprocess_ms": "post ms", "pipeline_agree": "pipeline", "metric": "metric",
 }
 
 
@@ -202,6 +203,7 @@ class Comparison:
     regressions: list[str] = field(default_factory=list)
     samples: dict = field(default_factory=dict)  # group label -> pooled samples (ns), for plots
     mixed: list[str] = field(default_factory=list)  # one warning per group that pools runs of different things
+    scenarios: dict = field(default_factory=dict)  # group key -> the scenario names of its runs (None: none set)
 
     def frame(self):
         import pandas as pd
@@ -209,7 +211,7 @@ class Comparison:
         return pd.DataFrame(self.rows)
 
 
-def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p50", baseline: tuple | None = None,
+def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "auto", baseline: tuple | None = None,
                  include_invalid: bool = False, alpha: float = DEFAULT_ALPHA, min_effect: float = DEFAULT_MIN_EFFECT,
                  regression_threshold: float | None = None) -> Comparison:
     """Group runs, summarise each group from its pooled raw samples, and compare against a baseline group."""
@@ -241,6 +243,7 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "p
     for key in sorted(groups):
         members = groups[key]
         ok = [(r, d) for r, d in members if r["status"] == "ok" and r.get("n")]
+        result.scenarios[key] = {((d.get("settings") or {}).get("scenario") or {}).get("name") for _, d in ok}
         row = dict(zip(by, key), runs=len(members), failed=len(members) - len(ok),
                    size_kib=members[0][0].get("size_kib"))
         differing = [k for k in POOLING_KEYS if k not in by and len({str(r.get(k)) for r, _ in members}) > 1]
@@ -286,13 +289,16 @@ def _against_baseline(result: Comparison, pooled: dict, alpha, min_effect, thres
         if key == base_key:
             row["verdict"] = "baseline"
             continue
-        found = compare_samples(pooled[base_key], pooled[key], result.metric, alpha, min_effect)
+        metric = result.metric
+        if metric == "auto":  # the scenario's own metric: p99 under load, throughput offline
+            metric = scenario_metric(result.scenarios.get(key, set()) | result.scenarios.get(base_key, set()))
+        found = compare_samples(pooled[base_key], pooled[key], metric, alpha, min_effect)
         row.update(speedup=found["speedup"], speedup_low=found["speedup_low"], speedup_high=found["speedup_high"],
-                   p_value=found["p_value"], change_pct=100 * found["change"], verdict=found["verdict"])
+                   p_value=found["p_value"], change_pct=100 * found["change"], verdict=found["verdict"], metric=metric)
         if found["verdict"] == "slower" and threshold is not None and found["change"] > threshold:
             mixed = f" (a mixed group: {row['mixed']})" if row.get("mixed") else ""
             result.regressions.append(f"{group_label(result.by, key)}: {100 * found['change']:.1f}% slower than "
-                                      f"{key_name}={value} ({result.metric}, p={found['p_value']:.2g}){mixed}")
+                                      f"{key_name}={value} ({metric}, p={found['p_value']:.2g}){mixed}")
 
 
 def group_label(by: tuple, key: tuple) -> str:
@@ -304,7 +310,7 @@ def table_columns(comparison: Comparison) -> list[str]:
     """The group table's columns, most important first: a narrow terminal drops them from the end."""
     columns = [*comparison.by, "mixed", "n", "p50_ms", "ci"]
     if comparison.baseline:
-        columns += ["speedup", "verdict", "speedup_ci", "p_value"]
+        columns += ["speedup", "verdict", "metric", "speedup_ci", "p_value"]
     columns += ["p90_ms", "p90_es_ms", "p99_ms", "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "load_ms",
                 "preprocess_ms", "inference_ms", "postprocess_ms", "pipeline_agree", "accuracy",
                 "top1_pct", "runs", "failed", "mean_ms", "throughput_per_s",
@@ -352,7 +358,7 @@ def cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 # Headers of text columns (left-aligned, may wrap in a terminal table).
-TEXT_HEADERS = ("model", "variant", "target", "settings", "status", "valid", "accuracy", "pipeline", "vs baseline", "MIXED", "run",
+TEXT_HEADERS = ("model", "variant", "target", "settings", "status", "valid", "accuracy", "pipeline", "metric", "vs baseline", "MIXED", "run",
                 "origin", "error")
 PER_RUN_COLUMNS = ("model", "variant", "target", "settings", "status", "n", "p50_ms", "p90_ms", "p90_es_ms", "p99_ms",
                    "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "load_ms", "preprocess_ms", "inference_ms",

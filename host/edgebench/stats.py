@@ -42,7 +42,16 @@ def summarize_ns(samples_ns) -> dict:
 MAX_TEST_SAMPLES = 2000
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_EFFECT = 0.02  # 2 %
-METRICS = ("p50", "p90", "p99", "mean", "throughput")
+METRICS = ("auto", "p50", "p90", "p99", "mean", "throughput")
+# What `auto` compares, by the runs' load scenario (MLPerf's metric for each; a run without one: the median).
+# Offline throughput comes from the mean per-sample latency, so it compares runs with the same concurrency.
+SCENARIO_METRICS = {None: "p50", "single-stream": "p90", "multi-stream": "p99", "server": "p99", "offline": "throughput"}
+
+
+def scenario_metric(names: set) -> str:
+    """The metric `auto` uses between two groups whose runs have these scenario names (None: no scenario set):
+    the scenario's own when they share one, else the median."""
+    return SCENARIO_METRICS.get(next(iter(names)), "p50") if len(names) == 1 else "p50"
 
 
 def subsample(values, limit: int = MAX_TEST_SAMPLES, seed: int = 0) -> np.ndarray:
@@ -80,9 +89,10 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
-def bootstrap_ratio_ci(baseline, candidate, metric: str, rounds: int = 400, confidence: float = 0.95,
-                       seed: int = 0) -> tuple[float, float, float]:
-    """Speed-up of candidate over baseline (>1 = faster) and its bootstrap interval."""
+def bootstrap_ratio(baseline, candidate, metric: str, rounds: int = 400, confidence: float = 0.95,
+                    seed: int = 0) -> tuple[float, float, float, float]:
+    """Speed-up of candidate over baseline (>1 = faster), its bootstrap interval, and the two-sided bootstrap
+    p-value of "no change": (speed-up, low, high, p)."""
     rng = np.random.default_rng(seed)
     a = subsample(baseline, 1000, seed)
     b = subsample(candidate, 1000, seed + 1)
@@ -97,7 +107,9 @@ def bootstrap_ratio_ci(baseline, candidate, metric: str, rounds: int = 400, conf
     ratios = sa / sb  # latency ratios: baseline / candidate; throughput ratio is the same (1/mean)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
-    return ratio, float(low), float(high)
+    # The share of resampled ratios on the far side of 1, both ways (never below one resample's worth).
+    p_value = min(1.0, max(2 * min(float(np.mean(ratios >= 1.0)), float(np.mean(ratios <= 1.0))), 1.0 / rounds))
+    return ratio, float(low), float(high), p_value
 
 
 def _speedup(baseline_value: float, candidate_value: float, metric: str) -> float:
@@ -142,11 +154,16 @@ def mann_whitney(a, b) -> tuple[float, float]:
 def compare_samples(baseline, candidate, metric: str = "p50", alpha: float = DEFAULT_ALPHA,
                     min_effect: float = DEFAULT_MIN_EFFECT, seed: int = 0) -> dict:
     """Is candidate faster or slower than baseline? Both a significant test AND an effect beyond min_effect
-    are needed; otherwise the verdict is 'no significant difference'."""
-    a = subsample(baseline, seed=seed)
-    b = subsample(candidate, seed=seed + 1)
-    _, p_value = mann_whitney(a, b)
-    speedup, low, high = bootstrap_ratio_ci(baseline, candidate, metric, seed=seed)
+    are needed; otherwise the verdict is 'no significant difference'.
+
+    The test: Mann-Whitney U for the median, the mean and throughput (where the whole distribution moves); for a
+    tail percentile (p90, p99) the bootstrap of that percentile itself, since a tail that moves alone leaves the
+    rank test blind."""
+    speedup, low, high, p_value = bootstrap_ratio(baseline, candidate, metric, seed=seed)
+    if metric not in ("p90", "p99"):
+        a = subsample(baseline, seed=seed)
+        b = subsample(candidate, seed=seed + 1)
+        _, p_value = mann_whitney(a, b)
     change = 1.0 / speedup - 1.0  # relative change of latency: +0.05 = 5 % slower
     significant = p_value < alpha and abs(change) >= min_effect and not (low <= 1.0 <= high)
     verdict = "no significant difference"
