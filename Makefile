@@ -49,6 +49,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/upload.py
 	$(PY) benchmarks/scenarios.py
 	$(PY) benchmarks/pipeline_timer.py
+	$(PY) benchmarks/energy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info

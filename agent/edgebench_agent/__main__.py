@@ -73,6 +73,11 @@ def _request_from_flags(args):
         raise RequestError("--pipeline and --samples go together: the pipeline's file and the folder of samples it reads")
     if args.pipeline:
         raw["pipeline"] = {"file": os.path.abspath(args.pipeline), "samples": os.path.abspath(args.samples)}
+    if args.energy_seconds is not None and not args.energy:
+        raise RequestError("--energy-seconds goes with --energy")
+    if args.energy:
+        raw["energy"] = {} if args.energy_seconds is None else {
+            "seconds": parse_positive(args.energy_seconds, "--energy-seconds")}
     return raw
 
 
@@ -206,6 +211,10 @@ def build_parser():
     run.add_argument("--pipeline", metavar="STAGES.py",
                      help="end to end: run this file's load/preprocess/postprocess around the model (runs its code)")
     run.add_argument("--samples", metavar="DIR", help="with --pipeline: the sample files (images, .npy, ...) fed to it")
+    run.add_argument("--energy", action="store_true", help="an energy pass: idle baseline, then the model in a loop "
+                                                           "while this board's power sensor is read")
+    run.add_argument("--energy-seconds", metavar="SECONDS", help="length of the energy pass's loop (default %g)"
+                     % PASS_DEFAULTS["energy"]["seconds"])
     return parser
 
 
@@ -233,6 +242,8 @@ def _summary(reply):
     if stages:
         lines.append("pipeline  %s over %d samples: %s" % (os.path.basename(reply["pipeline"]["file"]),
                                                             reply["pipeline"]["samples"], stages))
+    if reply.get("energy"):
+        lines.append("energy    " + _energy_line(reply["energy"]))
     lines.append("peak RSS  %.1f MiB" % (reply["memory"]["peak_rss_bytes"] / 2.0 ** 20))
     from .shared.validity import assess
 
@@ -252,6 +263,21 @@ def _summary(reply):
     else:
         lines.append("(full statistics: run again with --out result.json, copy it home and run `bench import` there)")
     return "\n".join(lines)
+
+
+def _energy_line(block):
+    from .shared.energy import EnergyError, summarize
+
+    if not block.get("available"):
+        return "unavailable (%s)" % block.get("reason")
+    try:
+        figures = summarize(block["kind"], block["readings"], block["idle"], block["load"], block["inferences"],
+                            block.get("wrap_uj"))
+    except EnergyError as exc:
+        return "unavailable (%s: %s)" % (block["source"], exc)
+    return "%.3f mJ per inference (%.3f above idle), %.2f W average, %.2f W idle; %s, scope %s" % (
+        figures["mj_per_inference"], figures["mj_per_inference_above_idle"] or 0.0, figures["average_power_w"],
+        figures["idle_power_w"] or 0.0, block["source"], block["scope"])
 
 
 def _stage_line(repeats):

@@ -12,7 +12,8 @@ PROTOCOL_VERSION history:
       and, when set, `scenario` in each repeat of the reply (the scenario's own figures: per-query latencies
       stay in `samples_ns`; server issue delays, achieved QPS and QPS-search probes; offline throughput);
       request `pipeline` (an end-to-end run: each repeat has `stages_ns`, the reply a `pipeline` block) and the
-      failure kind `pipeline`.
+      failure kind `pipeline`; request `energy` (an energy pass: the reply's `energy` block holds the source, its
+      raw readings and the idle and load windows); `energy` in `info` (the source found, or why none).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ RUN_DEFAULTS: dict = {
     # An end-to-end pipeline (shared/pipeline.py), or None: {"file": the user's stages.py, "samples": a folder of
     # sample files or a tar of them (unpacked beside it), "results": where to write each sample's final result}
     "pipeline": None,
+    # The energy pass (energy.py), or None: {"seconds", "idle_seconds", "rate_hz" (PASS_DEFAULTS), "external": true
+    # when the host reads an external meter (then the board only keeps the windows)}
+    "energy": None,
     "verbose": False,  # let onnxruntime's own log lines through to stderr
 }
 
@@ -116,7 +120,10 @@ PASS_DEFAULTS = {  # type: dict
     "profile": {"iterations": 20},
     # Element tolerances: |board - reference| <= atol + rtol * |reference|, per output unless stated.
     "accuracy": {"samples": 8, "batch_size": 32, "atol": 1e-4, "rtol": 1e-3},
+    # The model in a loop for `seconds` after an idle baseline of `idle_seconds`, power read at `rate_hz`.
+    "energy": {"seconds": 10.0, "idle_seconds": 3.0, "rate_hz": 10.0},
 }
+MAX_ENERGY_RATE_HZ = 100.0
 
 _INT_FIELDS = (
     "seed",
@@ -233,7 +240,8 @@ def default_run_timeout(request):
     if scenario.get("qps") == "auto":
         measuring += QPS_SEARCH_MAX_PROBES * max(request["min_seconds"], MLPERF_MIN_SECONDS if scenario.get("mlperf") else 0.0)
     per_repeat = measuring + request["warmup_max_seconds"] + 120.0
-    return per_repeat * request["repeats"]
+    energy = request.get("energy") or {}
+    return per_repeat * request["repeats"] + (energy.get("seconds", 0.0) + energy.get("idle_seconds", 0.0) if energy else 0.0)
 
 
 def _positive_int(value, name, limit=None):
@@ -296,6 +304,26 @@ def normalize_pipeline(req):
         if req[name]:
             raise RequestError("a pipeline makes the model's inputs from its samples and checks its own results: "
                                "%s does not apply with --pipeline" % flag)
+
+
+def normalize_energy(raw):
+    """An energy pass block with every field (PASS_DEFAULTS["energy"]); RequestError naming the first bad one."""
+    if not isinstance(raw, dict):
+        raise RequestError("energy must be an object like {\"seconds\": 10}")
+    unknown = sorted(set(raw) - set(PASS_DEFAULTS["energy"]) - {"external"})
+    if unknown:
+        raise RequestError("unknown energy field %r; known: seconds, idle_seconds, rate_hz, external" % unknown[0])
+    spec = dict(PASS_DEFAULTS["energy"], external=False)
+    spec.update(raw)
+    if not finite_number(spec["seconds"], "energy seconds") > 0:
+        raise RequestError("the energy pass needs a positive number of seconds (--energy-seconds), got %r" % (spec["seconds"],))
+    if finite_number(spec["idle_seconds"], "energy idle seconds") < 0:
+        raise RequestError("the idle baseline must not be negative, got %r" % (spec["idle_seconds"],))
+    if not 0 < finite_number(spec["rate_hz"], "energy rate") <= MAX_ENERGY_RATE_HZ:
+        raise RequestError("the power sample rate must be above 0 and at most %g Hz, got %r" % (MAX_ENERGY_RATE_HZ, spec["rate_hz"]))
+    if not isinstance(spec["external"], bool):
+        raise RequestError("energy.external must be true or false")
+    return spec
 
 
 def finite_number(value, name):
@@ -390,6 +418,8 @@ def normalize_run_request(raw):
         req["scenario"] = normalize_scenario(req["scenario"])
     if req["pipeline"] is not None:
         normalize_pipeline(req)
+    if req["energy"] is not None:
+        req["energy"] = normalize_energy(req["energy"])
     if finite_number(req["telemetry_interval_s"], "telemetry_interval_s") <= 0:
         raise RequestError("telemetry_interval_s must be a positive number")
     for name in ("values", "dims", "provider_options"):

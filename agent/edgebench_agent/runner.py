@@ -407,6 +407,10 @@ def run_benchmark(request, emit=None):
     if pipeline is not None:
         emit({"event": "phase", "phase": "pipeline results", "repeat": 1, "repeats": 1})
         pipeline_block = pipeline_results(ort, request, pipeline)
+    energy = None
+    if request["energy"] is not None:  # never during a timed pass: reading sensors costs time
+        emit({"event": "phase", "phase": "energy", "repeat": 1, "repeats": 1})
+        energy = run_energy_pass(ort, request, feeds, emit)
     profile = None
     if request["profile"] is not None:  # never during a timed pass: profiling slows a run up to ~3x
         emit({"event": "phase", "phase": "profile", "repeat": 1, "repeats": 1})
@@ -424,7 +428,21 @@ def run_benchmark(request, emit=None):
                       "intra_op_threads": request["intra_op_threads"], "inter_op_threads": request["inter_op_threads"]},
         "profile": profile,
         "pipeline": pipeline_block,
+        "energy": energy,
     }
+
+
+def run_energy_pass(ort, request, feeds, emit):
+    """The energy pass in a fresh session with the same settings and feeds (a pipeline run: its first sample's)."""
+    from .energy import energy_pass
+
+    session = create_session(ort, request)
+    try:
+        return energy_pass(session.run, feeds, request["energy"], emit)
+    except Exception as exc:
+        if type(exc).__module__.startswith("onnxruntime"):
+            raise RunError("onnxruntime", "inference failed in the energy pass: %s" % _one_line(exc))
+        raise
 
 
 def load_pipeline_for(request):

@@ -64,6 +64,7 @@ _SURFACE = {
     "edgebench_agent.shared.files": ("atomic_file", "sha256_bytes", "sha256_file", "write_atomically"),
     "edgebench_agent.shared.validity": ("assess",),
     "edgebench_agent.shared.quantiles": ("early_stopping_percentile", "percentile"),
+    "edgebench_agent.shared.energy": ("EnergyError", "parse_watts", "sample_rate", "summarize"),
     "edgebench_agent.shared.pipeline": (
         "PipelineError", "STAGES", "compare_results", "list_samples", "load_pipeline", "pack_samples", "read_results",
         "result_arrays", "run_sample"),

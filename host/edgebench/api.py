@@ -238,7 +238,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
            accuracy_samples: int | None = None, batch_size: int | None = None,
            atol: float | dict | None = None, rtol: float | dict | None = None, timeout: float | None = None,
            strict_dims: bool = False, scenario: str | dict | None = None, pipeline: str | Path | None = None,
-           samples: str | Path | None = None, progress: bool = False,
+           samples: str | Path | None = None, energy: bool = False, energy_seconds: float | None = None,
+           power_command: str | None = None, progress: bool = False,
            on_event: EventCallback | None = None, **run_options: Any) -> Deployment:
     """Benchmark models on a target (`local`, an inventory name, "a,b" for a fleet, "tag:arm").
 
@@ -247,7 +248,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     an unknown one is refused. Lists of threads, batch sizes or providers sweep. `scenario` is a name
     ("multi-stream", "offline") or the scenario object, e.g. {"name": "server", "qps": "auto",
     "latency_bound_s": 0.033}. `pipeline` (a stages.py: its code runs, here and on the board) with `samples` (a
-    folder of sample files) measures end to end. Failed and INVALID runs are recorded, not raised: see `.problems`,
+    folder of sample files) measures end to end. `energy` adds an energy pass (`energy_seconds` long; read from the
+    board's sensor, or from `power_command` run on this host, printing watts per line). Failed and INVALID runs are recorded, not raised: see `.problems`,
     or call `.raise_for_problems()`."""
     from .accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
     from .deploy import AccuracyOptions, DeployRequest, RunSettings, execute, prepare
@@ -270,11 +272,15 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
         samples=DEFAULT_SAMPLES if accuracy_samples is None else accuracy_samples,
         batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         tolerances=_tolerances(atol, rtol), tolerances_given=atol is not None or rtol is not None)
+    from .energy import power_argv
+    from .options import energy_options
     from .pipeline import check_options
 
+    options.update(energy_options(energy, energy_seconds))
     settings = RunSettings(options=options, inputs=Path(inputs) if inputs else None, timeout_s=timeout,
                            accuracy=accuracy_options, strict_dims=strict_dims,
-                           pipeline=check_options(Path(pipeline) if pipeline else None, Path(samples) if samples else None))
+                           pipeline=check_options(Path(pipeline) if pipeline else None, Path(samples) if samples else None),
+                           power_command=power_argv(power_command))
     request = DeployRequest(models=_paths(models), target=target, results=Path(results),
                             inventory=Path(inventory) if inventory else None, settings=settings,
                             variants=Path(variants) if variants else None, threads=as_list(threads),
@@ -392,10 +398,12 @@ class Comparison:
 
 def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str] = "model,variant,target,settings",
             baseline: str | tuple[str, str] | None = None, metric: str = "auto", include_invalid: bool = False,
-            alpha: float = 0.01, min_effect: float = 0.02, fail_above: float | None = None) -> Comparison:
+            alpha: float = 0.01, min_effect: float = 0.02, fail_above: float | None = None,
+            mix_energy_scopes: bool = False) -> Comparison:
     """Compare results: medians with confidence intervals, speed-ups with significance against `baseline`
     ("target=pi4" or ("target", "pi4")); a significant slow-down beyond `fail_above` (0.05 = 5 %) is a
-    regression. Unreadable result files are skipped with a warning."""
+    regression. Energy is ranked only within one scope unless `mix_energy_scopes`. Unreadable result files are
+    skipped with a warning."""
     import warnings
 
     from .compare import CompareRequest
@@ -409,7 +417,8 @@ def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str]
             raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")
     keys = group_keys(by if isinstance(by, str) else ",".join(by))
     base = key_value(baseline, "baseline") if isinstance(baseline, str) or baseline is None else tuple(baseline)
-    result = run_compare(CompareRequest(_paths(paths), keys, base, metric, include_invalid, alpha, min_effect, fail_above))
+    result = run_compare(CompareRequest(_paths(paths), keys, base, metric, include_invalid, alpha, min_effect, fail_above,
+                                        mix_energy_scopes))
     for problem in result.skipped:
         warnings.warn(f"skipped {problem}", stacklevel=2)
     return Comparison(result)

@@ -150,6 +150,9 @@ def deploy(
     mlperf: Annotated[bool, typer.Option("--mlperf", help="MLPerf LoadGen's minimums: 600 s and its query counts (slow; the result says so).")] = False,
     pipeline: Annotated[Optional[Path], typer.Option("--pipeline", metavar="STAGES.py", help="End to end: this Python file's load/preprocess/postprocess run around the model, here and on the board (it runs the file's code).")] = None,
     samples: Annotated[Optional[Path], typer.Option("--samples", metavar="DIR", help="With --pipeline: the folder of sample files (images, .npy, .pgm, ...) fed through it.")] = None,
+    energy: Annotated[bool, typer.Option("--energy", help="Also an energy pass: an idle baseline, then the model in a loop while the board's power sensor is read (mJ per inference).")] = False,
+    energy_seconds: Annotated[Optional[str], typer.Option("--energy-seconds", metavar="SECONDS", help=f"Length of the energy pass's loop.  [default: {PASS_DEFAULTS['energy']['seconds']:g}]")] = None,
+    power_command: Annotated[Optional[str], typer.Option("--power-command", metavar="CMD", help="With --energy: read an external meter instead, a command run on this host printing watts per line (no shell).")] = None,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
     from . import deploy as stage
@@ -182,6 +185,7 @@ def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
     _print_summary(documents, columns)
     from .accuracy import verdict_text
 
+    from .energy import summary_line
     from .pipeline import stage_lines
 
     for document in documents:
@@ -189,6 +193,9 @@ def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
             typer.echo(f"accuracy {document['model']['name']}: {verdict_text(document['accuracy'])}")
         for line in stage_lines(document):
             typer.echo(line)
+        energy_line = summary_line(document)
+        if energy_line:
+            typer.echo(energy_line)
         for line in _profile_lines(document):
             typer.echo(line)
     for outcome in fleet.outcomes:
@@ -631,6 +638,7 @@ def compare(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON (the same as -f json).")] = False,
     alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = 0.01,
     min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
+    mix_energy_scopes: Annotated[bool, typer.Option("--mix-energy-scopes", help="Rank energy per inference across different scopes (wall meter, CPU package, board rails) anyway.")] = False,
 ):
     """Compare results: medians with confidence intervals, speed-ups with significance, regressions, HTML."""
     from . import compare as stage
@@ -641,7 +649,8 @@ def compare(
     stage.check_output(fmt, output, per_run, grouping_asked=bool(baseline or fail_on_regression or by != DEFAULT_BY))
     request = stage.CompareRequest(paths, group_keys(by), key_value(baseline, "--baseline"), metric, include_invalid,
                                    alpha, percent(min_effect, "--min-effect"),
-                                   percent(fail_on_regression, "--fail-on-regression") if fail_on_regression else None)
+                                   percent(fail_on_regression, "--fail-on-regression") if fail_on_regression else None,
+                                   mix_energy_scopes)
     result = stage.compare(request)
     for problem in result.skipped:
         typer.echo(f"warning: skipped {problem}", err=True)

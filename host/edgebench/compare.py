@@ -24,6 +24,7 @@ class CompareRequest:
     alpha: float = DEFAULT_ALPHA
     min_effect: float = DEFAULT_MIN_EFFECT
     fail_above: float | None = None  # a significant slow-down beyond this fraction is a regression
+    mix_energy_scopes: bool = False  # rank energy measured with different scopes (wall, package, rails) anyway
 
 
 @dataclass
@@ -60,7 +61,7 @@ def compare(request: CompareRequest) -> CompareResult:
     if not documents:
         raise ResultError(f"no readable results in {', '.join(map(str, request.paths))}", "run `bench deploy` first")
     comparison = compare_runs(documents, request.by, request.metric, request.baseline, request.include_invalid,
-                              request.alpha, request.min_effect, request.fail_above)
+                              request.alpha, request.min_effect, request.fail_above, request.mix_energy_scopes)
     base = request.baseline
     if base and not any(r.get("verdict") == "baseline" for r in comparison.rows):
         raise ConfigError(f"no runs with {base[0]}={base[1]} to compare against",
@@ -86,7 +87,7 @@ def report_bytes(result: CompareResult, fmt: str, per_run: bool = False) -> byte
 def notes(result: CompareResult, include_invalid: bool = False) -> list[str]:
     """What a reader must know beside the table: mixed groups, unpaired groups, failed and INVALID runs."""
     comparison = result.comparison
-    lines = [f"warning: {warning}" for warning in comparison.mixed]
+    lines = [f"warning: {warning}" for warning in comparison.mixed + comparison.energy_refused]
     unpaired = [r for r in comparison.rows if r.get("verdict") == "no baseline run"]
     if unpaired and comparison.baseline:
         key, value = comparison.baseline

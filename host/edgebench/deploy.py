@@ -21,6 +21,7 @@ from .compat import incompatibility
 from .errors import AgentError, ConfigError, InputError, ModelError
 from .fileio import file_sha256
 from .modelinfo import generation_rules, host_session, inspect_model, session_io
+from .energy import result_block as energy_block
 from .results import build_result, new_run_id, utc_now, write_result
 from .accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
 from .parity import Tolerances
@@ -85,11 +86,16 @@ class RunSettings:
     timeout_s: float | None = None  # None: derived from the run's own maximums
     accuracy: AccuracyOptions | None = None
     pipeline: PipelineOptions | None = None  # end to end: the user's stages around the model, on sample files
+    power_command: list[str] | None = None  # an external meter on this host for the energy pass (argv)
 
     def request(self, model_path: str, inputs_path: str | None) -> dict:
         """The normalized agent request; raises InputError for an option the agent would refuse. A pipeline's
         paths are the host's here; a deploy stages them on the board and puts the board's in."""
         raw = {**self.options, "model": model_path, "inputs": inputs_path}
+        if self.power_command is not None:
+            if raw.get("energy") is None:
+                raise InputError("--power-command reads a meter during the energy pass: add --energy")
+            raw["energy"] = {**raw["energy"], "external": True}
         if self.pipeline is not None:
             if self.accuracy is not None:
                 raise InputError("--pipeline checks the whole pipeline's results against the host's run; the accuracy "
@@ -109,6 +115,8 @@ class RunSettings:
         recorded = {key: request[key] for key in SETTING_FIELDS if key != "accuracy"}
         recorded["accuracy"] = self.accuracy.recorded() if self.accuracy else None
         recorded["pipeline"] = self.pipeline.recorded() if self.pipeline else None
+        if self.power_command is not None:
+            recorded["energy"] = {**recorded["energy"], "power_command": " ".join(self.power_command)}
         if self.inputs is not None:
             recorded["inputs_file"] = {"path": self.inputs_origin or str(self.inputs), "sha256": file_sha256(self.inputs),
                                        "source": "test data set" if self.inputs_origin else "inputs file"}
@@ -372,7 +380,8 @@ def recover(board: Board, results_dir: Path | None, only: list[str] | None = Non
         path = folder / f"{run['run']}.json"
         if not path.exists():
             document = build_result(run_id=context["run_id"], created_at=context["created_at"], model=context["model"],
-                                    target=context["target"], settings=context["settings"], reply=reply)
+                                    target=context["target"], settings=context["settings"], reply=reply,
+                                    energy=energy_block((reply or {}).get("energy")))
             document.update(context.get("annotate") or {})  # e.g. the plan and cell it belongs to
             written.append(write_result(folder, document))
         board.mark_fetched(run["run"])
@@ -466,7 +475,11 @@ def plan_pipelines(models: list[Path], cells: list[RunSettings]) -> dict:
 
 def _run_one(board, target, target_block, settings, recorded_settings, model_path, model, planned, inputs_remote,
              results_dir, on_event, annotate=None, pipeline_plan=None) -> DeployOutcome:
+    meter = None  # an external meter (--power-command): it sees the board's energy phases as they arrive
+
     def forward(event: dict, name=model["name"]) -> None:
+        if meter is not None:
+            meter.event(event)
         if on_event is not None:
             on_event(target.name, {**event, "model": name})
 
@@ -498,6 +511,11 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
                "target": target_block, "settings": recorded_settings, "annotate": annotate or {},
                "results_dir": str(Path(results_dir).resolve())}
     reply, error = None, None
+    if settings.power_command is not None:  # the external meter runs on this host for the whole run
+        from .energy import PowerCommand
+
+        meter = PowerCommand(settings.power_command)
+        meter.start()
     try:
         reply = board.run(request, run_id, context, settings.timeout_for(request), forward)
     except AgentError as exc:  # the agent misbehaved: record it, go on with the next model
@@ -510,6 +528,9 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
         write_result(results_dir, document)
         board.mark_fetched(run_id)
         raise
+    finally:
+        if meter is not None:
+            meter.stop()
     # Failures are data: a wrong model hash or lost accuracy outputs fail this run's result, never the models after it.
     if reply and reply.get("status") == "ok" and reply["model"]["sha256"] != model["sha256"]:
         error = {"kind": "agent", "message": f"{target.name} ran a model whose sha256 differs from {model_path} "
@@ -530,7 +551,10 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
             error = {"kind": "agent", "message": str(exc)}
     document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
                             settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block,
-                            profile=_profile_summary(board, reply), pipeline=pipeline_block)
+                            profile=_profile_summary(board, reply), pipeline=pipeline_block,
+                            energy=energy_block(meter.board_block() if meter is not None and reply and reply.get("energy")
+                                                else (reply or {}).get("energy") if reply and reply.get("status") == "ok"
+                                                else None))
     if defaulted:  # like onnxruntime_perf_test: said, and recorded in settings.dims
         document["validity"]["warnings"].append(
             f"{model['name']}: free dimension(s) {', '.join(defaulted)} set to 1 (size them with --dim NAME=N; "

@@ -41,6 +41,10 @@ def diagnose(target, info: dict) -> list[Finding]:
     findings.append(Finding("machine", True, f"{machine['arch']}, {machine.get('cpu_model') or 'unknown CPU'}, "
                             f"{machine.get('cpu_count')} cores, {(machine.get('memory_total_bytes') or 0) / 2**30:.1f} GiB"
                             + (f", {machine['board_model']}" if machine.get("board_model") else "")))
+    energy = info.get("energy")
+    if isinstance(energy, dict):  # informational: a board without a power sensor is still ready to benchmark
+        findings.append(Finding("energy", True, f"{energy.get('source')} ({energy.get('scope')})" if energy.get("available")
+                                else f"no power sensor ({energy.get('reason')}); --power-command reads an external meter"))
     cache = info.get("cache") or {}
     free = cache.get("free_bytes")
     if free is not None:

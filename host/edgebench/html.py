@@ -183,6 +183,28 @@ def throughput_plot(documents: list[dict]) -> str | None:
     return _png(figure)
 
 
+def energy_plot(comparison: Comparison) -> str | None:
+    """Energy per inference against latency: a point per group that measured energy, one series per scope (a wall
+    meter and a CPU package are never drawn as one series)."""
+    rows = [r for r in comparison.rows if r.get("mj_per_inference") is not None and r.get("p50_ms") is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 4.6))
+    for scope in sorted({r["energy_scope"] for r in rows}):
+        points = [r for r in rows if r["energy_scope"] == scope]
+        axis.scatter([r["p50_ms"] for r in points], [r["mj_per_inference"] for r in points], s=40, label=scope)
+        for r in points:
+            axis.annotate(" / ".join(str(r[k]) for k in comparison.by), (r["p50_ms"], r["mj_per_inference"]),
+                          fontsize=7, xytext=(4, 4), textcoords="offset points")
+    axis.set_xlabel("p50 latency (ms)")
+    axis.set_ylabel("energy per inference (mJ)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, title="energy scope")
+    axis.set_title("Energy against latency (one point per group)", fontsize=10)
+    return _png(figure)
+
+
 # Stacked-bar colours of a pipeline's stages, in order (load, preprocess, inference, postprocess).
 STAGE_COLOURS = ("#9db4d3", "#e0a458", "#3466a4", "#7fb77e")
 
@@ -233,7 +255,7 @@ def render_html(comparison: Comparison, documents: list[dict], problems: list[st
              + f"; made {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by edgebench.</p>"]
     for heading, image in (("Latency", latency_plot(comparison)), ("Speed and accuracy", accuracy_plot(comparison)),
                            ("Latency under load", qps_plot(documents)), ("Throughput", throughput_plot(documents)),
-                           ("End to end", stage_plot(comparison)),
+                           ("End to end", stage_plot(comparison)), ("Energy", energy_plot(comparison)),
                            ("Where the time goes", operator_plot(documents))):
         if image:
             parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")

@@ -19,6 +19,7 @@ from .deploy import SETTING_FIELDS
 from .errors import ResultError
 from .modelinfo import inspect_model
 from .result_schema import AGENT_REPLY, ShapeError, check
+from .energy import result_block
 from .results import build_result, load_results, new_run_id, read_json_file, write_result
 
 
@@ -98,7 +99,8 @@ def import_reply(path: Path, results_dir: Path, model: Path | None = None, targe
     when = datetime.datetime.fromisoformat(created)
     document = build_result(run_id=new_run_id(model_block["name"], target_name, when), created_at=when.isoformat(timespec="seconds"),
                             model=model_block, target=target_block, settings=settings, reply=reply,
-                            accuracy=accuracy, profile=profile if profile and profile.get("top_operators") else None)
+                            accuracy=accuracy, profile=profile if profile and profile.get("top_operators") else None,
+                            energy=result_block(reply.get("energy")))
     document["origin"] = {"kind": "import", "file": Path(path).name, "digest": digest, "board": target_name}
     try:  # what reports will read must hold before the file is stored
         check(document)

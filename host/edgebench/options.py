@@ -119,6 +119,17 @@ def scenario_options(given: dict[str, Any]) -> dict | None:
     return {key: value for key, value in scenario.items() if value is not None}
 
 
+def energy_options(energy: bool, seconds: str | float | None) -> dict:
+    """--energy [--energy-seconds N] -> {"energy": {...}} for the request ({} when not asked)."""
+    from .agentlib import parse_positive
+
+    if seconds is not None and not energy:
+        raise InputError("--energy-seconds goes with --energy")
+    if not energy:
+        return {}
+    return {"energy": {} if seconds is None else {"seconds": parse_positive(str(seconds), "--energy-seconds")}}
+
+
 def deploy_request(given: dict[str, Any]):
     """`bench deploy`'s options (by parameter name) -> a deploy.DeployRequest."""
     from .agentlib import parse_assignments, parse_scalar
@@ -143,15 +154,18 @@ def deploy_request(given: dict[str, Any]):
     scenario = scenario_options(given)
     if scenario is not None:
         options["scenario"] = scenario
+    options.update(energy_options(given["energy"], given["energy_seconds"]))
     accuracy = AccuracyOptions.asked(accuracy=given["accuracy"], reference=given["reference"], dataset=given["dataset"],
                                      test_data=given["test_data"], variants=given["variants"],
                                      samples=given["accuracy_samples"], batch_size=given["batch_size"],
                                      tolerances=tolerances(given["atol"], given["rtol"]),
                                      tolerances_given=bool(given["atol"] or given["rtol"]))
+    from .energy import power_argv
     from .pipeline import check_options
 
     settings = RunSettings(options=options, inputs=given["inputs"], timeout_s=given["timeout"], accuracy=accuracy,
-                           strict_dims=given["strict_dims"], pipeline=check_options(given["pipeline"], given["samples"]))
+                           strict_dims=given["strict_dims"], pipeline=check_options(given["pipeline"], given["samples"]),
+                           power_command=power_argv(given["power_command"]))
     return DeployRequest(models=[Path(m) for m in given["models"]], target=given["target"], results=given["results"],
                          inventory=given["inventory"], settings=settings, variants=given["variants"],
                          threads=int_list(given["threads"], "--threads"), batches=int_list(given["batch"], "--batch"),

@@ -17,6 +17,7 @@ halfway is not redone from scratch.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,8 @@ SETTINGS = {
     "cpus": ("list", "cpus"), "spin_wait": ("boolean", "spin_wait"),
     "threads": ("sweep", "intra_op_threads"), "batch": ("sweep", "batch"), "provider": ("sweep", "provider"),
     "accuracy": ("boolean", None), "profile": ("boolean", None), "cooldown": ("boolean", None),
-    "timeout": ("number", None), "scenario": ("mapping", "scenario"),
+    "timeout": ("number", None), "scenario": ("mapping", "scenario"), "energy": ("boolean", None),
+    "energy_seconds": ("number", None),
 }
 
 
@@ -127,6 +129,12 @@ def load_plan(path: Path, inventory) -> Plan:
             settings = {**settings, "scenario": normalize_scenario(settings["scenario"])}
         except ConfigError as exc:
             raise doc.error(("settings", "scenario"), exc.message) from exc
+    if settings.get("energy_seconds") is not None:
+        if not settings.get("energy"):
+            raise doc.error(("settings", "energy_seconds"), "energy_seconds goes with energy: true")
+        if not (math.isfinite(settings["energy_seconds"]) and settings["energy_seconds"] > 0):
+            raise doc.error(("settings", "energy_seconds"),
+                            f"energy_seconds must be a positive number, got {settings['energy_seconds']!r}")
     for index, model in enumerate(models):
         if model.pipeline is None:  # a pipeline's feeds size every dimension themselves
             _check_dims_sized(doc, index, model, settings.get("batch"))
@@ -300,6 +308,9 @@ def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) ->
         options["cooldown"] = dict(PASS_DEFAULTS["cooldown"])
     if plan.settings.get("profile"):
         options["profile"] = dict(PASS_DEFAULTS["profile"])
+    from .options import energy_options
+
+    options.update(energy_options(bool(plan.settings.get("energy")), plan.settings.get("energy_seconds")))
     targets = [t for spec in plan.targets for t in select_targets(spec, inventory)]
     cells = []
     for model in plan.models:

@@ -30,6 +30,8 @@ HEADERS = {
     "mixed": "MIXED", "p90_es_ms": "p90 ES ms", "p99_es_ms": "p99 ES ms", "qps": "QPS asked",
     "achieved_qps": "QPS", "issue_delay_p99_us": "issue p99 µs", "load_ms": "load ms", "preprocess_ms": "pre ms",
     "inference_ms": "infer ms", "postprocess_ms": "post ms", "pipeline_agree": "pipeline", "metric": "metric",
+    "mj_per_inference": "mJ/inf", "mj_above_idle": "mJ/inf above idle", "average_power_w": "W", "idle_power_w": "idle W",
+    "inferences_per_joule": "inf/J", "energy_scope": "energy scope", "energy_ratio": "energy vs baseline",
 }
 
 
@@ -117,6 +119,24 @@ def stage_figures(measurements: list[dict]) -> dict:
     return row
 
 
+# The figures an energy block gives a row (block key -> row column).
+ENERGY_FIGURES = {"mj_per_inference": "mj_per_inference", "mj_per_inference_above_idle": "mj_above_idle",
+                  "average_power_w": "average_power_w", "idle_power_w": "idle_power_w",
+                  "inferences_per_joule": "inferences_per_joule"}
+
+
+def energy_figures(document: dict) -> dict:
+    """A run's energy columns, or its scope "unavailable" (never 0 for an unknown)."""
+    block = document.get("energy")
+    if not isinstance(block, dict):
+        return {}
+    if not block.get("available"):
+        return {"energy_scope": "unavailable"}
+    row = {column: block.get(key) for key, column in ENERGY_FIGURES.items()}
+    row["energy_scope"] = printable(block.get("scope") or "?")
+    return row
+
+
 def run_row(document: dict) -> dict:
     """One flat row per result (statistics over the pooled samples of its repeats). Text from the document is
     made printable here, once, so no table, export or terminal line shows an escape sequence from a file."""
@@ -152,6 +172,8 @@ def run_row(document: dict) -> dict:
     agreement = (document.get("pipeline") or {}).get("results")
     if agreement:
         row["pipeline_agree"] = f"{agreement['agree']}/{agreement['samples']}"
+    if ok:
+        row.update(energy_figures(document))
     return row
 
 
@@ -204,6 +226,8 @@ class Comparison:
     samples: dict = field(default_factory=dict)  # group label -> pooled samples (ns), for plots
     mixed: list[str] = field(default_factory=list)  # one warning per group that pools runs of different things
     scenarios: dict = field(default_factory=dict)  # group key -> the scenario names of its runs (None: none set)
+    mix_energy_scopes: bool = False  # rank energy across scopes (wall, CPU package, board rails) anyway
+    energy_refused: list[str] = field(default_factory=list)  # energy comparisons left out: different scopes
 
     def frame(self):
         import pandas as pd
@@ -213,7 +237,7 @@ class Comparison:
 
 def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "auto", baseline: tuple | None = None,
                  include_invalid: bool = False, alpha: float = DEFAULT_ALPHA, min_effect: float = DEFAULT_MIN_EFFECT,
-                 regression_threshold: float | None = None) -> Comparison:
+                 regression_threshold: float | None = None, mix_energy_scopes: bool = False) -> Comparison:
     """Group runs, summarise each group from its pooled raw samples, and compare against a baseline group."""
     import numpy as np
 
@@ -224,7 +248,7 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "a
         by = tuple(k for k in by if k != "settings") + tuple(k for k in SETTINGS_PARTS if k not in by)
     if baseline and baseline[0] not in by:
         by = (*by, baseline[0])
-    result = Comparison([], by, metric, baseline)
+    result = Comparison([], by, metric, baseline, mix_energy_scopes=mix_energy_scopes)
     groups: dict[tuple, list] = {}
     for document in documents:
         row = run_row(document)
@@ -265,6 +289,7 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "a
                 row[column] = float(np.mean(values)) if values else None
             verdicts = [r["accuracy"] for r, _ in ok if r.get("accuracy")]
             row["accuracy"] = ("FAIL" if "FAIL" in verdicts else "PASS") if verdicts else None
+            _pool_energy(row, [r for r, _ in ok], result, key)
             agreements = [(d.get("pipeline") or {}).get("results") for _, d in ok]
             if any(agreements):
                 row["pipeline_agree"] = (f"{sum(a['agree'] for a in agreements if a)}/"
@@ -274,6 +299,26 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "a
     if baseline:
         _against_baseline(result, pooled, alpha, min_effect, regression_threshold)
     return result
+
+
+def _pool_energy(row: dict, members: list[dict], result: Comparison, key: tuple) -> None:
+    """A group's energy: the mean over its runs that measured it, when they share one scope (watts at the wall and
+    watts of the CPU package are different quantities: a group mixing them shows no figure and says why)."""
+    measured = [r for r in members if r.get("mj_per_inference") is not None]
+    scopes = sorted({r["energy_scope"] for r in measured})
+    if not measured:
+        if any(r.get("energy_scope") == "unavailable" for r in members):
+            row["energy_scope"] = "unavailable"
+        return
+    if len(scopes) > 1:
+        row["energy_scope"] = "MIXED"
+        result.mixed.append(f"group {group_label(result.by, key)} has energy measured with different scopes "
+                            f"({'; '.join(scopes)}): no energy figure is shown for it")
+        return
+    row["energy_scope"] = scopes[0]
+    for column in ENERGY_FIGURES.values():
+        values = [r[column] for r in measured if r.get(column) is not None]
+        row[column] = sum(values) / len(values) if values else None
 
 
 def _against_baseline(result: Comparison, pooled: dict, alpha, min_effect, threshold) -> None:
@@ -289,6 +334,7 @@ def _against_baseline(result: Comparison, pooled: dict, alpha, min_effect, thres
         if key == base_key:
             row["verdict"] = "baseline"
             continue
+        _energy_against(result, row, base_key)
         metric = result.metric
         if metric == "auto":  # the scenario's own metric: p99 under load, throughput offline
             metric = scenario_metric(result.scenarios.get(key, set()) | result.scenarios.get(base_key, set()))
@@ -299,6 +345,22 @@ def _against_baseline(result: Comparison, pooled: dict, alpha, min_effect, thres
             mixed = f" (a mixed group: {row['mixed']})" if row.get("mixed") else ""
             result.regressions.append(f"{group_label(result.by, key)}: {100 * found['change']:.1f}% slower than "
                                       f"{key_name}={value} ({metric}, p={found['p_value']:.2g}){mixed}")
+
+
+def _energy_against(result: Comparison, row: dict, base_key: tuple) -> None:
+    """Energy per inference against the baseline's (>1: this group spends less), only within one scope unless
+    the comparison was told to mix them."""
+    base = next((r for r in result.rows if tuple(str(r[k]) for k in result.by) == base_key), None)
+    if not base or row.get("mj_per_inference") is None or base.get("mj_per_inference") is None:
+        return
+    if row["energy_scope"] != base["energy_scope"] and not result.mix_energy_scopes:
+        result.energy_refused.append(f"energy of {group_label(result.by, tuple(str(row[k]) for k in result.by))} "
+                                     f"({row['energy_scope']}) is not ranked against the baseline's "
+                                     f"({base['energy_scope']}): different scopes measure different things "
+                                     "(--mix-energy-scopes compares them anyway)")
+        return
+    if row["mj_per_inference"] > 0:
+        row["energy_ratio"] = base["mj_per_inference"] / row["mj_per_inference"]
 
 
 def group_label(by: tuple, key: tuple) -> str:
@@ -312,7 +374,8 @@ def table_columns(comparison: Comparison) -> list[str]:
     if comparison.baseline:
         columns += ["speedup", "verdict", "metric", "speedup_ci", "p_value"]
     columns += ["p90_ms", "p90_es_ms", "p99_ms", "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "load_ms",
-                "preprocess_ms", "inference_ms", "postprocess_ms", "pipeline_agree", "accuracy",
+                "preprocess_ms", "inference_ms", "postprocess_ms", "pipeline_agree", "mj_per_inference", "energy_ratio",
+                "mj_above_idle", "average_power_w", "idle_power_w", "inferences_per_joule", "energy_scope", "accuracy",
                 "top1_pct", "runs", "failed", "mean_ms", "throughput_per_s",
                 "session_ms", "first_ms", "peak_rss_mib", "size_kib"]
     present = set().union(*[r.keys() for r in comparison.rows]) if comparison.rows else set()
@@ -358,11 +421,13 @@ def cells(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 # Headers of text columns (left-aligned, may wrap in a terminal table).
-TEXT_HEADERS = ("model", "variant", "target", "settings", "status", "valid", "accuracy", "pipeline", "metric", "vs baseline", "MIXED", "run",
+TEXT_HEADERS = ("model", "variant", "target", "settings", "status", "valid", "accuracy", "pipeline", "metric",
+                "energy scope", "vs baseline", "MIXED", "run",
                 "origin", "error")
 PER_RUN_COLUMNS = ("model", "variant", "target", "settings", "status", "n", "p50_ms", "p90_ms", "p90_es_ms", "p99_ms",
                    "p99_es_ms", "achieved_qps", "issue_delay_p99_us", "load_ms", "preprocess_ms", "inference_ms",
-                   "postprocess_ms", "pipeline_agree", "valid",
+                   "postprocess_ms", "pipeline_agree", "mj_per_inference", "mj_above_idle", "average_power_w",
+                   "idle_power_w", "inferences_per_joule", "energy_scope", "valid",
                    "accuracy", "top1_pct", "mean_ms", "throughput_per_s", "session_ms", "first_ms", "peak_rss_mib",
                    "run_id", "origin", "error")
 

@@ -34,7 +34,13 @@ SETTINGS = {"provider": Opt("str"), "intra_op_threads": Opt("int"), "inter_op_th
             "graph_optimization_level": Opt("str"), "batch": Opt("int"), "cpus": Opt(["int"]), "dims": Opt("dims"),
             "scenario": Opt({"name": Opt("str"), "qps": Opt("qps"), "concurrency": Opt("int"),
                              "samples_per_query": Opt("int"), "latency_bound_s": Opt("num")}),
-            "pipeline": Opt({"file": Opt("str"), "sha256": Opt("str"), "samples": Opt("str")})}
+            "pipeline": Opt({"file": Opt("str"), "sha256": Opt("str"), "samples": Opt("str")}),
+            "energy": Opt({"seconds": Opt("num")})}
+# The energy block a report reads (figures are null when unknown, never 0).
+ENERGY = Opt({"available": Opt("bool"), "reason": Opt("str"), "source": Opt("str"), "scope": Opt("str"),
+              "mj_per_inference": Opt("num"), "mj_per_inference_above_idle": Opt("num"), "average_power_w": Opt("num"),
+              "idle_power_w": Opt("num"), "inferences_per_joule": Opt("num"), "rate_hz": Opt("num"),
+              "mj_per_inference_ci": Opt(["num"])})
 # A pipeline run's repeat: ns per sample in each stage (checked where a report reads it).
 STAGES_NS = Opt({"load": "samples", "preprocess": "samples", "inference": "samples", "postprocess": "samples"})
 # What a scenario run adds to a repeat (checked where a report reads it).
@@ -65,6 +71,7 @@ RESULT = {
     "pipeline": Opt({"file": Opt("str"), "samples": Opt("int"),
                      "results": Opt({"samples": "int", "agree": "int", "agree_pct": "num", "passed": "bool",
                                      "max_abs": Opt("num"), "mismatched": Opt(["str"])})}),
+    "energy": ENERGY,
     "plan": Opt({"name": Opt("str")}),
     "origin": Opt({"kind": Opt("str"), "board": Opt("str")}),
 }
@@ -87,6 +94,8 @@ AGENT_REPLY = {
     "pipeline": Opt({"file": Opt("str"), "samples": Opt("int")}),
     "memory": Opt("dict"),
     "accuracy": Opt({"labels": Opt("dict")}),
+    "energy": Opt({"available": Opt("bool"), "kind": Opt(("power", "counter")), "readings": Opt("list"),
+                   "inferences": Opt("int")}),
     "profile": Opt({"top_operators": Opt([{"op_type": "str", "total_us": "num", "pct": "num"}])}),
     "error": Opt({"kind": Opt("str"), "message": Opt("str")}),
 }

@@ -13,6 +13,10 @@ SCHEMA_VERSION history:
       folder), each measurements.repeats[] of a pipeline run has `stages_ns` ({load, preprocess, inference,
       postprocess}: ns per sample; samples_ns is end to end), and a top-level `pipeline` block (what ran, and the
       board's final results against the host's). A version 2 file reads as version 3 with both null.
+  4 - energy: settings.energy (null, or the energy pass asked for) and a top-level `energy` block (null; or the
+      source, scope, rails, sample rate, idle and load windows, raw readings and the figures: average and idle
+      power, mJ per inference total and above idle with a batch-means interval, inferences per joule; or
+      `available: false` with the reason). A version 3 file reads as version 4 with both null.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from . import __version__
 from .agentlib import atomic_file
 from .errors import ResultError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # What a result keeps of the agent's run reply.
 MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs", "repeats", "memory", "telemetry",
@@ -56,8 +60,18 @@ def _v2_to_v3(document: dict) -> dict:
             **({"settings": settings} if isinstance(settings, dict) else {})}
 
 
+def _v3_to_v4(document: dict) -> dict:
+    """No version 3 run had an energy pass."""
+    settings = document.get("settings")
+    if isinstance(settings, dict):
+        settings = {**settings, "energy": settings.get("energy")}
+    return {**document, "schema_version": 4, "energy": document.get("energy"),
+            **({"settings": settings} if isinstance(settings, dict) else {})}
+
+
 MIGRATIONS[1] = _v1_to_v2
 MIGRATIONS[2] = _v2_to_v3
+MIGRATIONS[3] = _v3_to_v4
 
 
 def utc_now() -> datetime.datetime:
@@ -76,7 +90,7 @@ def new_run_id(model_name: str, target_name: str, when: datetime.datetime | None
 
 def build_result(*, run_id: str, created_at: str, model: dict, target: dict, settings: dict,
                  reply: dict | None, error: dict | None = None, accuracy: dict | None = None,
-                 profile: dict | None = None, pipeline: dict | None = None) -> dict:
+                 profile: dict | None = None, pipeline: dict | None = None, energy: dict | None = None) -> dict:
     """Assemble a result document from the host's view (model, target) and the agent's reply."""
     reply = reply or {}
     status = "ok" if error is None and reply.get("status") == "ok" else "failed"
@@ -106,6 +120,7 @@ def build_result(*, run_id: str, created_at: str, model: dict, target: dict, set
         "accuracy": accuracy,
         "profile": profile,
         "pipeline": pipeline,
+        "energy": energy,
         "origin": {"kind": "deploy", "digest": reply.get("digest")},
     }
 

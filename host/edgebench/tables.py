@@ -41,9 +41,22 @@ def pick(headers: list[str], names: list[str] | None) -> list[int] | None:
         key = name.lower().replace(" ", "")
         matches = [i for h, i in normal.items() if h == key] or [i for h, i in normal.items() if h.startswith(key)]
         if not matches:
+            if _known_column(key):
+                continue  # a column edgebench shows when the results have it (energy, pipeline stages): none here
             raise InputError(f"--columns {name!r}: no such column", f"columns: {', '.join(headers)}")
         picked.append(matches[0])
+    if not picked:
+        raise InputError(f"--columns {','.join(names)}: none of these columns is in this table",
+                         f"columns: {', '.join(headers)}")
     return picked
+
+
+def _known_column(key: str) -> bool:
+    """A header some edgebench table has (by the same matching rule as pick)."""
+    from .report import HEADERS, TEXT_HEADERS
+
+    known = [h.lower().replace(" ", "") for h in [*HEADERS.values(), *TEXT_HEADERS]]
+    return any(h == key or h.startswith(key) for h in known)
 
 
 def print_table(console, headers: list[str], rows: list[list[str]], text_headers: set, columns: list[str] | None = None,
