@@ -15,7 +15,7 @@ SYSTEM_PACKAGES := openssh-server iproute2 chromium qemu-user-static
 # The venv is (re)built only when pyproject.toml changes: a second `make` is instant.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,examples,notebook]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,examples,notebook,index]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import edgebench, edgebench_agent, torch, onnx, onnxruntime"
 	@touch $@
 
@@ -50,6 +50,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/scenarios.py
 	$(PY) benchmarks/pipeline_timer.py
 	$(PY) benchmarks/energy.py
+	$(PY) benchmarks/history_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info

@@ -19,17 +19,23 @@ def load(path):
     while len(fields) < 4:  # magic, width, height, maxval; '#' starts a comment
         while data[position:position + 1].isspace():
             position += 1
+        if position >= len(data):
+            raise ValueError("truncated PGM header")
         if data[position:position + 1] == b"#":
-            position = data.index(b"\n", position)
+            position = data.find(b"\n", position)
+            if position < 0:
+                raise ValueError("truncated PGM header")
             continue
         end = position
-        while not data[end:end + 1].isspace():
+        while end < len(data) and not data[end:end + 1].isspace():
             end += 1
         fields.append(data[position:end])
         position = end
     if fields[0] != b"P5":
         raise ValueError("not a binary PGM (P5) file")
     width, height, maxval = (int(f) for f in fields[1:])
+    if not (0 < maxval < 256) or len(data) < position + 1 + width * height:
+        raise ValueError("a PGM of %d x %d 8-bit pixels needs more data than the file has" % (width, height))
     pixels = np.frombuffer(data, dtype=np.uint8, count=width * height, offset=position + 1)
     return pixels.reshape(height, width).astype(np.float32) / maxval
 

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -193,8 +194,10 @@ def test_an_external_meter_on_the_host(bench, tmp_path):
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("script, reason", [
-    ("print('abc'); print('-5'); print('nan'); print('1e9')", "fewer than two power readings"),
-    ("import time; time.sleep(1000)", "fewer than two power readings"),
+    ("print('abc'); print('-5'); print('nan'); print('1e9')", "cover"),
+    ("import time; time.sleep(1000)", "cover"),
+    ("import sys; sys.stdout.write('7' * 50_000_000); sys.stdout.flush()", "a line longer than 200 bytes"),
+    ("import sys, time\nwhile True: print(0.0, flush=True); time.sleep(0.02)", "no energy used while the model ran"),
     ("import sys; sys.exit(3)", "exited with code 3"),
 ])
 def test_a_power_command_that_lies_or_hangs_leaves_the_timing_untouched(bench, tmp_path, script, reason):
@@ -337,3 +340,21 @@ def test_the_standalone_agent_measures_energy_and_bench_imports_it(bench, tmp_pa
     assert imported.code == 0, imported.stderr
     (path,) = (tmp_path / "r").glob("*.json")
     _assert_matches_known_power(results.load_result(path)["energy"])
+
+
+@pytest.mark.bad_input
+def test_a_sensor_that_reads_zero_or_dies_is_unavailable_not_a_number(monkeypatch, tmp_path):
+    root = tmp_path / "root"
+    _write(root / "sys/class/hwmon/hwmon1/name", "ina219\n")
+    _write(root / "sys/class/hwmon/hwmon1/power1_input", "0\n")
+    block = _agent_energy(monkeypatch, root, seconds=0.5)
+    assert block["available"] is False and "no energy used while the model ran" in block["reason"]
+    # a sensor that disappears mid-pass: its last value is not held for the rest of the window
+    _write(root / "sys/class/hwmon/hwmon1/power1_input", "4000000\n")
+    remover = threading.Timer(1.3, lambda: (root / "sys/class/hwmon/hwmon1/power1_input").unlink())
+    remover.start()
+    try:
+        block = _agent_energy(monkeypatch, root, seconds=3.0)
+    finally:
+        remover.join()
+    assert block["available"] is False and "uncovered" in block["reason"] and block["failed_readings"] > 5

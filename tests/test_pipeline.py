@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -310,3 +312,117 @@ def test_results_round_trip_and_compare_sample_by_sample():
     found = compare_results(host, board, ["a", "b", "c"], 1e-4, 1e-3)
     assert (found["agree"], found["mismatched"], found["passed"]) == (2, ["b"], False)
     assert found["max_abs"] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------ what a red team found
+def test_long_and_odd_sample_names_travel(bench, tmp_path, ssh_board, inventory):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for name in ("a" * 150 + ".pgm", "näme with spaces.pgm"):
+        shutil.copy(FRAMES / "000_6.pgm", samples / name)
+    done = bench("deploy", EXAMPLES / "digits.onnx", "--target", "sshroot", "--inventory", inventory(ssh_board),
+                 "--results", tmp_path / "r", "--pipeline", PIPELINE, "--samples", samples, *QUICK, timeout=600)
+    assert done.code == 0, done.stderr
+    assert _one(tmp_path / "r")["pipeline"]["results"]["agree"] == 2
+
+
+HOSTILE_STAGES = {
+    "ragged result": (DIGITS_STAGES.replace("return int(np.argmax(outputs[0]))", "return [[1, 2], [3]]"),
+                      "postprocess must return numbers, arrays or strings"),
+    "bytes result": (DIGITS_STAGES.replace("return int(np.argmax(outputs[0]))", "return b'\\x00\\xffabc'"),
+                     "(decode bytes to str)"),
+    "exit in a stage": (DIGITS_STAGES.replace("def preprocess(data):\n", "def preprocess(data):\n    sys.exit(0)\n"),
+                        "the pipeline's preprocess stage failed on sample 000_6.pgm: sys.exit(0) was called"),
+    "exit on import": ("sys.exit(3)\n" + DIGITS_STAGES, "raised while loading: sys.exit(3) was called"),
+    "a thread left running": ("import threading, time\nthreading.Thread(target=time.sleep, args=(600,)).start()\n"
+                              + DIGITS_STAGES, "started thread(s) that are still running"),
+}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("case", sorted(HOSTILE_STAGES))
+def test_hostile_stages_are_one_line_and_never_end_or_hang_bench(bench, tmp_path, case):
+    body, message = HOSTILE_STAGES[case]
+    done = _deploy(bench, tmp_path, _pipeline(tmp_path, body))
+    assert done.code == 2, (done.code, done.stderr)
+    assert_one_line_error(done, message)
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").glob("*.json"))
+
+
+def test_a_stage_that_prints_never_corrupts_the_output(bench, tmp_path):
+    stages = _pipeline(tmp_path, DIGITS_STAGES.replace("def preprocess(data):\n", "def preprocess(data):\n    print('hello')\n"))
+    done = _deploy(bench, tmp_path, stages, FRAMES, "--json")
+    assert done.code == 0, done.stderr
+    (document,) = json.loads(done.stdout)  # still one JSON document
+    assert document["pipeline"]["results"]["passed"] and "hello" in done.stderr
+
+
+def test_board_side_exits_and_threads_are_the_stages_failure_and_end(bench, tmp_path):
+    exits = _pipeline(tmp_path, DIGITS_STAGES.replace(
+        "def postprocess(outputs):\n", "def postprocess(outputs):\n    if 'edgebench' not in sys.modules:\n        sys.exit(0)\n"))
+    done = _deploy(bench, tmp_path, exits)
+    assert done.code == 1
+    error = _one(tmp_path / "r")["error"]
+    assert (error["kind"], error["message"]) == ("pipeline", "the pipeline's postprocess stage failed on sample "
+                                                             "000_6.pgm: sys.exit(0) was called")
+    # a thread the pipeline leaves running on the board never keeps the agent alive after its reply
+    threads = _pipeline(tmp_path, "import threading, time\nif 'edgebench' not in sys.modules:\n"
+                                  "    threading.Thread(target=time.sleep, args=(600,)).start()\n" + DIGITS_STAGES,
+                        name="threads.py")
+    started = time.time()
+    done = _deploy(bench, tmp_path, threads, FRAMES, name="t")
+    assert done.code == 0, done.stderr
+    assert time.time() - started < 120
+
+
+@pytest.mark.bad_input
+def test_a_stage_that_never_returns_is_stopped_on_the_host(tmp_path, monkeypatch):
+    from edgebench import pipeline
+    from edgebench.errors import InputError
+
+    stages = _pipeline(tmp_path, DIGITS_STAGES.replace("def preprocess(data):\n",
+                                                       "def preprocess(data):\n    while True:\n        pass\n"))
+    monkeypatch.setattr(pipeline, "HOST_SAMPLE_TIMEOUT_S", 0.5)
+    with pytest.raises(InputError, match="took more than 0 s through the pipeline on the host|preprocess stage failed"):
+        pipeline.plan(pipeline.PipelineOptions(stages, FRAMES), EXAMPLES / "digits.onnx")
+
+
+@pytest.mark.bad_input
+def test_the_example_refuses_a_broken_frame_instead_of_looping(bench, tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "empty.pgm").write_bytes(b"")
+    (samples / "short.pgm").write_bytes(b"P5\n32 32\n255\n" + b"\x00" * 10)
+    done = _deploy(bench, tmp_path, PIPELINE, samples)
+    assert done.code == 2
+    assert_one_line_error(done, "the pipeline's load stage failed on sample empty.pgm: ValueError: truncated PGM header")
+
+
+def test_other_samples_under_one_folder_name_never_pool_silently(bench, tmp_path):
+    samples = tmp_path / "samples"
+    shutil.copytree(FRAMES, samples)
+    assert _deploy(bench, tmp_path, PIPELINE, samples).code == 0
+    (samples / "000_6.pgm").unlink()
+    assert _deploy(bench, tmp_path, PIPELINE, samples).code == 0
+    done = bench("compare", tmp_path / "r")
+    assert done.code == 0
+    assert "pools 2 runs that differ in pipeline_code_and_samples" in done.stderr
+
+
+def test_a_dataclass_in_a_pipeline_file_loads(bench, tmp_path):
+    stages = tmp_path / "boxes.py"
+    stages.write_text("from __future__ import annotations\nfrom dataclasses import dataclass\nimport numpy as np\n\n"
+                      "@dataclass\nclass Box:\n    score: float\n" + DIGITS_STAGES)
+    done = _deploy(bench, tmp_path, stages)
+    assert done.code == 0, done.stderr
+
+
+@pytest.mark.bad_input
+def test_a_sample_linking_outside_its_folder_is_refused(bench, tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    shutil.copy(FRAMES / "000_6.pgm", samples / "000_6.pgm")
+    (samples / "secret.pgm").symlink_to("/etc/passwd")
+    done = _deploy(bench, tmp_path, PIPELINE, samples)
+    assert done.code == 2
+    assert_one_line_error(done, "sample", "secret.pgm is a link to /etc/passwd, outside the samples folder")

@@ -272,7 +272,7 @@ def _energy_line(block):
         return "unavailable (%s)" % block.get("reason")
     try:
         figures = summarize(block["kind"], block["readings"], block["idle"], block["load"], block["inferences"],
-                            block.get("wrap_uj"))
+                            block.get("wrap_uj"), block.get("requested_rate_hz"))
     except EnergyError as exc:
         return "unavailable (%s: %s)" % (block["source"], exc)
     return "%.3f mJ per inference (%.3f above idle), %.2f W average, %.2f W idle; %s, scope %s" % (
@@ -455,5 +455,18 @@ def _usage_error(protocol_out, exc, machine_readable):
     return EXIT_USAGE
 
 
+def run_as_program():
+    """The agent as a process (the command line, the .pyz, a detached job): its answer written, it ends, even if a
+    user's pipeline left a thread running that would keep the interpreter alive."""
+    import threading
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_as_program()

@@ -66,6 +66,12 @@ class Source(object):
     def stop(self):
         pass
 
+    def read_stamped(self):
+        """(time, value): a reading that takes time (a process to start) is stamped at its middle."""
+        before = time.time()
+        value = self.read()
+        return (before + time.time()) / 2.0, value
+
 
 class Ina3221Hwmon(Source):
     def __init__(self, channels):
@@ -149,14 +155,18 @@ class Tegrastats(Source):
     def _follow(self):
         for raw in self.process.stdout:
             try:
-                self.latest = parse_tegrastats(raw.decode("utf-8", "replace"))[0]
+                self.latest = (time.time(), parse_tegrastats(raw.decode("utf-8", "replace"))[0])
             except EnergyError:
                 pass
 
     def read(self):
+        return self.read_stamped()[1]
+
+    def read_stamped(self):
+        """The latest line, stamped when it arrived (not when it is read: it may be an interval old by then)."""
         if self.latest is None:
             raise EnergyError("tegrastats has printed no power line yet")
-        return check_watts(self.latest)
+        return self.latest[0], check_watts(self.latest[1])
 
     def stop(self):
         if self.process is not None:
@@ -240,16 +250,16 @@ class Reader(object):
         self._thread.daemon = True
 
     def read_now(self):
-        before = time.time()
         try:
-            value = self.source.read()
+            stamp, value = self.source.read_stamped()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.failed += 1
             if len(self.errors) < 3:
                 self.errors.append("%s: %s" % (type(exc).__name__, exc))
             return
-        # A reading that takes time (a process to start) is stamped at its middle.
-        self.readings.append([(before + time.time()) / 2.0, value, self.counter[0]])
+        if self.readings and self.readings[-1][0] == stamp:
+            return  # the same reading again (a streaming source that has printed nothing new)
+        self.readings.append([stamp, value, self.counter[0]])
 
     def _loop(self):
         while not self._stop.wait(self.interval):

@@ -83,7 +83,7 @@ def job(cache, run, lock_timeout_s):
 def _agent_command():
     """argv that starts this same agent again (from a .pyz or from the package folder)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the .pyz, or the folder holding the package
-    return [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from edgebench_agent.__main__ import main; sys.exit(main())" % root]
+    return [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from edgebench_agent.__main__ import run_as_program; run_as_program()" % root]
 
 
 def launch(cache, run, lock_timeout_s, run_timeout_s=None):

@@ -17,7 +17,7 @@ from .agentlib import sha256_bytes
 
 # Fixed zip timestamps make the bundle byte-for-byte reproducible, so its hash names its content.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-_BOOTSTRAP = b"import sys\nfrom edgebench_agent.__main__ import main\nsys.exit(main())\n"
+_BOOTSTRAP = b"from edgebench_agent.__main__ import run_as_program\nrun_as_program()\n"
 _SHEBANG = b"#!/usr/bin/env python3\n"
 
 

@@ -349,6 +349,7 @@ class Comparison:
     (`.to_html(path)`, and shown inline in a notebook)."""
 
     result: CompareResult = field(repr=False)
+    request: Any = field(default=None, repr=False)  # the CompareRequest, to read the files for the HTML page
 
     @property
     def table(self) -> pandas.DataFrame:
@@ -378,9 +379,15 @@ class Comparison:
 
     def to_html(self, path: str | Path | None = None) -> str:
         """The `bench compare -f html` page; written (atomically) to `path` when given."""
+        from dataclasses import replace
+
+        from .compare import compare as run_compare
         from .compare import report_bytes
 
-        text = report_bytes(self.result, "html").decode("utf-8")
+        result = self.result
+        if not result.documents and self.request is not None:  # from the results index: the page's plots read the files
+            result = run_compare(replace(self.request, use_index=False))
+        text = report_bytes(result, "html").decode("utf-8")
         if path is not None:
             from .fileio import write_atomically
 
@@ -417,11 +424,12 @@ def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str]
             raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")
     keys = group_keys(by if isinstance(by, str) else ",".join(by))
     base = key_value(baseline, "baseline") if isinstance(baseline, str) or baseline is None else tuple(baseline)
-    result = run_compare(CompareRequest(_paths(paths), keys, base, metric, include_invalid, alpha, min_effect, fail_above,
-                                        mix_energy_scopes))
+    request = CompareRequest(_paths(paths), keys, base, metric, include_invalid, alpha, min_effect, fail_above,
+                             mix_energy_scopes)
+    result = run_compare(request)
     for problem in result.skipped:
         warnings.warn(f"skipped {problem}", stacklevel=2)
-    return Comparison(result)
+    return Comparison(result, request)
 
 
 # ------------------------------------------------------------------------------------------- results

@@ -621,6 +621,75 @@ def _cell_json(job, cell) -> dict:
             "settings": settings_label(cell.settings.recorded()), "cell": cell.key, "status": job.status(cell)}
 
 
+# --------------------------------------------------------------------------------------------- history
+@app.command()
+@cli_errors
+def history(
+    paths: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
+    by: Annotated[str, typer.Option(help="Group by these keys, as compare does.")] = DEFAULT_BY,
+    metric: Annotated[str, typer.Option(help="p50, p90, p99 or mean of each run.")] = "p50",
+    since: Annotated[Optional[str], typer.Option(help="Changes from then on are recent: 2026-11-01, 2026-11-01T12:00, 7d or 12h.")] = None,
+    window: Annotated[int, typer.Option(help="Runs on each side of a change point that the test compares.")] = 5,
+    fail_on_regression: Annotated[Optional[str], typer.Option(help="Exit 1 when a recent change slows a group down by more than this, e.g. 5%.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, json or html.")] = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test between windows.")] = 0.01,
+    min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
+):
+    """Each group's latency over time, with the points where it changed (for CI: --since, --fail-on-regression)."""
+    from . import history as stage
+    from .errors import ConfigError, RunFailed
+    from .options import group_keys, percent
+
+    if format not in ("table", "json", "html"):
+        raise ConfigError(f"unknown format {format!r}", "choose one of: table, json, html")
+    request = stage.HistoryRequest(paths, group_keys(by), metric, stage.parse_since(since), window, alpha,
+                                   percent(min_effect, "--min-effect"),
+                                   percent(fail_on_regression, "--fail-on-regression") if fail_on_regression else None)
+    result = stage.history(request)
+    for problem in result.skipped:
+        typer.echo(f"warning: skipped {problem}", err=True)
+    for note in result.notes:
+        typer.echo(note, err=True)
+    if format == "table" and output is None:
+        from .tables import print_table
+
+        headers, rows = stage.table(result)
+        print_table(_stdout(), headers, rows, set(headers) - {"runs"}, None, _stderr())
+    else:
+        text = stage.to_json(result) if format == "json" else stage.to_html(result) if format == "html" else \
+            "\n".join("\t".join(row) for row in [stage.table(result)[0], *stage.table(result)[1]])
+        if output is None:
+            sys.stdout.write(text + "\n")
+        else:
+            stage.write(output, text)
+            typer.echo(f"wrote {output}", err=True)
+    regressions = result.regressions()
+    if regressions:
+        raise RunFailed(f"{len(regressions)} regression(s): " + "; ".join(regressions),
+                        "bench history --format html shows where each group changed")
+
+
+@app.command("index")
+@cli_errors
+def index_command(
+    paths: Annotated[list[Path], typer.Argument(help="Results folders.")],
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Remake the index from the result files (it holds nothing else).")] = False,
+):
+    """Bring the results index (under compare and history) up to date, or remake it from the result files."""
+    from . import index
+    from .errors import ConfigError
+
+    for folder in paths:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"{folder} is not a folder", "the index covers a folder of results")
+        report = index.update(Path(folder), rebuild=rebuild)
+        for note in report.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(f"{index.index_path(Path(folder))}: {report.added} added, {report.changed} re-read, "
+                   f"{report.removed} removed")
+
+
 # --------------------------------------------------------------------------------------------- compare
 @app.command()
 @cli_errors
@@ -650,7 +719,7 @@ def compare(
     request = stage.CompareRequest(paths, group_keys(by), key_value(baseline, "--baseline"), metric, include_invalid,
                                    alpha, percent(min_effect, "--min-effect"),
                                    percent(fail_on_regression, "--fail-on-regression") if fail_on_regression else None,
-                                   mix_energy_scopes)
+                                   mix_energy_scopes, use_index=fmt != "html" and not per_run)
     result = stage.compare(request)
     for problem in result.skipped:
         typer.echo(f"warning: skipped {problem}", err=True)

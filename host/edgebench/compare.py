@@ -6,9 +6,9 @@ what the CLI (and a notebook) calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .report import DEFAULT_BY, FORMATS, Comparison, compare_runs, per_run_frame, render
+from .report import DEFAULT_BY, FORMATS, Comparison, RunRecord, compare_records, per_run_frame, render
 from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
 
 
@@ -25,13 +25,15 @@ class CompareRequest:
     min_effect: float = DEFAULT_MIN_EFFECT
     fail_above: float | None = None  # a significant slow-down beyond this fraction is a regression
     mix_energy_scopes: bool = False  # rank energy measured with different scopes (wall, package, rails) anyway
+    use_index: bool = True  # read folders through their results index (the HTML page and --per-run read the files)
 
 
 @dataclass
 class CompareResult:
     comparison: Comparison
-    documents: list[dict]
+    documents: list[dict]  # empty when the runs came from the results index
     skipped: list[str]  # result files that could not be read, each with its reason
+    index_notes: list[str] = field(default_factory=list)  # what the index mended or doubts, and any fallback
 
 
 def check_output(fmt: str, output, per_run: bool, grouping_asked: bool) -> None:
@@ -50,23 +52,51 @@ def check_output(fmt: str, output, per_run: bool, grouping_asked: bool) -> None:
 def compare(request: CompareRequest) -> CompareResult:
     """Read the results (skipping unreadable files) and compare their groups."""
     from .errors import ConfigError, ResultError
-    from .results import load_results
     from .stats import METRICS
 
     if request.metric not in METRICS:
         raise ConfigError(f"unknown metric {request.metric!r}", f"choose one of: {', '.join(METRICS)}")
     if request.fail_above is not None and request.baseline is None:
         raise ConfigError("--fail-on-regression needs --baseline KEY=VALUE to know what a regression is against")
-    documents, skipped = load_results(request.paths)
-    if not documents:
+    records, skipped, notes = load_records(request.paths, request.use_index)
+    documents = [r.loaded for r in records if r.loaded is not None]  # none when the runs came from the index
+    if not records:
         raise ResultError(f"no readable results in {', '.join(map(str, request.paths))}", "run `bench deploy` first")
-    comparison = compare_runs(documents, request.by, request.metric, request.baseline, request.include_invalid,
-                              request.alpha, request.min_effect, request.fail_above, request.mix_energy_scopes)
+    comparison = compare_records(records, request.by, request.metric, request.baseline, request.include_invalid,
+                                 request.alpha, request.min_effect, request.fail_above, request.mix_energy_scopes)
     base = request.baseline
     if base and not any(r.get("verdict") == "baseline" for r in comparison.rows):
         raise ConfigError(f"no runs with {base[0]}={base[1]} to compare against",
                           f"values present: {', '.join(sorted({str(r.get(base[0])) for r in comparison.rows}))}")
-    return CompareResult(comparison, documents, skipped)
+    return CompareResult(comparison, documents, skipped, notes)
+
+
+def load_records(paths: list, use_index: bool = True) -> tuple[list, list[str], list[str]]:
+    """(runs, skipped files, notes): through the folders' results indexes when they can be used, else every
+    result file read whole (its runs then hold their documents)."""
+    from .results import load_results
+
+    records, skipped, notes = _indexed(paths) if use_index else (None, [], [])
+    if records is None:
+        documents, skipped = load_results(paths)
+        records = [RunRecord.of(d) for d in documents]
+    return records, skipped, notes
+
+
+def _indexed(paths: list) -> tuple[list | None, list[str], list[str]]:
+    """(records, skipped files, notes) from the folders' results indexes; records None when the JSON files must be
+    read instead (a file named rather than a folder, no DuckDB, an index that cannot be used: said in a note)."""
+    from pathlib import Path
+
+    from . import index
+
+    if not index.available() or not all(Path(p).is_dir() for p in paths):
+        return None, [], []
+    try:
+        found = index.records(list(paths))
+    except index.IndexUnusable as exc:
+        return None, [], [f"warning: {exc}; reading the result files instead"]
+    return found.runs, found.problems, [f"note: {n}" for n in found.notes]
 
 
 def report_bytes(result: CompareResult, fmt: str, per_run: bool = False) -> bytes:
@@ -87,7 +117,8 @@ def report_bytes(result: CompareResult, fmt: str, per_run: bool = False) -> byte
 def notes(result: CompareResult, include_invalid: bool = False) -> list[str]:
     """What a reader must know beside the table: mixed groups, unpaired groups, failed and INVALID runs."""
     comparison = result.comparison
-    lines = [f"warning: {warning}" for warning in comparison.mixed + comparison.energy_refused]
+    lines = list(result.index_notes)
+    lines += [f"warning: {warning}" for warning in comparison.mixed + comparison.energy_refused]
     unpaired = [r for r in comparison.rows if r.get("verdict") == "no baseline run"]
     if unpaired and comparison.baseline:
         key, value = comparison.baseline

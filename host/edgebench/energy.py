@@ -8,6 +8,7 @@ as they arrive, and the windows with the moments the board's phase events arrive
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
@@ -16,7 +17,8 @@ from typing import Any
 from .errors import InputError
 
 STOP_TIMEOUT_S = 2.0
-MAX_READINGS = 100_000  # a meter printing faster than this over a pass is flooding, not measuring
+MAX_READINGS = 100_000  # the latest readings kept: a meter that floods its output still covers the pass
+MAX_LINE_BYTES = 200  # a reading is a number of watts; longer lines are garbage
 MAX_ERRORS_KEPT = 3
 
 
@@ -25,7 +27,7 @@ class PowerCommand:
 
     def __init__(self, argv: list[str]):
         self.argv = argv
-        self.readings: list[list[float]] = []
+        self.readings: collections.deque = collections.deque(maxlen=MAX_READINGS)  # the latest: a flood keeps the pass
         self.errors: list[str] = []
         self.failed = 0
         self.windows: dict[str, float] = {}  # phase -> host time its event arrived
@@ -49,15 +51,23 @@ class PowerCommand:
         from .agentlib import EnergyError, parse_watts
 
         assert self._process is not None and self._process.stdout is not None
-        for raw in self._process.stdout:
+        stream = self._process.stdout
+        while True:
+            raw = stream.readline(MAX_LINE_BYTES)  # bounded: a line without an end never fills memory
+            if not raw:
+                return
             now = time.time()
+            if not raw.endswith(b"\n") and len(raw) == MAX_LINE_BYTES:
+                self._fail(f"a line longer than {MAX_LINE_BYTES} bytes")
+                while raw and not raw.endswith(b"\n"):
+                    raw = stream.readline(MAX_LINE_BYTES)
+                continue
             try:
-                watts = parse_watts(raw[:200].decode("utf-8", "replace"))
+                watts = parse_watts(raw.decode("utf-8", "replace"))
             except EnergyError as exc:
                 self._fail(str(exc))
                 continue
-            if len(self.readings) < MAX_READINGS:
-                self.readings.append([now, watts, 0])
+            self.readings.append([now, watts, 0])
 
     def _fail(self, reason: str) -> None:
         self.failed += 1
@@ -91,7 +101,7 @@ class PowerCommand:
             return {"available": False, "reason": "the board's energy phases never reached this host"}
         return {"available": True, "source": "power-command", "scope": "external meter (the wall: the supply included)",
                 "rails": [" ".join(self.argv)[:200]], "kind": "power", "wrap_uj": None, "idle": [w["idle"], w["load"]],
-                "load": [w["load"], w["end"]], "inferences": self.inferences, "readings": self.readings,
+                "load": [w["load"], w["end"]], "inferences": self.inferences, "readings": list(self.readings),
                 "failed_readings": self.failed, "errors": self.errors}
 
 
@@ -126,7 +136,8 @@ def result_block(raw: dict | None) -> dict | None:
     readings = raw.get("readings") or []
     block["rate_hz"] = sample_rate(readings)
     try:
-        figures = summarize(raw["kind"], readings, raw["idle"], raw["load"], raw["inferences"], raw.get("wrap_uj"))
+        figures = summarize(raw["kind"], readings, raw["idle"], raw["load"], raw["inferences"], raw.get("wrap_uj"),
+                            raw.get("requested_rate_hz"))
         numbers = [v for v in figures.values() if isinstance(v, float)] + list(figures.get("mj_per_inference_ci") or [])
         if not all(math.isfinite(v) for v in numbers):
             raise EnergyError("the readings give no finite figure")

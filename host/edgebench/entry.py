@@ -23,6 +23,8 @@ COMMANDS = {
     "deploy": "Benchmark ONNX models on a target; one result file per model in results/.",
     "run": "Run a benchmark plan: models x variants x targets x settings; resumes where an earlier run stopped.",
     "compare": "Compare results: medians with confidence intervals, speed-ups with significance, regressions, HTML.",
+    "history": "Each group's latency over time, with the points where it changed (for CI: --since, --fail-on-regression).",
+    "index": "Bring the results index (under compare and history) up to date, or remake it from the result files.",
     "import": "Bring results made by the agent standing alone on a board into results/, as full results.",
     "fetch": "Collect results of runs that finished on a board while the host was away (a dropped link).",
     "targets": "List the targets of the inventory (and `local`).",
@@ -78,4 +80,20 @@ def main() -> None:
     # SIGTERM (a cancelled CI job, `timeout`, `kill`) ends a command like Ctrl-C does: the run on the board is
     # killed and stored as interrupted, instead of `bench` vanishing and leaving it holding the board's lock.
     signal.signal(signal.SIGTERM, _interrupt)
-    LazyGroup(name="bench", help=HELP, no_args_is_help=True, rich_markup_mode=None)(prog_name="bench")
+    try:
+        LazyGroup(name="bench", help=HELP, no_args_is_help=True, rich_markup_mode=None)(prog_name="bench")
+    except SystemExit as done:
+        _end_despite_threads(done.code)
+        raise
+
+
+def _end_despite_threads(code) -> None:
+    """A user's code (a --pipeline file, a model spec) may leave a thread running that would keep the interpreter
+    alive after the command is done: the command's answer is out, so end now."""
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 0 if code is None else 1)

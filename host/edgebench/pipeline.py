@@ -9,6 +9,7 @@ the whole pipeline, not only the model's outputs).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,16 @@ class PipelineOptions:
     def recorded(self) -> dict:
         """What a result's settings record: the pipeline file and samples by content, so runs of different code or
         data never pool."""
+        import hashlib
+
+        from .agentlib import list_samples
         from .fileio import file_sha256
 
-        return {"file": self.file.name, "sha256": file_sha256(self.file), "samples": str(self.samples)}
+        digest = hashlib.sha256()  # the samples by content: names and bytes, so other data never pools with these
+        for path in list_samples(str(self.samples)):
+            digest.update(f"{Path(path).name}\0{file_sha256(Path(path))}\n".encode("utf-8", "surrogateescape"))
+        return {"file": self.file.name, "sha256": file_sha256(self.file), "samples": str(self.samples),
+                "samples_sha256": digest.hexdigest()}
 
 
 @dataclass
@@ -57,32 +65,77 @@ def check_options(pipeline_file: Path | None, samples: Path | None) -> PipelineO
     return PipelineOptions(Path(pipeline_file), Path(samples))
 
 
+# The host's reference run gives each sample this long through every stage (a stage that never returns is a bug
+# the host reports, not a hang).
+HOST_SAMPLE_TIMEOUT_S = 60.0
+
+
 def plan(options: PipelineOptions, model_path: Path) -> PipelinePlan:
-    """Run the pipeline on every sample on the host (the reference), and pack the samples for upload."""
+    """Run the pipeline on every sample on the host (the reference), and pack the samples for upload. The user's
+    code runs here with its prints sent to stderr (stdout is the command's output), each sample under a time
+    limit, and must leave no thread running."""
+    import contextlib
+    import sys
+    import threading
+
     from .agentlib import list_samples, load_pipeline, result_arrays, run_sample, session_signature
     from .modelinfo import host_session
 
-    pipeline = load_pipeline(str(options.file))
-    paths = list_samples(str(options.samples))
-    session = host_session(Path(model_path), False)
-    signature = session_signature(session)
-    results = []
-    for path in paths:
-        try:
-            result, _ = run_sample(pipeline, session.run, signature, path)
-        except InputError as exc:  # the feeds do not fit the model
-            raise InputError(f"{options.file.name}: {exc.message}", "make preprocess return what the model takes") from exc
-        except ConfigError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types: the feeds' values are wrong
-            stage_error = _stage_error(exc)
-            if stage_error:
-                raise stage_error from exc
-            raise InputError(f"{options.file.name}: the model failed on sample {Path(path).name}: "
-                             f"{' '.join(str(exc).split())[:300]}") from exc
-        results.append(result_arrays(result))
+    threads_before = set(threading.enumerate())
+    with contextlib.redirect_stdout(sys.stderr):
+        pipeline = load_pipeline(str(options.file))
+        paths = list_samples(str(options.samples))
+        session = host_session(Path(model_path), False)
+        signature = session_signature(session)
+        results = []
+        for path in paths:
+            try:
+                with _time_limit(HOST_SAMPLE_TIMEOUT_S, options.file.name, Path(path).name):
+                    result, _ = run_sample(pipeline, session.run, signature, path)
+                results.append(result_arrays(result))
+            except InputError as exc:  # feeds that do not fit the model, or a result that cannot be compared
+                raise InputError(f"{options.file.name}: {exc.message}",
+                                 "make preprocess return what the model takes, and postprocess numbers, arrays or "
+                                 "strings") from exc
+            except ConfigError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types: the feeds' values are wrong
+                stage_error = _stage_error(exc)
+                if stage_error:
+                    raise stage_error from exc
+                raise InputError(f"{options.file.name}: the model failed on sample {Path(path).name}: "
+                                 f"{' '.join(str(exc).split())[:300]}") from exc
+    lingering = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive() and not t.daemon]
+    if lingering:
+        raise InputError(f"{options.file.name} started thread(s) that are still running ({', '.join(lingering)}): a "
+                         "pipeline's stages must finish their work before they return",
+                         "join the threads in the stage, or make them daemon threads")
     archive, digest = _pack(paths)
     return PipelinePlan(options, [Path(p).name for p in paths], archive, digest, results, pipeline.custom_load)
+
+
+@contextmanager
+def _time_limit(seconds: float, pipeline_name: str, sample: str):
+    """Raise InputError when the block runs longer than `seconds` (SIGALRM: the main thread only; elsewhere no
+    limit)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(signum, frame):
+        raise InputError(f"{pipeline_name}: sample {sample} took more than {seconds:.0f} s through the pipeline on "
+                         "the host", "a stage that never returns (a loop on a bad input?) must be fixed first")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _stage_error(exc: Exception) -> InputError | None:
@@ -104,16 +157,22 @@ def _pack(paths: list[str]) -> tuple[Path, str]:
     from .errors import FileWriteError
 
     folder = cache_dir() / "samples"
+    temp = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".pack-", suffix=".tar", delete=False) as out:
+            temp = out.name
             pack_samples(paths, out)
-        digest = hashlib.sha256(Path(out.name).read_bytes()).hexdigest()
+        digest = hashlib.sha256(Path(temp).read_bytes()).hexdigest()
         final = folder / f"{digest[:20]}.tar"
-        os.replace(out.name, final)
-    except OSError as exc:
-        raise FileWriteError(f"cannot pack the samples into {folder}: {exc.strerror or exc}",
+        os.replace(temp, final)
+        temp = None
+    except (OSError, ValueError) as exc:
+        raise FileWriteError(f"cannot pack the samples into {folder}: {getattr(exc, 'strerror', None) or exc}",
                              "free some space in the edgebench cache") from exc
+    finally:
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
     return final, digest
 
 

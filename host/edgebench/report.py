@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from .result_schema import printable, spreadsheet_safe
 from .stats import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, scenario_metric,
-                    summarize_ns)
+                    sketch_median_ci, sketch_summary, summarize_ns)
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
 KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "scenario",
@@ -18,7 +19,7 @@ KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_
 # The parts of the `settings` key that a comparison can also group by on their own.
 SETTINGS_PARTS = ("provider", "threads", "inter_threads", "opt", "dims", "scenario")
 # What must be the same for runs pooled in one group (the model file by its hash, not only its name).
-POOLING_KEYS = ("model", "model_sha256", "variant", "target", "settings")
+POOLING_KEYS = ("model", "model_sha256", "variant", "target", "settings", "pipeline_code_and_samples")
 FORMATS = ("table", "csv", "md", "json", "html", "parquet")
 
 # Headers of the columns a table shows.
@@ -150,6 +151,7 @@ def run_row(document: dict) -> dict:
         "origin": origin_label(document),
         "size_kib": (document["model"].get("size_bytes") or 0) / 1024,
         "model_sha256": document["model"].get("sha256"),
+        "pipeline_code_and_samples": _pipeline_identity(document.get("settings") or {}),
         "status": document["status"],
         "error": printable(error) if error is not None else None,
     }
@@ -175,6 +177,14 @@ def run_row(document: dict) -> dict:
     if ok:
         row.update(energy_figures(document))
     return row
+
+
+def _pipeline_identity(settings: dict) -> str | None:
+    """A pipeline run's code and samples by content (runs of other code or other samples never pool silently)."""
+    pipeline = settings.get("pipeline")
+    if not isinstance(pipeline, dict):
+        return None
+    return f"{str(pipeline.get('sha256'))[:12]}/{str(pipeline.get('samples_sha256'))[:12]}"
 
 
 def run_keys(document: dict) -> dict:
@@ -235,10 +245,57 @@ class Comparison:
         return pd.DataFrame(self.rows)
 
 
+@dataclass
+class RunRecord:
+    """One run as a comparison sees it: its row, the facts grouping needs, and its samples — in memory (a result
+    document) or as a sketch from the results index, with the document read from `path` only when asked for."""
+
+    row: dict
+    facts: dict  # valid, reasons, scenario (name or None), pipeline ([agree, samples] or None)
+    sketch: dict | None = None
+    path: Any = None  # the result file (a Path), when the run came from the index
+    content_sha: str | None = None
+    loaded: dict | None = None
+
+    @classmethod
+    def of(cls, document: dict) -> RunRecord:
+        return cls(run_row(document), run_facts(document), loaded=document)
+
+    def document(self) -> dict:
+        if self.loaded is None:
+            from .results import load_result
+
+            self.loaded = load_result(self.path)
+        return self.loaded
+
+    def samples(self):
+        return all_samples_ns(self.document()["measurements"])
+
+
+def run_facts(document: dict) -> dict:
+    """What grouping needs of a result beyond its row (kept beside the row in the results index)."""
+    valid, reasons = validity(document)
+    agreement = (document.get("pipeline") or {}).get("results")
+    return {"valid": valid, "reasons": reasons,
+            "scenario": ((document.get("settings") or {}).get("scenario") or {}).get("name"),
+            "pipeline": [agreement["agree"], agreement["samples"]] if agreement else None}
+
+
 def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "auto", baseline: tuple | None = None,
                  include_invalid: bool = False, alpha: float = DEFAULT_ALPHA, min_effect: float = DEFAULT_MIN_EFFECT,
                  regression_threshold: float | None = None, mix_energy_scopes: bool = False) -> Comparison:
-    """Group runs, summarise each group from its pooled raw samples, and compare against a baseline group."""
+    """Group result documents, summarise each group from its pooled raw samples, compare against a baseline."""
+    return compare_records([RunRecord.of(d) for d in documents], by, metric, baseline, include_invalid, alpha,
+                           min_effect, regression_threshold, mix_energy_scopes)
+
+
+def compare_records(records: list[RunRecord], by: tuple = DEFAULT_BY, metric: str = "auto",
+                    baseline: tuple | None = None, include_invalid: bool = False, alpha: float = DEFAULT_ALPHA,
+                    min_effect: float = DEFAULT_MIN_EFFECT, regression_threshold: float | None = None,
+                    mix_energy_scopes: bool = False) -> Comparison:
+    """Group runs and summarise each group: from the pooled raw samples when every run's document is in memory,
+    else from the runs' sketches (the results index); a group tested against the baseline always uses its raw
+    samples (read from the files then)."""
     import numpy as np
 
     by = tuple(by)
@@ -249,56 +306,75 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "a
     if baseline and baseline[0] not in by:
         by = (*by, baseline[0])
     result = Comparison([], by, metric, baseline, mix_energy_scopes=mix_energy_scopes)
-    groups: dict[tuple, list] = {}
-    for document in documents:
-        row = run_row(document)
-        keys = row
-        valid, reasons = validity(document)
-        if document["status"] != "ok":
-            result.failed.append({"run_id": document["run_id"], "model": keys["model"], "target": keys["target"],
+    groups: dict[tuple, list[RunRecord]] = {}
+    for record in records:
+        row, facts = record.row, record.facts
+        if row["status"] != "ok":
+            result.failed.append({"run_id": row["run_id"], "model": row["model"], "target": row["target"],
                                   "reason": row.get("error") or "unknown"})
-        elif not valid:
-            result.invalid.append({"run_id": document["run_id"], "model": keys["model"], "target": keys["target"],
-                                   "reasons": reasons})
+        elif not facts["valid"]:
+            result.invalid.append({"run_id": row["run_id"], "model": row["model"], "target": row["target"],
+                                   "reasons": facts["reasons"]})
             if not include_invalid:
                 continue
-        groups.setdefault(tuple(str(keys[k]) for k in by), []).append((row, document))
-    pooled: dict[tuple, np.ndarray] = {}
+        groups.setdefault(tuple(str(row[k]) for k in by), []).append(record)
+    pooled: dict = {}  # group key -> its raw samples (ns), or a function that reads them
     for key in sorted(groups):
         members = groups[key]
-        ok = [(r, d) for r, d in members if r["status"] == "ok" and r.get("n")]
-        result.scenarios[key] = {((d.get("settings") or {}).get("scenario") or {}).get("name") for _, d in ok}
+        ok = [m for m in members if m.row["status"] == "ok" and m.row.get("n")]
+        rows = [m.row for m in ok]
+        result.scenarios[key] = {m.facts["scenario"] for m in ok}
         row = dict(zip(by, key), runs=len(members), failed=len(members) - len(ok),
-                   size_kib=members[0][0].get("size_kib"))
-        differing = [k for k in POOLING_KEYS if k not in by and len({str(r.get(k)) for r, _ in members}) > 1]
+                   size_kib=members[0].row.get("size_kib"))
+        differing = [k for k in POOLING_KEYS if k not in by and len({str(m.row.get(k)) for m in members}) > 1]
         if differing:  # never pool different models, variants, settings or boards without saying so
             row["mixed"] = ", ".join(differing)
             result.mixed.append(f"group {group_label(by, key)} pools {len(members)} runs that differ in "
                                 f"{row['mixed']}: add {' and '.join(k for k in differing if k in KEYS) or 'them'} to "
                                 "--by to compare them apart")
         if ok:
-            samples = np.concatenate([all_samples_ns(d["measurements"]) for _, d in ok])
-            pooled[key] = samples
-            row.update(summarize_ns(samples))
-            row.update(scenario_figures([d["measurements"] for _, d in ok], samples))
-            row.update(stage_figures([d["measurements"] for _, d in ok]))
-            low, high = median_ci(samples / 1e6)
-            row["ci_low_ms"], row["ci_high_ms"] = low, high
+            if all(m.loaded is not None for m in ok):
+                samples = np.concatenate([m.samples() for m in ok])
+                pooled[key] = samples
+                measurements = [m.loaded["measurements"] for m in ok]  # type: ignore[index]
+                row.update(summarize_ns(samples))
+                row.update(scenario_figures(measurements, samples))
+                row.update(stage_figures(measurements))
+                row["ci_low_ms"], row["ci_high_ms"] = median_ci(samples / 1e6)
+            else:
+                sketches = [m.sketch for m in ok if m.sketch]
+                pooled[key] = lambda ok=ok: np.concatenate([m.samples() for m in ok])
+                row.update(sketch_summary(sketches))
+                row["ci_low_ms"], row["ci_high_ms"] = sketch_median_ci(sketches)
+                row.update(_mean_columns(rows, SKETCHED_FIGURES))
             for column in ("session_ms", "first_ms", "peak_rss_mib", "top1_pct"):
-                values = [r[column] for r, _ in ok if r.get(column) is not None]
+                values = [r[column] for r in rows if r.get(column) is not None]
                 row[column] = float(np.mean(values)) if values else None
-            verdicts = [r["accuracy"] for r, _ in ok if r.get("accuracy")]
+            verdicts = [r["accuracy"] for r in rows if r.get("accuracy")]
             row["accuracy"] = ("FAIL" if "FAIL" in verdicts else "PASS") if verdicts else None
-            _pool_energy(row, [r for r, _ in ok], result, key)
-            agreements = [(d.get("pipeline") or {}).get("results") for _, d in ok]
-            if any(agreements):
-                row["pipeline_agree"] = (f"{sum(a['agree'] for a in agreements if a)}/"
-                                         f"{sum(a['samples'] for a in agreements if a)}")
+            _pool_energy(row, rows, result, key)
+            agreements = [m.facts["pipeline"] for m in ok if m.facts["pipeline"]]
+            if agreements:
+                row["pipeline_agree"] = f"{sum(a[0] for a in agreements)}/{sum(a[1] for a in agreements)}"
         result.rows.append(row)
-        result.samples[" / ".join(key)] = pooled.get(key)
+        result.samples[" / ".join(key)] = pooled.get(key) if not callable(pooled.get(key)) else None
     if baseline:
         _against_baseline(result, pooled, alpha, min_effect, regression_threshold)
     return result
+
+
+# A sketched group's scenario and stage figures: the mean of its runs' own (exact for a one-run group).
+SKETCHED_FIGURES = ("p90_es_ms", "p99_es_ms", "qps", "achieved_qps", "issue_delay_p99_us", "load_ms", "preprocess_ms",
+                    "inference_ms", "postprocess_ms", "load_pct", "preprocess_pct", "inference_pct", "postprocess_pct")
+
+
+def _mean_columns(rows: list[dict], columns: tuple) -> dict:
+    found = {}
+    for column in columns:
+        values = [r[column] for r in rows if r.get(column) is not None]
+        if values and len(values) == len(rows):
+            found[column] = sum(values) / len(values)
+    return found
 
 
 def _pool_energy(row: dict, members: list[dict], result: Comparison, key: tuple) -> None:
@@ -338,7 +414,11 @@ def _against_baseline(result: Comparison, pooled: dict, alpha, min_effect, thres
         metric = result.metric
         if metric == "auto":  # the scenario's own metric: p99 under load, throughput offline
             metric = scenario_metric(result.scenarios.get(key, set()) | result.scenarios.get(base_key, set()))
-        found = compare_samples(pooled[base_key], pooled[key], metric, alpha, min_effect)
+        # An indexed group's raw samples are read now, for this test only (the baseline's are kept for the next).
+        loader = pooled[key] if callable(pooled[key]) else None
+        if callable(pooled[base_key]):
+            pooled[base_key] = pooled[base_key]()
+        found = compare_samples(pooled[base_key], loader() if loader else pooled[key], metric, alpha, min_effect)
         row.update(speedup=found["speedup"], speedup_low=found["speedup_low"], speedup_high=found["speedup_high"],
                    p_value=found["p_value"], change_pct=100 * found["change"], verdict=found["verdict"], metric=metric)
         if found["verdict"] == "slower" and threshold is not None and found["change"] > threshold:

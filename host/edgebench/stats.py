@@ -171,3 +171,92 @@ def compare_samples(baseline, candidate, metric: str = "p50", alpha: float = DEF
         verdict = "faster" if speedup > 1 else "slower"
     return {"speedup": speedup, "speedup_low": low, "speedup_high": high, "change": change,
             "p_value": p_value, "significant": significant, "verdict": verdict}
+
+
+# ------------------------------------------------------------------------------------------ sketches
+# A run kept in the results index as 101 quantiles (0th to 100th percentile, linear like np.percentile) plus exact
+# count, sum and sum of squares: a one-run group's p50/p90/p95/p99, mean and std are exact from it; a pooled group's
+# percentiles come from the mixture of its runs' quantile functions (within half a percentile rank of each run).
+SKETCH_POINTS = 101
+_GRID = np.linspace(0.0, 1.0, SKETCH_POINTS)
+
+
+def sketch_of(samples_ns) -> dict:
+    """{n, sum, sumsq, q: 101 quantiles} of raw samples (ns)."""
+    values = np.asarray(samples_ns, dtype=np.float64)
+    return {"n": int(values.size), "sum": float(values.sum()), "sumsq": float(np.square(values).sum()),
+            "q": np.percentile(values, np.arange(SKETCH_POINTS)).tolist()}
+
+
+def sketch_quantile(sketches: list[dict], fractions) -> np.ndarray:
+    """Quantiles (ns) of the pooled samples the sketches summarise, at `fractions` in [0, 1]."""
+    fractions = np.atleast_1d(np.asarray(fractions, dtype=np.float64))
+    if len(sketches) == 1:  # one run: its own quantile function, exact at whole percentiles
+        return np.interp(fractions, _GRID, sketches[0]["q"])
+    points = np.unique(np.concatenate([np.asarray(s["q"], dtype=np.float64) for s in sketches]))
+    if points.size > 4000:  # a fine enough grid for the mixture's CDF
+        points = np.quantile(points, np.linspace(0, 1, 4000))
+    weights = np.array([s["n"] for s in sketches], dtype=np.float64)
+    cdf = np.zeros(points.size)
+    for sketch, weight in zip(sketches, weights):
+        q = np.asarray(sketch["q"], dtype=np.float64)
+        if q[-1] == q[0]:
+            cdf += weight * (points >= q[0])
+        else:
+            cdf += weight * np.interp(points, q, _GRID, left=0.0, right=1.0)
+    cdf /= weights.sum()
+    cdf, first = np.unique(cdf, return_index=True)  # strictly increasing for the inverse
+    return np.interp(fractions, cdf, points[first])
+
+
+def sketch_summary(sketches: list[dict]) -> dict:
+    """summarize_ns' figures (ms) from sketches: count, mean and std exact; percentiles as sketch_quantile says."""
+    n = sum(s["n"] for s in sketches)
+    if n == 0:
+        return {"n": 0}
+    total = sum(s["sum"] for s in sketches)
+    mean = total / n
+    variance = (sum(s["sumsq"] for s in sketches) - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    p50, p90, p95, p99 = sketch_quantile(sketches, [0.5, 0.9, 0.95, 0.99]) / 1e6
+    return {"n": n, "min_ms": min(s["q"][0] for s in sketches) / 1e6, "p50_ms": float(p50), "p90_ms": float(p90),
+            "p95_ms": float(p95), "p99_ms": float(p99), "max_ms": max(s["q"][-1] for s in sketches) / 1e6,
+            "mean_ms": mean / 1e6, "std_ms": float(np.sqrt(max(variance, 0.0))) / 1e6,
+            "throughput_per_s": 1e9 / mean if mean > 0 else float("nan")}
+
+
+def sketch_median_ci(sketches: list[dict], confidence: float = 0.95) -> tuple[float, float]:
+    """median_ci's order-statistic ranks, read from the sketches' pooled quantile function (ms)."""
+    n = sum(s["n"] for s in sketches)
+    if n == 0:
+        return float("nan"), float("nan")
+    z = _z(confidence)
+    low = max(int(np.floor(n / 2 - z * np.sqrt(n) / 2)), 0)
+    high = min(int(np.ceil(n / 2 + z * np.sqrt(n) / 2)), n - 1)
+    bounds = sketch_quantile(sketches, [low / max(n - 1, 1), high / max(n - 1, 1)]) / 1e6
+    return float(bounds[0]), float(bounds[1])
+
+
+def mann_whitney_small(a, b) -> float:
+    """Two-sided exact Mann-Whitney p-value for small samples without ties (history's windows of a few runs, where
+    the normal approximation cannot go below ~0.012 with 5 runs a side); mann_whitney's otherwise."""
+    from functools import lru_cache
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    m, n = a.size, b.size
+    if m == 0 or n == 0 or m > 25 or n > 25 or np.unique(np.concatenate([a, b])).size < m + n:
+        return mann_whitney(a, b)[1]
+    u = float((a[:, None] > b[None, :]).sum())
+
+    @lru_cache(maxsize=None)
+    def ways(i: int, j: int, k: int) -> int:  # arrangements of i a's and j b's with U = k
+        if k < 0:
+            return 0
+        if i == 0 or j == 0:
+            return 1 if k == 0 else 0
+        return ways(i - 1, j, k - j) + ways(i, j - 1, k)
+
+    total = sum(ways(m, n, k) for k in range(m * n + 1))
+    low = min(u, m * n - u)
+    tail = sum(ways(m, n, k) for k in range(int(low) + 1))
+    return min(1.0, 2.0 * tail / total)

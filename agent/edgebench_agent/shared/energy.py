@@ -136,16 +136,39 @@ def _count_at(readings, time_s):
     return float(previous[1]) if previous else 0.0
 
 
-def summarize(kind, readings, idle, load, inferences, wrap_uj=None):
+def max_gap_s(rate_hz):
+    """The longest stretch without a reading a window may have: five missed readings, and at least 2 s."""
+    return max(2.0, 5.0 / rate_hz) if rate_hz else 5.0
+
+
+def check_coverage(times, start, end, limit):
+    """EnergyError when the readings leave a stretch of the window longer than `limit` uncovered (a sensor that
+    died mid-pass: its last value would be held for the rest, a guess, not a measurement)."""
+    inside = [t for t in times if start <= t <= end]
+    edges = [start] + inside + [end]
+    gap = max(b - a for a, b in zip(edges, edges[1:]))
+    if gap > limit:
+        raise EnergyError("the readings leave %.2f s of a %.2f s window uncovered (the sensor stopped answering?)"
+                          % (gap, end - start))
+
+
+def summarize(kind, readings, idle, load, inferences, wrap_uj=None, rate_hz=None):
     """The energy figures of a pass. readings: [(t, value, inferences so far)]; idle: (t0, t1); load: (t0, t1)
-    with `inferences` done in it. Raises EnergyError when the readings cannot give them."""
+    with `inferences` done in it; rate_hz: the rate asked for (how long a gap in the readings may be). Raises
+    EnergyError when the readings cannot give them: too few, a window not covered, or no energy at all."""
     pairs = [(r[0], r[1]) for r in readings]
     if inferences < 1:
         raise EnergyError("no inference ran in the energy window")
     idle_s = idle[1] - idle[0]
     load_s = load[1] - load[0]
+    times = [t for t, _ in pairs]
+    for window in ([idle] if idle_s > 0 else []) + [load]:
+        check_coverage(times, window[0], window[1], max_gap_s(rate_hz))
     idle_w = window_energy(kind, pairs, idle[0], idle[1], wrap_uj) / idle_s if idle_s > 0 else None
     load_j = window_energy(kind, pairs, load[0], load[1], wrap_uj)
+    if not load_j > 0:
+        raise EnergyError("the sensor reported no energy used while the model ran (0 W throughout): it is not "
+                          "measuring this board")
     load_w = load_j / load_s
     figures = {
         "inferences": inferences, "load_seconds": round(load_s, 4), "idle_seconds": round(idle_s, 4),

@@ -75,6 +75,9 @@ def load_pipeline(path):
     if spec is None or spec.loader is None:
         raise InputError("cannot load the pipeline %s as a Python module" % path)
     module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[name] = module  # registered, as an import would: dataclasses and pickling look their module up
     try:
         spec.loader.exec_module(module)
     except ImportError as exc:
@@ -85,7 +88,7 @@ def load_pipeline(path):
     except SyntaxError as exc:
         raise InputError("the pipeline %s is not valid Python for this machine's Python (%s): %s, line %s"
                          % (os.path.basename(path), _python(), exc.msg, exc.lineno))
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module-level sys.exit() must not end the harness
         raise InputError("the pipeline %s raised while loading: %s" % (os.path.basename(path), _one_line(exc)))
     stages = {}
     for stage in ("load", "preprocess", "postprocess"):
@@ -108,6 +111,8 @@ def _python():
 
 
 def _one_line(exc):
+    if isinstance(exc, SystemExit):
+        return "sys.exit(%s) was called" % ("" if exc.code is None else repr(exc.code))
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = "%s: %s" % (type(exc).__name__, text)
     return text if len(text) <= 400 else text[:397] + "..."
@@ -120,6 +125,11 @@ def list_samples(folder):
     except OSError as exc:
         raise InputError("cannot read the samples folder %s: %s" % (folder, exc.strerror or exc))
     paths = [os.path.join(folder, n) for n in names if not n.startswith(".") and os.path.isfile(os.path.join(folder, n))]
+    inside = os.path.realpath(folder)
+    for path in paths:
+        if os.path.islink(path) and os.path.dirname(os.path.realpath(path)) != inside:
+            raise InputError("sample %s is a link to %s, outside the samples folder: copy the file in (links never "
+                             "take files from elsewhere)" % (path, os.path.realpath(path)))
     if not paths:
         raise InputError("the samples folder %s holds no sample files (the files directly in it are the samples)" % folder)
     if len(paths) > MAX_SAMPLES:
@@ -170,10 +180,14 @@ def result_arrays(result):
     items = result.items() if isinstance(result, dict) else [("", result)]
     arrays = {}
     for key, value in items:
-        array = np.asarray(value)
-        if array.dtype == object:
-            raise InputError("postprocess must return numbers, arrays or strings (or a dict of them), got %s"
-                             % type(value).__name__)
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as exc:  # ragged lists
+            raise InputError("postprocess must return numbers, arrays or strings (or a dict of them); %s: %s"
+                             % (type(value).__name__, _one_line(exc)))
+        if array.dtype.kind not in "biufU":  # objects, bytes, complex, times: nothing compared honestly
+            raise InputError("postprocess must return numbers, arrays or strings (or a dict of them), got %s%s"
+                             % (type(value).__name__, " (decode bytes to str)" if array.dtype.kind == "S" else ""))
         arrays[str(key)] = array
     return arrays
 
@@ -188,12 +202,12 @@ def run_sample(pipeline, run, signature, path, check=True, clock=time.perf_count
     t0 = clock()
     try:
         sample = pipeline.load(path)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a stage is the stage's failure, not the harness's end
         raise PipelineError("load", sample_name, _one_line(exc))
     t1 = clock()
     try:
         value = pipeline.preprocess(sample)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise PipelineError("preprocess", sample_name, _one_line(exc))
     t2 = clock()
     if check:
@@ -209,7 +223,7 @@ def run_sample(pipeline, run, signature, path, check=True, clock=time.perf_count
     t3 = clock()
     try:
         result = pipeline.postprocess(outputs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise PipelineError("postprocess", sample_name, _one_line(exc))
     t4 = clock()
     return result, [t1 - t0, t2 - t1, t3 - t2b, t4 - t3]
@@ -301,7 +315,8 @@ def read_results(data, count):
 def pack_samples(paths, out):
     """The sample files as one uncompressed tar (plain names, no owners or times), written to the binary file
     `out`: the same files always make the same bytes, so the archive is uploaded by hash once."""
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+    # PAX: names of any length (USTAR stops at 100 characters); still no times or owners from this machine.
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for path in paths:
             info = tarfile.TarInfo(os.path.basename(path))
             info.size = os.path.getsize(path)
