@@ -73,27 +73,28 @@ class Source(object):
         return (before + time.time()) / 2.0, value
 
 
-class Ina3221Hwmon(Source):
-    def __init__(self, channels):
-        self.channels = channels  # [(label, in path, curr path)]
+class Ina3221(Source):
+    """A Jetson's INA3221 channels, each (rail name, *files): the module input rail alone when present (it is the
+    total already), else every rail summed."""
+
+    def __init__(self, name, channels):
         total = [c for c in channels if c[0] in TOTAL_RAILS]
-        if total:
-            self.channels = total[:1]
-        labels = [c[0] for c in self.channels]
-        Source.__init__(self, "ina3221-hwmon", "module input (%s)" % labels[0] if total else "rails: " + ", ".join(labels), labels)
+        self.channels = total[:1] or channels
+        rails = [c[0] for c in self.channels]
+        Source.__init__(self, name, "module input (%s)" % rails[0] if total else "rails: " + ", ".join(rails), rails)
+
+
+class Ina3221Hwmon(Ina3221):
+    def __init__(self, channels):  # [(label, in path (mV), curr path (mA))]
+        Ina3221.__init__(self, "ina3221-hwmon", channels)
 
     def read(self):
         return check_watts(sum(_number(v) * _number(c) / 1e6 for _, v, c in self.channels))  # mV * mA
 
 
-class Ina3221Iio(Source):
-    def __init__(self, channels):
-        self.channels = channels  # [(rail, power path)]
-        total = [c for c in channels if c[0] in TOTAL_RAILS]
-        if total:
-            self.channels = total[:1]
-        rails = [c[0] for c in self.channels]
-        Source.__init__(self, "ina3221-iio", "module input (%s)" % rails[0] if total else "rails: " + ", ".join(rails), rails)
+class Ina3221Iio(Ina3221):
+    def __init__(self, channels):  # [(rail, power path (mW))]
+        Ina3221.__init__(self, "ina3221-iio", channels)
 
     def read(self):
         return check_watts(sum(_number(p) for _, p in self.channels) / 1e3)  # mW

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .results import parse_time
 from .stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
 
 DEFAULT_WINDOW = 5
@@ -79,13 +80,6 @@ def parse_since(text: str | None, now: datetime.datetime | None = None) -> datet
     return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
 
 
-def _time(text) -> datetime.datetime | None:
-    try:
-        value = datetime.datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-
 
 def change_points(values: list[float], window: int, alpha: float, min_effect: float) -> list[dict]:
     """Indices where the `window` values after differ from the `window` values before (see the module doc)."""
@@ -132,7 +126,7 @@ def history(request: HistoryRequest) -> History:
         groups.setdefault(tuple(str(row[k]) for k in request.by), []).append(record)
     series = []
     for key in sorted(groups):
-        members = sorted(groups[key], key=lambda r: (_time(r.row.get("created_at")) or datetime.datetime.min.replace(
+        members = sorted(groups[key], key=lambda r: (parse_time(r.row.get("created_at")) or datetime.datetime.min.replace(
             tzinfo=datetime.timezone.utc), r.row["run_id"]))
         points = []
         for record in members:
@@ -143,7 +137,7 @@ def history(request: HistoryRequest) -> History:
         found = Series(dict(zip(request.by, key)), points)
         for change in change_points([p["value_ms"] for p in points], request.window, request.alpha, request.min_effect):
             point = points[change["index"]]
-            when = _time(point["created_at"])
+            when = parse_time(point["created_at"])
             found.changes.append({"index": change["index"], "run_id": point["run_id"], "created_at": point["created_at"],
                                   "before_ms": change["before"], "after_ms": change["after"],
                                   "change_pct": 100 * change["change"], "p_value": change["p_value"],

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ResultError
+from .results import parse_time
 
 INDEX_VERSION = 1
 INDEX_FOLDER = ".edgebench"
@@ -234,16 +235,9 @@ def records(paths: list[Path], now: datetime.datetime | None = None) -> Records:
             continue
         runs.append(copies[0])
     for record in runs:
-        created = _parse_time(record.row.get("created_at"))
+        created = parse_time(record.row.get("created_at"))
         if created is not None and created > now + FUTURE_SLACK:
             notes.append(f"run {record.row['run_id']} says it was created at {record.row['created_at']}, after this "
                          "host's clock: that board's clock is wrong, so trends place it by its time with care")
     return Records(runs, problems, notes)
 
-
-def _parse_time(text) -> datetime.datetime | None:
-    try:
-        value = datetime.datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)

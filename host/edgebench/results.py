@@ -74,6 +74,15 @@ MIGRATIONS[2] = _v2_to_v3
 MIGRATIONS[3] = _v3_to_v4
 
 
+def parse_time(text) -> datetime.datetime | None:
+    """A result's created_at as an aware time (a time without a zone is UTC); None when it is not a time."""
+    try:
+        value = datetime.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+
+
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
