@@ -113,9 +113,12 @@ def _listing(folder: Path) -> dict[str, tuple[int, int]]:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
-            elif entry.name.endswith(".json") and entry.is_file():
-                stat = entry.stat()
-                found[os.path.relpath(entry.path, folder)] = (stat.st_size, stat.st_mtime_ns)
+            elif entry.name.endswith(".json"):  # a FIFO, a device or a dangling link too: refused when read, reported
+                try:
+                    stat = entry.stat()
+                    found[os.path.relpath(entry.path, folder)] = (stat.st_size, stat.st_mtime_ns)
+                except OSError:
+                    found[os.path.relpath(entry.path, folder)] = (-1, -1)
     return found
 
 
