@@ -11,7 +11,7 @@ from typing import Any
 
 from .result_schema import printable, spreadsheet_safe
 from .stats import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, scenario_metric,
-                    sketch_median_ci, sketch_summary, summarize_ns)
+                    sketch_summary, summarize_ns)
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
 KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "scenario",
@@ -344,8 +344,7 @@ def compare_records(records: list[RunRecord], by: tuple = DEFAULT_BY, metric: st
             else:
                 sketches = [m.sketch for m in ok if m.sketch]
                 pooled[key] = lambda ok=ok: np.concatenate([m.samples() for m in ok])
-                row.update(sketch_summary(sketches))
-                row["ci_low_ms"], row["ci_high_ms"] = sketch_median_ci(sketches)
+                row.update(sketch_summary(sketches))  # its median's interval included
                 row.update(_mean_columns(rows, SKETCHED_FIGURES))
             for column in ("session_ms", "first_ms", "peak_rss_mib", "top1_pct"):
                 values = [r[column] for r in rows if r.get(column) is not None]

@@ -190,38 +190,54 @@ def sketch_of(samples_ns) -> dict:
 
 def sketch_quantile(sketches: list[dict], fractions) -> np.ndarray:
     """Quantiles (ns) of the pooled samples the sketches summarise, at `fractions` in [0, 1]."""
-    fractions = np.atleast_1d(np.asarray(fractions, dtype=np.float64))
+    return _mixture(sketches)(fractions)
+
+
+# The pooled CDF of many runs is evaluated on this many points (taken from the runs' own quantiles).
+MIXTURE_GRID = 1000
+
+
+def _mixture(sketches: list[dict]):
+    """The inverse of the pooled CDF of the sketches (each run weighted by its count), as a function of fractions."""
     if len(sketches) == 1:  # one run: its own quantile function, exact at whole percentiles
-        return np.interp(fractions, _GRID, sketches[0]["q"])
-    points = np.unique(np.concatenate([np.asarray(s["q"], dtype=np.float64) for s in sketches]))
-    if points.size > 4000:  # a fine enough grid for the mixture's CDF
-        points = np.quantile(points, np.linspace(0, 1, 4000))
+        only = np.asarray(sketches[0]["q"], dtype=np.float64)
+        return lambda fractions: np.interp(np.atleast_1d(np.asarray(fractions, dtype=np.float64)), _GRID, only)
+    quantiles = np.vstack([np.asarray(s["q"], dtype=np.float64) for s in sketches])
+    points = np.unique(quantiles)
+    if points.size > MIXTURE_GRID:
+        points = np.unique(np.quantile(points, np.linspace(0, 1, MIXTURE_GRID)))
     weights = np.array([s["n"] for s in sketches], dtype=np.float64)
     cdf = np.zeros(points.size)
-    for sketch, weight in zip(sketches, weights):
-        q = np.asarray(sketch["q"], dtype=np.float64)
+    for q, weight in zip(quantiles, weights):
         if q[-1] == q[0]:
             cdf += weight * (points >= q[0])
         else:
             cdf += weight * np.interp(points, q, _GRID, left=0.0, right=1.0)
     cdf /= weights.sum()
     cdf, first = np.unique(cdf, return_index=True)  # strictly increasing for the inverse
-    return np.interp(fractions, cdf, points[first])
+    values = points[first]
+    return lambda fractions: np.interp(np.atleast_1d(np.asarray(fractions, dtype=np.float64)), cdf, values)
 
 
 def sketch_summary(sketches: list[dict]) -> dict:
-    """summarize_ns' figures (ms) from sketches: count, mean and std exact; percentiles as sketch_quantile says."""
+    """summarize_ns' figures (ms) from sketches: count, mean and std exact; percentiles from the pooled quantile
+    function; and the median's interval (median_ci's order-statistic ranks, read from it)."""
     n = sum(s["n"] for s in sketches)
     if n == 0:
         return {"n": 0}
+    quantile = _mixture(sketches)
     total = sum(s["sum"] for s in sketches)
     mean = total / n
     variance = (sum(s["sumsq"] for s in sketches) - n * mean * mean) / (n - 1) if n > 1 else 0.0
-    p50, p90, p95, p99 = sketch_quantile(sketches, [0.5, 0.9, 0.95, 0.99]) / 1e6
+    z = _z(0.95)
+    low = max(int(np.floor(n / 2 - z * np.sqrt(n) / 2)), 0) / max(n - 1, 1)
+    high = min(int(np.ceil(n / 2 + z * np.sqrt(n) / 2)), n - 1) / max(n - 1, 1)
+    p50, p90, p95, p99, ci_low, ci_high = quantile([0.5, 0.9, 0.95, 0.99, low, high]) / 1e6
     return {"n": n, "min_ms": min(s["q"][0] for s in sketches) / 1e6, "p50_ms": float(p50), "p90_ms": float(p90),
             "p95_ms": float(p95), "p99_ms": float(p99), "max_ms": max(s["q"][-1] for s in sketches) / 1e6,
             "mean_ms": mean / 1e6, "std_ms": float(np.sqrt(max(variance, 0.0))) / 1e6,
-            "throughput_per_s": 1e9 / mean if mean > 0 else float("nan")}
+            "throughput_per_s": 1e9 / mean if mean > 0 else float("nan"),
+            "ci_low_ms": float(ci_low), "ci_high_ms": float(ci_high)}
 
 
 def sketch_median_ci(sketches: list[dict], confidence: float = 0.95) -> tuple[float, float]:
