@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ def test_an_index_held_by_another_process_falls_back_to_the_files(bench, tmp_pat
     folder = tmp_path / "results"
     _series(folder, [5.0] * 2)
     assert bench("index", folder).code == 0
-    holder = subprocess.Popen(["python", "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
                                "print('held', flush=True); time.sleep(60)", str(folder / ".edgebench" / "index.duckdb")],
                               stdout=subprocess.PIPE, text=True)
     try:
