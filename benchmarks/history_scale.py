@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -44,15 +43,16 @@ def make(folder: Path, start: int, count: int, rng) -> None:
 
 
 def timed(*args: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of `python -m edgebench ARGS` as a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """(wall seconds, peak RSS MiB) of `python -m edgebench ARGS` as a fresh process (its own rusage: wait4)."""
+    import os
+
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "edgebench", *args], capture_output=True, text=True)
+    child = subprocess.Popen([sys.executable, "-m", "edgebench", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
-    if done.returncode not in (0, 1):
-        sys.exit(done.stderr)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far (KiB)
-    return wall, max(peak, before) / 1024
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        sys.exit(child.stderr.read().decode() if child.stderr else "failed")
+    return wall, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -69,17 +69,17 @@ def main() -> None:
             print(f"made {args.files} result files in {time.perf_counter() - start:.0f} s "
                   f"({sum(p.stat().st_size for p in folder.glob('*.json')) / 2**30:.2f} GiB)")
         shutil.rmtree(folder / ".edgebench", ignore_errors=True)
-        wall, _ = timed("index", str(folder))
-        print(f"first bench index (every file read once)      {wall:7.2f} s")
-        # ru_maxrss of children is a high-water mark: measure each command in order of expected size
+        wall, peak = timed("index", str(folder))
+        print(f"first bench index (every file read once)      {wall:7.2f} s   peak RSS {peak:7.0f} MiB")
         for label, extra in (("bench history", ["history", str(folder), "--format", "json", "-o", str(folder / ".h.json")]),
                              ("bench compare (warm index)", ["compare", str(folder)]),
                              ("bench compare --baseline target=board0", ["compare", str(folder), "--baseline", "target=board0"])):
             wall, peak = timed(*extra)
-            print(f"{label:46s} {wall:7.2f} s   peak RSS so far {peak:7.0f} MiB")
+            print(f"{label:46s} {wall:7.2f} s   peak RSS {peak:7.0f} MiB")
         make(folder, args.files, 100, rng)
-        wall, _ = timed("index", str(folder))
-        print(f"adding 100 new files (bench index)             {wall:7.2f} s   (process start included)")
+        wall, peak = timed("index", str(folder))
+        print(f"adding 100 new files (bench index)             {wall:7.2f} s   peak RSS {peak:7.0f} MiB (process start "
+              "included)")
     finally:
         if args.folder is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -216,3 +216,13 @@ def test_bad_history_options_are_one_line(bench, tmp_path, flags, message):
     done = bench("history", folder, *flags)
     assert done.code == 2
     assert_one_line_error(done, message)
+
+
+def test_the_exact_rank_test_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from edgebench.stats import mann_whitney_small
+
+    rng = np.random.default_rng(2)
+    for m, n in ((5, 5), (4, 7), (8, 8), (3, 12)):
+        a, b = rng.normal(0, 1, m), rng.normal(0.8, 1, n)
+        assert mann_whitney_small(a, b) == pytest.approx(scipy_stats.mannwhitneyu(a, b, method="exact").pvalue)

@@ -119,6 +119,7 @@ def notes(result: CompareResult, include_invalid: bool = False) -> list[str]:
     comparison = result.comparison
     lines = list(result.index_notes)
     lines += [f"warning: {warning}" for warning in comparison.mixed + comparison.energy_refused]
+    lines += [f"note: {line}" for line in comparison.drawn]
     unpaired = [r for r in comparison.rows if r.get("verdict") == "no baseline run"]
     if unpaired and comparison.baseline:
         key, value = comparison.baseline

@@ -238,6 +238,7 @@ class Comparison:
     scenarios: dict = field(default_factory=dict)  # group key -> the scenario names of its runs (None: none set)
     mix_energy_scopes: bool = False  # rank energy across scopes (wall, CPU package, board rails) anyway
     energy_refused: list[str] = field(default_factory=list)  # energy comparisons left out: different scopes
+    drawn: list[str] = field(default_factory=list)  # groups tested on draws from their sketches, not raw samples
 
     def frame(self):
         import pandas as pd
@@ -263,13 +264,21 @@ class RunRecord:
 
     def document(self) -> dict:
         if self.loaded is None:
+            from pathlib import Path
+
             from .results import load_result
 
-            self.loaded = load_result(self.path)
+            self.loaded = load_result(Path(self.path))
         return self.loaded
 
     def samples(self):
-        return all_samples_ns(self.document()["measurements"])
+        if self.loaded is not None:
+            return all_samples_ns(self.loaded["measurements"])
+        from pathlib import Path
+
+        from .results import load_result
+
+        return all_samples_ns(load_result(Path(self.path))["measurements"])  # read, not kept: memory stays flat
 
 
 def run_facts(document: dict) -> dict:
@@ -343,7 +352,7 @@ def compare_records(records: list[RunRecord], by: tuple = DEFAULT_BY, metric: st
                 row["ci_low_ms"], row["ci_high_ms"] = median_ci(samples / 1e6)
             else:
                 sketches = [m.sketch for m in ok if m.sketch]
-                pooled[key] = lambda ok=ok: np.concatenate([m.samples() for m in ok])
+                pooled[key] = _test_samples(ok, sketches, group_label(by, key), result)
                 row.update(sketch_summary(sketches))  # its median's interval included
                 row.update(_mean_columns(rows, SKETCHED_FIGURES))
             for column in ("session_ms", "first_ms", "peak_rss_mib", "top1_pct"):
@@ -360,6 +369,31 @@ def compare_records(records: list[RunRecord], by: tuple = DEFAULT_BY, metric: st
     if baseline:
         _against_baseline(result, pooled, alpha, min_effect, regression_threshold)
     return result
+
+
+# A group tested against the baseline reads its runs' raw samples when it has at most this many runs; a larger one
+# (months of nightly runs) is tested on draws from its pooled quantile function: reading 2,000 files to keep the
+# 2,000 samples the test uses would take minutes.
+RAW_TEST_MAX_RUNS = 200
+SKETCH_DRAWS = 20000
+
+
+def _test_samples(members: list, sketches: list, label: str, result: Comparison):
+    """What a significance test of an indexed group reads, when it is asked for."""
+    import numpy as np
+
+    def raw():
+        return np.concatenate([m.samples() for m in members])
+
+    def drawn():
+        from .stats import sketch_quantile
+
+        result.drawn.append(f"group {label} ({len(members)} runs) was tested on {SKETCH_DRAWS} draws from its runs' "
+                            f"sketches (more than {RAW_TEST_MAX_RUNS} runs)")
+        fractions = np.random.default_rng(0).random(min(SKETCH_DRAWS, sum(s["n"] for s in sketches)))
+        return sketch_quantile(sketches, fractions)
+
+    return raw if len(members) <= RAW_TEST_MAX_RUNS else drawn
 
 
 # A sketched group's scenario and stage figures: the mean of its runs' own (exact for a one-run group).
