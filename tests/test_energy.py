@@ -323,7 +323,7 @@ def test_a_plan_with_a_bad_energy_length_is_refused(bench, tmp_path):
                     "settings:\n  energy: true\n  energy_seconds: -2\n")
     done = bench("run", plan, "--dry-run")
     assert done.code == 2
-    assert_one_line_error(done, "energy_seconds must be a positive number")
+    assert_one_line_error(done, "settings.energy_seconds: the energy pass needs a positive number of seconds, got -2")
 
 
 def test_the_standalone_agent_measures_energy_and_bench_imports_it(bench, tmp_path):

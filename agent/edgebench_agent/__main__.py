@@ -282,14 +282,12 @@ def _energy_line(block):
 
 def _stage_line(repeats):
     """Each pipeline stage's median and share of the end-to-end time, over every repeat."""
-    if not all(r.get("stages_ns") for r in repeats):
-        return None
-    from .shared.pipeline import STAGES
+    from .shared.pipeline import stage_summary
 
-    totals = dict((stage, [v for r in repeats for v in r["stages_ns"][stage]]) for stage in STAGES)
-    whole = float(sum(sum(values) for values in totals.values())) or 1.0
-    return ", ".join("%s %.3f ms (%.0f%%)" % (stage, percentile(sorted(values), 0.5) / 1e6, 100.0 * sum(values) / whole)
-                     for stage, values in totals.items())
+    summary = stage_summary(repeats)
+    if summary is None:
+        return None
+    return ", ".join("%s %.3f ms (%.0f%%)" % (stage, median / 1e6, share) for stage, (median, share) in summary.items())
 
 
 def _scenario_line(scenario):

@@ -316,7 +316,7 @@ def normalize_energy(raw):
     spec = dict(PASS_DEFAULTS["energy"], external=False)
     spec.update(raw)
     if not finite_number(spec["seconds"], "energy seconds") > 0:
-        raise RequestError("the energy pass needs a positive number of seconds (--energy-seconds), got %r" % (spec["seconds"],))
+        raise RequestError("the energy pass needs a positive number of seconds, got %r" % (spec["seconds"],))
     if finite_number(spec["idle_seconds"], "energy idle seconds") < 0:
         raise RequestError("the idle baseline must not be negative, got %r" % (spec["idle_seconds"],))
     if not 0 < finite_number(spec["rate_hz"], "energy rate") <= MAX_ENERGY_RATE_HZ:

@@ -52,7 +52,7 @@ def _converting(function: Callable) -> Callable:
 _SURFACE = {
     "edgebench_agent.protocol": (
         "EVENT_PREFIX", "EXIT_OK", "EXIT_RUN_FAILED", "EXIT_USAGE", "PASS_DEFAULTS", "PROTOCOL_VERSION", "RUN_DEFAULTS",
-        "SCENARIO_NAMES", "default_run_timeout", "normalize_run_request", "normalize_scenario", "parse_assignments",
+        "SCENARIO_NAMES", "default_run_timeout", "normalize_energy", "normalize_run_request", "normalize_scenario", "parse_assignments",
         "parse_duration_s", "parse_positive", "parse_scalar", "provider_name", "reply_digest"),
     "edgebench_agent.shared.inputs": (
         "ORT_TO_NUMPY", "accepted_dim_keys", "build_feeds", "check_array_size", "declared_arrays", "free_dim_keys",
@@ -67,7 +67,7 @@ _SURFACE = {
     "edgebench_agent.shared.energy": ("EnergyError", "parse_watts", "sample_rate", "summarize"),
     "edgebench_agent.shared.pipeline": (
         "PipelineError", "STAGES", "compare_results", "list_samples", "load_pipeline", "pack_samples", "read_results",
-        "result_arrays", "run_sample"),
+        "result_arrays", "run_sample", "stage_summary"),
 }
 _MODULE_OF = {name: module for module, names in _SURFACE.items() for name in names}
 

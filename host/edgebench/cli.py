@@ -657,8 +657,11 @@ def history(
         headers, rows = stage.table(result)
         print_table(_stdout(), headers, rows, set(headers) - {"runs"}, None, _stderr())
     else:
-        text = stage.to_json(result) if format == "json" else stage.to_html(result) if format == "html" else \
-            "\n".join("\t".join(row) for row in [stage.table(result)[0], *stage.table(result)[1]])
+        if format == "table":  # to a file: tab-separated
+            headers, rows = stage.table(result)
+            text = "\n".join("\t".join(line) for line in [headers, *rows])
+        else:
+            text = stage.to_json(result) if format == "json" else stage.to_html(result)
         if output is None:
             sys.stdout.write(text + "\n")
         else:

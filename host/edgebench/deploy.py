@@ -549,12 +549,13 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
             pipeline_block = result_block(board, pipeline_plan, reply)
         except AgentError as exc:
             error = {"kind": "agent", "message": str(exc)}
+    energy = (reply or {}).get("energy") if (reply or {}).get("status") == "ok" else None
+    if energy and meter is not None:  # the board kept only the windows: the readings are the host's meter's
+        energy = meter.board_block()
     document = build_result(run_id=run_id, created_at=context["created_at"], model=model, target=fresh_target,
                             settings=recorded_settings, reply=reply, error=error, accuracy=accuracy_block,
                             profile=_profile_summary(board, reply), pipeline=pipeline_block,
-                            energy=energy_block(meter.board_block() if meter is not None and reply and reply.get("energy")
-                                                else (reply or {}).get("energy") if reply and reply.get("status") == "ok"
-                                                else None))
+                            energy=energy_block(energy))
     if defaulted:  # like onnxruntime_perf_test: said, and recorded in settings.dims
         document["validity"]["warnings"].append(
             f"{model['name']}: free dimension(s) {', '.join(defaulted)} set to 1 (size them with --dim NAME=N; "

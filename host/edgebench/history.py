@@ -110,7 +110,6 @@ def change_points(values: list[float], window: int, alpha: float, min_effect: fl
 def history(request: HistoryRequest) -> History:
     """Read the runs (through the results index when it can be used), build each group's series, find changes."""
     from .compare import load_records
-    from .report import DEFAULT_BY  # noqa: F401 - the same keys as compare
     from .stats import sketch_median_ci, sketch_of
 
     if request.metric not in HISTORY_METRICS:

@@ -17,7 +17,6 @@ halfway is not redone from scratch.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +131,12 @@ def load_plan(path: Path, inventory) -> Plan:
     if settings.get("energy_seconds") is not None:
         if not settings.get("energy"):
             raise doc.error(("settings", "energy_seconds"), "energy_seconds goes with energy: true")
-        if not (math.isfinite(settings["energy_seconds"]) and settings["energy_seconds"] > 0):
-            raise doc.error(("settings", "energy_seconds"),
-                            f"energy_seconds must be a positive number, got {settings['energy_seconds']!r}")
+        from .agentlib import normalize_energy
+
+        try:  # the agent's own rule, at the plan's line
+            normalize_energy({"seconds": settings["energy_seconds"]})
+        except ConfigError as exc:
+            raise doc.error(("settings", "energy_seconds"), exc.message) from exc
     for index, model in enumerate(models):
         if model.pipeline is None:  # a pipeline's feeds size every dimension themselves
             _check_dims_sized(doc, index, model, settings.get("batch"))

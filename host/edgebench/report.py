@@ -103,20 +103,13 @@ def scenario_figures(measurements: list[dict], samples_ns) -> dict:
 def stage_figures(measurements: list[dict]) -> dict:
     """What a pipeline adds to a row: each stage's median (ms) and its share of the end-to-end time (%), over the
     repeats of one run or a group's pooled runs. Nothing when any repeat lacks its stages."""
-    import numpy as np
+    from .agentlib import stage_summary
 
-    from .agentlib import STAGES
-
-    repeats = [r for m in measurements for r in m.get("repeats") or []]
-    if not repeats or not all(isinstance(r.get("stages_ns"), dict) for r in repeats):
-        return {}
-    pooled = {stage: np.concatenate([np.asarray(r["stages_ns"][stage], dtype=np.float64) for r in repeats])
-              for stage in STAGES}
-    whole = float(sum(values.sum() for values in pooled.values())) or 1.0
+    summary = stage_summary([r for m in measurements for r in m.get("repeats") or []]) or {}
     row: dict = {}
-    for stage, values in pooled.items():
-        row[f"{stage}_ms"] = float(np.median(values)) / 1e6
-        row[f"{stage}_pct"] = 100.0 * float(values.sum()) / whole
+    for stage, (median_ns, share) in summary.items():
+        row[f"{stage}_ms"] = median_ns / 1e6
+        row[f"{stage}_pct"] = share
     return row
 
 

@@ -79,10 +79,14 @@ def median_ci(values, confidence: float = 0.95) -> tuple[float, float]:
     n = ordered.size
     if n == 0:
         return float("nan"), float("nan")
+    low, high = median_ranks(n, confidence)
+    return float(ordered[low]), float(ordered[high])
+
+
+def median_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
+    """The order-statistic ranks (0-based) bounding the median of n values (binomial, normal approximation)."""
     z = _z(confidence)
-    low = int(np.floor(n / 2 - z * np.sqrt(n) / 2))
-    high = int(np.ceil(n / 2 + z * np.sqrt(n) / 2))
-    return float(ordered[max(low, 0)]), float(ordered[min(high, n - 1)])
+    return max(int(np.floor(n / 2 - z * np.sqrt(n) / 2)), 0), min(int(np.ceil(n / 2 + z * np.sqrt(n) / 2)), n - 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -224,9 +228,7 @@ def sketch_summary(sketches: list[dict]) -> dict:
     total = sum(s["sum"] for s in sketches)
     mean = total / n
     variance = (sum(s["sumsq"] for s in sketches) - n * mean * mean) / (n - 1) if n > 1 else 0.0
-    z = _z(0.95)
-    low = max(int(np.floor(n / 2 - z * np.sqrt(n) / 2)), 0) / max(n - 1, 1)
-    high = min(int(np.ceil(n / 2 + z * np.sqrt(n) / 2)), n - 1) / max(n - 1, 1)
+    low, high = (rank / max(n - 1, 1) for rank in median_ranks(n))
     p50, p90, p95, p99, ci_low, ci_high = quantile([0.5, 0.9, 0.95, 0.99, low, high]) / 1e6
     return {"n": n, "min_ms": min(s["q"][0] for s in sketches) / 1e6, "p50_ms": float(p50), "p90_ms": float(p90),
             "p95_ms": float(p95), "p99_ms": float(p99), "max_ms": max(s["q"][-1] for s in sketches) / 1e6,
@@ -240,9 +242,7 @@ def sketch_median_ci(sketches: list[dict], confidence: float = 0.95) -> tuple[fl
     n = sum(s["n"] for s in sketches)
     if n == 0:
         return float("nan"), float("nan")
-    z = _z(confidence)
-    low = max(int(np.floor(n / 2 - z * np.sqrt(n) / 2)), 0)
-    high = min(int(np.ceil(n / 2 + z * np.sqrt(n) / 2)), n - 1)
+    low, high = median_ranks(n, confidence)
     bounds = sketch_quantile(sketches, [low / max(n - 1, 1), high / max(n - 1, 1)]) / 1e6
     return float(bounds[0]), float(bounds[1])
 

@@ -263,6 +263,17 @@ def timed_pipeline(cycle, min_iterations, min_seconds, max_iterations, max_secon
             return totals, dict(zip(STAGES, stages))
 
 
+def stage_summary(repeats):
+    """Each stage's median (ns) and share of the end-to-end time (%), pooled over repeats that carry `stages_ns`;
+    None when any repeat lacks them. The agent's summary and the host's reports both read this."""
+    if not repeats or not all(isinstance(r.get("stages_ns"), dict) for r in repeats):
+        return None
+    pooled = dict((stage, np.concatenate([np.asarray(r["stages_ns"][stage], dtype=np.float64) for r in repeats]))
+                  for stage in STAGES)
+    whole = float(sum(values.sum() for values in pooled.values())) or 1.0
+    return dict((stage, (float(np.median(values)), 100.0 * float(values.sum()) / whole)) for stage, values in pooled.items())
+
+
 # ------------------------------------------------------------------------------------- results and samples
 def result_key(index, name):
     """Key of one sample's result in a results .npz: s<index>, or s<index>.<name> for a dict result."""
