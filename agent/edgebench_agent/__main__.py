@@ -23,6 +23,7 @@ from .protocol import (
     GRAPH_OPTIMIZATION_LEVELS,
     PROTOCOL_VERSION,
     RUN_DEFAULTS,
+    RUNTIMES,
     RequestError,
     normalize_run_request,
     failed_reply,
@@ -47,7 +48,7 @@ def _request_from_flags(args):
     raw["provider_options"] = parse_assignments(args.provider_option, "--provider-option", str)
     for field in ("seed", "min_iterations", "min_seconds", "max_iterations", "max_seconds", "repeats",
                   "intra_op_threads", "inter_op_threads", "provider", "graph_optimization_level", "batch",
-                  "spin_wait", "telemetry_interval_s"):
+                  "spin_wait", "telemetry_interval_s", "runtime"):
         value = getattr(args, field)
         if value is not None:
             raw[field] = value
@@ -177,7 +178,9 @@ def build_parser():
                      help="intra-op threads (default 0: onnxruntime's own)")
     run.add_argument("--intra-op-threads", dest="intra_op_threads", type=int, help=argparse.SUPPRESS)
     run.add_argument("--inter-op-threads", type=int, metavar="N", help="inter-op threads (default 0: onnxruntime's own)")
-    run.add_argument("--provider", metavar="NAME", help="execution provider (default %s)" % d["provider"])
+    run.add_argument("--runtime", choices=RUNTIMES, help="the runtime that measures the model (default onnxruntime); "
+                     "openvino reads an .onnx, ncnn and litert a bundle from `bench convert` (litert also a .tflite)")
+    run.add_argument("--provider", metavar="NAME", help="onnxruntime's execution provider (default %s)" % d["provider"])
     run.add_argument("--provider-option", action="append", metavar="KEY=VALUE", help="execution provider option")
     run.add_argument("--graph-optimization", dest="graph_optimization_level", choices=GRAPH_OPTIMIZATION_LEVELS,
                      metavar="LEVEL", help="disable, basic, extended or all (default %s)" % d["graph_optimization_level"])
@@ -225,7 +228,8 @@ def _summary(reply):
         if request_out(reply):
             lines.append("(the full reply, with any traceback, is in %s)" % request_out(reply))
         return "\n".join(lines)
-    lines.append("runtime   onnxruntime %s, %s" % (reply["info"]["onnxruntime_version"], ", ".join(reply["providers"])))
+    runtime = reply.get("runtime") or {"name": "onnxruntime", "version": reply["info"]["onnxruntime_version"]}
+    lines.append("runtime   %s %s, %s" % (runtime["name"], runtime["version"], ", ".join(reply["providers"])))
     for index, repeat in enumerate(reply["repeats"]):
         samples = sorted(repeat["samples_ns"])
         p50 = percentile(samples, 0.5) / 1e6

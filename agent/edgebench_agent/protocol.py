@@ -13,7 +13,9 @@ PROTOCOL_VERSION history:
       stay in `samples_ns`; server issue delays, achieved QPS and QPS-search probes; offline throughput);
       request `pipeline` (an end-to-end run: each repeat has `stages_ns`, the reply a `pipeline` block) and the
       failure kind `pipeline`; request `energy` (an energy pass: the reply's `energy` block holds the source, its
-      raw readings and the idle and load windows); `energy` in `info` (the source found, or why none).
+      raw readings and the idle and load windows); `energy` in `info` (the source found, or why none); request `runtime` (RUNTIMES: onnxruntime, openvino, ncnn,
+      litert), the reply's `runtime` block (name, version, threads, precision), `runtimes` in `info` and the
+      failure kind `runtime`.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ EXIT_USAGE = 2  # bad arguments, bad request, newer protocol than this agent spe
 FAILURE_KINDS = {
     "usage": "a bad argument or request",
     "input": "inputs, dims, values or a dataset that do not fit the model",
-    "model": "a model onnxruntime cannot load",
+    "model": "a model its runtime cannot load, or a model for another runtime",
     "provider": "an execution provider this board lacks",
-    "missing": "numpy or onnxruntime is not installed on the board",
+    "missing": "numpy or the run's runtime (onnxruntime by default) is not installed on the board",
     "onnxruntime": "onnxruntime failed while running the model",
+    "runtime": "the runtime (OpenVINO, ncnn, LiteRT) failed while loading or running the model",
     "oom": "the board ran out of memory (and the agent saw it)",
     "timeout": "the run overran its time limit and was killed on the board",
     "killed": "the agent process died without a reply (SIGKILL, the kernel's OOM killer)",
@@ -99,6 +102,7 @@ RUN_DEFAULTS: dict = {
     # when the host reads an external meter (then the board only keeps the windows)}
     "energy": None,
     "verbose": False,  # let onnxruntime's own log lines through to stderr
+    "runtime": "onnxruntime",  # which runtime measures the model (runtimes/): onnxruntime, openvino, ncnn, litert
 }
 
 # Load scenarios after MLPerf LoadGen (scenarios.py on the board runs them). `qps` is a number or "auto" (then
@@ -445,7 +449,28 @@ def normalize_run_request(raw):
     if not isinstance(req["provider"], str):
         raise RequestError("request field 'provider' must be a string")
     req["provider"] = provider_name(req["provider"])
+    normalize_runtime(req)
     return req
+
+
+RUNTIMES = ("onnxruntime", "openvino", "ncnn", "litert")  # runtimes/ holds one module each
+
+
+def normalize_runtime(req):
+    """The runtime must be known, and the onnxruntime-only settings must be left alone for the others (each runtime
+    takes its thread count from intra_op_threads; a setting it has no equivalent of is refused, never ignored)."""
+    name = req["runtime"]
+    if name not in RUNTIMES:
+        raise RequestError("runtime must be one of %s, got %r" % (", ".join(RUNTIMES), name))
+    if name == "onnxruntime":
+        return
+    for field, default, what in (("inter_op_threads", 0, "inter-op threads"), ("spin_wait", None, "--spin-wait"),
+                                 ("provider", "CPUExecutionProvider", "an execution provider"),
+                                 ("provider_options", {}, "provider options"), ("profile", None, "--profile"),
+                                 ("graph_optimization_level", "all", "a graph optimization level")):
+        if req[field] != default:
+            raise RequestError("%s is an onnxruntime setting that %s has no equivalent of: leave it out with "
+                               "--runtime %s (its threads come from --threads)" % (what, name, name))
 
 
 def reply_digest(reply):

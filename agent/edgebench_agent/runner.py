@@ -92,52 +92,27 @@ def timed_loop(run, feeds, min_iterations, min_seconds, max_iterations, max_seco
             on_progress(count, elapsed / NS_PER_S)
 
 
-_OPT_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
+def create_session(request):
+    """A fresh session of the request's model with its runtime (onnxruntime unless the request names another)."""
+    from .runtimes import SessionError, create_session as make
 
-
-def session_options(ort, request):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = request["intra_op_threads"]
-    options.inter_op_num_threads = request["inter_op_threads"]
-    if request["spin_wait"] is not None:
-        flag = "1" if request["spin_wait"] else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", flag)
-        options.add_session_config_entry("session.inter_op.allow_spinning", flag)
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[request["graph_optimization_level"]])
-    # onnxruntime's own log lines (coloured "[E:onnxruntime:...]") only with verbose: their text is in the error
-    options.log_severity_level = 2 if request["verbose"] else 4
-    return options
-
-
-def create_session(ort, request):
-    provider = request["provider"]
-    available = ort.get_available_providers()
-    if provider not in available:
-        # Never fall back to the CPU silently: the numbers would describe another configuration.
-        raise RunError(
-            "provider",
-            "execution provider %s is not available in this onnxruntime; available: %s"
-            % (provider, ", ".join(available)),
-        )
-    providers = [(provider, {str(k): str(v) for k, v in request["provider_options"].items()})]
-    if provider != "CPUExecutionProvider":
-        providers.append("CPUExecutionProvider")  # for the nodes the accelerator does not take
-    ort.set_default_logger_severity(2 if request["verbose"] else 4)  # a failed load logs before the options apply
     try:
-        session = ort.InferenceSession(request["model"], sess_options=session_options(ort, request), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types per failure
-        # Only this board could tell (the host checks first when it runs the same onnxruntime): a failed result.
-        raise RunError("onnxruntime", "onnxruntime cannot load %s (onnxruntime %s on this board): %s; `bench convert "
-                       "--to opset:N` or another onnxruntime version may help" % (request["model"], ort.__version__,
-                                                                                  _one_line(exc)))
-    if session.get_providers()[0] != provider:
-        raise RunError("provider", "onnxruntime did not enable %s (it used %s)" % (provider, ", ".join(session.get_providers())))
-    return session
+        return make(request)
+    except SessionError as exc:
+        raise RunError(exc.kind, str(exc))
+    except Exception as exc:
+        raise runtime_failed(request, "loading the model", exc)
+
+
+def runtime_failed(request, during, exc):
+    """The RunError for an exception from the runtime's library (kind `onnxruntime` or `runtime`), else `exc`."""
+    from .runtimes import is_runtime_error
+
+    if not is_runtime_error(exc):
+        return exc
+    name = request["runtime"]
+    return RunError("onnxruntime" if name == "onnxruntime" else "runtime",
+                    "%s failed %s: %s" % (name, during, _one_line(exc)))
 
 
 def _one_line(exc):
@@ -273,9 +248,7 @@ def measure(run, feeds, request, warmup_ns, progress, emit):
     except scenarios.ScenarioError as exc:
         raise RunError("input", str(exc))
     except Exception as exc:
-        if type(exc).__module__.startswith("onnxruntime"):
-            raise RunError("onnxruntime", "inference failed in the %s scenario: %s" % (name, _one_line(exc)))
-        raise
+        raise runtime_failed(request, "in the %s scenario" % name, exc)
 
 
 def run_benchmark(request, emit=None):
@@ -283,8 +256,6 @@ def run_benchmark(request, emit=None):
 
     Raises RunError for anything that stops the run; `emit(event_dict)` receives progress events.
     """
-    import onnxruntime as ort
-
     emit = emit or (lambda event: None)
     affinity = set_affinity(request["cpus"])
     board = {"before": telemetry.snapshot(), "during": [], "cooldowns": []}
@@ -301,15 +272,19 @@ def run_benchmark(request, emit=None):
 
     pipeline = load_pipeline_for(request)
     repeats = []
-    feeds = described = outputs = providers = None
+    feeds = described = outputs = providers = runtime = None
     rss_baseline = device.current_rss_bytes()
     for index in range(request["repeats"]):
         if request["cooldown"] is not None:
             board["cooldowns"].append(cool_down(request["cooldown"], emit))
         emit({"event": "phase", "phase": "session", "repeat": index + 1, "repeats": request["repeats"]})
         t0 = time.perf_counter_ns()
-        session = create_session(ort, request)
+        session = create_session(request)
         session_create_ns = time.perf_counter_ns() - t0
+        if runtime is None:
+            from .runtimes import settings_of
+
+            runtime = settings_of(session, request)
         run = session.run
         if pipeline is not None:  # the feeds come from the samples, through the user's stages
             cycle = pipeline_cycle(pipeline, run, session_signature(session))
@@ -327,7 +302,7 @@ def run_benchmark(request, emit=None):
             except InputError as exc:
                 raise RunError("input", str(exc))
             except Exception as exc:
-                raise RunError("onnxruntime", "inference failed: %s" % _one_line(exc))
+                raise runtime_failed(request, "at the first inference", exc)
             run_once = cycle
         else:
             if feeds is None:
@@ -344,7 +319,7 @@ def run_benchmark(request, emit=None):
                 first = run(None, feeds)
                 first_inference_ns = time.perf_counter_ns() - t0
             except Exception as exc:
-                raise RunError("onnxruntime", "inference failed: %s" % _one_line(exc))
+                raise runtime_failed(request, "at the first inference", exc)
 
             def run_once(run=run):
                 run(None, feeds)
@@ -402,22 +377,23 @@ def run_benchmark(request, emit=None):
     accuracy = None
     if request["accuracy"] is not None:
         emit({"event": "phase", "phase": "accuracy", "repeat": 1, "repeats": 1})
-        accuracy = accuracy_pass(ort, request)
+        accuracy = accuracy_pass(request)
     pipeline_block = None
     if pipeline is not None:
         emit({"event": "phase", "phase": "pipeline results", "repeat": 1, "repeats": 1})
-        pipeline_block = pipeline_results(ort, request, pipeline)
+        pipeline_block = pipeline_results(request, pipeline)
     energy = None
     if request["energy"] is not None:  # never during a timed pass: reading sensors costs time
         emit({"event": "phase", "phase": "energy", "repeat": 1, "repeats": 1})
-        energy = run_energy_pass(ort, request, feeds, emit)
+        energy = run_energy_pass(request, feeds, emit)
     profile = None
     if request["profile"] is not None:  # never during a timed pass: profiling slows a run up to ~3x
         emit({"event": "phase", "phase": "profile", "repeat": 1, "repeats": 1})
-        profile = profile_pass(ort, request, feeds)
+        profile = profile_pass(request, feeds)
     return {
         "model": {"path": request["model"], "sha256": model_sha},
         "providers": providers,
+        "runtime": runtime,
         "inputs": described,
         "outputs": outputs,
         "repeats": repeats,
@@ -432,17 +408,15 @@ def run_benchmark(request, emit=None):
     }
 
 
-def run_energy_pass(ort, request, feeds, emit):
+def run_energy_pass(request, feeds, emit):
     """The energy pass in a fresh session with the same settings and feeds (a pipeline run: its first sample's)."""
     from .energy import energy_pass
 
-    session = create_session(ort, request)
+    session = create_session(request)
     try:
         return energy_pass(session.run, feeds, request["energy"], emit)
     except Exception as exc:
-        if type(exc).__module__.startswith("onnxruntime"):
-            raise RunError("onnxruntime", "inference failed in the energy pass: %s" % _one_line(exc))
-        raise
+        raise runtime_failed(request, "in the energy pass", exc)
 
 
 def load_pipeline_for(request):
@@ -489,17 +463,15 @@ def measure_pipeline(cycle, request):
     except InputError as exc:
         raise RunError("input", str(exc))
     except Exception as exc:
-        if type(exc).__module__.startswith("onnxruntime"):
-            raise RunError("onnxruntime", "inference failed in the pipeline: %s" % _one_line(exc))
-        raise
+        raise runtime_failed(request, "in the pipeline", exc)
 
 
-def pipeline_results(ort, request, pipeline):
+def pipeline_results(request, pipeline):
     """Every sample once through the pipeline in a fresh session, never timed: each final result is written for
     the host to compare with its own run of the same pipeline."""
     from .shared.pipeline import result_arrays, results_npz, run_sample
 
-    session = create_session(ort, request)
+    session = create_session(request)
     signature = session_signature(session)
     results = []
     try:
@@ -510,9 +482,7 @@ def pipeline_results(ort, request, pipeline):
     except InputError as exc:
         raise RunError("input", "%s: %s" % (pipeline.name, exc))
     except Exception as exc:
-        if type(exc).__module__.startswith("onnxruntime"):
-            raise RunError("onnxruntime", "inference failed in the pipeline: %s" % _one_line(exc))
-        raise
+        raise runtime_failed(request, "in the pipeline", exc)
     spec = request["pipeline"]
     block = {"file": spec["file"], "sha256": sha256_file(spec["file"]), "samples": len(pipeline.samples),
              "custom_load": pipeline.custom_load, "stages": ["load", "preprocess", "inference", "postprocess"]}
@@ -522,13 +492,13 @@ def pipeline_results(ort, request, pipeline):
     return block
 
 
-def dataset_pass(ort, request):
+def dataset_pass(request):
     """Standalone accuracy: a labelled .npz run on the board, top-1/top-5 computed here (no host needed)."""
     from .shared.dataset import batches_of, load_dataset
     from .shared.metrics import is_classifier_output, join_batches, label_accuracy
 
     spec = request["accuracy"]
-    session = create_session(ort, request)
+    session = create_session(request)
     try:
         arrays, labels = load_dataset(spec["dataset"], session_signature(session))
     except InputError as exc:
@@ -552,17 +522,19 @@ def dataset_pass(ort, request):
             "output_names": names, "scores_output": names[scores], "labels": {"board": board}}
 
 
-def profile_pass(ort, request, feeds):
-    """A separate session with onnxruntime's profiler on; returns where its JSON trace was written."""
+def profile_pass(request, feeds):
+    """A separate session with onnxruntime's profiler on; returns where its JSON trace was written (the protocol
+    allows a profile with onnxruntime only)."""
+    import onnxruntime as ort
+
+    from .runtimes.rt_onnxruntime import providers_of, session_options
+
     spec = request["profile"]
     options = session_options(ort, request)
     options.enable_profiling = True
     folder = spec.get("dir") or os.getcwd()
     options.profile_file_prefix = os.path.join(folder, "profile")
-    providers = [(request["provider"], {str(k): str(v) for k, v in request["provider_options"].items()})]
-    if request["provider"] != "CPUExecutionProvider":
-        providers.append("CPUExecutionProvider")
-    session = ort.InferenceSession(request["model"], sess_options=options, providers=providers)
+    session = ort.InferenceSession(request["model"], sess_options=options, providers=providers_of(request))
     iterations = int(spec.get("iterations", PASS_DEFAULTS["profile"]["iterations"]))
     for _ in range(iterations):
         session.run(None, feeds)
@@ -581,7 +553,7 @@ def profile_pass(ort, request, feeds):
     return summary
 
 
-def accuracy_pass(ort, request):
+def accuracy_pass(request):
     """Run every accuracy batch in a fresh session with the same settings; never timed.
 
     Writes the outputs for the host to compare, or compares them here against a reference (when sending
@@ -594,12 +566,12 @@ def accuracy_pass(ort, request):
 
     spec = request["accuracy"]
     if spec.get("dataset"):
-        return dataset_pass(ort, request)
+        return dataset_pass(request)
     try:
         arrays = load_npz(spec["inputs"])
     except InputError as exc:
         raise RunError("input", str(exc))
-    session = create_session(ort, request)
+    session = create_session(request)
     input_names = [arg.name for arg in session.get_inputs()]
     output_names = [arg.name for arg in session.get_outputs()]
     per_output = [[] for _ in output_names]
@@ -611,7 +583,7 @@ def accuracy_pass(ort, request):
     except KeyError as exc:
         raise RunError("input", "the accuracy inputs lack %s" % exc)
     except Exception as exc:
-        raise RunError("onnxruntime", "inference failed in the accuracy pass: %s" % _one_line(exc))
+        raise runtime_failed(request, "in the accuracy pass", exc)
     result = {"batches": spec["batches"], "output_names": output_names}
     if spec.get("reference"):
         try:

@@ -40,6 +40,9 @@ def info(cache=None):
         facts["onnxruntime_version"] = None
         facts["providers"] = []
         facts.setdefault("missing", []).append("onnxruntime (%s)" % exc)
+    from .runtimes import versions
+
+    facts["runtimes"] = versions()
     from .energy import sources_info
 
     facts["energy"] = sources_info()

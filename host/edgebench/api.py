@@ -166,9 +166,9 @@ def inspect(model: str | Path) -> ModelSummary:
 
 # ------------------------------------------------------------------------------------------- convert
 def convert(model: str | Path, to: str | Sequence[str], output_dir: str | Path = "variants", *,
-            calibration: str | Path | None = None, keep_io_types: bool = True) -> list[Variant]:
-    """Variants of a model for the board (int8-dynamic, int8-static, fp16, ort, optimized, opset:N), each checked
-    against its parent; a variant that failed has `.error` (and `.ok` False), the others were written."""
+            calibration: str | Path | None = None, keep_io_types: bool = True, spec: str | None = None) -> list[Variant]:
+    """Variants of a model for the board (int8-dynamic, int8-static, fp16, ort, optimized, opset:N; openvino, ncnn,
+    litert bundles for those runtimes, litert from the PyTorch `spec`), each checked against its parent; a variant that failed has `.error` (and `.ok` False), the others were written."""
     from .convert import convert as run_convert
     from .convert import parse_kinds
 
@@ -178,7 +178,7 @@ def convert(model: str | Path, to: str | Sequence[str], output_dir: str | Path =
         raise InputError(f"to must be a variant kind or a list of them, got {to!r}", "e.g. ['fp16', 'int8-dynamic']")
     kinds = parse_kinds(to if isinstance(to, str) else ",".join(to))
     return run_convert(Path(model), kinds, Path(output_dir), calibration=Path(calibration) if calibration else None,
-                       keep_io_types=keep_io_types)
+                       keep_io_types=keep_io_types, spec=spec)
 
 
 # -------------------------------------------------------------------------------------------- deploy

@@ -118,6 +118,7 @@ def deploy(
     batch: Annotated[Optional[str], typer.Option("--batch", help="Size of the free batch dimension; a list sweeps: 1,8.")] = None,
     inter_op_threads: Annotated[Optional[int], typer.Option(help="Inter-op threads (0 = default).")] = None,
     provider: Annotated[Optional[str], typer.Option(help="Execution provider: cpu, cuda, tensorrt, xnnpack, ... or a full name; a list sweeps.")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", metavar="NAME[,NAME]", help="Runtime(s) that measure the model: onnxruntime (default), openvino, ncnn, litert; a list sweeps. ncnn and litert run the bundle `bench convert` made.")] = None,
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="Execution provider option KEY=VALUE.")] = None,
     graph_optimization: Annotated[Optional[str], typer.Option(help="Graph optimisation level: disable, basic, extended, all.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds before a run is killed (default: from the run's maximums).")] = None,
@@ -364,17 +365,19 @@ def inspect(
 @cli_errors
 def convert(
     model: Annotated[Path, typer.Argument(help="The parent .onnx model.", show_default=False)],
-    to: Annotated[str, typer.Option("--to", help="Comma-separated: int8-dynamic, int8-static, fp16, ort, optimized, opset:N.")],
+    to: Annotated[str, typer.Option("--to", help="Comma-separated: int8-dynamic, int8-static, fp16, ort, optimized, opset:N; other runtimes: openvino, ncnn, litert.")],
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the variants.")] = Path("variants"),
     calibration: Annotated[Optional[Path], typer.Option(help="int8-static calibration data: .npz of inputs by name (samples on axis 0).")] = None,
     keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--no-keep-io-types", help="fp16: keep float32 inputs and outputs.")] = True,
+    spec: Annotated[Optional[str], typer.Option("--spec", metavar="FILE.py:FACTORY", help="litert: the PyTorch module the model was exported from (runs that file's code; weights come from the .onnx).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the variants and their provenance as JSON.")] = False,
 ):
     """Convert a model for the board; each variant is checked against its parent and records its provenance."""
     from .convert import convert as run_convert
     from .convert import parse_kinds, raise_for_failures
 
-    produced = run_convert(model, parse_kinds(to), output_dir, calibration=calibration, keep_io_types=keep_io_types)
+    produced = run_convert(model, parse_kinds(to), output_dir, calibration=calibration, keep_io_types=keep_io_types,
+                           spec=spec)
     if json_output:
         typer.echo(json.dumps([{"variant": v.kind, "path": str(v.path) if v.path else None, "error": v.error,
                                 "provenance": v.provenance} for v in produced], indent=1, default=str))

@@ -25,7 +25,9 @@ from .modelinfo import check_external_data, host_session, load_model_proto, sess
 from .parity import DEFAULT_ATOL, DEFAULT_RTOL
 from .provenance import PROVENANCE_VERSION, write_provenance
 
-KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized")  # plus opset:N
+# plus opset:N; the last three are other runtimes' formats (runtimes.py), each a bundle checked with its runtime
+KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized", "openvino", "ncnn", "litert")
+RUNTIME_KINDS = ("openvino", "ncnn", "litert")
 
 # How close a variant must stay to its parent on the host (the "stated tolerance"): (atol, rtol), or a minimum
 # cosine similarity for the quantized ones, whose errors are expected and only their direction must hold.
@@ -36,6 +38,11 @@ TOLERANCES = {
     "fp16": {"atol": 1e-2, "rtol": 1e-2},
     "int8-dynamic": {"min_cosine": 0.98},
     "int8-static": {"min_cosine": 0.98},
+    # Another runtime's kernels (Winograd convolutions, other summation orders): f32 throughout, so the accuracy
+    # pass's own default tolerance.
+    "openvino": {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL},
+    "ncnn": {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL},
+    "litert": {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL},
 }
 
 
@@ -75,6 +82,10 @@ def variant_name(model_path: Path, kind: str) -> str:
     stem = Path(model_path).stem
     if kind == "ort":
         return f"{stem}.ort"
+    if kind in RUNTIME_KINDS:
+        from .runtimes import bundle_name
+
+        return bundle_name(model_path, kind)
     return f"{stem}.{kind.replace(':', '')}.onnx"
 
 
@@ -205,6 +216,18 @@ def _ir_for_opset(opset: int) -> int:
     return 11
 
 
+def runtime_converter(kind: str):
+    from .runtime_convert import CONVERTERS as RUNTIME_CONVERTERS
+
+    return RUNTIME_CONVERTERS[kind]
+
+
+def _from_runtime(exc: BaseException) -> bool:
+    from .agentlib import is_runtime_error
+
+    return bool(is_runtime_error(exc))
+
+
 CONVERTERS = {"int8-dynamic": _int8_dynamic, "int8-static": _int8_static, "fp16": _fp16, "ort": _ort_format,
               "optimized": _optimized}
 
@@ -241,10 +264,13 @@ def parity_inputs(model_path: Path, calibration: Path | None, samples: int = 4) 
 
 
 def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict]) -> dict:
-    """Run parent and variant on the host's CPU; compare every output against the stated tolerance."""
+    """Run parent and variant on the host's CPU (a bundle with its own runtime); compare every output against the
+    stated tolerance."""
     from .agentlib import compare_arrays, is_classifier_output, join_batches, output_passes, topk_agreement
+    from .runtimes import runtime_session
 
-    parent_session, variant_session = host_session(parent), host_session(variant)
+    parent_session = host_session(parent)
+    variant_session = runtime_session(variant, kind) if kind in RUNTIME_KINDS else host_session(variant)
     names = [o.name for o in parent_session.get_outputs()]
     expected = [parent_session.run(None, feeds) for feeds in feeds_list]
     actual = [variant_session.run(None, feeds) for feeds in feeds_list]
@@ -266,7 +292,7 @@ def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict])
 
 # --------------------------------------------------------------------------------------------- main
 def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path | None = None,
-            keep_io_types: bool = True) -> list[Variant]:
+            keep_io_types: bool = True, spec: str | None = None) -> list[Variant]:
     model_path = Path(model_path)
     parent_proto = load_model_proto(model_path)  # a clear error for a missing or corrupt parent, before anything
     check_external_data(parent_proto, model_path)  # its weights must not come from outside its folder
@@ -286,17 +312,17 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
     variants = []
     for kind in kinds:
         variant = Variant(kind)
-        options: dict[str, Any] = {"calibration": calibration, "keep_io_types": keep_io_types}
+        options: dict[str, Any] = {"calibration": calibration, "keep_io_types": keep_io_types, "spec": spec}
         if kind.startswith("opset:"):
             options["opset"] = int(kind[6:])
         final = out_dir / variant_name(model_path, kind)
         with tempfile.TemporaryDirectory(prefix="edgebench-convert-") as scratch_name:
             scratch = Path(scratch_name)
             staged = scratch / final.name
-            converter = _opset if kind.startswith("opset:") else CONVERTERS[kind]
+            converter = _opset if kind.startswith("opset:") else CONVERTERS.get(kind) or runtime_converter(kind)
             try:
                 settings = converter(model_path, staged, scratch, options)
-            except InputError:
+            except (InputError, ConfigError):
                 raise
             except Exception as exc:  # the converters (onnx, onnxruntime tools) raise anything from ValueError to Fail
                 variant.error = one_line(exc, 400, with_type=True)
@@ -307,13 +333,13 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
             except ModelError as exc:
                 variant.error = f"the variant does not load: {exc.message}"
             except Exception as exc:
-                if not from_onnxruntime(exc):
+                if not from_onnxruntime(exc) and not _from_runtime(exc):
                     raise
                 variant.error = f"the variant fails to run: {one_line(exc, 400)}"
             if variant.error:
                 variants.append(variant)
                 continue
-            for extra in scratch.glob(staged.name + ".*"):
+            for extra in (p for p in scratch.glob(staged.name + ".*") if p.is_file()):
                 shutil.copy(extra, out_dir / extra.name)  # the ORT operator config
             copy_atomically(staged, final)
         variant.path = final
@@ -327,7 +353,8 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
                        "size_bytes": model_path.stat().st_size, "ir_version": parent_proto.ir_version,
                        "opsets": {(o.domain or "ai.onnx"): o.version for o in parent_proto.opset_import}},
             "settings": settings,
-            "tools": tool_versions(),
+            "tools": {**tool_versions(), **({kind: settings.get(kind) or settings.get("converter")}
+                                            if kind in RUNTIME_KINDS else {})},
             "parity": variant.parity,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -342,6 +342,15 @@ def check_board(board: Board, model_blocks: list[dict], settings: RunSettings) -
     if info.get("missing"):
         raise ModelError(f"{board.target.name} lacks {', '.join(info['missing'])}",
                          f"run `bench doctor --target {board.target.name}` for what to install")
+    runtime = settings.request("-", None)["runtime"]
+    if runtime != "onnxruntime":
+        from .agentlib import pip_line
+
+        offered = info.get("runtimes") or {}
+        if runtime not in offered:
+            raise ModelError(f"{board.target.name} has no {runtime} (it offers: {', '.join(offered) or 'onnxruntime'})",
+                             f"on the board: {pip_line(runtime)}")
+        return info
     import onnxruntime
 
     for model in model_blocks:
@@ -396,15 +405,16 @@ def belongs_to(context: dict, results_dir: Path | None) -> bool:
 
 
 def expand_sweep(settings: RunSettings, threads: list[int] | None = None, batches: list[int] | None = None,
-                 providers: list[str] | None = None) -> list[RunSettings]:
-    """The matrix of a sweep: one RunSettings per (threads, batch, provider) cell."""
+                 providers: list[str] | None = None, runtimes: list[str] | None = None) -> list[RunSettings]:
+    """The matrix of a sweep: one RunSettings per (runtime, threads, batch, provider) cell."""
     import itertools
 
     cells = []
     none: list[Any] = [None]  # an axis not swept: the agent's default
-    for thread, batch, provider in itertools.product(threads or none, batches or none, providers or none):
+    for runtime, thread, batch, provider in itertools.product(runtimes or none, threads or none, batches or none,
+                                                              providers or none):
         options = dict(settings.options)
-        for key, value in (("intra_op_threads", thread), ("batch", batch), ("provider", provider)):
+        for key, value in (("runtime", runtime), ("intra_op_threads", thread), ("batch", batch), ("provider", provider)):
             if value is not None:
                 options[key] = value
         cells.append(replace(settings, options=options))
@@ -440,13 +450,15 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
     check_results_dir(results_dir)
     for cell in cells[1:]:
         cell.request("-", None)
+    # Each cell's models for its runtime (a bundle beside an .onnx for ncnn and LiteRT), checked before any upload.
+    cells, per_cell = runtime_cells(cells, models, model_blocks)
     # Accuracy plans (and their references) before touching the board: a dataset that does not fit fails first.
     plans = {(i, j): plan_accuracy(m, cell, block) if cell.accuracy else None
-             for i, cell in enumerate(cells) for j, (m, block) in enumerate(zip(models, model_blocks))}
+             for i, cell in enumerate(cells) for j, (m, block) in enumerate(per_cell[i])}
     pipelines = plan_pipelines(models, cells)
     outcomes = []
     with Board(target) as board:
-        infos = [check_board(board, model_blocks, cell) for cell in cells]
+        infos = [check_board(board, [block for _, block in per_cell[i]], cell) for i, cell in enumerate(cells)]
         target_block = {**target.describe(), "info": infos[0]}
         recovered = recover(board, results_dir)
         inputs_remote = None
@@ -454,7 +466,7 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
             inputs_remote = board.stage(Path(cells[0].inputs), file_sha256(cells[0].inputs))
         for i, cell in enumerate(cells):
             recorded_settings = cell.recorded()
-            for j, (model_path, model) in enumerate(zip(models, model_blocks)):
+            for j, (model_path, model) in enumerate(per_cell[i]):
                 outcomes.append(_run_one(board, target, target_block, cell, recorded_settings, Path(model_path), model,
                                          plans[(i, j)], inputs_remote, results_dir, on_event, annotate,
                                          pipelines.get(str(model_path))))
@@ -471,6 +483,63 @@ def plan_pipelines(models: list[Path], cells: list[RunSettings]) -> dict:
     if options is None:
         return {}
     return {str(m): pipeline.plan(options, Path(m)) for m in models}
+
+
+def runtime_cells(cells: list[RunSettings], models: list[Path], blocks: list[dict]):
+    """(cells, per cell the (path, block) of each model for the cell's runtime). A bundle or .tflite fixes its own
+    runtime (a cell that names none takes it); an .onnx runs on onnxruntime and OpenVINO as it is, on ncnn and
+    LiteRT as the bundle `bench convert` made of it."""
+    from .runtimes import ACCEPTS, runtime_of
+
+    resolved_cells, per_cell = [], []
+    for cell in cells:
+        asked = cell.options.get("runtime")
+        fixed = {runtime_of(b) for b in blocks if b["format"] != "onnx"} - {None}
+        if asked is None and len(fixed) == 1 and all(b["format"] != "onnx" for b in blocks):
+            asked = fixed.pop()
+            cell = replace(cell, options={**cell.options, "runtime": asked})
+        runtime = asked or "onnxruntime"
+        pairs = []
+        for path, block in zip(models, blocks):
+            if block["format"] in ACCEPTS[runtime]:
+                pairs.append((Path(path), block))
+            elif block["format"] == "onnx":
+                pairs.append(_bundle_for(Path(path), block, runtime))
+            else:
+                raise InputError(f"{Path(path).name} is a model for {runtime_of(block)}: --runtime {runtime} cannot run it",
+                                 f"use --runtime {runtime_of(block)}, or give the .onnx it came from")
+        resolved_cells.append(cell)
+        per_cell.append(pairs)
+    return resolved_cells, per_cell
+
+
+def _bundle_for(model_path: Path, block: dict, runtime: str) -> tuple[Path, dict]:
+    """The bundle `bench convert --to RUNTIME` made of this exact model (by its provenance), beside it or in
+    ./variants."""
+    from .provenance import read_provenance
+    from .runtimes import bundle_name
+
+    name = bundle_name(model_path, runtime)
+    for folder in (model_path.resolve().parent, Path("variants").resolve()):
+        candidate = folder / name
+        provenance = read_provenance(candidate) if candidate.is_file() else None
+        if provenance and (provenance.get("parent") or {}).get("sha256") == block["sha256"]:
+            return candidate, inspect_model(candidate)
+    raise InputError(f"no {runtime} model of {model_path.name} (by this model's sha256) beside it or in ./variants",
+                     f"make one: bench convert {model_path} --to {runtime}" + (" --spec FILE.py:FACTORY" if runtime == "litert" else ""))
+
+
+def dims_by_axis(model: dict, dims: dict) -> dict:
+    """OpenVINO reading an .onnx keeps no dimension names: every sized dimension as input:axis."""
+    by_axis = {}
+    for entry in model["inputs"]:
+        for axis, dim in enumerate(entry["shape"] or []):
+            key = dim if isinstance(dim, str) else f"{entry['name']}:{axis}"
+            if key in dims and not isinstance(dim, int):
+                by_axis[f"{entry['name']}:{axis}"] = dims[key]
+            elif f"{entry['name']}:{axis}" in dims:
+                by_axis[f"{entry['name']}:{axis}"] = dims[f"{entry['name']}:{axis}"]
+    return by_axis
 
 
 def _run_one(board, target, target_block, settings, recorded_settings, model_path, model, planned, inputs_remote,
@@ -499,7 +568,7 @@ def _run_one(board, target, target_block, settings, recorded_settings, model_pat
         request["pipeline"] = request_block(board, pipeline_plan, run_id)
     else:
         dims, defaulted = resolve_dims(model, settings, given)
-        request["dims"] = dims
+        request["dims"] = dims_by_axis(model, dims) if request["runtime"] == "openvino" else dims
         recorded_settings = {**recorded_settings, "dims": dims, "batch": None}  # the sizes this run really had
         if model["format"] == "onnx":  # generated integers that index a table stay within its rows
             request["int_ranges"] = generation_rules(model_path).ranges_for(given)
@@ -625,6 +694,7 @@ class DeployRequest:
     threads: list[int] | None = None  # sweeps: one settings cell per (threads, batch, provider)
     batches: list[int] | None = None
     providers: list[str] | None = None
+    runtimes: list[str] | None = None  # onnxruntime, openvino, ncnn, litert: one cell each
 
 
 @dataclass
@@ -655,7 +725,7 @@ def prepare(request: DeployRequest) -> DeployJob:
         models = [path for m in models for path in [m, *found.get(m, [])]]
         if settings.accuracy is None:  # a variant is judged against its parent
             settings = replace(settings, accuracy=AccuracyOptions())
-    cells = expand_sweep(settings, request.threads, request.batches, request.providers)
+    cells = expand_sweep(settings, request.threads, request.batches, request.providers, request.runtimes)
     targets = select_targets(request.target, load_inventory(inventory_path(request.inventory)))
     return DeployJob(models, targets, cells, Path(request.results))
 

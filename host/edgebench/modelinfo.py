@@ -113,9 +113,13 @@ def inspect_model(path: Path) -> dict:
         raise ModelError(f"model file not found: {path}", "check the path")
     if not path.is_file():  # a folder, a FIFO or a device: hashing one would fail or block forever
         raise ModelError(f"model path is not a regular file: {path}", "give an .onnx or .ort file")
-    name = path.name if path.suffix == ".ort" else path.stem  # digits.ort beside digits.onnx: keep them apart
+    name = path.name if path.suffix in (".ort", ".tflite") else path.stem  # digits.ort beside digits.onnx
     sha256 = file_sha256(path)
     identity = {"name": name, "path": str(path.resolve()), "sha256": sha256, "size_bytes": path.stat().st_size}
+    if path.suffix in (".tar", ".tflite"):  # another runtime's model: a bundle, or a LiteRT flatbuffer
+        from .runtimes import inspect_artefact
+
+        return {**identity, **inspect_artefact(path), "provenance": read_provenance(path, sha256)}
     if path.suffix == ".ort":
         return {**identity, **_inspect_ort_format(path), "provenance": read_provenance(path, sha256)}
     model = load_model_proto(path)
@@ -157,7 +161,12 @@ def session_io(path: Path, verbose: bool = False):
     board reads it (edgebench_agent.shared.inputs.session_signature)."""
     from .agentlib import session_signature
 
-    session = host_session(path, verbose)
+    if Path(path).suffix in (".tar", ".tflite"):  # another runtime's model: its own runtime, on this host
+        from .runtimes import inspect_artefact, runtime_of, runtime_session
+
+        session = runtime_session(Path(path), runtime_of(inspect_artefact(Path(path))) or "litert")
+    else:
+        session = host_session(path, verbose)
     return session, session_signature(session), [o.name for o in session.get_outputs()]
 
 
@@ -200,7 +209,7 @@ def generation_rules(model) -> GenerationRules:
     """Read the graph (an onnx ModelProto, or a path) for what each integer input means to the ops it feeds."""
     if not hasattr(model, "graph"):
         path = Path(model)
-        if path.suffix == ".ort":
+        if path.suffix in (".ort", ".tar", ".tflite"):
             return GenerationRules()  # a flatbuffer without an ONNX graph: nothing to read
         model = load_model_proto(path)
     graph = model.graph

@@ -130,6 +130,17 @@ def energy_options(energy: bool, seconds: str | float | None) -> dict:
     return {"energy": {} if seconds is None else {"seconds": parse_positive(str(seconds), "--energy-seconds")}}
 
 
+def runtime_names(text: str | None) -> list[str] | None:
+    """--runtime onnxruntime,openvino: the runtimes to sweep (each known), or None."""
+    from .agentlib import RUNTIMES
+
+    chosen = names(text)
+    for name in chosen or []:
+        if name not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {name!r}", f"choose from {', '.join(RUNTIMES)}")
+    return chosen
+
+
 def deploy_request(given: dict[str, Any]):
     """`bench deploy`'s options (by parameter name) -> a deploy.DeployRequest."""
     from .agentlib import parse_assignments, parse_scalar
@@ -169,4 +180,4 @@ def deploy_request(given: dict[str, Any]):
     return DeployRequest(models=[Path(m) for m in given["models"]], target=given["target"], results=given["results"],
                          inventory=given["inventory"], settings=settings, variants=given["variants"],
                          threads=int_list(given["threads"], "--threads"), batches=int_list(given["batch"], "--batch"),
-                         providers=names(given["provider"]))
+                         providers=names(given["provider"]), runtimes=runtime_names(given.get("runtime")))

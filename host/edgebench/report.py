@@ -14,10 +14,10 @@ from .stats import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_s
                     sketch_summary, summarize_ns)
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
-KEYS = ("model", "variant", "target", "settings", "provider", "threads", "inter_threads", "opt", "dims", "scenario",
+KEYS = ("model", "variant", "target", "settings", "runtime", "provider", "threads", "inter_threads", "opt", "dims", "scenario",
         "plan")
 # The parts of the `settings` key that a comparison can also group by on their own.
-SETTINGS_PARTS = ("provider", "threads", "inter_threads", "opt", "dims", "scenario")
+SETTINGS_PARTS = ("runtime", "provider", "threads", "inter_threads", "opt", "dims", "scenario")
 # What must be the same for runs pooled in one group (the model file by its hash, not only its name).
 POOLING_KEYS = ("model", "model_sha256", "variant", "target", "settings", "pipeline_code_and_samples")
 FORMATS = ("table", "csv", "md", "json", "html", "parquet")
@@ -38,9 +38,13 @@ HEADERS = {
 
 def settings_label(settings: dict) -> str:
     """Short, stable text for the settings that change what is measured."""
-    provider = settings.get("provider", "?").replace("ExecutionProvider", "").lower()
-    parts = [provider, f"threads={settings.get('intra_op_threads', 0)}/{settings.get('inter_op_threads', 0)}",
-             f"opt={settings.get('graph_optimization_level', 'all')}"]
+    runtime = settings.get("runtime") or "onnxruntime"
+    if runtime == "onnxruntime":  # (the label of every run before other runtimes existed)
+        provider = settings.get("provider", "?").replace("ExecutionProvider", "").lower()
+        parts = [provider, f"threads={settings.get('intra_op_threads', 0)}/{settings.get('inter_op_threads', 0)}",
+                 f"opt={settings.get('graph_optimization_level', 'all')}"]
+    else:  # onnxruntime's provider, inter-op threads and graph level do not apply
+        parts = [runtime, f"threads={settings.get('intra_op_threads', 0)}"]
     if settings.get("batch"):
         parts.append(f"batch={settings['batch']}")
     if settings.get("cpus"):
@@ -192,6 +196,7 @@ def run_keys(document: dict) -> dict:
         "variant": printable(provenance.get("variant") or "original"),
         "target": printable(target),
         "settings": printable(settings_label(settings)),
+        "runtime": printable(settings.get("runtime") or "onnxruntime"),
         "provider": settings.get("provider", "?").replace("ExecutionProvider", "").lower(),
         "threads": settings.get("intra_op_threads", 0),
         "inter_threads": settings.get("inter_op_threads", 0),

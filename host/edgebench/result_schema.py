@@ -30,7 +30,7 @@ class ShapeError(ValueError):
     pass
 
 
-SETTINGS = {"provider": Opt("str"), "intra_op_threads": Opt("int"), "inter_op_threads": Opt("int"),
+SETTINGS = {"runtime": Opt("str"), "provider": Opt("str"), "intra_op_threads": Opt("int"), "inter_op_threads": Opt("int"),
             "graph_optimization_level": Opt("str"), "batch": Opt("int"), "cpus": Opt(["int"]), "dims": Opt("dims"),
             "scenario": Opt({"name": Opt("str"), "qps": Opt("qps"), "concurrency": Opt("int"),
                              "samples_per_query": Opt("int"), "latency_bound_s": Opt("num")}),
@@ -62,7 +62,8 @@ RESULT = {
     "measurements": Opt({"repeats": Opt([{"samples_ns": "samples", "session_create_ns": "num",
                                           "first_inference_ns": "num", "scenario": REPEAT_SCENARIO,
                                           "stages_ns": STAGES_NS}]),
-                         "memory": Opt({"peak_rss_bytes": Opt("num")})}),
+                         "memory": Opt({"peak_rss_bytes": Opt("num")}),
+                         "runtime": Opt({"name": Opt("str"), "version": Opt("str")})}),
     "validity": Opt({"valid": Opt("bool"), "reasons": Opt(["str"]), "warnings": Opt(["str"])}),
     "accuracy": Opt({"passed": Opt("bool"), "outputs": Opt([{"name": Opt("str"), "max_abs": Opt("num")}]),
                      "labels": Opt({"board": Opt({"top1_pct": "num"})})}),

@@ -17,6 +17,8 @@ SCHEMA_VERSION history:
       source, scope, rails, sample rate, idle and load windows, raw readings and the figures: average and idle
       power, mJ per inference total and above idle with a batch-means interval, inferences per joule; or
       `available: false` with the reason). A version 3 file reads as version 4 with both null.
+      Added since, optional: settings.runtime (absent: onnxruntime) and measurements.runtime (name, version and
+      what the runtime was told and did: threads, precision).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from .errors import ResultError
 SCHEMA_VERSION = 4
 
 # What a result keeps of the agent's run reply.
-MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "inputs", "outputs", "repeats", "memory", "telemetry",
+MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "runtime", "inputs", "outputs", "repeats", "memory", "telemetry",
                     "placement")
 
 # Older schema versions and the step that lifts a document one version up (asv-style migrations).

@@ -62,3 +62,67 @@ def write_atomically(path, data, mode=None):
     """Replace `path` with `data` (str or bytes) atomically (see atomic_file)."""
     with atomic_file(path, binary=isinstance(data, bytes), mode=mode) as out:
         out.write(data)
+
+
+# An archive (samples, a runtime's model bundle) is unpacked once into a folder beside it with this suffix.
+UNPACKED_SUFFIX = ".d"
+
+
+def pack_files(paths, out):
+    """Files as one uncompressed tar (plain names, no owners or times), written to the binary file `out`: the same
+    files always make the same bytes, so an archive is uploaded by hash once."""
+    import tarfile
+
+    # PAX: names of any length (USTAR stops at 100 characters); still no times or owners from this machine.
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path in paths:
+            info = tarfile.TarInfo(os.path.basename(path))
+            info.size = os.path.getsize(path)
+            info.mode = 0o644
+            info.mtime = 0
+            with open(path, "rb") as handle:
+                archive.addfile(info, handle)
+
+
+def unpacked_folder(path, what):
+    """The folder of a packed archive's files: `path` itself when it is a folder, else the archive unpacked beside
+    it once. Only plain files with plain names are taken (an archive never writes outside its folder: no links,
+    no folders, no `..`); anything else is an InputError naming `what`."""
+    import tarfile
+
+    from .inputs import InputError
+
+    if os.path.isdir(path):
+        return path
+    folder = path + UNPACKED_SUFFIX
+    if os.path.isdir(folder):
+        return folder
+    part = "%s.part-%d" % (folder, os.getpid())
+    os.makedirs(part)
+    try:
+        with tarfile.open(path, mode="r:") as archive:
+            for member in archive:
+                name = member.name
+                if not member.isfile() or name != os.path.basename(name) or name.startswith(".") or not name:
+                    raise InputError("the %s %s holds %r, which is not a plain file" % (what, path, name))
+                source = archive.extractfile(member)
+                if source is None:
+                    raise InputError("the %s %s cannot give %r back" % (what, path, name))
+                with open(os.path.join(part, name), "wb") as handle:
+                    while True:
+                        block = source.read(_BLOCK)
+                        if not block:
+                            break
+                        handle.write(block)
+        try:
+            os.rename(part, folder)
+        except OSError:  # another run unpacked it first: theirs is complete
+            pass
+    except (tarfile.TarError, OSError) as exc:
+        raise InputError("cannot unpack the %s %s: %s" % (what, path, exc))
+    finally:
+        if os.path.isdir(part):
+            import shutil
+
+            shutil.rmtree(part, ignore_errors=True)
+    return folder

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import io
 import os
-import tarfile
 import time
 
 import numpy as np
 
+from .files import pack_files, unpacked_folder
 from .inputs import InputError, _check_user_array, numpy_dtype
 
 STAGES = ("load", "preprocess", "inference", "postprocess")
 MAX_SAMPLES = 10000
 MAX_SAMPLES_BYTES = 1 << 30  # 1 GiB of sample files: more is a data set, not a pipeline check
 # A sample folder packed for upload is unpacked beside the archive, once, under this suffix.
-UNPACKED_SUFFIX = ".d"
 
 
 class PipelineError(Exception):
@@ -324,53 +323,10 @@ def read_results(data, count):
 
 
 def pack_samples(paths, out):
-    """The sample files as one uncompressed tar (plain names, no owners or times), written to the binary file
-    `out`: the same files always make the same bytes, so the archive is uploaded by hash once."""
-    # PAX: names of any length (USTAR stops at 100 characters); still no times or owners from this machine.
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for path in paths:
-            info = tarfile.TarInfo(os.path.basename(path))
-            info.size = os.path.getsize(path)
-            info.mode = 0o644
-            info.mtime = 0
-            with open(path, "rb") as handle:
-                archive.addfile(info, handle)
+    """The sample files as one deterministic tar (shared.files.pack_files), written to the binary file `out`."""
+    pack_files(paths, out)
 
 
 def samples_folder(path):
-    """The folder of sample files for a run: `path` itself, or a packed archive unpacked beside it once (only
-    plain files with plain names: an archive never writes outside its folder)."""
-    if os.path.isdir(path):
-        return path
-    folder = path + UNPACKED_SUFFIX
-    if os.path.isdir(folder):
-        return folder
-    part = "%s.part-%d" % (folder, os.getpid())
-    os.makedirs(part)
-    try:
-        with tarfile.open(path, mode="r:") as archive:
-            for member in archive:
-                name = member.name
-                if not member.isfile() or name != os.path.basename(name) or name.startswith(".") or not name:
-                    raise InputError("the samples archive %s holds %r, which is not a plain sample file" % (path, name))
-                source = archive.extractfile(member)
-                if source is None:
-                    raise InputError("the samples archive %s cannot give %r back" % (path, name))
-                with open(os.path.join(part, name), "wb") as handle:
-                    while True:
-                        block = source.read(1 << 20)
-                        if not block:
-                            break
-                        handle.write(block)
-        try:
-            os.rename(part, folder)
-        except OSError:  # another run unpacked it first: theirs is complete
-            pass
-    except (tarfile.TarError, OSError) as exc:
-        raise InputError("cannot unpack the samples archive %s: %s" % (path, exc))
-    finally:
-        if os.path.isdir(part):
-            import shutil
-
-            shutil.rmtree(part, ignore_errors=True)
-    return folder
+    """The folder of sample files for a run: `path` itself, or a packed archive unpacked beside it once."""
+    return unpacked_folder(path, "samples archive")

@@ -1,0 +1,88 @@
+"""ncnn on the CPU, from a bundle `bench convert --to ncnn` makes (pnnx's .param/.bin and the model's signature:
+ncnn's graph has no batch axis and names its blobs in0/out0, so the manifest maps them to the ONNX names).
+
+fp16/bf16 storage and arithmetic are off: ncnn turns them on by default where the CPU has them (ARMv8.2), which
+would compare another precision with onnxruntime's f32. Each inference is one extractor, as ncnn is meant to be used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import RuntimeFailure, bundle_folder, manifest_args
+
+_LOWER_PRECISION = ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage",
+                    "use_bf16_packed")
+
+
+def version():
+    import ncnn
+
+    return ncnn.__version__
+
+
+class Session(object):
+    def __init__(self, net, manifest):
+        self._net = net
+        self._inputs = manifest_args(manifest["inputs"])
+        self._outputs = manifest_args(manifest["outputs"])
+        blobs_in = [(e["name"], e.get("blob", e["name"])) for e in manifest["inputs"]]
+        blobs_out = [(e.get("blob", e["name"]), tuple(e["shape"])) for e in manifest["outputs"]]
+        import ncnn
+
+        Mat = ncnn.Mat
+        create_extractor = net.create_extractor
+
+        def run(output_names, feeds):
+            extractor = create_extractor()
+            for name, blob in blobs_in:
+                value = feeds[name]
+                if value.shape[:1] != (1,):
+                    raise RuntimeFailure("ncnn runs one sample at a time: input %r has batch %s, the bundle takes 1"
+                                         % (name, value.shape[:1]))
+                # ncnn's Mat has no batch axis; it must own contiguous float data
+                extractor.input(blob, Mat(np.ascontiguousarray(value[0])))
+            results = []
+            for blob, shape in blobs_out:
+                code, mat = extractor.extract(blob)
+                if code != 0:
+                    raise RuntimeFailure("ncnn could not compute output %s (error %d)" % (blob, code))
+                results.append(np.array(mat).reshape(shape))
+            return results
+
+        self.run = run
+
+    def get_inputs(self):
+        return self._inputs
+
+    def get_outputs(self):
+        return self._outputs
+
+    def get_providers(self):
+        return ["ncnn:cpu"]
+
+
+def create_session(request, path=None):
+    import ncnn
+    import os
+
+    path = path or request["model"]
+    folder, manifest = bundle_folder(path, "ncnn")
+    net = ncnn.Net()
+    for flag in _LOWER_PRECISION:
+        if hasattr(net.opt, flag):
+            setattr(net.opt, flag, False)
+    if request["intra_op_threads"]:
+        net.opt.num_threads = request["intra_op_threads"]
+    param = os.path.join(folder, manifest["files"]["param"])
+    weights = os.path.join(folder, manifest["files"]["bin"])
+    if net.load_param(param) != 0:
+        raise RuntimeFailure("ncnn %s cannot load %s: a layer it does not know (see its message on stderr), or a "
+                             "damaged .param" % (version(), path))
+    if net.load_model(weights) != 0:
+        raise RuntimeFailure("ncnn %s cannot load the weights of %s (a truncated .bin?)" % (version(), path))
+    return Session(net, manifest)
+
+
+def settings_of(session, request):
+    return {"device": "cpu", "precision": "f32", "threads": int(session._net.opt.num_threads)}
