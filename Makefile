@@ -4,20 +4,32 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.edgebench-installed
+# litert-torch (LiteRT conversion) pins its own torch and jax: a venv of its own, found by `bench convert --to litert`
+LITERT_VENV  := .venv-litert
+LITERT_STAMP := $(LITERT_VENV)/.edgebench-installed
 DEMO_MODELS := examples/cnn.onnx examples/setnet.onnx
 DIGITS      := examples/digits.onnx examples/digits_test.npz
 # Debian packages of the integration tests (sshd, network namespaces, a headless browser for the HTML report,
 # qemu-user for the emulated aarch64 board).
 SYSTEM_PACKAGES := openssh-server iproute2 chromium qemu-user-static
 
-.PHONY: setup demo test system-deps benchmarks clean
+.PHONY: setup demo test system-deps benchmarks clean litert-env
 
 # The venv is (re)built only when pyproject.toml changes: a second `make` is instant.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,examples,notebook,index]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import edgebench, edgebench_agent, torch, onnx, onnxruntime"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,examples,notebook,index,runtimes]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import edgebench, edgebench_agent, torch, onnx, onnxruntime, openvino, ncnn, ai_edge_litert"
 	@touch $@
+
+# torch stays pinned to the wheel on disk (a plain `torch` would pull a CUDA build).
+$(LITERT_STAMP): pyproject.toml
+	@test -x $(LITERT_VENV)/bin/python || $(PYTHON) -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0 litert-torch==0.10.0 onnx 2>&1 | grep -v "^WARNING: Location" || true
+	$(LITERT_VENV)/bin/python -c "import litert_torch, onnx, torch"
+	@touch $@
+
+litert-env: $(LITERT_STAMP)
 
 setup: $(STAMP)
 
@@ -36,7 +48,7 @@ demo: $(STAMP) $(DEMO_MODELS) $(DIGITS)
 	$(BENCH) deploy --target local examples/digits.onnx --dim batch=1 --dataset examples/digits_test.npz
 	$(BENCH) compare results/
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(LITERT_STAMP) system-deps
 	$(VENV)/bin/ruff check host agent tests benchmarks scripts examples
 	$(VENV)/bin/mypy
 	$(PY) scripts/build_arm64_board.py
@@ -53,4 +65,4 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/history_scale.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info host/*.egg-info
+	rm -rf $(VENV) $(LITERT_VENV) .pytest_cache build *.egg-info host/*.egg-info

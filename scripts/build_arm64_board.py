@@ -88,6 +88,14 @@ APT::Install-Recommends "false";
     return config
 
 
+def board_runtimes() -> list[str]:
+    """The other runtimes of the emulated Pi (their aarch64 wheels), at the host's versions, so the tests run each
+    runtime's board path: OpenVINO (and its telemetry helper) and ncnn."""
+    from importlib.metadata import version
+
+    return [f"openvino=={version('openvino')}", "openvino-telemetry", f"ncnn=={version('ncnn')}"]
+
+
 def register_binfmt() -> None:
     """Let aarch64 binaries start other aarch64 binaries (the agent launches its detached job that way)."""
     if not BINFMT.joinpath("register").exists():
@@ -117,10 +125,13 @@ def build(root: Path) -> None:
     import numpy
     import onnxruntime
 
+    platforms = [arg for tag in ("manylinux_2_35_aarch64", "manylinux_2_31_aarch64", "manylinux_2_28_aarch64",
+                                 "manylinux_2_27_aarch64", "manylinux_2_24_aarch64", "manylinux_2_17_aarch64")
+                 for arg in ("--platform", tag)]
     run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
          "--target", str(site), "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
-         "--abi", "cp311", "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux_2_17_aarch64",
-         f"numpy=={numpy.__version__}", f"onnxruntime=={onnxruntime.__version__}"])
+         "--abi", "cp311", *platforms, f"numpy=={numpy.__version__}", f"onnxruntime=={onnxruntime.__version__}",
+         *board_runtimes()])
     (userland / "proc" / "device-tree").mkdir(parents=True, exist_ok=True)
     (userland / "proc" / "cpuinfo").write_text(CPUINFO)
     (userland / "proc" / "device-tree" / "model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
@@ -135,7 +146,15 @@ exec {QEMU} {userland}/usr/bin/python3.11 "$@"
     for folder in (root, root / "bin", userland):
         folder.chmod(0o755)
     (root / "complete").write_text(json.dumps({"debs": len(debs), "numpy": numpy.__version__,
-                                                "onnxruntime": onnxruntime.__version__}))
+                                                "onnxruntime": onnxruntime.__version__, "runtimes": board_runtimes()}))
+
+
+def _has_runtimes(root: Path) -> bool:
+    """A board cached before it had the other runtimes is rebuilt once."""
+    try:
+        return json.loads((root / "complete").read_text()).get("runtimes") == board_runtimes()
+    except (OSError, ValueError):
+        return False
 
 
 def main() -> None:
@@ -147,7 +166,7 @@ def main() -> None:
         sys.exit(f"build-arm64-board: {QEMU} is missing: apt-get install qemu-user-static")
     register_binfmt()
     started = time.monotonic()
-    if args.force or not (args.root / "complete").exists():
+    if args.force or not (args.root / "complete").exists() or not _has_runtimes(args.root):
         args.root.mkdir(parents=True, exist_ok=True)
         build(args.root)
         print(f"built the emulated aarch64 board in {args.root} in {time.monotonic() - started:.0f} s")

@@ -83,7 +83,8 @@ def create_session(request, path=None):
 
 def settings_of(session, request):
     compiled = session._compiled
-    facts = {"device": DEVICE, "precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower(),
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT")  # an element type: f32, bf16, f16
+    facts = {"device": DEVICE, "precision": precision.get_type_name() if hasattr(precision, "get_type_name") else str(precision),
              "threads": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
     try:
         facts["streams"] = int(compiled.get_property("NUM_STREAMS"))

@@ -1,0 +1,180 @@
+"""Which runtime wins on this board: the digits model through onnxruntime, OpenVINO, ncnn and LiteRT, each
+converted on the host, checked against its ONNX parent, measured by the same agent loop, and its top-1 on the
+labelled split compared with the host's. Real runtimes, real converters (pnnx, openvino.convert_model, litert-torch
+in its own venv), the real emulated aarch64 board over SSH."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgebench import results
+from tests.conftest import EXAMPLES, assert_one_line_error
+
+QUICK = ["--warmup", "1", "--min-iterations", "3", "--min-seconds", "0.05", "--max-seconds", "5"]
+DIGITS_SPEC = f"{EXAMPLES / 'train_digits.py'}:DigitsCNN"
+RUNTIMES = ("onnxruntime", "openvino", "ncnn", "litert")
+
+
+@pytest.fixture(scope="module")
+def digits_bundles(tmp_path_factory):
+    """digits.onnx with its three bundles in ./variants, made once by the real converters."""
+    from edgebench.convert import convert
+
+    folder = tmp_path_factory.mktemp("digits-runtimes")
+    model = folder / "digits.onnx"
+    shutil.copy(EXAMPLES / "digits.onnx", model)
+    produced = convert(model, ["openvino", "ncnn", "litert"], folder / "variants", spec=DIGITS_SPEC)
+    assert [(v.kind, v.error, v.ok) for v in produced] == [(k, None, True) for k in ("openvino", "ncnn", "litert")]
+    return folder
+
+
+def _documents(folder: Path) -> list[dict]:
+    return [results.load_result(p) for p in sorted(folder.glob("*.json"))]
+
+
+def test_conversions_are_bundles_with_provenance_and_parity(digits_bundles):
+    from edgebench.modelinfo import inspect_model
+
+    for kind in ("openvino", "ncnn", "litert"):
+        block = inspect_model(digits_bundles / "variants" / f"digits.{kind}.tar")
+        assert block["format"] == kind and block["inputs"][0]["name"] == "image"
+        provenance = block["provenance"]
+        assert provenance["variant"] == kind and provenance["parity"]["passed"]
+        assert provenance["parity"]["outputs"][0]["max_abs"] < 1e-3
+        assert provenance["parent"]["sha256"] == inspect_model(digits_bundles / "digits.onnx")["sha256"]
+    ncnn = inspect_model(digits_bundles / "variants" / "digits.ncnn.tar")["provenance"]["settings"]
+    assert ncnn["converter"] == "pnnx" and ncnn["fp16"] is False  # pnnx would store fp16 weights otherwise
+
+
+def test_digits_through_every_runtime_on_local_with_the_hosts_top1(bench, digits_bundles, tmp_path):
+    done = bench("deploy", "digits.onnx", "--runtime", ",".join(RUNTIMES), "--dim", "batch=1", "--dataset",
+                 EXAMPLES / "digits_test.npz", "--results", tmp_path / "r", *QUICK, cwd=digits_bundles, timeout=600)
+    assert done.code == 0, done.stdout + done.stderr
+    documents = _documents(tmp_path / "r")
+    by_runtime = {d["settings"].get("runtime"): d for d in documents}
+    assert set(by_runtime) == set(RUNTIMES)
+    for name, document in by_runtime.items():
+        assert document["status"] == "ok", document.get("error")
+        assert document["measurements"]["runtime"]["name"] == name and document["measurements"]["runtime"]["version"]
+        labels = document["accuracy"]["labels"]
+        assert labels["board"]["top1_correct"] == labels["reference"]["top1_correct"] == 358, (name, labels)
+    assert by_runtime["openvino"]["measurements"]["runtime"]["precision"] == "f32"  # never bf16/f16 behind our back
+    assert by_runtime["ncnn"]["model"]["provenance"]["variant"] == "ncnn"
+    compared = bench("compare", tmp_path / "r", "--by", "model,runtime", "-f", "csv")
+    assert compared.code == 0, compared.stderr
+    rows = compared.stdout.strip().splitlines()
+    assert len(rows) == 5 and all(any(line.startswith(f"digits,{name},") for line in rows) for name in RUNTIMES)
+
+
+def test_a_bundle_runs_with_its_own_runtime_and_refuses_another(bench, digits_bundles, tmp_path):
+    bundle = digits_bundles / "variants" / "digits.ncnn.tar"
+    done = bench("deploy", bundle, "--results", tmp_path / "r", *QUICK)
+    assert done.code == 0, done.stderr
+    (document,) = _documents(tmp_path / "r")
+    assert document["settings"]["runtime"] == "ncnn"
+    refused = bench("deploy", bundle, "--runtime", "openvino", "--results", tmp_path / "refused", *QUICK)
+    assert_one_line_error(refused, "is a model for ncnn", "--runtime openvino cannot run it")
+    assert refused.code == 2 and not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--runtime", "openvino", "--inter-op-threads", "2"], ["inter-op threads", "onnxruntime setting", "openvino"]),
+    (["--runtime", "ncnn", "--spin-wait"], ["--spin-wait", "onnxruntime setting"]),
+    (["--runtime", "tensorflow"], ["unknown runtime 'tensorflow'", "onnxruntime, openvino, ncnn, litert"]),
+])
+def test_settings_a_runtime_cannot_honour_are_refused(bench, tmp_path, args, fragments):
+    done = bench("deploy", EXAMPLES / "digits.onnx", "--dim", "batch=1", "--results", tmp_path / "r", *args, *QUICK)
+    assert_one_line_error(done, *fragments)
+    assert done.code == 2 and not (tmp_path / "r").exists()
+
+
+def test_an_onnx_without_its_bundle_names_the_conversion(bench, tmp_path):
+    shutil.copy(EXAMPLES / "digits.onnx", tmp_path / "digits.onnx")
+    done = bench("deploy", "digits.onnx", "--runtime", "litert", "--results", tmp_path / "r", *QUICK)
+    assert_one_line_error(done, "no litert model of digits.onnx", "bench convert digits.onnx --to litert --spec")
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_agent_refuses_an_artefact_for_another_runtime(digits_bundles, tmp_path):
+    import subprocess
+    import sys
+
+    from edgebench.agentlib import EXIT_USAGE
+
+    import tarfile
+
+    tflite_bundle = digits_bundles / "variants" / "digits.litert.tar"
+    with tarfile.open(tflite_bundle) as archive:  # the bare .tflite inside the bundle
+        (tmp_path / "digits.tflite").write_bytes(archive.extractfile("model.tflite").read())
+    for runtime, name, fragment in (("openvino", "digits.tflite", "is not a model OpenVINO reads"),
+                                    ("openvino", "digits.litert.tar", "is a model for litert, not openvino"),
+                                    ("ncnn", "digits.litert.tar", "is a model for litert, not ncnn")):
+        copy = tmp_path / runtime / name
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy(tflite_bundle if name.endswith(".tar") else tmp_path / name, copy)
+        done = subprocess.run([sys.executable, "-m", "edgebench_agent", "run", str(copy), "--runtime", runtime, "--json"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == EXIT_USAGE, done.stderr
+        import json
+
+        reply = json.loads(done.stdout)
+        assert reply["error"]["kind"] == "model" and fragment in reply["error"]["message"], reply["error"]
+
+
+def test_setnet_and_the_cnn_through_the_converters_that_handle_them(tmp_path):
+    """What the README's table says: setnet (batch 2, GatherND) does not fit ncnn; the CNN converts everywhere."""
+    from edgebench.convert import convert
+
+    produced = {v.kind: v for v in convert(EXAMPLES / "setnet.onnx", ["openvino", "ncnn"], tmp_path)}
+    assert produced["openvino"].ok
+    assert not produced["ncnn"].ok and "one sample at a time" in produced["ncnn"].error
+    assert not (tmp_path / "setnet.ncnn.tar").exists()  # nothing half-written for a failed conversion
+    produced = {v.kind: v for v in convert(EXAMPLES / "cnn.onnx", ["openvino", "ncnn"], tmp_path)}
+    assert produced["openvino"].ok and produced["ncnn"].ok
+
+
+def test_a_conversion_that_changes_outputs_is_marked_failed_with_its_numbers(tmp_path, monkeypatch):
+    """The fault a real converter cannot produce on demand: one that quietly alters the weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgebench import runtime_convert
+    from edgebench.convert import convert
+
+    real = runtime_convert.CONVERTERS["openvino"]
+
+    def altering(model_path, out, scratch, options):
+        proto = onnx.load(str(model_path))
+        head = next(i for i in proto.graph.initializer if i.name == "head.weight")
+        head.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(head) * 1.05, "head.weight"))
+        altered = scratch / "altered.onnx"
+        onnx.save(proto, str(altered))
+        return real(altered, out, scratch, options)
+
+    monkeypatch.setitem(runtime_convert.CONVERTERS, "openvino", altering)
+    (variant,) = convert(EXAMPLES / "digits.onnx", ["openvino"], tmp_path)
+    assert not variant.ok and variant.error is None
+    assert variant.parity["passed"] is False and variant.parity["outputs"][0]["max_abs"] > 0.01
+
+
+def test_a_board_without_the_runtime_is_refused_before_upload(bench, tmp_path, old_board, inventory):
+    done = bench("deploy", EXAMPLES / "digits.onnx", "--runtime", "openvino", "--dim", "batch=1", "--target", "oldstack",
+                 "--inventory", inventory(old_board), "--results", tmp_path / "r", *QUICK, timeout=300)
+    assert_one_line_error(done, "oldstack has no openvino", "pip install openvino")
+    assert done.code == 2 and not list((tmp_path / "r").glob("*.json"))
+
+
+def test_ncnn_and_openvino_on_the_emulated_pi_over_ssh(bench, digits_bundles, tmp_path, arm64_board, inventory):
+    done = bench("deploy", "digits.onnx", "--runtime", "ncnn,openvino", "--dim", "batch=1", "--target", "pi4emu",
+                 "--inventory", inventory(arm64_board), "--dataset", EXAMPLES / "digits_test.npz", "--results",
+                 tmp_path / "r", *QUICK, cwd=digits_bundles, timeout=900)
+    assert done.code == 0, done.stdout + done.stderr
+    documents = {d["settings"]["runtime"]: d for d in _documents(tmp_path / "r")}
+    assert set(documents) == {"ncnn", "openvino"}
+    for name, document in documents.items():
+        assert document["target"]["info"]["machine"]["arch"] == "aarch64"
+        assert document["measurements"]["runtime"]["precision"] == "f32", name
+        assert document["accuracy"]["labels"]["board"]["top1_correct"] == 358, name
