@@ -37,11 +37,12 @@ class Session(object):
             extractor = create_extractor()
             for name, blob in blobs_in:
                 value = feeds[name]
-                if value.shape[:1] != (1,):
-                    raise RuntimeFailure("ncnn runs one sample at a time: input %r has batch %s, the bundle takes 1"
-                                         % (name, value.shape[:1]))
-                # ncnn's Mat has no batch axis; it must own contiguous float data
-                extractor.input(blob, Mat(np.ascontiguousarray(value[0])))
+                if value.shape[0] != 1 or not value.flags.c_contiguous:  # (a pipeline's preprocess may give either)
+                    if value.shape[0] != 1:
+                        raise RuntimeFailure("ncnn runs one sample at a time: input %r has batch %d, the bundle takes "
+                                             "1" % (name, value.shape[0]))
+                    value = np.ascontiguousarray(value)
+                extractor.input(blob, Mat(value[0]))  # ncnn's Mat has no batch axis
             results = []
             for blob, shape in blobs_out:
                 code, mat = extractor.extract(blob)
