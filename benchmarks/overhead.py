@@ -160,7 +160,8 @@ def main() -> None:
             bare_run = bare_loops(name, runtime_session)
             agent_medians, bare_medians = [], []
             for _ in range(args.rounds):
-                agent = timed_loop(runtime_session.run, feeds, 1, args.seconds, 10**9, args.seconds * 2)
+                timed_run = getattr(runtime_session, "timed_run", runtime_session.run)  # what the agent's loop calls
+                agent = timed_loop(timed_run, feeds, 1, args.seconds, 10**9, args.seconds * 2)
                 bare = bare_loop(_Bare(bare_run), feeds, args.seconds)
                 agent_medians.append(statistics.median(agent))
                 bare_medians.append(statistics.median(bare))

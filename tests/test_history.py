@@ -108,11 +108,29 @@ def test_an_index_from_a_newer_edgebench_is_refused_and_compare_reads_the_files(
         connection.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
     done = bench("compare", folder, "--format", "json")
     assert done.code == 0 and json.loads(done.stdout)[0]["runs"] == 3
-    assert "is version 99, newer than this edgebench's (1)" in done.stderr and "reading the result files instead" in done.stderr
+    assert "is version 99, newer than this edgebench's (2)" in done.stderr and "reading the result files instead" in done.stderr
     refused = bench("index", folder)
     assert refused.code == 2
-    assert_one_line_error(refused, "is version 99, newer than this edgebench's (1)", "bench index --rebuild")
+    assert_one_line_error(refused, "is version 99, newer than this edgebench's (2)", "bench index --rebuild")
     assert bench("index", folder, "--rebuild").code == 0
+
+
+def test_an_index_of_an_older_version_is_refilled_from_the_files(bench, tmp_path):
+    """Version 1 rows lack the runtime: grouping by it must not read them."""
+    import duckdb
+
+    folder = tmp_path / "results"
+    _series(folder, [5.0] * 3)
+    assert bench("index", folder).code == 0
+    with duckdb.connect(str(folder / ".edgebench" / "index.duckdb")) as connection:
+        connection.execute("UPDATE meta SET value = '1' WHERE key = 'version'")
+        connection.execute("UPDATE runs SET row_json = '{}'")  # what an old row cannot answer
+    done = bench("compare", folder, "--by", "model,runtime", "--format", "json")
+    assert done.code == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["runtime"] == "onnxruntime" and row["runs"] == 3
+    with duckdb.connect(str(folder / ".edgebench" / "index.duckdb"), read_only=True) as connection:
+        assert connection.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == ("2",)
 
 
 @pytest.mark.bad_input

@@ -67,6 +67,17 @@ def test_digits_through_every_runtime_on_local_with_the_hosts_top1(bench, digits
     assert compared.code == 0, compared.stderr
     rows = compared.stdout.strip().splitlines()
     assert len(rows) == 5 and all(any(line.startswith(f"digits,{name},") for line in rows) for name in RUNTIMES)
+    # the HTML report ranks the runtimes of this board, fastest first, accuracy beside speed
+    assert bench("compare", tmp_path / "r", "-f", "html", "-o", tmp_path / "r.html").code == 0
+    page = (tmp_path / "r.html").read_text()
+    ranked = page[page.index("Runtimes, fastest first"):page.index("<h2>Table")]
+    assert ranked.count("<tr><td>") == 4 and ranked.count(">PASS<") == 4 and "1.00&times;" in ranked
+    from edgebench.report import runtime_ranking
+
+    (group,) = runtime_ranking(_documents(tmp_path / "r"))
+    p50s = [row["p50_ms"] for row in group["runtimes"]]
+    assert p50s == sorted(p50s) and group["target"] == "local"
+    assert [row["top1_pct"] for row in group["runtimes"]] == [pytest.approx(99.444, abs=0.01)] * 4
 
 
 def test_a_bundle_runs_with_its_own_runtime_and_refuses_another(bench, digits_bundles, tmp_path):
@@ -78,6 +89,44 @@ def test_a_bundle_runs_with_its_own_runtime_and_refuses_another(bench, digits_bu
     refused = bench("deploy", bundle, "--runtime", "openvino", "--results", tmp_path / "refused", *QUICK)
     assert_one_line_error(refused, "is a model for ncnn", "--runtime openvino cannot run it")
     assert refused.code == 2 and not (tmp_path / "refused").exists()
+
+
+def test_a_tflite_from_elsewhere_runs_on_litert(bench, digits_bundles, tmp_path):
+    """Where no converter fits, the runtime stays usable with the user's own artefact."""
+    import tarfile
+
+    with tarfile.open(digits_bundles / "variants" / "digits.litert.tar") as archive:
+        (tmp_path / "mine.tflite").write_bytes(archive.extractfile("model.tflite").read())
+    done = bench("deploy", "mine.tflite", "--results", tmp_path / "r", *QUICK)
+    assert done.code == 0, done.stderr
+    (document,) = _documents(tmp_path / "r")
+    assert document["settings"]["runtime"] == "litert" and document["model"]["format"] == "tflite"
+    assert document["measurements"]["inputs"][0]["shape"] == [1, 1, 8, 8]
+    refused = bench("deploy", "mine.tflite", "--runtime", "onnxruntime", "--results", tmp_path / "no", *QUICK)
+    assert_one_line_error(refused, "mine.tflite is a model for litert")
+
+
+def test_a_plan_sweeps_runtimes_and_the_api_takes_them(digits_bundles, tmp_path):
+    import yaml
+
+    import edgebench.api as eb
+
+    plan = {"name": "runtimes", "models": [{"name": "digits", "path": str(digits_bundles / "digits.onnx"),
+                                             "dims": {"batch": 1}}],
+            "targets": ["local"], "settings": {"warmup": 1, "min_iterations": 3, "min_seconds": 0.05,
+                                               "runtime": ["onnxruntime", "ncnn"]}}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "edgebench", "run", str(tmp_path / "plan.yaml"), "--results",
+                           str(tmp_path / "r")], capture_output=True, text=True, cwd=digits_bundles, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(d["settings"]["runtime"] for d in _documents(tmp_path / "r")) == ["ncnn", "onnxruntime"]
+    deployment = eb.deploy(digits_bundles / "digits.onnx", runtime=["openvino"], dims={"batch": 1},
+                                  results=tmp_path / "api", min_seconds=0.05, min_iterations=3)
+    (document,) = deployment.documents
+    assert document["measurements"]["runtime"]["name"] == "openvino"
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -168,6 +217,8 @@ def test_a_board_without_the_runtime_is_refused_before_upload(bench, tmp_path, o
 
 
 def test_ncnn_and_openvino_on_the_emulated_pi_over_ssh(bench, digits_bundles, tmp_path, arm64_board, inventory):
+    doctor = bench("doctor", "--target", "pi4emu", "--inventory", inventory(arm64_board), timeout=600)
+    assert doctor.code == 0 and "runtimes" in doctor.stdout and "ncnn 1." in doctor.stdout, doctor.stdout
     done = bench("deploy", "digits.onnx", "--runtime", "ncnn,openvino", "--dim", "batch=1", "--target", "pi4emu",
                  "--inventory", inventory(arm64_board), "--dataset", EXAMPLES / "digits_test.npz", "--results",
                  tmp_path / "r", *QUICK, cwd=digits_bundles, timeout=900)

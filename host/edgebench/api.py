@@ -233,7 +233,7 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
            inventory: str | Path | None = None, inputs: str | Path | None = None, values: dict | None = None,
            dims: dict | None = None, threads: int | Sequence[int] | None = None,
            batch: int | Sequence[int] | None = None, provider: str | Sequence[str] | None = None,
-           provider_options: dict | None = None, variants: str | Path | None = None, accuracy: bool = False,
+           runtime: str | Sequence[str] | None = None, provider_options: dict | None = None, variants: str | Path | None = None, accuracy: bool = False,
            reference: str | None = None, dataset: str | Path | None = None, test_data: str | Path | None = None,
            accuracy_samples: int | None = None, batch_size: int | None = None,
            atol: float | dict | None = None, rtol: float | dict | None = None, timeout: float | None = None,
@@ -245,7 +245,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
 
     run_options are the agent's run fields (min_seconds, min_iterations, max_seconds, repeats, seed,
     warmup_min_iterations, graph_optimization_level, inter_op_threads, cpus, spin_wait, cooldown, profile, ...):
-    an unknown one is refused. Lists of threads, batch sizes or providers sweep. `scenario` is a name
+    an unknown one is refused. Lists of threads, batch sizes, providers or runtimes (onnxruntime, openvino, ncnn,
+    litert) sweep. `scenario` is a name
     ("multi-stream", "offline") or the scenario object, e.g. {"name": "server", "qps": "auto",
     "latency_bound_s": 0.033}. `pipeline` (a stages.py: its code runs, here and on the board) with `samples` (a
     folder of sample files) measures end to end. `energy` adds an energy pass (`energy_seconds` long; read from the
@@ -273,7 +274,7 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
         batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         tolerances=_tolerances(atol, rtol), tolerances_given=atol is not None or rtol is not None)
     from .energy import power_argv
-    from .options import energy_options
+    from .options import energy_options, runtime_names
     from .pipeline import check_options
 
     options.update(energy_options(energy, energy_seconds))
@@ -284,7 +285,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     request = DeployRequest(models=_paths(models), target=target, results=Path(results),
                             inventory=Path(inventory) if inventory else None, settings=settings,
                             variants=Path(variants) if variants else None, threads=as_list(threads),
-                            batches=as_list(batch), providers=as_list(provider))
+                            batches=as_list(batch), providers=as_list(provider),
+                            runtimes=runtime_names(",".join(map(str, as_list(runtime)))) if runtime else None)
     job: DeployJob = prepare(request)
     with _events(progress, on_event, [t.name for t in job.targets]) as events:
         fleet = execute(job, on_event=events)

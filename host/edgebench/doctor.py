@@ -37,6 +37,11 @@ def diagnose(target, info: dict) -> list[Finding]:
     findings.append(Finding("providers", not lacking and bool(providers),
                             ", ".join(providers) + (f" (missing: {', '.join(lacking)})" if lacking else ""),
                             "install an onnxruntime build with " + ", ".join(lacking) if lacking else ""))
+    runtimes = info.get("runtimes")
+    if isinstance(runtimes, dict):  # informational: onnxruntime alone is a ready board; the others are --runtime
+        others = [f"{name} {version}" for name, version in runtimes.items() if name != "onnxruntime"]
+        findings.append(Finding("runtimes", True, ", ".join(others) if others else
+                                "onnxruntime only (add others with pip install openvino / ncnn / ai-edge-litert)"))
     machine = info["machine"]
     findings.append(Finding("machine", True, f"{machine['arch']}, {machine.get('cpu_model') or 'unknown CPU'}, "
                             f"{machine.get('cpu_count')} cores, {(machine.get('memory_total_bytes') or 0) / 2**30:.1f} GiB"

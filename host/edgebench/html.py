@@ -14,7 +14,7 @@ import io
 
 import numpy as np
 
-from .report import Comparison, cells
+from .report import Comparison, cells, runtime_ranking
 
 MAX_BOX_SAMPLES = 3000
 MAX_GROUPS_PLOTTED = 40
@@ -232,6 +232,27 @@ def stage_plot(comparison: Comparison) -> str | None:
     return _png(figure)
 
 
+def runtime_tables(documents: list[dict]) -> list[str]:
+    """'Which runtime wins': per model and board measured with several runtimes, fastest first, accuracy beside."""
+    ranking = runtime_ranking(documents)
+    if not ranking:
+        return []
+    parts = ["<h2>Runtimes, fastest first</h2>"]
+    for group in ranking:
+        rows = []
+        for rank, row in enumerate(group["runtimes"], 1):
+            top1 = "-" if row["top1_pct"] is None else f"{row['top1_pct']:.2f}"
+            failed = " slower" if row["accuracy"] == "FAIL" else ""
+            rows.append(f"<tr><td>{rank}</td><td class='text'>{html.escape(row['runtime'])} "
+                        f"{html.escape(str(row['version'] or ''))}</td><td>{row['p50_ms'] * 1e3:.2f}</td>"
+                        f"<td>{row['vs_fastest']:.2f}&times;</td><td class='text{failed}'>{row['accuracy']}</td>"
+                        f"<td>{top1}</td></tr>")
+        parts.append(f"<p>{html.escape(group['model'])} on {html.escape(group['target'])}</p><table><tr><th>#</th>"
+                     "<th>runtime</th><th>p50 µs</th><th>vs fastest</th><th>accuracy</th><th>top-1 %</th></tr>"
+                     + "".join(rows) + "</table>")
+    return parts
+
+
 def render_html(comparison: Comparison, documents: list[dict], problems: list[str], title: str = "edgebench report") -> str:
     headers, rows = cells(comparison)
     verdict_column = headers.index("vs baseline") if "vs baseline" in headers else None
@@ -259,6 +280,7 @@ def render_html(comparison: Comparison, documents: list[dict], problems: list[st
                            ("Where the time goes", operator_plot(documents))):
         if image:
             parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")
+    parts.extend(runtime_tables(documents))
     parts.append("<h2>Table</h2>" + "".join(table))
     if comparison.regressions:
         parts.append("<h2>Regressions</h2><ul>" + "".join(f"<li class='slower'>{html.escape(r)}</li>" for r in comparison.regressions) + "</ul>")

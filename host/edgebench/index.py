@@ -24,7 +24,8 @@ from pathlib import Path
 from .errors import ResultError
 from .results import parse_time
 
-INDEX_VERSION = 1
+# 1: first version; 2: rows carry the runtime (an index of version 1 is emptied and refilled from the files)
+INDEX_VERSION = 2
 INDEX_FOLDER = ".edgebench"
 INDEX_FILE = "index.duckdb"
 # A result created this far after this host's clock is from a machine with a wrong clock: its time is not trusted.
@@ -85,6 +86,10 @@ def _connect(folder: Path, rebuild: bool = False):
             connection.close()
             raise IndexUnusable(f"the results index {path} is version {found[0]}, newer than this edgebench's "
                                 f"({INDEX_VERSION})", "upgrade edgebench, or remake it: bench index --rebuild")
+        elif int(found[0]) < INDEX_VERSION:  # its rows lack what this version groups by: read every file again
+            connection.execute("DROP TABLE IF EXISTS runs")
+            connection.execute("DROP TABLE IF EXISTS problems")
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'version'", [str(INDEX_VERSION)])
         connection.execute("""CREATE TABLE IF NOT EXISTS runs (
             path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, content_sha VARCHAR, run_id VARCHAR,
             created_at VARCHAR, status VARCHAR, row_json VARCHAR, sketch_n BIGINT, sketch_sum DOUBLE,

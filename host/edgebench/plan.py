@@ -35,14 +35,14 @@ MODEL_KEYS = {"name": "string", "path": "string", "export": "string", "inputs": 
               "dynamic": "list of strings", "exporter": "string", "mode": "string", "dims": "mapping",
               "values": "mapping", "dataset": "string", "variants": "list of strings", "pipeline": "string",
               "samples": "string"}
-# settings: key -> (type, request field). Lists of threads, batch and provider sweep.
+# settings: key -> (type, request field). Lists of threads, batch, provider and runtime sweep.
 SETTINGS = {
     "warmup": ("integer", "warmup_min_iterations"), "min_iterations": ("integer", "min_iterations"),
     "min_seconds": ("number", "min_seconds"), "max_iterations": ("integer", "max_iterations"),
     "max_seconds": ("number", "max_seconds"), "repeats": ("integer", "repeats"), "seed": ("integer", "seed"),
     "inter_op_threads": ("integer", "inter_op_threads"), "graph_optimization": ("string", "graph_optimization_level"),
     "cpus": ("list", "cpus"), "spin_wait": ("boolean", "spin_wait"),
-    "threads": ("sweep", "intra_op_threads"), "batch": ("sweep", "batch"), "provider": ("sweep", "provider"),
+    "threads": ("sweep", "intra_op_threads"), "batch": ("sweep", "batch"), "provider": ("sweep", "provider"), "runtime": ("sweep", "runtime"),
     "accuracy": ("boolean", None), "profile": ("boolean", None), "cooldown": ("boolean", None),
     "timeout": ("number", None), "scenario": ("mapping", "scenario"), "energy": ("boolean", None),
     "energy_seconds": ("number", None),
@@ -116,7 +116,7 @@ def load_plan(path: Path, inventory) -> Plan:
         kind = SETTINGS[key][0]
         if kind == "sweep":
             values = value if isinstance(value, list) else [value]
-            expected = "string" if key == "provider" else "integer"
+            expected = "string" if key in ("provider", "runtime") else "integer"
             for index, item in enumerate(values):
                 check_type(doc, ("settings", key, index) if isinstance(value, list) else ("settings", key), item, expected)
         else:
@@ -325,7 +325,8 @@ def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) ->
                 accuracy = AccuracyOptions(dataset=model.dataset)  # (a pipeline checks its final results instead)
             base = RunSettings(options={**options, "dims": model.dims, "values": model.values},
                                timeout_s=plan.settings.get("timeout"), accuracy=accuracy, pipeline=model.pipeline)
-            for settings in expand_sweep(base, sweeps.get("threads"), sweeps.get("batch"), sweeps.get("provider")):
+            for settings in expand_sweep(base, sweeps.get("threads"), sweeps.get("batch"), sweeps.get("provider"),
+                                         sweeps.get("runtime")):
                 for target in targets:
                     cells.append(Cell(model.name, variant, path, target, settings,
                                       cell_key(sha, target.name, settings.recorded()) if sha else "-"))

@@ -622,3 +622,41 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines += ["| " + " | ".join(spreadsheet_safe(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
+
+
+def runtime_ranking(documents: list[dict]) -> list[dict]:
+    """Per model and board measured with more than one runtime: the runtimes fastest first (median latency of their
+    pooled samples), each with its accuracy beside its speed. Failed and INVALID runs are left out."""
+    import statistics
+
+    groups: dict = {}
+    for document in documents:
+        if document.get("status") != "ok" or not validity(document)[0]:
+            continue
+        keys = run_keys(document)
+        measurements = document.get("measurements") or {}
+        samples = all_samples_ns(measurements).tolist() if measurements.get("repeats") else []
+        if not samples:
+            continue
+        entry = groups.setdefault((keys["model"], keys["target"]), {}).setdefault(keys["runtime"], {
+            "samples": [], "accuracy": [], "top1": [], "version": None})
+        entry["samples"].extend(samples)
+        entry["version"] = ((document.get("measurements") or {}).get("runtime") or {}).get("version") or entry["version"]
+        accuracy = document.get("accuracy") or {}
+        if "passed" in accuracy:
+            entry["accuracy"].append(bool(accuracy["passed"]))
+        top1 = ((accuracy.get("labels") or {}).get("board") or {}).get("top1_pct")
+        if isinstance(top1, (int, float)):
+            entry["top1"].append(float(top1))
+    ranking = []
+    for (model, target), runtimes in sorted(groups.items()):
+        if len(runtimes) < 2:
+            continue
+        rows = sorted(({"runtime": name, "version": e["version"], "p50_ms": statistics.median(e["samples"]) / 1e6,
+                        "accuracy": ("PASS" if all(e["accuracy"]) else "FAIL") if e["accuracy"] else "-",
+                        "top1_pct": statistics.median(e["top1"]) if e["top1"] else None}
+                       for name, e in runtimes.items()), key=lambda row: row["p50_ms"])
+        for row in rows:
+            row["vs_fastest"] = row["p50_ms"] / rows[0]["p50_ms"]
+        ranking.append({"model": model, "target": target, "runtimes": rows})
+    return ranking

@@ -9,7 +9,10 @@ with exactly the code the board measures it with.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import tarfile
 from pathlib import Path
 
@@ -96,7 +99,8 @@ def runtime_session(path: Path, runtime: str, threads: int = 0):
         path = _cached_copy(Path(path))
     request = normalize_run_request({"model": str(path), "runtime": runtime, "intra_op_threads": threads})
     try:
-        return create_session(request)
+        with _quiet_native_stderr():  # LiteRT's C++ prints "INFO: Created ... delegate" on fd 2 for every interpreter
+            return create_session(request)
     except SessionError as exc:
         if exc.kind == "missing":
             raise ModelError(f"{runtime} is not installed on this host: {pip_line(runtime)} (or pip install "
@@ -104,6 +108,21 @@ def runtime_session(path: Path, runtime: str, threads: int = 0):
         raise ModelError(str(exc)) from exc
     except Exception as exc:  # the runtime's own failure types
         raise ModelError(f"{runtime} cannot load {path} on this host: {one_line(exc, 300)}") from exc
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """fd 2 pointed at /dev/null while a runtime's native code starts (its own log lines would break the one-line
+    error contract); what goes wrong still arrives as the exception's message."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _cached_copy(path: Path) -> Path:

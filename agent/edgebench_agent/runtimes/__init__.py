@@ -3,7 +3,8 @@
 Each runtime module (imported only when a run asks for it) offers `version()` and `create_session(request, path)`;
 a session looks like an onnxruntime InferenceSession to the runner: `run(None, feeds)` -> list of arrays,
 `get_inputs()` / `get_outputs()` -> args with `name`, `type` (onnxruntime's type string) and `shape`,
-`get_providers()`, and `settings` (what the runtime was told and did: threads, precision). So the warm-up,
+`get_providers()`; optionally `timed_run`, the same inference without converting its outputs to numpy (what the
+timed loops call). `settings_of` says what the runtime was told and did: threads, precision. So the warm-up,
 the timed loop, the scenarios, pipelines, accuracy and energy passes are the same code for every runtime.
 
 A model for a runtime other than onnxruntime may be a bundle: an uncompressed tar (`bench convert` writes

@@ -33,7 +33,7 @@ class Session(object):
         Mat = ncnn.Mat
         create_extractor = net.create_extractor
 
-        def run(output_names, feeds):
+        def extract(feeds):
             extractor = create_extractor()
             for name, blob in blobs_in:
                 value = feeds[name]
@@ -43,15 +43,19 @@ class Session(object):
                                              "1" % (name, value.shape[0]))
                     value = np.ascontiguousarray(value)
                 extractor.input(blob, Mat(value[0]))  # ncnn's Mat has no batch axis
-            results = []
-            for blob, shape in blobs_out:
-                code, mat = extractor.extract(blob)
+            mats = []
+            for blob, _ in blobs_out:
+                code, mat = extractor.extract(blob)  # the inference happens here, layer by layer as needed
                 if code != 0:
                     raise RuntimeFailure("ncnn could not compute output %s (error %d)" % (blob, code))
-                results.append(np.array(mat).reshape(shape))
-            return results
+                mats.append(mat)
+            return mats
+
+        def run(output_names, feeds):
+            return [np.array(mat).reshape(shape) for mat, (_, shape) in zip(extract(feeds), blobs_out)]
 
         self.run = run
+        self.timed_run = lambda output_names, feeds: extract(feeds)
 
     def get_inputs(self):
         return self._inputs
