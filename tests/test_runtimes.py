@@ -173,16 +173,29 @@ def test_the_agent_refuses_an_artefact_for_another_runtime(digits_bundles, tmp_p
         assert reply["error"]["kind"] == "model" and fragment in reply["error"]["message"], reply["error"]
 
 
-def test_setnet_and_the_cnn_through_the_converters_that_handle_them(tmp_path):
-    """What the README's table says: setnet (batch 2, GatherND) does not fit ncnn; the CNN converts everywhere."""
+def test_setnet_and_the_cnn_through_every_runtime_whose_converter_handles_them(bench, tmp_path):
+    """What the README's table says: setnet (batch 2, GatherND) does not fit ncnn; the rest converts and runs with
+    its accuracy against the ONNX model."""
     from edgebench.convert import convert
 
-    produced = {v.kind: v for v in convert(EXAMPLES / "setnet.onnx", ["openvino", "ncnn"], tmp_path)}
-    assert produced["openvino"].ok
-    assert not produced["ncnn"].ok and "one sample at a time" in produced["ncnn"].error
-    assert not (tmp_path / "setnet.ncnn.tar").exists()  # nothing half-written for a failed conversion
-    produced = {v.kind: v for v in convert(EXAMPLES / "cnn.onnx", ["openvino", "ncnn"], tmp_path)}
-    assert produced["openvino"].ok and produced["ncnn"].ok
+    for name in ("cnn", "setnet"):
+        shutil.copy(EXAMPLES / f"{name}.onnx", tmp_path / f"{name}.onnx")
+    spec = {"cnn": f"{EXAMPLES / 'models.py'}:small_cnn", "setnet": f"{EXAMPLES / 'models.py'}:setnet"}
+    setnet = {v.kind: v for v in convert(tmp_path / "setnet.onnx", ["openvino", "ncnn", "litert"], tmp_path / "variants",
+                                         spec=spec["setnet"])}
+    assert setnet["openvino"].ok and setnet["litert"].ok
+    assert not setnet["ncnn"].ok and "one sample at a time" in setnet["ncnn"].error
+    assert not (tmp_path / "variants" / "setnet.ncnn.tar").exists()  # nothing half-written for a failed conversion
+    cnn = {v.kind: v for v in convert(tmp_path / "cnn.onnx", ["openvino", "ncnn", "litert"], tmp_path / "variants",
+                                      spec=spec["cnn"])}
+    assert all(v.ok for v in cnn.values()), {k: v.error for k, v in cnn.items()}
+    assert "spec's own" in cnn["litert"].provenance["settings"]["weights"]  # BatchNorm folded by the exporter
+    for name, runtimes in (("cnn", "onnxruntime,openvino,ncnn,litert"), ("setnet", "onnxruntime,openvino,litert")):
+        done = bench("deploy", f"{name}.onnx", "--runtime", runtimes, "--accuracy", "--accuracy-samples", "4",
+                     "--results", tmp_path / "r", *QUICK, cwd=tmp_path, timeout=600)
+        assert done.code == 0, done.stdout + done.stderr
+    documents = _documents(tmp_path / "r")
+    assert len(documents) == 7 and all(d["status"] == "ok" and d["accuracy"]["passed"] for d in documents)
 
 
 def test_a_conversion_that_changes_outputs_is_marked_failed_with_its_numbers(tmp_path, monkeypatch):
@@ -229,3 +242,12 @@ def test_ncnn_and_openvino_on_the_emulated_pi_over_ssh(bench, digits_bundles, tm
         assert document["target"]["info"]["machine"]["arch"] == "aarch64"
         assert document["measurements"]["runtime"]["precision"] == "f32", name
         assert document["accuracy"]["labels"]["board"]["top1_correct"] == 358, name
+
+
+def test_a_pipeline_around_an_ncnn_bundle_agrees_with_the_hosts_run(bench, digits_bundles, tmp_path):
+    done = bench("deploy", digits_bundles / "variants" / "digits.ncnn.tar", "--pipeline", EXAMPLES / "digits_pipeline.py",
+                 "--samples", EXAMPLES / "digits_frames", "--results", tmp_path / "r", *QUICK)
+    assert done.code == 0, done.stderr
+    (document,) = _documents(tmp_path / "r")
+    assert document["settings"]["runtime"] == "ncnn"
+    assert document["pipeline"]["results"]["agree"] == 48 and document["pipeline"]["results"]["passed"]

@@ -175,7 +175,7 @@ def build_parser():
     run.add_argument("--repeats", type=int, metavar="N", help="fresh sessions to measure (default %d)" % d["repeats"])
     # The same names as `bench deploy`; the old spellings still work, hidden from the help.
     run.add_argument("--threads", dest="intra_op_threads", type=int, metavar="N",
-                     help="intra-op threads (default 0: onnxruntime's own)")
+                     help="threads of the runtime (onnxruntime's intra-op; default 0: the runtime's own)")
     run.add_argument("--intra-op-threads", dest="intra_op_threads", type=int, help=argparse.SUPPRESS)
     run.add_argument("--inter-op-threads", type=int, metavar="N", help="inter-op threads (default 0: onnxruntime's own)")
     run.add_argument("--runtime", choices=RUNTIMES, help="the runtime that measures the model (default onnxruntime); "

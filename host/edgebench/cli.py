@@ -114,7 +114,7 @@ def deploy(
     max_iterations: Annotated[Optional[int], typer.Option(help="Timed iterations at most.")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="Timed seconds at most.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Fresh sessions to measure.")] = None,
-    threads: Annotated[Optional[str], typer.Option("--threads", help="Intra-op threads (0 = onnxruntime's default); a list sweeps: 1,2,4.")] = None,
+    threads: Annotated[Optional[str], typer.Option("--threads", help="Threads of the runtime (onnxruntime's intra-op; 0 = the runtime's default); a list sweeps: 1,2,4.")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Size of the free batch dimension; a list sweeps: 1,8.")] = None,
     inter_op_threads: Annotated[Optional[int], typer.Option(help="Inter-op threads (0 = default).")] = None,
     provider: Annotated[Optional[str], typer.Option(help="Execution provider: cpu, cuda, tensorrt, xnnpack, ... or a full name; a list sweeps.")] = None,

@@ -78,15 +78,14 @@ def plan(options: PipelineOptions, model_path: Path) -> PipelinePlan:
     import sys
     import threading
 
-    from .agentlib import list_samples, load_pipeline, result_arrays, run_sample, session_signature
-    from .modelinfo import host_session
+    from .agentlib import list_samples, load_pipeline, result_arrays, run_sample
+    from .modelinfo import session_io
 
     threads_before = set(threading.enumerate())
     with contextlib.redirect_stdout(sys.stderr):
         pipeline = load_pipeline(str(options.file))
         paths = list_samples(str(options.samples))
-        session = host_session(Path(model_path), False)
-        signature = session_signature(session)
+        session, signature, _ = session_io(Path(model_path))  # another runtime's bundle: that runtime, here
         results = []
         for path in paths:
             try:
