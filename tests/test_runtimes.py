@@ -251,3 +251,13 @@ def test_a_pipeline_around_an_ncnn_bundle_agrees_with_the_hosts_run(bench, digit
     (document,) = _documents(tmp_path / "r")
     assert document["settings"]["runtime"] == "ncnn"
     assert document["pipeline"]["results"]["agree"] == 48 and document["pipeline"]["results"]["passed"]
+
+
+def test_variants_with_bundles_among_them_run_each_on_its_own_runtime(bench, digits_bundles, tmp_path):
+    done = bench("deploy", "digits.onnx", "--variants", "variants", "--dim", "batch=1", "--results", tmp_path / "r",
+                 *QUICK, cwd=digits_bundles, timeout=600)
+    assert done.code == 0, done.stdout + done.stderr
+    ran = sorted((d["settings"].get("runtime") or "onnxruntime", (d["model"].get("provenance") or {}).get("variant"))
+                 for d in _documents(tmp_path / "r"))
+    assert ran == [("litert", "litert"), ("ncnn", "ncnn"), ("onnxruntime", None), ("openvino", "openvino")]
+    assert not list(digits_bundles.glob("variants/*.tar.d"))  # unpacked in the cache, by content

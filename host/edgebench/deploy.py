@@ -350,6 +350,11 @@ def check_board(board: Board, model_blocks: list[dict], settings: RunSettings) -
         if runtime not in offered:
             raise ModelError(f"{board.target.name} has no {runtime} (it offers: {', '.join(offered) or 'onnxruntime'})",
                              f"on the board: {pip_line(runtime)}")
+        from .runtimes import runtime_available_here, runtime_session
+
+        if runtime_available_here(runtime):  # a bundle that does not load, or whose manifest lies: refused here
+            for model in model_blocks:
+                runtime_session(Path(model["path"]), runtime)
         return info
     import onnxruntime
 
@@ -486,27 +491,32 @@ def plan_pipelines(models: list[Path], cells: list[RunSettings]) -> dict:
 
 
 def runtime_cells(cells: list[RunSettings], models: list[Path], blocks: list[dict]):
-    """(cells, per cell the (path, block) of each model for the cell's runtime). A bundle or .tflite fixes its own
-    runtime (a cell that names none takes it); an .onnx runs on onnxruntime and OpenVINO as it is, on ncnn and
-    LiteRT as the bundle `bench convert` made of it."""
+    """(cells, per cell the (path, block) of each model it runs). A cell that names a runtime runs every model with
+    it: an .onnx as it is on onnxruntime and OpenVINO, as the bundle `bench convert` made of it on ncnn and LiteRT.
+    A cell that names none runs each model on its own runtime (a bundle or .tflite on its runtime, an .onnx on
+    onnxruntime): one cell per runtime found, so `--variants` with bundles among them just works."""
     from .runtimes import ACCEPTS, runtime_of
 
     resolved_cells, per_cell = [], []
     for cell in cells:
         asked = cell.options.get("runtime")
-        fixed = {runtime_of(b) for b in blocks if b["format"] != "onnx"} - {None}
-        if asked is None and len(fixed) == 1 and all(b["format"] != "onnx" for b in blocks):
-            asked = fixed.pop()
-            cell = replace(cell, options={**cell.options, "runtime": asked})
-        runtime = asked or "onnxruntime"
+        if asked is None:
+            by_runtime: dict = {}
+            for path, block in zip(models, blocks):
+                by_runtime.setdefault(runtime_of(block) or "onnxruntime", []).append((Path(path), block))
+            for runtime, pairs in by_runtime.items():
+                resolved_cells.append(cell if runtime == "onnxruntime" else
+                                      replace(cell, options={**cell.options, "runtime": runtime}))
+                per_cell.append(pairs)
+            continue
         pairs = []
         for path, block in zip(models, blocks):
-            if block["format"] in ACCEPTS[runtime]:
+            if block["format"] in ACCEPTS[asked]:
                 pairs.append((Path(path), block))
             elif block["format"] == "onnx":
-                pairs.append(_bundle_for(Path(path), block, runtime))
+                pairs.append(_bundle_for(Path(path), block, asked))
             else:
-                raise InputError(f"{Path(path).name} is a model for {runtime_of(block)}: --runtime {runtime} cannot run it",
+                raise InputError(f"{Path(path).name} is a model for {runtime_of(block)}: --runtime {asked} cannot run it",
                                  f"use --runtime {runtime_of(block)}, or give the .onnx it came from")
         resolved_cells.append(cell)
         per_cell.append(pairs)

@@ -25,6 +25,9 @@ def load_model_proto(path: Path, load_external_data: bool = False):
         raise ModelError(f"model file not found: {path}", "check the path")
     if not path.is_file():
         raise ModelError(f"model path is not a file: {path}")
+    if path.suffix in (".tar", ".tflite"):  # another runtime's model: this step reads ONNX graphs only
+        raise ModelError(f"{path} is a model for another runtime, not an ONNX model: this command takes an .onnx",
+                         "give the .onnx it was converted from; `bench deploy` runs the bundle itself")
     try:
         model = onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:

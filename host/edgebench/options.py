@@ -134,10 +134,15 @@ def runtime_names(text: str | None) -> list[str] | None:
     """--runtime onnxruntime,openvino: the runtimes to sweep (each known), or None."""
     from .agentlib import RUNTIMES
 
-    chosen = names(text)
-    for name in chosen or []:
+    if text is None:
+        return None
+    chosen = [part.strip() for part in text.split(",")]
+    for name in chosen:
         if name not in RUNTIMES:
-            raise ConfigError(f"unknown runtime {name!r}", f"choose from {', '.join(RUNTIMES)}")
+            raise ConfigError(f"unknown runtime {name!r}" if name else f"--runtime {text!r} names an empty runtime",
+                              f"choose from {', '.join(RUNTIMES)}")
+        if chosen.count(name) > 1:
+            raise ConfigError(f"--runtime names {name} twice", "list each runtime once")
     return chosen
 
 

@@ -41,26 +41,30 @@ def write_bundle(out: Path, runtime: str, files: dict, inputs: list[dict], outpu
 
 
 def read_bundle(path: Path) -> dict:
-    """A bundle's manifest, read from the tar without unpacking anything; ModelError when it is not a bundle."""
-    from .agentlib import MANIFEST, NUMPY_TO_ORT, RUNTIMES
+    """A bundle's manifest, read from the tar without unpacking anything and checked as the board checks it
+    (edgebench_agent.runtimes.check_manifest); ModelError when it is not a usable bundle."""
+    import itertools
 
+    from .agentlib import MANIFEST, MAX_BUNDLE_MEMBERS, BundleError, check_manifest, parse_manifest
+
+    hint = "make one with `bench convert MODEL.onnx --to ncnn` (or openvino, litert)"
     try:
         with tarfile.open(path, mode="r:") as archive:
-            member = next((m for m in archive if m.name == MANIFEST), None)
-            if member is None or not member.isfile() or member.size > MANIFEST_LIMIT:
-                raise ModelError(f"{path} is not an edgebench model bundle (no {MANIFEST} of at most 1 MiB in it)",
-                                 "make one with `bench convert MODEL.onnx --to ncnn` (or openvino, litert)")
-            handle = archive.extractfile(member)
-            manifest = json.loads(handle.read().decode("utf-8")) if handle else None
-    except (tarfile.TarError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path} is not a readable model bundle: {one_line(exc, 200)}",
-                         "make one with `bench convert MODEL.onnx --to ncnn` (or openvino, litert)") from exc
-    if not isinstance(manifest, dict) or manifest.get("runtime") not in RUNTIMES or not all(
-            isinstance(manifest.get(side), list) and manifest[side] and all(
-                isinstance(e, dict) and isinstance(e.get("name"), str) and e.get("dtype") in NUMPY_TO_ORT
-                and isinstance(e.get("shape"), list) for e in manifest[side]) for side in ("inputs", "outputs")):
-        raise ModelError(f"{path}: its {MANIFEST} does not name a known runtime with the model's inputs and outputs")
-    return manifest
+            listed = list(itertools.islice(archive, MAX_BUNDLE_MEMBERS + 1))
+            if len(listed) > MAX_BUNDLE_MEMBERS:
+                raise ModelError(f"{path} holds more than {MAX_BUNDLE_MEMBERS} files: not an edgebench model bundle", hint)
+            members = [m for m in listed if m.name == MANIFEST]
+            if len(members) != 1 or not members[0].isfile() or members[0].issparse() or members[0].size > MANIFEST_LIMIT:
+                raise ModelError(f"{path} is not an edgebench model bundle (it needs exactly one {MANIFEST} of at most "
+                                 "1 MiB)", hint)
+            handle = archive.extractfile(members[0])
+            data = handle.read() if handle else b""
+    except (tarfile.TarError, OSError) as exc:
+        raise ModelError(f"{path} is not a readable model bundle: {one_line(exc, 200)}", hint) from exc
+    try:
+        return check_manifest(parse_manifest(data, f"model bundle {path}"), f"model bundle {path}")
+    except BundleError as exc:
+        raise ModelError(str(exc), hint) from exc
 
 
 def _entries(args) -> list[dict]:
@@ -90,18 +94,22 @@ def runtime_of(model: dict) -> str | None:
         model.get("format", "onnx"))
 
 
+def runtime_available_here(runtime: str) -> bool:
+    from .agentlib import versions
+
+    return runtime in versions()
+
+
 def runtime_session(path: Path, runtime: str, threads: int = 0):
     """A session of `path` with a runtime on this host (the agent's own runtime module); ModelError when the runtime
     is missing here or cannot load the model."""
     from .agentlib import SessionError, create_session, normalize_run_request, pip_line
 
-    if Path(path).suffix == ".tar":  # unpacked in the cache, never beside the user's file
-        path = _cached_copy(Path(path))
     request = normalize_run_request({"model": str(path), "runtime": runtime, "intra_op_threads": threads})
     try:
         with _quiet_native_stderr():  # LiteRT's C++ prints "INFO: Created ... delegate" on fd 2 for every interpreter
             return create_session(request)
-    except SessionError as exc:
+    except SessionError as exc:  # (a bundle is unpacked by its sha256 in the user's cache, never beside the file)
         if exc.kind == "missing":
             raise ModelError(f"{runtime} is not installed on this host: {pip_line(runtime)} (or pip install "
                              "'edgebench[runtimes]')") from exc
@@ -123,15 +131,3 @@ def _quiet_native_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _cached_copy(path: Path) -> Path:
-    """The bundle at a path of its own in edgebench's cache (by content), where it may be unpacked once."""
-    from .agent_bundle import cache_dir
-    from .fileio import copy_atomically, file_sha256
-
-    cached = cache_dir() / "bundles" / f"{file_sha256(path)[:24]}.tar"
-    if not cached.exists():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        copy_atomically(path, cached)
-    return cached

@@ -108,51 +108,137 @@ def is_runtime_error(exc):
         ("onnxruntime", "openvino", "ncnn", "ai_edge_litert", "tflite_runtime"))
 
 
+# The files each runtime's bundle must name (role -> what it is), and what else its manifest must say.
+ROLES = {"openvino": ("xml", "bin"), "ncnn": ("param", "bin"), "litert": ("tflite",)}
+MAX_ENTRIES = 64  # inputs or outputs of a bundle
+MAX_RANK = 16
+MAX_NAME = 256
+
+
+def _shown(value, limit=60):
+    """A value from a file as one safe, short piece of text for a message (no control characters)."""
+    text = "".join(c if c.isprintable() else "?" for c in repr(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _plain_name(value):
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME and value.isprintable()
+
+
+def check_manifest(manifest, what, runtime=None):
+    """A bundle's manifest, checked for what every reader relies on; BundleError naming the first problem. `runtime`:
+    the runtime that will read it (None: any of the bundle runtimes)."""
+    if not isinstance(manifest, dict):
+        raise BundleError("%s: %s is not a JSON object" % (what, MANIFEST))
+    version = manifest.get("bundle_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BundleError("%s: %s has no bundle_version (a whole number from 1), got %s" % (what, MANIFEST, _shown(version)))
+    if version > BUNDLE_VERSION:
+        raise BundleError("%s is a bundle of version %s; this edgebench reads up to %d: upgrade it"
+                          % (what, _shown(version, 12), BUNDLE_VERSION))
+    name = manifest.get("runtime")
+    if name not in ROLES:
+        raise BundleError("%s: %s names runtime %s; a bundle is for one of %s" % (what, MANIFEST, _shown(name), ", ".join(ROLES)))
+    if runtime is not None and name != runtime:
+        raise BundleError("%s is a model for %s, not %s: run it with --runtime %s" % (what, name, runtime, name))
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(_plain_name(f) and f == os.path.basename(f) and not f.startswith(".")
+                                              for f in files.values()):
+        raise BundleError("%s: %s needs a files table of plain file names" % (what, MANIFEST))
+    missing = [role for role in ROLES[name] if role not in files]
+    if missing:
+        raise BundleError("%s: %s names no %s file, which a %s bundle needs" % (what, MANIFEST, missing[0], name))
+    for side in ("inputs", "outputs"):
+        entries = manifest.get(side)
+        if not isinstance(entries, list) or not 0 < len(entries) <= MAX_ENTRIES:
+            raise BundleError("%s: %s lists no %s (1 to %d of them)" % (what, MANIFEST, side, MAX_ENTRIES))
+        for entry in entries:
+            _check_entry(entry, side, name, what)
+    return manifest
+
+
+def _check_entry(entry, side, runtime, what):
+    where = "%s: %s %s" % (what, MANIFEST, side)
+    if not isinstance(entry, dict) or not _plain_name(entry.get("name")):
+        raise BundleError("%s: each needs a printable name" % where)
+    label = "%s %s" % (where, _shown(entry["name"]))
+    if not isinstance(entry.get("dtype"), str) or entry["dtype"] not in NUMPY_TO_ORT:
+        raise BundleError("%s: dtype %s is not one edgebench knows" % (label, _shown(entry.get("dtype"))))
+    shape = entry.get("shape")
+    fixed = runtime == "ncnn"  # ncnn's graph is static: every size is known
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(
+            (isinstance(d, int) and not isinstance(d, bool) and d > 0) or
+            (not fixed and (d is None or (isinstance(d, str) and _plain_name(d)))) for d in shape):
+        raise BundleError("%s: shape %s must list %s" % (label, _shown(shape), "positive sizes" if fixed else
+                                                          "positive sizes, or names / null for free ones"))
+    if runtime in ("ncnn", "litert") and not _plain_name(entry.get("blob")):
+        raise BundleError("%s: a %s bundle names each tensor's blob" % (label, runtime))
+    if runtime == "ncnn":
+        if entry["dtype"] != "float32":
+            raise BundleError("%s: ncnn takes and gives float32 only, not %s" % (label, entry["dtype"]))
+        if side == "inputs" and (not shape or shape[0] != 1):
+            raise BundleError("%s: ncnn runs one sample at a time; the shape must start with 1" % label)
+
+
+def parse_manifest(data, what):
+    """The manifest's bytes as JSON (NaN and Infinity refused, nesting bounded); BundleError otherwise."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError("%s: %s is larger than 1 MiB" % (what, MANIFEST))
+
+    def no_constants(token):
+        raise ValueError("%s is not a JSON number" % token)
+
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError("%s: %s is not valid JSON (%s)" % (what, MANIFEST, _shown(str(exc), 120)))
+
+
 def read_manifest(folder, runtime, what):
-    """A bundle's manifest, checked: it must name `runtime`, and every file it names must be a plain file of the
-    bundle. BundleError otherwise."""
+    """A bundle's manifest, checked for `runtime`, with every file it names a plain file of the bundle."""
     path = os.path.join(folder, MANIFEST)
     try:
         if os.path.getsize(path) > MAX_MANIFEST_BYTES:
             raise BundleError("%s: %s is larger than 1 MiB" % (what, MANIFEST))
-        with open(path) as handle:
-            manifest = json.load(handle)
+        with open(path, "rb") as handle:
+            data = handle.read()
     except (OSError, IOError) as exc:
         raise BundleError("%s is not an edgebench model bundle (no readable %s: %s); make one with `bench convert "
                           "--to %s`" % (what, MANIFEST, getattr(exc, "strerror", None) or exc, runtime))
-    except ValueError as exc:
-        raise BundleError("%s: %s is not valid JSON (%s)" % (what, MANIFEST, exc))
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise BundleError("%s: %s has no files table" % (what, MANIFEST))
-    if manifest.get("bundle_version", 0) > BUNDLE_VERSION:
-        raise BundleError("%s is a bundle of version %s; this agent reads up to %d: upgrade the agent"
-                          % (what, manifest.get("bundle_version"), BUNDLE_VERSION))
-    if manifest.get("runtime") != runtime:
-        raise BundleError("%s is a model for %s, not %s: run it with --runtime %s"
-                          % (what, manifest.get("runtime"), runtime, manifest.get("runtime")))
+    manifest = check_manifest(parse_manifest(data, what), what, runtime)
     for role, name in manifest["files"].items():
-        if not isinstance(name, str) or name != os.path.basename(name) or not os.path.isfile(os.path.join(folder, name)):
-            raise BundleError("%s: the %s file %r named by its manifest is missing" % (what, role, name))
-    for side in ("inputs", "outputs"):
-        entries = manifest.get(side)
-        if not isinstance(entries, list) or not entries or not all(
-                isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("shape"), list)
-                and e.get("dtype") in NUMPY_TO_ORT for e in entries):
-            raise BundleError("%s: %s lists no usable %s (each needs a name, a dtype and a shape)" % (what, MANIFEST, side))
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise BundleError("%s: the %s file %s named by its manifest is missing" % (what, role, _shown(name)))
     return manifest
 
 
+def bundle_cache():
+    """Where bundles are unpacked: by content, under the user's cache, never beside the file given."""
+    root = os.environ.get("EDGEBENCH_BUNDLE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgebench", "bundles")
+    return root
+
+
 def bundle_folder(path, runtime):
-    """(folder, manifest) of a bundle `.tar` (unpacked beside it once, plain files only) or an unpacked folder."""
-    from ..shared.files import unpacked_folder
+    """(folder, manifest) of a bundle `.tar`, unpacked once into a folder named by its sha256 (a changed file can
+    never be served by an old unpacking), plain files only, at most the members a bundle needs."""
+    from ..shared.files import sha256_file, unpacked_folder
     from ..shared.inputs import InputError
 
     what = "model bundle %s" % path
+    if os.path.isdir(path):
+        return path, read_manifest(path, runtime, what)
     try:
-        folder = unpacked_folder(path, "model bundle")
+        folder = os.path.join(bundle_cache(), sha256_file(path))
+        unpacked_folder(path, "model bundle", folder=folder, max_members=MAX_BUNDLE_MEMBERS)
     except InputError as exc:
         raise BundleError(str(exc))
+    except (OSError, IOError) as exc:
+        raise BundleError("cannot unpack %s: %s" % (what, getattr(exc, "strerror", None) or exc))
     return folder, read_manifest(folder, runtime, what)
+
+
+MAX_BUNDLE_MEMBERS = 16
 
 
 def manifest_args(entries):

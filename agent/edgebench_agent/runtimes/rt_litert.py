@@ -33,6 +33,11 @@ class Session(object):
                 pairs_out = [(e["name"], by_name[e["blob"]]) for e in manifest["outputs"]]
             except KeyError as exc:
                 raise BundleError("the LiteRT bundle's manifest names tensor %s, which its .tflite lacks" % exc)
+            for entry, (_, detail) in zip(manifest["inputs"] + manifest["outputs"], pairs_in + pairs_out):
+                real = [int(x) for x in detail["shape"]]
+                if entry["shape"] != real or NUMPY_TO_ORT.get(detail["dtype"].__name__) != NUMPY_TO_ORT[entry["dtype"]]:
+                    raise BundleError("the LiteRT bundle's manifest says %s is %s %s; its .tflite has %s %s"
+                                      % (entry["name"], entry["dtype"], entry["shape"], detail["dtype"].__name__, real))
         else:
             pairs_in = [(d["name"], d) for d in details_in]
             pairs_out = [(d["name"], d) for d in details_out]

@@ -86,7 +86,27 @@ def create_session(request, path=None):
                              "damaged .param" % (version(), path))
     if net.load_model(weights) != 0:
         raise RuntimeFailure("ncnn %s cannot load the weights of %s (a truncated .bin?)" % (version(), path))
-    return Session(net, manifest)
+    session = Session(net, manifest)
+    _check_against_manifest(session, manifest, path)
+    return session
+
+
+def _check_against_manifest(session, manifest, path):
+    """ncnn's .param does not state its blobs' shapes: one inference on zeros of the manifest's input shapes must
+    give outputs of the manifest's sizes, or the manifest does not describe this graph (it would be measured
+    with inputs it was not made for)."""
+    from . import BundleError
+
+    feeds = dict((e["name"], np.zeros(e["shape"], dtype=np.float32)) for e in manifest["inputs"])
+    try:
+        mats = session.timed_run(None, feeds)
+    except RuntimeFailure as exc:
+        raise BundleError("model bundle %s: ncnn cannot run it at the shapes its manifest states (%s)" % (path, exc))
+    for entry, mat in zip(manifest["outputs"], mats):
+        size, expected = np.array(mat).size, int(np.prod(entry["shape"]))
+        if size != expected:
+            raise BundleError("model bundle %s: output %s has %d values at the manifest's input shapes, but the manifest "
+                              "says %s (%d)" % (path, entry["name"], size, entry["shape"], expected))
 
 
 def settings_of(session, request):

@@ -63,10 +63,10 @@ def create_session(request, path=None):
 
     path = path or request["model"]
     core = openvino.Core()
+    manifest = None
     if path.endswith(".tar") or os.path.isdir(path):
         folder, manifest = bundle_folder(path, "openvino")
-        xml = os.path.join(folder, manifest["files"]["xml"])
-        model_path = xml
+        model_path = os.path.join(folder, manifest["files"]["xml"])
     elif path.endswith(".onnx") or path.endswith(".xml"):
         model_path = path
     else:
@@ -79,7 +79,23 @@ def create_session(request, path=None):
         compiled = core.compile_model(core.read_model(model_path), DEVICE, config)
     except Exception as exc:  # OpenVINO raises RuntimeError for most failures
         raise RuntimeFailure("OpenVINO %s cannot load %s: %s" % (version(), path, " ".join(str(exc).split())[:400]))
-    return Session(compiled, {})
+    session = Session(compiled, {})
+    if manifest is not None:
+        _check_against_manifest(session, manifest, path)
+    return session
+
+
+def _check_against_manifest(session, manifest, path):
+    """The bundle's manifest must describe the IR it holds: the same names, fixed sizes where the IR fixes them."""
+    for side, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        stated = [(e["name"], e["shape"]) for e in manifest[side]]
+        actual = [(a.name, a.shape) for a in args]
+        agree = len(stated) == len(actual) and all(
+            name == real_name and len(shape) == len(real_shape) and all(
+                not isinstance(d, int) or not isinstance(r, int) or d == r for d, r in zip(shape, real_shape))
+            for (name, shape), (real_name, real_shape) in zip(stated, actual))
+        if not agree:
+            raise BundleError("model bundle %s: its manifest's %s %s are not the IR's %s" % (path, side, stated, actual))
 
 
 def settings_of(session, request):

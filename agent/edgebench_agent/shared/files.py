@@ -84,27 +84,44 @@ def pack_files(paths, out):
                 archive.addfile(info, handle)
 
 
-def unpacked_folder(path, what):
-    """The folder of a packed archive's files: `path` itself when it is a folder, else the archive unpacked beside
-    it once. Only plain files with plain names are taken (an archive never writes outside its folder: no links,
-    no folders, no `..`); anything else is an InputError naming `what`."""
+def unpacked_folder(path, what, folder=None, max_members=None):
+    """The folder of a packed archive's files: `path` itself when it is a folder, else the archive unpacked once into
+    `folder` (default: beside it). Only plain files with plain, printable names are taken, each once (an archive
+    never writes outside its folder: no links, no folders, no `..`, no sparse members that inflate past the archive's
+    own size); anything else, or more than `max_members`, is an InputError naming `what`. An unpacking that died
+    (its `.part-PID` folder, whose process is gone) is swept away first."""
     import tarfile
 
     from .inputs import InputError
 
     if os.path.isdir(path):
         return path
-    folder = path + UNPACKED_SUFFIX
+    folder = folder or path + UNPACKED_SUFFIX
     if os.path.isdir(folder):
         return folder
+    parent = os.path.dirname(os.path.abspath(folder))
+    if not os.path.isdir(parent):
+        os.makedirs(parent)
+    _sweep_dead_parts(folder)
     part = "%s.part-%d" % (folder, os.getpid())
     os.makedirs(part)
     try:
+        seen = set()
+        size = os.path.getsize(path)
         with tarfile.open(path, mode="r:") as archive:
             for member in archive:
                 name = member.name
-                if not member.isfile() or name != os.path.basename(name) or name.startswith(".") or not name:
+                if (not member.isfile() or member.issparse() or name != os.path.basename(name) or name.startswith(".")
+                        or not name or not name.isprintable()):
                     raise InputError("the %s %s holds %r, which is not a plain file" % (what, path, name))
+                if member.offset_data + member.size > size:  # an uncompressed archive holds every byte it unpacks
+                    raise InputError("the %s %s says %r has %d bytes, more than the archive holds"
+                                     % (what, path, name, member.size))
+                if name in seen:
+                    raise InputError("the %s %s holds %r twice" % (what, path, name))
+                seen.add(name)
+                if max_members is not None and len(seen) > max_members:
+                    raise InputError("the %s %s holds more than %d files" % (what, path, max_members))
                 source = archive.extractfile(member)
                 if source is None:
                     raise InputError("the %s %s cannot give %r back" % (what, path, name))
@@ -126,3 +143,18 @@ def unpacked_folder(path, what):
 
             shutil.rmtree(part, ignore_errors=True)
     return folder
+
+
+def _sweep_dead_parts(folder):
+    """Remove `folder.part-PID` folders whose process has died (killed while unpacking)."""
+    import glob
+    import shutil
+
+    for part in glob.glob(glob.escape(folder) + ".part-*"):
+        try:
+            pid = int(part.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except (ValueError, PermissionError):  # not ours to judge: another user's process is alive
+            continue
+        except OSError:  # no such process: nothing will finish this one
+            shutil.rmtree(part, ignore_errors=True)
