@@ -229,7 +229,11 @@ def bundle_folder(path, runtime):
     if os.path.isdir(path):
         return path, read_manifest(path, runtime, what)
     try:
-        folder = os.path.join(bundle_cache(), sha256_file(path))
+        sha = sha256_file(path)
+        parent = os.path.dirname(os.path.abspath(path))
+        # Uploaded by `bench deploy` (the board's cache keeps each upload in a folder named by its sha256): unpacked
+        # inside that entry, so `bench clean` trims it with the upload. Anything else: the user's cache, by content.
+        folder = os.path.join(parent, "unpacked") if os.path.basename(parent) == sha else os.path.join(bundle_cache(), sha)
         unpacked_folder(path, "model bundle", folder=folder, max_members=MAX_BUNDLE_MEMBERS)
     except InputError as exc:
         raise BundleError(str(exc))
