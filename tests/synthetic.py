@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-GOLDEN = Path(__file__).parent / "golden" / "result_v4.json"
+GOLDEN = Path(__file__).parent / "golden" / "result_v5.json"
 _TEMPLATE = json.loads(GOLDEN.read_text())
 
 

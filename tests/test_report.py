@@ -141,13 +141,15 @@ def test_older_schemas_migrate_on_load(tmp_path, monkeypatch):
     monkeypatch.setitem(results.MIGRATIONS, 0, v0_to_v1)
     (tmp_path / "old.json").write_text(json.dumps(old))
     loaded = results.load_result(tmp_path / "old.json")
-    assert loaded["schema_version"] == 4 and loaded["measurements"]["repeats"]
+    assert loaded["schema_version"] == 5 and loaded["measurements"]["repeats"]
     assert loaded["settings"]["scenario"] is None  # every version 1 run was single-stream
     assert loaded["settings"]["pipeline"] is None and loaded["pipeline"] is None  # nor was any run end to end
     assert loaded["settings"]["energy"] is None and loaded["energy"] is None  # nor had any an energy pass
-    for version in (2, 3):  # each real older version lifts to the current one
+    assert loaded["settings"]["runtime"] == "onnxruntime" and loaded["measurements"]["runtime"]["name"] == "onnxruntime"
+    for version in (2, 3, 4):  # each real older version lifts to the current one
         older = results.load_result(Path(__file__).parent / "golden" / f"result_v{version}.json")
-        assert older["schema_version"] == 4 and older["pipeline"] is None and older["energy"] is None
+        assert older["schema_version"] == 5 and older["pipeline"] is None and older["energy"] is None
+        assert older["settings"]["runtime"] == "onnxruntime"
     monkeypatch.delitem(results.MIGRATIONS, 0)
     with pytest.raises(results.ResultError, match="schema 0 is too old"):
         results.load_result(tmp_path / "old.json")

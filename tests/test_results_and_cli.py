@@ -12,7 +12,7 @@ from edgebench import report, results
 from edgebench.errors import ResultError
 from tests.conftest import EXAMPLES, FAST_RUN, assert_one_line_error
 
-GOLDEN = Path(__file__).parent / "golden" / "result_v4.json"
+GOLDEN = Path(__file__).parent / "golden" / "result_v5.json"
 
 
 def _key_tree(document, depth=2):
@@ -25,7 +25,7 @@ def _key_tree(document, depth=2):
 def test_a_version_1_result_reads_as_version_2():
     v1 = Path(__file__).parent / "golden" / "result_v1.json"
     assert json.loads(v1.read_text())["schema_version"] == 1
-    assert results.load_result(v1) == json.loads(GOLDEN.read_text())  # the v4 golden is v1, migrated
+    assert results.load_result(v1) == json.loads(GOLDEN.read_text())  # the v5 golden is v1, migrated
     assert report.run_row(results.load_result(v1))["scenario"] == "single-stream"
 
 

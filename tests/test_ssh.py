@@ -19,7 +19,7 @@ from edgebench.targets import load_inventory, resolve_target
 from tests.conftest import FAST_RUN, FAST_REQUEST, assert_one_line_error
 from tests.sshd import NON_ROOT_USER
 
-GOLDEN = Path(__file__).parent / "golden" / "result_v4.json"
+GOLDEN = Path(__file__).parent / "golden" / "result_v5.json"
 
 
 def _key_tree(document, depth=2):

@@ -159,7 +159,8 @@ def follow(folder, wait, run_timeout_s=None):
             done = True
         if done or not running:
             if not done and not os.path.exists(os.path.join(folder, "exit_code")):
-                message = ("the agent process ended without a result (killed: out of memory, or SIGKILL); "
+                message = ("the agent process ended without a result (killed: out of memory, SIGKILL, or a crash in "
+                           "native code such as a runtime library); "
                            "its last output is in %s" % log_path)
                 finish(folder, failed_reply("killed", message), EXIT_RUN_FAILED)
             _forward(log_path, position)

@@ -17,8 +17,9 @@ SCHEMA_VERSION history:
       source, scope, rails, sample rate, idle and load windows, raw readings and the figures: average and idle
       power, mJ per inference total and above idle with a batch-means interval, inferences per joule; or
       `available: false` with the reason). A version 3 file reads as version 4 with both null.
-      Added since, optional: settings.runtime (absent: onnxruntime) and measurements.runtime (name, version and
-      what the runtime was told and did: threads, precision).
+  5 - runtimes: settings.runtime (onnxruntime, openvino, ncnn, litert) and measurements.runtime (name, version,
+      and what the runtime was told and did: threads, precision). A version 4 file reads as version 5 with
+      onnxruntime, its version from the target's info.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from . import __version__
 from .agentlib import atomic_file
 from .errors import ResultError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # What a result keeps of the agent's run reply.
 MEASUREMENT_KEYS = ("started_at", "finished_at", "providers", "runtime", "inputs", "outputs", "repeats", "memory", "telemetry",
@@ -71,9 +72,24 @@ def _v3_to_v4(document: dict) -> dict:
             **({"settings": settings} if isinstance(settings, dict) else {})}
 
 
+def _v4_to_v5(document: dict) -> dict:
+    """Every version 4 run was measured by onnxruntime."""
+    settings = document.get("settings")
+    if isinstance(settings, dict):
+        settings = {**settings, "runtime": settings.get("runtime") or "onnxruntime"}
+    measurements = document.get("measurements")
+    if isinstance(measurements, dict) and "runtime" not in measurements:
+        info = (document.get("target") or {}).get("info") if isinstance(document.get("target"), dict) else None
+        version = info.get("onnxruntime_version") if isinstance(info, dict) else None
+        measurements = {**measurements, "runtime": {"name": "onnxruntime", "version": version}}
+    return {**document, "schema_version": 5, **({"settings": settings} if isinstance(settings, dict) else {}),
+            **({"measurements": measurements} if isinstance(measurements, dict) else {})}
+
+
 MIGRATIONS[1] = _v1_to_v2
 MIGRATIONS[2] = _v2_to_v3
 MIGRATIONS[3] = _v3_to_v4
+MIGRATIONS[4] = _v4_to_v5
 
 
 def parse_time(text) -> datetime.datetime | None:
