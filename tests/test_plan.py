@@ -150,3 +150,63 @@ def test_a_plan_model_without_a_size_for_its_free_dim_fails_at_dry_run(bench, tm
     batch = plan.read_text().replace("targets: [local]", "targets: [local]\nsettings: {batch: [1, 4]}")
     plan.write_text(batch.replace("targets:\n- local", "targets:\n- local\nsettings: {batch: [1, 4]}"))
     assert bench("run", plan, "--dry-run").code == 0
+
+
+def _warm_agents(cache: str) -> list[int]:
+    """pids of the warm agents serving this board cache (forkserver.py)."""
+    done = subprocess.run(["pgrep", "-f", f"_warm --cache {cache}"], capture_output=True, text=True)
+    return [int(pid) for pid in done.stdout.split()]
+
+
+def test_a_plans_cells_are_forked_by_a_warm_agent_that_is_replaced_when_it_dies(bench, tmp_path, ssh_board, inventory):
+    """One connection and one warm agent per board for a plan: the first cell starts fresh and starts the warm
+    agent, the others are forked from it (each its own process, session and result); a warm agent killed between
+    plans is replaced, and nothing is lost."""
+    inv = inventory(ssh_board)
+    plan = write_plan(tmp_path, ["sshroot"])
+    done = bench("run", plan, "--inventory", inv, "--results", tmp_path / "r")
+    assert done.code == 0, done.stderr
+    first = _warm_agents(ssh_board.work_dir)
+    assert len(first) == 1, "no warm agent (or more than one) served the plan"
+    documents = _results(tmp_path / "r")
+    assert len(documents) == 4 and all(d["status"] == "ok" for d in documents)
+    pids = {Path(ssh_board.work_dir, "done", d["run_id"], "pid").read_text() for d in documents}
+    assert len(pids) == 4  # four processes, never one reused
+    os.kill(first[0], signal.SIGKILL)  # the warm agent dies between two plans
+    again = bench("run", plan, "--inventory", inv, "--results", tmp_path / "r2", "--force")
+    assert again.code == 0, again.stderr
+    assert len(_results(tmp_path / "r2")) == 4
+    replaced = _warm_agents(ssh_board.work_dir)
+    assert len(replaced) == 1 and replaced != first
+
+
+@pytest.mark.fault
+def test_a_warm_agent_that_dies_mid_request_fails_that_cell_with_the_reason(tmp_path):
+    """The fault a real warm agent cannot produce on demand: it takes the request and dies before answering. The
+    run is failed with the reason, never started twice; the launcher does not hang."""
+    import json
+    import socket
+
+    from edgebench_agent import forkserver, jobs
+
+    cache = tmp_path / "cache"
+    folder = Path(jobs.run_dir(str(cache), "r1"))
+    folder.mkdir(parents=True)
+    (folder / "request.json").write_text(json.dumps({"model": "/nonexistent.onnx"}))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(forkserver.address(str(cache)))
+    listener.listen(1)
+    import threading
+
+    def die_mid_request():
+        connection, _ = listener.accept()
+        connection.recv(4096)
+        connection.close()  # gone without saying which process runs the job
+
+    threading.Thread(target=die_mid_request, daemon=True).start()
+    code, text = jobs.launch(str(cache), "r1", 5.0, 30.0, warm=True)
+    listener.close()
+    reply = json.loads(text)
+    assert code == 1 and reply["error"]["kind"] == "killed"
+    assert "warm agent ended before starting this run" in reply["error"]["message"]
+    assert not (folder / "pid").exists()  # nothing was started for it

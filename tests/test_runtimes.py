@@ -130,7 +130,7 @@ def test_a_plan_sweeps_runtimes_and_the_api_takes_them(digits_bundles, tmp_path)
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--runtime", "openvino", "--inter-op-threads", "2"], ["inter-op threads", "onnxruntime setting", "openvino"]),
+    (["--runtime", "OpenVINO", "--inter-op-threads", "2"], ["--inter-op-threads", "onnxruntime setting", "openvino"]),
     (["--runtime", "ncnn", "--spin-wait"], ["--spin-wait", "onnxruntime setting"]),
     (["--runtime", "tensorflow"], ["unknown runtime 'tensorflow'", "onnxruntime, openvino, ncnn, litert"]),
 ])

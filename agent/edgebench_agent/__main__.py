@@ -52,6 +52,12 @@ def _request_from_flags(args):
         value = getattr(args, field)
         if value is not None:
             raw[field] = value
+    if args.runtime is None:  # a bundle or a .tflite says which runtime it is for, as on the host
+        from .runtimes import runtime_of_file
+
+        found = runtime_of_file(raw["model"])
+        if found:
+            raw["runtime"] = found
     if args.warmup is not None:
         raw["warmup_min_iterations"] = args.warmup
     if args.cpus:
@@ -130,11 +136,16 @@ def build_parser():
     for name, text in (("launch", "start the run whose request is in the cache, detached, and follow it"),
                        ("attach", "follow a detached run until it ends, then print its reply"),
                        ("kill", "kill a detached run's process group and record the reason"),
-                       ("_job", None)):
+                       ("_job", None), ("_warm", None)):
         # _job is the detached process itself: internal, so it is left out of the help (no help= at all)
         job = commands.add_parser(name, help=text) if text else commands.add_parser(name)
         job.add_argument("--cache", required=True, metavar="DIR", help="the agent's cache folder on this board")
+        if name == "_warm":  # the warm agent (forkserver.py): internal, like _job
+            continue
         job.add_argument("--run", required=True, metavar="ID", help="run id (a folder under DIR/runs)")
+        if name == "launch":
+            job.add_argument("--warm", action="store_true",
+                             help="fork the run from the board's warm agent (imports done once per plan)")
         if name in ("launch", "_job"):
             job.add_argument("--lock-timeout", type=float, default=600.0, metavar="S",
                              help="wait this long for another benchmark to finish (default 600)")
@@ -378,7 +389,7 @@ def main(argv=None):
         try:
             if args.command == "info":
                 code, reply = EXIT_OK, info(args.cache)
-            elif args.command in ("launch", "attach", "kill", "_job", "runs", "sha256", "clean"):
+            elif args.command in ("launch", "attach", "kill", "_job", "_warm", "runs", "sha256", "clean"):
                 code, text = _job_command(args)
             else:
                 missing = _missing_dependency()
@@ -421,8 +432,12 @@ def _job_command(args):
 
     if args.command == "_job":
         return jobs.job(args.cache, args.run, args.lock_timeout), None
+    if args.command == "_warm":
+        from . import forkserver
+
+        return forkserver.serve(args.cache), None
     if args.command == "launch":
-        code, text = jobs.launch(args.cache, args.run, args.lock_timeout, args.run_timeout)
+        code, text = jobs.launch(args.cache, args.run, args.lock_timeout, args.run_timeout, args.warm)
     elif args.command == "attach":
         code, text = jobs.attach(args.cache, args.run, args.run_timeout)
     elif args.command == "kill":

@@ -464,13 +464,14 @@ def normalize_runtime(req):
         raise RequestError("runtime must be one of %s, got %r" % (", ".join(RUNTIMES), name))
     if name == "onnxruntime":
         return
-    for field, default, what in (("inter_op_threads", 0, "inter-op threads"), ("spin_wait", None, "--spin-wait"),
-                                 ("provider", "CPUExecutionProvider", "an execution provider"),
-                                 ("provider_options", {}, "provider options"), ("profile", None, "--profile"),
-                                 ("graph_optimization_level", "all", "a graph optimization level")):
+    for field, default, flag in (("inter_op_threads", 0, "--inter-op-threads"), ("spin_wait", None, "--spin-wait"),
+                                 ("provider", "CPUExecutionProvider", "--provider"),
+                                 ("provider_options", {}, "--provider-option"), ("profile", None, "--profile"),
+                                 ("graph_optimization_level", "all", "--graph-optimization")):
         if req[field] != default:
             raise RequestError("%s is an onnxruntime setting that %s has no equivalent of: leave it out with "
-                               "--runtime %s (its threads come from --threads)" % (what, name, name))
+                               "--runtime %s%s" % (flag, name, name, " (its threads come from --threads)"
+                                                   if field == "inter_op_threads" else ""))
 
 
 def reply_digest(reply):

@@ -37,6 +37,7 @@ class Board:
         self._cache = None
         self._agent = None
         self._run_timeout = None
+        self.warm_agent = False  # a plan's runs: forked by the board's warm agent (imports once per plan)
 
     def close(self) -> None:
         self.transport.close()
@@ -258,7 +259,8 @@ class Board:
         try:
             try:
                 result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(lock_timeout),
-                                       "--run-timeout", str(timeout)], timeout=host_timeout, on_event=on_event)
+                                       "--run-timeout", str(timeout), *(["--warm"] if self.warm_agent else [])],
+                                      timeout=host_timeout, on_event=on_event)
             except LinkLost as lost:
                 result = self._reattach(run_id, deadline, on_event, lost)
         except AgentTimeout:

@@ -101,7 +101,7 @@ def main_options(
 @app.command()
 @cli_errors
 def deploy(
-    models: Annotated[list[Path], typer.Argument(help="ONNX model files to benchmark.", show_default=False)],
+    models: Annotated[list[Path], typer.Argument(help="Models to benchmark: .onnx, or another runtime's bundle from `bench convert` (.ncnn.tar, .openvino.tar, .litert.tar) or a .tflite.", show_default=False)],
     target: Annotated[str, typer.Option("--target", "-t", help="Target(s): `local`, inventory names, a,b for a fleet, tag:arm for every target so tagged.")] = "local",
     results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
     inputs: Annotated[Optional[Path], typer.Option(help="Input arrays by input name (.npz, no pickled objects).")] = None,
@@ -116,11 +116,11 @@ def deploy(
     repeats: Annotated[Optional[int], typer.Option(help="Fresh sessions to measure.")] = None,
     threads: Annotated[Optional[str], typer.Option("--threads", help="Threads of the runtime (onnxruntime's intra-op; 0 = the runtime's default); a list sweeps: 1,2,4.")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Size of the free batch dimension; a list sweeps: 1,8.")] = None,
-    inter_op_threads: Annotated[Optional[int], typer.Option(help="Inter-op threads (0 = default).")] = None,
-    provider: Annotated[Optional[str], typer.Option(help="Execution provider: cpu, cuda, tensorrt, xnnpack, ... or a full name; a list sweeps.")] = None,
-    runtime: Annotated[Optional[str], typer.Option("--runtime", metavar="NAME[,NAME]", help="Runtime(s) that measure the model: onnxruntime (default), openvino, ncnn, litert; a list sweeps. ncnn and litert run the bundle `bench convert` made.")] = None,
+    inter_op_threads: Annotated[Optional[int], typer.Option(help="onnxruntime: inter-op threads (0 = default).")] = None,
+    provider: Annotated[Optional[str], typer.Option(help="onnxruntime's execution provider: cpu, cuda, tensorrt, xnnpack, ... or a full name; a list sweeps.")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", metavar="NAME[,NAME]", help="Runtime(s) that measure the model: onnxruntime (default for an .onnx), openvino, ncnn, litert; a list sweeps. An .onnx runs as it is on onnxruntime and openvino, as its `bench convert` bundle on ncnn and litert; a bundle or .tflite runs on its own runtime.")] = None,
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="Execution provider option KEY=VALUE.")] = None,
-    graph_optimization: Annotated[Optional[str], typer.Option(help="Graph optimisation level: disable, basic, extended, all.")] = None,
+    graph_optimization: Annotated[Optional[str], typer.Option(help="onnxruntime's graph optimisation level: disable, basic, extended, all.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds before a run is killed (default: from the run's maximums).")] = None,
     cpus: Annotated[Optional[str], typer.Option(help="Pin the run to these CPUs of the board, e.g. 2,3.")] = None,
     spin_wait: Annotated[Optional[bool], typer.Option("--spin-wait/--no-spin-wait", help="onnxruntime thread spinning (default: its own).")] = None,

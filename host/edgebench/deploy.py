@@ -7,6 +7,7 @@ that fails on the board is recorded as a failed result and the other models go o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -446,8 +447,9 @@ def _profile_summary(board: Board, reply: dict | None) -> dict | None:
 
 
 def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunSettings], results_dir: Path,
-           on_event: ModelEvent | None = None, annotate: dict | None = None) -> DeployReport:
-    """Every model under every settings cell (a sweep) on one target, over one connection."""
+           on_event: ModelEvent | None = None, annotate: dict | None = None, board: Board | None = None) -> DeployReport:
+    """Every model under every settings cell (a sweep) on one target, over one connection: `board`, an open one
+    the caller keeps (a plan's cells share it), or one opened and closed here."""
     cells = settings if isinstance(settings, list) else [settings]
     if models:
         cells = [with_test_data_inputs(cell, Path(models[0])) for cell in cells]
@@ -462,7 +464,7 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
              for i, cell in enumerate(cells) for j, (m, block) in enumerate(per_cell[i])}
     pipelines = plan_pipelines(models, cells)
     outcomes = []
-    with Board(target) as board:
+    with contextlib.nullcontext(board) if board is not None else Board(target) as board:
         infos = [check_board(board, [block for _, block in per_cell[i]], cell) for i, cell in enumerate(cells)]
         target_block = {**target.describe(), "info": infos[0]}
         recovered = recover(board, results_dir)

@@ -248,7 +248,7 @@ def runtime_tables(documents: list[dict]) -> list[str]:
                         f"<td>{row['vs_fastest']:.2f}&times;</td><td class='text{failed}'>{row['accuracy']}</td>"
                         f"<td>{top1}</td></tr>")
         parts.append(f"<p>{html.escape(group['model'])} on {html.escape(group['target'])}</p><table><tr><th>#</th>"
-                     "<th>runtime</th><th>p50 µs</th><th>vs fastest</th><th>accuracy</th><th>top-1 %</th></tr>"
+                     "<th>runtime</th><th>p50 µs</th><th>× the fastest's p50</th><th>accuracy</th><th>top-1 %</th></tr>"
                      + "".join(rows) + "</table>")
     return parts
 

@@ -28,9 +28,11 @@ def load_model_proto(path: Path, load_external_data: bool = False):
     if path.suffix in (".tar", ".tflite"):  # another runtime's model: this step reads ONNX graphs only
         raise ModelError(f"{path} is a model for another runtime, not an ONNX model: this command takes an .onnx",
                          "give the .onnx it was converted from; `bench deploy` runs the bundle itself")
+    from google.protobuf import json_format, text_format
+
     try:
         model = onnx.load(str(path), load_external_data=load_external_data)
-    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+    except (DecodeError, json_format.ParseError, text_format.ParseError, RuntimeError, ValueError, OSError) as exc:
         raise ModelError(f"{path} is not a valid ONNX model: {one_line(exc, 200)}",
                          "re-export it, e.g. with `bench export`") from exc
     # Protobuf accepts many byte strings as an (empty) message: a real model has a graph and an IR version.
@@ -165,11 +167,15 @@ def session_io(path: Path, verbose: bool = False):
     from .agentlib import session_signature
 
     if Path(path).suffix in (".tar", ".tflite"):  # another runtime's model: its own runtime, on this host
+        from .agentlib import NUMPY_TO_ORT
         from .runtimes import inspect_artefact, runtime_of, runtime_session
 
-        session = runtime_session(Path(path), runtime_of(inspect_artefact(Path(path))) or "litert")
-    else:
-        session = host_session(path, verbose)
+        block = inspect_artefact(Path(path))
+        session = runtime_session(Path(path), runtime_of(block) or "litert")
+        # the bundle's own statement of its inputs: a runtime may drop the dimension names (OpenVINO does)
+        signature = [(e["name"], NUMPY_TO_ORT.get(e["dtype"], e["dtype"]), list(e["shape"] or [])) for e in block["inputs"]]
+        return session, signature, [o.name for o in session.get_outputs()]
+    session = host_session(path, verbose)
     return session, session_signature(session), [o.name for o in session.get_outputs()]
 
 

@@ -136,7 +136,8 @@ def runtime_names(text: str | None) -> list[str] | None:
 
     if text is None:
         return None
-    chosen = [part.strip() for part in text.split(",")]
+    aliases = {"tflite": "litert", "ort": "onnxruntime"}  # what people also call them
+    chosen = [aliases.get(part.strip().lower(), part.strip().lower()) for part in text.split(",")]
     for name in chosen:
         if name not in RUNTIMES:
             raise ConfigError(f"unknown runtime {name!r}" if name else f"--runtime {text!r} names an empty runtime",

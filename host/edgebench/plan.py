@@ -17,6 +17,7 @@ halfway is not redone from scratch.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,16 +383,27 @@ def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = Fal
         by_target.setdefault(cell.target.name, []).append(cell)
 
     def one_target(target_cells):
-        for cell in target_cells:
-            annotate = {"plan": {"name": plan.name, "sha256": plan.sha256, "file": str(plan.path), "cell": cell.key,
-                                 "model": cell.model, "variant": cell.variant}}
-            try:
-                report = deploy([cell.path], cell.target, [cell.settings], results_dir, on_event, annotate)
-                outcome.ran += [(cell, o.path) for o in report.outcomes]
-                outcome.failed += [(cell, o.document["error"]["message"]) for o in report.outcomes
-                                   if o.document["status"] != "ok"]
-            except BenchError as exc:
-                outcome.failed.append((cell, str(exc)))
+        from .board import Board
+
+        try:
+            board = Board(target_cells[0].target)  # one connection for all of this target's cells
+        except BenchError as exc:
+            outcome.failed += [(cell, str(exc)) for cell in target_cells]
+            return
+        # Each cell forked by the board's warm agent (numpy and onnxruntime imported once per plan, the sessions made
+        # in the fresh child); EDGEBENCH_WARM_AGENT=0 starts every cell as a fresh process instead.
+        board.warm_agent = len(target_cells) > 1 and os.environ.get("EDGEBENCH_WARM_AGENT", "1") != "0"
+        with board:
+            for cell in target_cells:
+                annotate = {"plan": {"name": plan.name, "sha256": plan.sha256, "file": str(plan.path), "cell": cell.key,
+                                     "model": cell.model, "variant": cell.variant}}
+                try:
+                    report = deploy([cell.path], cell.target, [cell.settings], results_dir, on_event, annotate, board)
+                    outcome.ran += [(cell, o.path) for o in report.outcomes]
+                    outcome.failed += [(cell, o.document["error"]["message"]) for o in report.outcomes
+                                       if o.document["status"] != "ok"]
+                except BenchError as exc:
+                    outcome.failed.append((cell, str(exc)))
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(by_target)))) as pool:
         list(pool.map(one_target, by_target.values()))

@@ -71,7 +71,7 @@ def _entries(args) -> list[dict]:
     from .agentlib import ORT_TO_NUMPY
 
     return [{"name": a.name, "dtype": ORT_TO_NUMPY[a.type].__name__ if a.type in ORT_TO_NUMPY else a.type,
-             "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
+             "shape": [d if isinstance(d, (int, str)) and d != "" else None for d in a.shape]} for a in args]
 
 
 def inspect_artefact(path: Path) -> dict:

@@ -212,6 +212,30 @@ def read_manifest(folder, runtime, what):
     return manifest
 
 
+def runtime_of_file(path):
+    """The runtime a model file is for, by what it is: a .tflite is LiteRT's, a bundle names its runtime; None for
+    anything else (an .onnx runs on onnxruntime unless asked otherwise)."""
+    if path.endswith(".tflite"):
+        return "litert"
+    if not path.endswith(".tar"):
+        return None
+    import tarfile
+
+    try:
+        with tarfile.open(path, mode="r:") as archive:
+            for count, member in enumerate(archive):
+                if count >= MAX_BUNDLE_MEMBERS:
+                    return None
+                if member.name == MANIFEST and member.isfile() and member.size <= MAX_MANIFEST_BYTES:
+                    handle = archive.extractfile(member)
+                    manifest = parse_manifest(handle.read(), path) if handle else None
+                    runtime = manifest.get("runtime") if isinstance(manifest, dict) else None
+                    return runtime if runtime in ROLES else None
+    except (tarfile.TarError, OSError, IOError, BundleError):
+        return None
+    return None
+
+
 def bundle_cache():
     """Where bundles are unpacked: by content, under the user's cache, never beside the file given."""
     root = os.environ.get("EDGEBENCH_BUNDLE_CACHE") or os.path.join(

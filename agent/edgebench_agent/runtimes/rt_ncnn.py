@@ -93,6 +93,11 @@ def create_session(request, path=None):
     import os
 
     path = path or request["model"]
+    if not (path.endswith(".tar") or os.path.isdir(path)):
+        from . import BundleError
+
+        raise BundleError("%s is not an ncnn bundle: ncnn runs the .tar `bench convert MODEL.onnx --to ncnn` makes"
+                          % path)
     folder, manifest = bundle_folder(path, "ncnn")
     net = ncnn.Net()
     for flag in _LOWER_PRECISION:

@@ -15,9 +15,12 @@ PRECISION = "f32"
 
 
 def version():
+    """The release (2026.4.1), not the build string OpenVINO reports (2026.4.1-22982-e213a1...-releases/2026/4)."""
     import openvino
 
-    return openvino.__version__ if hasattr(openvino, "__version__") else openvino.get_version()
+    from . import _distribution_version
+
+    return _distribution_version("openvino") or openvino.get_version()
 
 
 def _ort_type(element_type):

@@ -1,0 +1,165 @@
+"""A warm agent for plans: one process per board (and agent build, cache and Python) that has imported numpy,
+onnxruntime and the agent once, and forks a fresh child for each run of a plan.
+
+The child is what a detached job is (jobs.job): its own session and process group, stdin from /dev/null, its
+output in the run's stderr.log, the board's lock taken, sessions created, the reply and exit_code written. Only the
+interpreter start and the imports are shared, which on a Pi 4 cost about a second per run. A warm agent nobody
+asks for IDLE_S exits; one that dies is replaced by the next launch (the run it had taken fails with the reason).
+Linux only (an abstract UNIX socket: no file to leave behind, no path-length limit); elsewhere every run starts a
+fresh process, as without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+IDLE_S = 30.0  # between the runs of a plan it never idles this long; after the plan it goes away
+CONNECT_TIMEOUT_S = 10.0
+
+
+class ZygoteLost(Exception):
+    """The warm agent took a request but ended before saying which process runs it."""
+
+
+def available():
+    return sys.platform.startswith("linux")
+
+
+def address(cache):
+    """The warm agent's socket name: one per agent build, cache folder and interpreter."""
+    from .shared.files import sha256_bytes
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the .pyz, or the folder holding the package
+    key = "%s\0%s\0%s" % (root, os.path.abspath(os.path.expanduser(cache)), sys.executable)
+    return "\0edgebench-warm-agent-" + sha256_bytes(key.encode("utf-8"))[:32]
+
+
+def request_fork(cache, run, lock_timeout_s):
+    """The pid of the job the warm agent forked for `run`, or None when no warm agent answers."""
+    if not available():
+        return None
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(CONNECT_TIMEOUT_S)
+    try:
+        connection.connect(address(cache))
+    except (OSError, IOError):
+        connection.close()
+        return None
+    try:
+        connection.sendall((json.dumps({"run": run, "lock_timeout": lock_timeout_s}) + "\n").encode("utf-8"))
+        answer = _read_line(connection)
+    except (OSError, IOError) as exc:
+        raise ZygoteLost(str(exc) or type(exc).__name__)
+    finally:
+        connection.close()
+    try:
+        reply = json.loads(answer.decode("utf-8"))
+        return int(reply["pid"])
+    except (ValueError, KeyError, TypeError):
+        raise ZygoteLost("it answered %r" % answer[:200])
+
+
+def _read_line(connection, limit=65536):
+    data = b""
+    while not data.endswith(b"\n") and len(data) < limit:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.strip()
+
+
+def start(cache):
+    """Start a warm agent for this cache, detached, for the runs after this one (a second one exits at once: the
+    socket name is taken)."""
+    if not available():
+        return
+    import subprocess
+
+    from .jobs import _agent_command
+
+    folder = os.path.abspath(os.path.expanduser(cache))
+    with open(os.path.join(folder, "warm-agent.log"), "ab") as log:
+        subprocess.Popen(_agent_command() + ["_warm", "--cache", cache], stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=log, start_new_session=True, close_fds=True)
+
+
+def serve(cache):
+    """The warm agent itself: import once, then fork a job per request until idle."""
+    import numpy  # noqa: F401 - the point of a warm agent: imported once, shared by every forked run
+    import onnxruntime  # noqa: F401
+
+    from . import runner, service  # noqa: F401
+    from .jobs import run_dir
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(address(cache))
+    except (OSError, IOError):  # another warm agent already serves this cache
+        return 0
+    listener.listen(16)
+    listener.settimeout(IDLE_S)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the jobs: the launcher watches their pids
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except socket.timeout:
+            return 0
+        try:
+            connection.settimeout(CONNECT_TIMEOUT_S)
+            request = json.loads(_read_line(connection).decode("utf-8"))
+            run, lock_timeout_s = request["run"], float(request["lock_timeout"])
+            folder = run_dir(cache, run)  # refuses an id that would leave the cache
+        except Exception as exc:  # a bad request: answer it, keep serving
+            _answer(connection, {"error": "%s: %s" % (type(exc).__name__, exc)})
+            continue
+        sys.stdout.flush()  # nothing buffered here may be written twice by the child
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the job: never returns
+            listener.close()
+            connection.close()
+            _become_job(cache, run, folder, lock_timeout_s)
+        _answer(connection, {"pid": pid})
+
+
+def _answer(connection, reply):
+    try:
+        connection.sendall((json.dumps(reply) + "\n").encode("utf-8"))
+    except (OSError, IOError):
+        pass
+    finally:
+        connection.close()
+
+
+def _become_job(cache, run, folder, lock_timeout_s):
+    """In the forked child: become exactly what a detached job is, run it, and exit with its code."""
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run's own subprocesses (tegrastats, a meter) are waited for
+        os.setsid()  # its own session and process group: `kill` ends the run and everything it started
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        log = os.open(os.path.join(folder, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        from .__main__ import _interrupt
+        from .jobs import job
+
+        signal.signal(signal.SIGTERM, _interrupt)  # a polite kill still ends in a reply saying so
+        signal.signal(signal.SIGINT, _interrupt)
+        code = job(cache, run, lock_timeout_s)
+    except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into the server's loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
