@@ -59,6 +59,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/cli_start.py
 	$(PY) benchmarks/compare_scale.py
 	$(PY) benchmarks/upload.py
+	$(PY) benchmarks/plan_overhead.py
 	$(PY) benchmarks/scenarios.py
 	$(PY) benchmarks/pipeline_timer.py
 	$(PY) benchmarks/energy.py

@@ -204,7 +204,7 @@ def test_a_warm_agent_that_dies_mid_request_fails_that_cell_with_the_reason(tmp_
         connection.close()  # gone without saying which process runs the job
 
     threading.Thread(target=die_mid_request, daemon=True).start()
-    code, text = jobs.launch(str(cache), "r1", 5.0, 30.0, warm=True)
+    code, text = forkserver.launch_warm(str(cache), "r1", 5.0, 30.0)
     listener.close()
     reply = json.loads(text)
     assert code == 1 and reply["error"]["kind"] == "killed"

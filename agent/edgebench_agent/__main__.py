@@ -331,13 +331,15 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt()
 
 
-def _missing_dependency():
-    """The name of numpy or onnxruntime when this Python cannot import it, else None."""
-    for name in ("numpy", "onnxruntime"):
+def _missing_dependency(runtime="onnxruntime"):
+    """(module, pip name) of numpy or the run's runtime when this Python cannot import it, else None."""
+    from .runtimes import IMPORT_NAMES, PIP_NAMES
+
+    for name, pip_name in (("numpy", "numpy " + PIP_NAMES[runtime]), (IMPORT_NAMES[runtime], PIP_NAMES[runtime])):
         try:
             __import__(name)
         except ImportError:
-            return name
+            return name, pip_name
     return None
 
 
@@ -392,10 +394,6 @@ def main(argv=None):
             elif args.command in ("launch", "attach", "kill", "_job", "_warm", "runs", "sha256", "clean"):
                 code, text = _job_command(args)
             else:
-                missing = _missing_dependency()
-                if missing:
-                    raise RequestError("%s is not installed for %s: install it with `%s -m pip install numpy "
-                                       "onnxruntime`" % (missing, sys.executable, os.path.basename(sys.executable)))
                 if args.request:
                     raw = _read_request(args.request)
                 elif args.model:
@@ -403,6 +401,10 @@ def main(argv=None):
                 else:
                     raise RequestError("run needs MODEL.onnx or --request FILE")
                 request = normalize_run_request(raw)
+                missing = _missing_dependency(request["runtime"])  # numpy and the one runtime this run uses
+                if missing:
+                    raise RequestError("%s is not installed for %s: install it with `%s -m pip install %s`"
+                                       % (missing[0], sys.executable, os.path.basename(sys.executable), missing[1]))
                 if not os.path.exists(request["model"]):
                     raise RequestError("model file not found: %s" % request["model"])
                 if not os.path.isfile(request["model"]):  # a folder or a FIFO: reading one would fail or block
@@ -436,8 +438,12 @@ def _job_command(args):
         from . import forkserver
 
         return forkserver.serve(args.cache), None
-    if args.command == "launch":
-        code, text = jobs.launch(args.cache, args.run, args.lock_timeout, args.run_timeout, args.warm)
+    if args.command == "launch" and args.warm:
+        from . import forkserver
+
+        code, text = forkserver.launch_warm(args.cache, args.run, args.lock_timeout, args.run_timeout)
+    elif args.command == "launch":
+        code, text = jobs.launch(args.cache, args.run, args.lock_timeout, args.run_timeout)
     elif args.command == "attach":
         code, text = jobs.attach(args.cache, args.run, args.run_timeout)
     elif args.command == "kill":

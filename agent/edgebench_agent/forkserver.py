@@ -91,7 +91,11 @@ def start(cache):
 def serve(cache):
     """The warm agent itself: import once, then fork a job per request until idle."""
     import numpy  # noqa: F401 - the point of a warm agent: imported once, shared by every forked run
-    import onnxruntime  # noqa: F401
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:  # a board for other runtimes only: they are imported in the child that uses them
+        pass
 
     from . import runner, service  # noqa: F401
     from .jobs import run_dir
@@ -127,6 +131,39 @@ def serve(cache):
         _answer(connection, {"pid": pid})
 
 
+def launch_warm(cache, run, lock_timeout_s, run_timeout_s=None):
+    """`launch --warm`: the run forked by the board's warm agent and followed like a detached job; when none
+    answers, a fresh process runs it (jobs.launch) and a warm agent is started for the runs after it."""
+    from . import jobs
+    from .protocol import EXIT_RUN_FAILED, failed_reply
+
+    folder = jobs.check_launchable(cache, run)
+    try:
+        pid = request_fork(cache, run, lock_timeout_s)
+    except ZygoteLost as exc:  # it may have died with the run half-started: never start it twice
+        message = "the board's warm agent ended before starting this run (%s); the next run starts a new one" % exc
+        jobs.finish(folder, failed_reply("killed", message), EXIT_RUN_FAILED)
+        return jobs.follow(folder, lambda seconds: False, run_timeout_s)
+    if pid is None:
+        start(cache)
+        return jobs.launch(cache, run, lock_timeout_s, run_timeout_s)
+    from .shared.files import write_atomically
+
+    write_atomically(os.path.join(folder, "pid"), str(pid))
+
+    def wait_forked(seconds):  # the warm agent's child: watched by its pid (the kernel reaps it)
+        import time
+
+        time.sleep(seconds)
+        return jobs._pid_alive(pid)
+
+    return jobs.follow(folder, wait_forked, run_timeout_s)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
 def _answer(connection, reply):
     try:
         connection.sendall((json.dumps(reply) + "\n").encode("utf-8"))
@@ -147,7 +184,6 @@ def _become_job(cache, run, folder, lock_timeout_s):
         log = os.open(os.path.join(folder, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        from .__main__ import _interrupt
         from .jobs import job
 
         signal.signal(signal.SIGTERM, _interrupt)  # a polite kill still ends in a reply saying so

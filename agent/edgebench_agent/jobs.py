@@ -86,33 +86,10 @@ def _agent_command():
     return [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from edgebench_agent.__main__ import run_as_program; run_as_program()" % root]
 
 
-def launch(cache, run, lock_timeout_s, run_timeout_s=None, warm=False):
-    """Start the job detached (own session, output to files), then follow it like `attach`. With `warm` (a plan's
-    runs) the job is forked by the board's warm agent (forkserver.py), started for the next run when none answers."""
-    folder = run_dir(cache, run)
-    if not os.path.isfile(os.path.join(folder, "request.json")):
-        raise RequestError("no request for run %s in %s" % (run, folder))
-    if os.path.exists(os.path.join(folder, "pid")):
-        raise RequestError("run %s was already launched: attach to it instead" % run)
-    if warm:
-        from . import forkserver
-
-        try:
-            pid = forkserver.request_fork(cache, run, lock_timeout_s)
-        except forkserver.ZygoteLost as exc:  # it may have died with the run half-started: never start it twice
-            message = ("the board's warm agent ended before starting this run (%s); the next run starts a new one"
-                       % exc)
-            finish(folder, failed_reply("killed", message), EXIT_RUN_FAILED)
-            return follow(folder, lambda seconds: False, run_timeout_s)
-        if pid is not None:
-            write_atomically(os.path.join(folder, "pid"), str(pid))
-
-            def wait_forked(seconds):  # the warm agent's child: watched by its pid (the kernel reaps it)
-                time.sleep(seconds)
-                return _pid_alive(pid)
-
-            return follow(folder, wait_forked, run_timeout_s)
-        forkserver.start(cache)  # for the runs after this one; this one starts fresh, as without it
+def launch(cache, run, lock_timeout_s, run_timeout_s=None):
+    """Start the job detached (own session, output to files), then follow it like `attach`. (A plan's runs are
+    forked by the board's warm agent instead: forkserver.launch_warm.)"""
+    folder = check_launchable(cache, run)
     with open(os.path.join(folder, "stderr.log"), "ab") as log:
         process = subprocess.Popen(
             _agent_command() + ["_job", "--cache", cache, "--run", run, "--lock-timeout", str(lock_timeout_s)],
@@ -128,6 +105,16 @@ def launch(cache, run, lock_timeout_s, run_timeout_s=None, warm=False):
         return process.poll() is None
 
     return follow(folder, wait, run_timeout_s)
+
+
+def check_launchable(cache, run):
+    """The run's folder, when it holds a request that was never launched; RequestError otherwise."""
+    folder = run_dir(cache, run)
+    if not os.path.isfile(os.path.join(folder, "request.json")):
+        raise RequestError("no request for run %s in %s" % (run, folder))
+    if os.path.exists(os.path.join(folder, "pid")):
+        raise RequestError("run %s was already launched: attach to it instead" % run)
+    return folder
 
 
 def _pid_alive(pid):

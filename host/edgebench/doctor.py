@@ -49,7 +49,7 @@ def diagnose(target, info: dict) -> list[Finding]:
     energy = info.get("energy")
     if isinstance(energy, dict):  # informational: a board without a power sensor is still ready to benchmark
         findings.append(Finding("energy", True, f"{energy.get('source')} ({energy.get('scope')})" if energy.get("available")
-                                else f"no power sensor ({energy.get('reason')}); --power-command reads an external meter"))
+                                else f"none found ({energy.get('reason')}); --power-command reads an external meter"))
     cache = info.get("cache") or {}
     free = cache.get("free_bytes")
     if free is not None:
