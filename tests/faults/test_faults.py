@@ -60,8 +60,11 @@ def _wait_for_run(runs: Path, timeout: float = 60) -> Path:
 
 
 def _bench(*args, env=None):
+    # SIGINT back to its default in the child: a suite started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored (the Ctrl-C tests would prove nothing).
     return subprocess.Popen([sys.executable, "-m", "edgebench", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_link_dropped_mid_upload_retries_cleanly(bench, tmp_path, ssh_board):
