@@ -150,14 +150,7 @@ def launch_warm(cache, run, lock_timeout_s, run_timeout_s=None):
     from .shared.files import write_atomically
 
     write_atomically(os.path.join(folder, "pid"), str(pid))
-
-    def wait_forked(seconds):  # the warm agent's child: watched by its pid (the kernel reaps it)
-        import time
-
-        time.sleep(seconds)
-        return jobs._pid_alive(pid)
-
-    return jobs.follow(folder, wait_forked, run_timeout_s)
+    return jobs.attach(cache, run, run_timeout_s)  # not our child: followed by its pid (the kernel reaps it)
 
 
 def _interrupt(signum, frame):

@@ -353,8 +353,7 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
                        "size_bytes": model_path.stat().st_size, "ir_version": parent_proto.ir_version,
                        "opsets": {(o.domain or "ai.onnx"): o.version for o in parent_proto.opset_import}},
             "settings": settings,
-            "tools": {**tool_versions(), **({kind: settings.get(kind) or settings.get("converter")}
-                                            if kind in RUNTIME_KINDS else {})},
+            "tools": tool_versions(),  # (a runtime conversion's own converter versions are in its settings)
             "parity": variant.parity,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }

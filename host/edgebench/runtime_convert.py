@@ -55,7 +55,7 @@ def to_ncnn(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
     for position, (name, ort_type, shape) in enumerate(signature):
         if ort_type != "tensor(float)":
             raise ValueError(f"ncnn takes float32 inputs only; input {name!r} is {ort_type}")
-        concrete = [d if isinstance(d, int) else dims.get(d, dims.get(f"{name}:{axis}", 1)) for axis, d in enumerate(shape)]
+        concrete = fixed_shape(name, shape, dims)
         if not concrete or concrete[0] != 1:
             raise ValueError(f"ncnn runs one sample at a time, but input {name!r} has shape {concrete} "
                              "(export the model with batch 1 or a free batch dimension)")
@@ -81,6 +81,11 @@ def to_ncnn(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
                    for index, (meta, value) in enumerate(zip(session.get_outputs(), outputs))]
     write_bundle(out, "ncnn", {"param": param, "bin": weights}, entries_in, entries_out, scratch)
     return {"converter": "pnnx", "pnnx": _pnnx_version(), "ncnn": ncnn.__version__, "inputshape": shapes, "fp16": False}
+
+
+def fixed_shape(name: str, shape: list, dims: dict) -> list[int]:
+    """An input's shape for a static graph: free dimensions at their --dim size (by name or input:axis), else 1."""
+    return [d if isinstance(d, int) else dims.get(d, dims.get(f"{name}:{axis}", 1)) for axis, d in enumerate(shape)]
 
 
 def _zeros(shape):
@@ -129,8 +134,7 @@ def to_litert(model_path: Path, out: Path, scratch: Path, options: dict) -> dict
 
     session, signature, _ = session_io(model_path)
     dims = options.get("dims") or {}
-    shapes = [[d if isinstance(d, int) else dims.get(d, dims.get(f"{name}:{axis}", 1)) for axis, d in enumerate(shape)]
-              for name, _, shape in signature]
+    shapes = [fixed_shape(name, shape, dims) for name, _, shape in signature]
     tflite = scratch / "model.tflite"
     job = {"onnx": str(Path(model_path).resolve()), "spec": spec, "out": str(tflite), "shapes": shapes,
            "dtypes": [t for _, t, _ in signature]}

@@ -22,9 +22,6 @@ from ..protocol import RUNTIMES  # noqa: E402 - the contract names them
 # What `pip install` adds each runtime to a board, and the module that proves it is there.
 PIP_NAMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn", "litert": "ai-edge-litert"}
 IMPORT_NAMES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn", "litert": "ai_edge_litert"}
-# Model files each runtime reads (a bundle `.tar` names its runtime in its manifest).
-SUFFIXES = {"onnxruntime": (".onnx", ".ort"), "openvino": (".onnx", ".tar"), "ncnn": (".tar",),
-            "litert": (".tflite", ".tar")}
 
 MANIFEST = "edgebench-model.json"
 BUNDLE_VERSION = 1
@@ -272,10 +269,6 @@ MAX_BUNDLE_MEMBERS = 16
 def manifest_args(entries):
     return [Arg(e["name"], NUMPY_TO_ORT[e["dtype"]], e["shape"]) for e in entries]
 
-
-def threads_setting(request):
-    """The thread count a runtime is given: the request's intra-op threads, 0 meaning the runtime's default."""
-    return request["intra_op_threads"]
 
 
 def create_session(request):

@@ -41,7 +41,7 @@ def create_session(request, path=None):
     """An InferenceSession with the request's settings. Raises SessionError (kind, message) when it cannot be."""
     import onnxruntime as ort
 
-    from . import SessionError
+    from . import SessionError, _one_line
 
     path = path or request["model"]
     provider = request["provider"]
@@ -66,8 +66,3 @@ def create_session(request, path=None):
 
 def settings_of(session, request):
     return {"intra_op_threads": request["intra_op_threads"], "inter_op_threads": request["inter_op_threads"]}
-
-
-def _one_line(exc):
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 400 else text[:397] + "..."
