@@ -78,6 +78,24 @@ def test_the_server_schedule_is_poisson_and_seeded():
     assert statistics.pstdev(gaps) / statistics.mean(gaps) == pytest.approx(1.0, rel=0.05)  # exponential: CV 1
 
 
+def test_a_multi_stream_query_is_its_samples_back_to_back():
+    calls, now = [], [0]
+
+    def clock():
+        return now[0]
+
+    def run(_outputs, feeds):
+        calls.append(feeds)
+        now[0] += 1000  # each inference takes 1 µs on this clock
+
+    latencies = scenarios.multi_stream(run, {"x": 1}, per_query=4, min_queries=5, min_seconds=0, max_queries=100,
+                                       max_seconds=10, clock=clock)
+    assert latencies == [4000] * 5 and len(calls) == 20  # one latency per query, spanning all four of its samples
+    capped = scenarios.multi_stream(run, {"x": 1}, per_query=2, min_queries=10**6, min_seconds=100, max_queries=3,
+                                    max_seconds=100, clock=clock)
+    assert capped == [2000] * 3  # max_queries ends the run even before the minimum time
+
+
 # ------------------------------------------------------------------------------------ on the boards
 def test_every_scenario_on_local(bench, tmp_path):
     runs = {
@@ -99,8 +117,9 @@ def test_every_scenario_on_local(bench, tmp_path):
     assert multi["settings"]["scenario"]["samples_per_query"] == 4
     (repeat,) = multi["measurements"]["repeats"]
     assert repeat["scenario"]["queries"] == len(repeat["samples_ns"]) >= 44
-    # a query is four inferences back to back: its median latency is about four single ones
-    assert statistics.median(repeat["samples_ns"]) > 2.5 * statistics.median(
+    # a query is four inferences back to back (counted exactly in test_a_multi_stream_query_is_its_samples_back_to_back;
+    # across two runs on a busy machine only the direction is safe to assert)
+    assert statistics.median(repeat["samples_ns"]) > statistics.median(
         documents["single"]["measurements"]["repeats"][0]["samples_ns"])
     assert report.run_row(multi)["p99_es_ms"] is not None
 

@@ -110,9 +110,9 @@ def _slug(text: str) -> str:
 
 
 def new_run_id(model_name: str, target_name: str, when: datetime.datetime | None = None) -> str:
-    """Sortable, unique and safe as a file name: 20261127T160512Z-setnet-local-3fa2c1."""
+    """Sortable, unique and safe as a file name: 20261127T160512Z-setnet-local-3fa2c1d0."""
     when = when or utc_now()
-    return f"{when:%Y%m%dT%H%M%SZ}-{_slug(model_name)}-{_slug(target_name)}-{secrets.token_hex(3)}"
+    return f"{when:%Y%m%dT%H%M%SZ}-{_slug(model_name)}-{_slug(target_name)}-{secrets.token_hex(4)}"
 
 
 def build_result(*, run_id: str, created_at: str, model: dict, target: dict, settings: dict,
