@@ -18,8 +18,8 @@ SYSTEM_PACKAGES := openssh-server iproute2 chromium qemu-user-static
 # The venv is (re)built only when pyproject.toml changes: a second `make` is instant.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,examples,notebook,index,runtimes]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import edgebench, edgebench_agent, torch, onnx, onnxruntime, openvino, ncnn, ai_edge_litert"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,examples,notebook,index,runtimes,farm]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import edgebench, edgebench_agent, torch, onnx, onnxruntime, openvino, ncnn, ai_edge_litert, labgrid"
 	@touch $@
 
 # torch stays pinned to the wheel on disk (a plain `torch` would pull a CUDA build).

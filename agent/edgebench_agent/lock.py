@@ -1,5 +1,9 @@
 """The board's benchmark lock: one benchmark (or cache clean-up) at a time, so two never measure each other.
-Used by detached jobs and by the cache cleaner."""
+Used by detached jobs and by the cache cleaner.
+
+Every hold is also logged, once released, as a JSON line in <cache>/lock.log (run, pid, held from/to in epoch
+seconds): the board's own record of who had it when, e.g. to show that two hosts sharing a board farm never
+measured on it at once. The log keeps one older generation (lock.log.1) once it passes LOG_MAX_BYTES."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import sys
 import time
 
 from .protocol import EVENT_PREFIX
+
+LOG_MAX_BYTES = 1 << 20
 
 
 def _event(kind, **fields):
@@ -44,4 +50,23 @@ def acquire_lock(cache, run, timeout_s):
         handle.truncate()
         handle.write("run %s, pid %d, since %s" % (run, os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%S")))
         handle.flush()
-        return handle
+        return Held(handle, cache, run)
+
+
+class Held(object):
+    """The lock, held: close() releases it and logs the hold."""
+
+    def __init__(self, handle, cache, run):
+        self.handle, self.cache, self.run, self.since = handle, cache, run, time.time()
+
+    def close(self):
+        line = json.dumps({"run": self.run, "pid": os.getpid(), "from": self.since, "to": time.time()}) + "\n"
+        path = os.path.join(self.cache, "lock.log")
+        try:  # logged while still held: lines never interleave, and rotation never races another writer
+            if os.path.exists(path) and os.path.getsize(path) > LOG_MAX_BYTES:
+                os.replace(path, path + ".1")
+            with open(path, "a") as log:
+                log.write(line)
+        except (IOError, OSError):
+            pass  # a full disk must not fail the run that was measured; only the log line is lost
+        self.handle.close()

@@ -36,6 +36,11 @@ def _stderr():
     return Console(stderr=True, highlight=False)
 
 
+def _say(name: str, message: str) -> None:
+    """What a labgrid lease does (a place acquired, released, waited for), one line on stderr."""
+    typer.echo(f"{name}: {message}", err=True)
+
+
 def _stdout():
     from rich.console import Console
 
@@ -81,6 +86,7 @@ def cli_errors(command):
 
 DEFAULT_BY = "model,variant,target,settings"  # compare's groups: report.DEFAULT_BY, written as the option takes it
 INVENTORY_OPTION = typer.Option("--inventory", help="Target inventory (default: $EDGEBENCH_INVENTORY or configs/targets.yaml).")
+COORDINATOR_OPTION = typer.Option("--coordinator", metavar="HOST:PORT", help="labgrid coordinator of lg: targets (default: $LG_COORDINATOR, else the inventory's).")
 
 
 def _version(value: bool):
@@ -102,7 +108,7 @@ def main_options(
 @cli_errors
 def deploy(
     models: Annotated[list[Path], typer.Argument(help="Models to benchmark: .onnx, or another runtime's bundle from `bench convert` (.ncnn.tar, .openvino.tar, .litert.tar) or a .tflite.", show_default=False)],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target(s): `local`, inventory names, a,b for a fleet, tag:arm for every target so tagged.")] = "local",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target(s): `local`, inventory names, a,b for a fleet, tag:arm for every target so tagged, lg:PLACE or lg:board=pi4 for labgrid places (the work spread over every free match).")] = "local",
     results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
     inputs: Annotated[Optional[Path], typer.Option(help="Input arrays by input name (.npz, no pickled objects).")] = None,
     value: Annotated[Optional[list[str]], typer.Option("--value", help="Fill an input with a value: NAME=VALUE (e.g. sample_rate=16000).")] = None,
@@ -139,6 +145,7 @@ def deploy(
     rtol: Annotated[Optional[list[str]], typer.Option("--rtol", help="Relative accuracy tolerance, or OUTPUT=value.")] = None,
     variants: Annotated[Optional[Path], typer.Option(help="Folder of `bench convert` variants: benchmark each model with its variants (accuracy against the parent).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    coordinator: Annotated[Optional[str], COORDINATOR_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Let onnxruntime's own log lines through.")] = False,
     columns: Annotated[Optional[str], typer.Option("--columns", metavar="NAME,...", help="Table columns to show, by header (default: all that fit the terminal).")] = None,
@@ -161,8 +168,8 @@ def deploy(
     from .progress import DeployProgress
 
     job = stage.prepare(deploy_request(locals()))  # every option above, by parameter name
-    with DeployProgress(_stderr(), [t.name for t in job.targets]) as progress:
-        fleet = stage.execute(job, on_event=progress.event)
+    with DeployProgress(_stderr(), [t.name for t in job.targets if t.kind != "labgrid"]) as progress:
+        fleet = stage.execute(job, on_event=progress.event, say=progress.say)
     _print_deploy(job, fleet, json_output, columns)
     fleet.raise_for_problems()
 
@@ -173,7 +180,7 @@ def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
     for name, report in fleet.reports.items():
         for path in report.recovered:
             typer.echo(f"recovered an earlier run on {name} ({_run_status(path)}): {path}", err=True)
-        if kinds[name] != "local":
+        if kinds.get(name, "ssh") != "local":  # (a labgrid place is reached over SSH)
             typer.echo(f"uploaded {report.uploaded_bytes / 1024:.1f} KiB to {name}"
                        + (" (agent and models were cached there)" if report.uploaded_bytes == 0 else ""), err=True)
     documents = fleet.documents
@@ -181,7 +188,7 @@ def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
         typer.echo(json.dumps(documents, indent=1))
     for warning in sorted({w for d in documents for w in (d.get("validity") or {}).get("warnings", [])}):
         typer.echo(f"warning: {warning}", err=True)  # before the table: a warning after it is easy to miss
-    if json_output:
+    if json_output or not documents:
         return
     _print_summary(documents, columns)
     from .accuracy import verdict_text
@@ -454,22 +461,32 @@ def import_(
 @app.command()
 @cli_errors
 def targets(
-    check: Annotated[bool, typer.Option("--check", help="Connect to every target in parallel and run the agent's info.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Connect to every target in parallel and run the agent's info (labgrid targets: list the places that match).")] = False,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    coordinator: Annotated[Optional[str], COORDINATOR_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
 ):
-    """List the targets of the inventory (and `local`)."""
+    """List the targets of the inventory (and `local`), and the places of a labgrid coordinator with who holds them."""
+    import os
+
     from rich.table import Table
 
     from .doctor import probe_all, raise_for_unreachable
     from .targets import inventory_path, load_inventory, resolve_target
 
-    loaded = load_inventory(inventory_path(inventory))
+    loaded = load_inventory(inventory_path(inventory)).with_coordinator(coordinator)
     resolved = [resolve_target(name, loaded) for name in loaded.names()]
     probes = probe_all(resolved) if check else {}
+    # the places of every coordinator named: --coordinator, LG_COORDINATOR, the inventory's
+    addresses = [loaded.coordinator or os.environ.get("LG_COORDINATOR")] + [t.coordinator for t in resolved] + [
+        loaded.labgrid.coordinator if loaded.labgrid else None]
+    farms = {address: _places(address) for address in dict.fromkeys(a for a in addresses if a)}
     if json_output:
         typer.echo(json.dumps([{**t.describe(), "source": t.source, **({"check": probes[t.name].text} if check else {})}
-                               for t in resolved], indent=1))
+                               for t in resolved] + [
+            {"name": f"lg:{p.name}", "kind": "labgrid place", "coordinator": address, "tags": p.tags,
+             "held_by": p.acquired, "reserved": p.reserved, "address": _service_address(p), "comment": p.comment}
+            for address, places in farms.items() if not isinstance(places, Exception) for p in places], indent=1))
     else:
         table = Table(box=None, pad_edge=False)
         for header in ("name", "kind", "address", "tags", "python") + (("check",) if check else ()):
@@ -479,7 +496,41 @@ def targets(
                    target.python or ("this python" if target.kind == "local" else "python3")]
             table.add_row(*row, *((probes[target.name].text,) if check else ()))
         _stdout().print(table)
+        for address, places in farms.items():
+            if isinstance(places, Exception):
+                continue
+            _stdout().print(f"\nlabgrid places at {address} (use as --target lg:PLACE or lg:TAG=VALUE):")
+            table = Table(box=None, pad_edge=False)
+            for header in ("place", "tags", "held by", "board", "comment"):
+                table.add_column(header)
+            for p in places:
+                table.add_row(f"lg:{p.name}", ",".join(f"{k}={v}" for k, v in sorted(p.tags.items())) or "-",
+                              p.acquired or ("(reserved)" if p.reserved else "free"), _service_address(p), p.comment or "")
+            _stdout().print(table)
+    failed = [places for places in farms.values() if isinstance(places, Exception)]
+    if failed:
+        raise failed[0]
     raise_for_unreachable(probes)
+
+
+def _places(address: str):
+    """A coordinator's places, or the error that says why not (raised once the inventory is printed)."""
+    from .errors import BenchError
+    from .farm import coordinator_for
+    from .targets import Target
+
+    try:
+        return coordinator_for(Target(name=f"coordinator {address}", kind="labgrid", coordinator=address)).places()
+    except BenchError as exc:
+        return exc
+
+
+def _service_address(place) -> str:
+    if place.service is None:
+        return "(no NetworkService)"
+    service = place.service
+    where = f"{service.get('username') + '@' if service.get('username') else ''}{service['address']}:{service.get('port', 22)}"
+    return where + ("" if place.online else " (exporter offline)")
 
 
 @app.command()
@@ -487,15 +538,16 @@ def targets(
 def doctor(
     target: Annotated[str, typer.Option("--target", "-t", help="Target to check.")] = "local",
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    coordinator: Annotated[Optional[str], COORDINATOR_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the agent's info as JSON.")] = False,
 ):
     """Check a board: connection, python >= 3.8, numpy, onnxruntime, providers, arch, free disk."""
     from .board import Board
     from .doctor import diagnose, raise_for_findings
+    from .farm import leased
     from .targets import find_target
 
-    resolved = find_target(target, inventory)
-    with Board(resolved) as board:
+    with leased(find_target(target, inventory, coordinator), _say) as resolved, Board(resolved) as board:
         info = board.info()
     if json_output:
         typer.echo(json.dumps(info, indent=1))
@@ -513,15 +565,16 @@ def fetch(
     runs: Annotated[Optional[list[str]], typer.Argument(help="Run ids (default: every finished run not yet stored).")] = None,
     results: Annotated[Optional[Path], typer.Option(help="Collect only the runs started for this results folder (default: each run into the folder it was started for).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    coordinator: Annotated[Optional[str], COORDINATOR_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the stored result files as JSON.")] = False,
 ):
     """Collect results of runs that finished on a board while the host was away (a dropped link)."""
     from .board import Board
     from .deploy import recover
+    from .farm import leased
     from .targets import find_target
 
-    resolved = find_target(target, inventory)
-    with Board(resolved) as board:
+    with leased(find_target(target, inventory, coordinator), _say) as resolved, Board(resolved) as board:
         written = recover(board, results, only=runs or None)
     if json_output:
         typer.echo(json.dumps([{"path": str(p), "status": _run_status(p)} for p in written], indent=1))
@@ -537,16 +590,17 @@ def clean(
     target: Annotated[str, typer.Option("--target", "-t", help="Target whose cache to trim.")],
     max_size: Annotated[str, typer.Option(help="Size budget of the board's cache, e.g. 500M or 2G.")] = "1G",
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    coordinator: Annotated[Optional[str], COORDINATOR_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print what was removed as JSON.")] = False,
 ):
     """Trim a board's cache folder (models, old runs, old agents) to a size budget, least recently used first."""
     from .board import Board
+    from .farm import leased
     from .options import size
     from .targets import find_target
 
     budget = size(max_size, "--max-size")
-    resolved = find_target(target, inventory)
-    with Board(resolved) as board:
+    with leased(find_target(target, inventory, coordinator), _say) as resolved, Board(resolved) as board:
         summary = board.clean(budget)
     if json_output:
         typer.echo(json.dumps({"target": resolved.name, **summary}, indent=1))
@@ -565,13 +619,14 @@ def run_plan(
     force: Annotated[bool, typer.Option("--force", help="Run every cell again, even those already measured.")] = False,
     results: Annotated[Optional[Path], typer.Option(help="Folder for result files (default: the plan's, else results/).")] = None,
     inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    coordinator: Annotated[Optional[str], COORDINATOR_OPTION] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the cells (and what they stored) as JSON instead of the table.")] = False,
 ):
     """Run a benchmark plan: models x variants x targets x settings; resumes where an earlier run stopped."""
     from . import plan as stage
     from .progress import DeployProgress
 
-    job = stage.prepare(plan_file, inventory, only, results, force, dry_run)
+    job = stage.prepare(plan_file, inventory, only, results, force, dry_run, coordinator)
     for path in job.recovered:
         typer.echo(f"recovered an earlier run of this plan ({_run_status(path)}): {path}", err=True)
     if not json_output:
@@ -586,8 +641,8 @@ def run_plan(
                        + ", ".join(job.pending_builds()), err=True)
         typer.echo("dry run: nothing was built or run", err=True)
         return
-    with DeployProgress(_stderr(), sorted({c.target.name for c in job.cells})) as progress:
-        outcome = stage.execute(job, on_event=progress.event)
+    with DeployProgress(_stderr(), sorted({c.target.name for c in job.cells if c.target.kind != "labgrid"})) as progress:
+        outcome = stage.execute(job, on_event=progress.event, say=progress.say)
     if json_output:
         ran, failed = {c.key: str(p) for c, p in outcome.ran}, {c.key: message for c, message in outcome.failed}
         typer.echo(json.dumps([{**_cell_json(job, c), "result": ran.get(c.key), "error": failed.get(c.key),

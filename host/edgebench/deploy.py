@@ -8,6 +8,7 @@ that fails on the board is recorded as a failed result and the other models go o
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from .agentlib import RUN_DEFAULTS, default_run_timeout, normalize_run_request
 
 from .board import Board
 from .compat import incompatibility
-from .errors import AgentError, ConfigError, InputError, ModelError
+from .errors import AgentError, ConfigError, FarmError, InputError, ModelError
 from .fileio import file_sha256
 from .modelinfo import generation_rules, host_session, inspect_model, session_io
 from .energy import result_block as energy_block
@@ -701,6 +702,7 @@ class DeployRequest:
     target: str = "local"  # `local`, an inventory name, a,b for a fleet, tag:arm
     results: Path = Path("results")
     inventory: Path | None = None  # None: $EDGEBENCH_INVENTORY or configs/targets.yaml
+    coordinator: str | None = None  # labgrid coordinator for lg: targets (None: LG_COORDINATOR, else the inventory's)
     settings: RunSettings = field(default_factory=RunSettings)
     variants: Path | None = None  # a folder of `bench convert` variants to run beside each model
     threads: list[int] | None = None  # sweeps: one settings cell per (threads, batch, provider)
@@ -738,33 +740,65 @@ def prepare(request: DeployRequest) -> DeployJob:
         if settings.accuracy is None:  # a variant is judged against its parent
             settings = replace(settings, accuracy=AccuracyOptions())
     cells = expand_sweep(settings, request.threads, request.batches, request.providers, request.runtimes)
-    targets = select_targets(request.target, load_inventory(inventory_path(request.inventory)))
+    targets = select_targets(request.target,
+                             load_inventory(inventory_path(request.inventory)).with_coordinator(request.coordinator))
     return DeployJob(models, targets, cells, Path(request.results))
 
 
-def execute(job: DeployJob, on_event: ModelEvent | None = None) -> FleetReport:
-    """Run a prepared deploy: one board over one connection, or a fleet in parallel."""
-    if len(job.targets) == 1:
+def execute(job: DeployJob, on_event: ModelEvent | None = None, say=None) -> FleetReport:
+    """Run a prepared deploy: one board over one connection, or a fleet in parallel (a labgrid target's work spread
+    over its places). `say(target, message)` hears what the farm does (a place acquired, a wait)."""
+    if len(job.targets) == 1 and job.targets[0].kind != "labgrid":
         return FleetReport({job.targets[0].name: deploy(job.models, job.targets[0], job.cells, job.results, on_event)}, {})
-    return deploy_fleet(job.models, job.targets, job.cells, job.results, on_event)
+    return deploy_fleet(job.models, job.targets, job.cells, job.results, on_event, say)
 
 
 def deploy_fleet(models: list[Path], targets: list[Target], cells: list[RunSettings], results_dir: Path,
-                 on_event: ModelEvent | None = None) -> FleetReport:
+                 on_event: ModelEvent | None = None, say=None) -> FleetReport:
     """Boards in parallel (one connection and one board lock each); a board that fails does not stop the others."""
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
 
     from .errors import BenchError
+    from .threads import run_all
 
     check_inputs(models, cells[0])  # bad input fails once, before any board is touched
     fleet = FleetReport({}, {})
+    merging = threading.Lock()
 
     def one(target: Target):
         try:
-            fleet.reports[target.name] = deploy(models, target, cells, results_dir, on_event)
+            report = deploy(models, target, cells, results_dir, on_event)
+            with merging:
+                fleet.reports[target.name] = report
         except BenchError as exc:
             fleet.failures[target.name] = exc
 
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(targets)))) as pool:
-        list(pool.map(one, targets))
+    def farm(target: Target):
+        """Each (model, cell) on whichever matching place is free: a place is held only while work is left."""
+        from .farm import spread
+
+        def work(place: Target, take) -> None:
+            board = Board(place)
+            board.warm_agent = len(models) * len(cells) > 1
+            with board:
+                while (unit := take()) is not None:
+                    model, cell = unit
+                    try:
+                        report = deploy([model], place, [cell], results_dir, on_event, None, board)
+                    except BenchError as exc:
+                        fleet.failures[f"{place.name} ({Path(model).name})"] = exc
+                        continue
+                    with merging:
+                        known = fleet.reports.get(place.name)
+                        fleet.reports[place.name] = report if known is None else DeployReport(
+                            known.outcomes + report.outcomes, known.recovered + report.recovered,
+                            known.uploaded_bytes + report.uploaded_bytes)
+
+        def fail(unit, why: BenchError) -> None:
+            fleet.failures.setdefault(target.name, why)
+
+        for problem in spread(target, [(m, c) for c in cells for m in models], work, fail, say):
+            fleet.failures[f"{target.name} (release)"] = FarmError(problem)
+
+    run_all([functools.partial(farm if t.kind == "labgrid" else one, t) for t in targets])
     return fleet

@@ -79,6 +79,14 @@ def probe(target) -> Probe:
     from .board import Board
     from .errors import BenchError
 
+    if target.kind == "labgrid":  # checked without taking a place from whoever may need it
+        from .farm import matching_places
+
+        try:
+            places = matching_places(target)
+        except BenchError as exc:
+            return Probe(False, f"FAIL: {exc.message}")
+        return Probe(True, f"ok: {len(places)} place(s): " + ", ".join(f"{p.name} {p.holder}" for p in places))
     try:
         with Board(target) as board:
             info = board.info()

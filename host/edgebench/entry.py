@@ -27,7 +27,7 @@ COMMANDS = {
     "index": "Bring the results index (under compare and history) up to date, or remake it from the result files.",
     "import": "Bring results made by the agent standing alone on a board into results/, as full results.",
     "fetch": "Collect results of runs that finished on a board while the host was away (a dropped link).",
-    "targets": "List the targets of the inventory (and `local`).",
+    "targets": "List the targets of the inventory (and `local`), and the places of a labgrid coordinator with who holds them.",
     "doctor": "Check a board: connection, python >= 3.8, numpy, onnxruntime, providers, arch, free disk.",
     "clean": "Trim a board's cache folder (models, old runs, old agents) to a size budget, least recently used first.",
     "agent": "The board agent on its own: one file to copy to a board.",

@@ -97,6 +97,10 @@ class BoardBusy(TransportError):
     """Another benchmark holds the board's lock."""
 
 
+class FarmError(TransportError):
+    """The labgrid coordinator cannot be reached, has no such place, or gave none before the deadline."""
+
+
 def from_onnxruntime(exc: BaseException) -> bool:
     """onnxruntime raises its own exception types (Fail, InvalidArgument, ...) from its C++ core."""
     return type(exc).__module__.startswith("onnxruntime")

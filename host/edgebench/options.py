@@ -184,6 +184,7 @@ def deploy_request(given: dict[str, Any]):
                            strict_dims=given["strict_dims"], pipeline=check_options(given["pipeline"], given["samples"]),
                            power_command=power_argv(given["power_command"]))
     return DeployRequest(models=[Path(m) for m in given["models"]], target=given["target"], results=given["results"],
-                         inventory=given["inventory"], settings=settings, variants=given["variants"],
+                         inventory=given["inventory"], coordinator=given.get("coordinator"), settings=settings,
+                         variants=given["variants"],
                          threads=int_list(given["threads"], "--threads"), batches=int_list(given["batch"], "--batch"),
                          providers=names(given["provider"]), runtimes=runtime_names(given.get("runtime")))

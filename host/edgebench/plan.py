@@ -17,6 +17,7 @@ halfway is not redone from scratch.
 from __future__ import annotations
 
 import json
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -336,12 +337,13 @@ def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) ->
 
 def collect_unfinished(cells: list[Cell], results_dir: Path) -> list[Path]:
     """Before deciding what is done: store every run the plan's boards still hold (finished, or still running
-    for a host that died), so a resumed plan neither loses nor repeats them."""
+    for a host that died), so a resumed plan neither loses nor repeats them. (A labgrid target's places are not
+    taken for this: each cell's deploy collects its place's finished runs when it gets one.)"""
     from .board import Board
     from .deploy import recover
 
     written = []
-    for target in {c.target.name: c.target for c in cells}.values():
+    for target in {c.target.name: c.target for c in cells if c.target.kind != "labgrid"}.values():
         with Board(target) as board:
             written += recover(board, results_dir, wait_running=True)
     return written
@@ -365,15 +367,16 @@ class PlanRun:
     ran: list = field(default_factory=list)  # (cell, result path)
     skipped: list = field(default_factory=list)
     failed: list = field(default_factory=list)  # (cell, message)
+    problems: list = field(default_factory=list)  # not a cell's: a labgrid place that could not be released
 
 
-def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = False, on_event=None) -> PlanRun:
-    """Every cell not yet done; targets in parallel (one connection and lock each), cells of a target in order.
-    A cell that fails is recorded and the plan goes on."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = False, on_event=None,
+             say=None) -> PlanRun:
+    """Every cell not yet done; targets in parallel (one connection and lock each), cells of a target in order; a
+    labgrid target's cells spread over its free places. A cell that fails is recorded and the plan goes on."""
     from .deploy import deploy
     from .errors import BenchError
+    from .threads import run_all
 
     outcome = PlanRun()
     todo = [c for c in cells if force or not c.done]
@@ -382,31 +385,41 @@ def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = Fal
     for cell in todo:
         by_target.setdefault(cell.target.name, []).append(cell)
 
-    def one_target(target_cells):
+    def on_board(target, take, many: bool) -> None:
+        """Cells from `take()` until it has none, on one board over one connection."""
         from .board import Board
 
-        try:
-            board = Board(target_cells[0].target)  # one connection for all of this target's cells
-        except BenchError as exc:
-            outcome.failed += [(cell, str(exc)) for cell in target_cells]
-            return
+        board = Board(target)
         # Each cell forked by the board's warm agent (numpy and onnxruntime imported once per plan, the sessions made
         # in the fresh child); EDGEBENCH_WARM_AGENT=0 starts every cell as a fresh process instead.
-        board.warm_agent = len(target_cells) > 1 and os.environ.get("EDGEBENCH_WARM_AGENT", "1") != "0"
+        board.warm_agent = many and os.environ.get("EDGEBENCH_WARM_AGENT", "1") != "0"
         with board:
-            for cell in target_cells:
+            while (cell := take()) is not None:
                 annotate = {"plan": {"name": plan.name, "sha256": plan.sha256, "file": str(plan.path), "cell": cell.key,
                                      "model": cell.model, "variant": cell.variant}}
                 try:
-                    report = deploy([cell.path], cell.target, [cell.settings], results_dir, on_event, annotate, board)
+                    report = deploy([cell.path], target, [cell.settings], results_dir, on_event, annotate, board)
                     outcome.ran += [(cell, o.path) for o in report.outcomes]
                     outcome.failed += [(cell, o.document["error"]["message"]) for o in report.outcomes
                                        if o.document["status"] != "ok"]
                 except BenchError as exc:
                     outcome.failed.append((cell, str(exc)))
 
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(by_target)))) as pool:
-        list(pool.map(one_target, by_target.values()))
+    def one_target(target_cells) -> None:
+        target, many = target_cells[0].target, len(target_cells) > 1
+        if target.kind == "labgrid":
+            from .farm import spread
+
+            outcome.problems.extend(spread(target, target_cells, lambda place, take: on_board(place, take, many),
+                                           lambda cell, why: outcome.failed.append((cell, str(why))), say))
+            return
+        queue = list(target_cells)
+        try:
+            on_board(target, lambda: queue.pop(0) if queue else None, many)
+        except BenchError as exc:  # the board could not be reached: its cells fail with the reason
+            outcome.failed += [(cell, str(exc)) for cell in queue]
+
+    run_all([functools.partial(one_target, group) for group in by_target.values()], name="target")
     return outcome
 
 
@@ -431,12 +444,13 @@ class PlanJob:
 
 
 def prepare(plan_file: Path, inventory_file: Path | None = None, only: list[str] | None = None,
-            results: Path | None = None, force: bool = False, dry_run: bool = False) -> PlanJob:
+            results: Path | None = None, force: bool = False, dry_run: bool = False,
+            coordinator: str | None = None) -> PlanJob:
     """Load and check a plan, build its models (unless a dry run), lay out its matrix, and mark the cells already
     measured in its results folder (collecting runs an interrupted `bench run` left on the boards first)."""
     from .targets import inventory_path, load_inventory
 
-    inventory = load_inventory(inventory_path(inventory_file))
+    inventory = load_inventory(inventory_path(inventory_file)).with_coordinator(coordinator)
     plan = load_plan(plan_file, inventory)
     unknown = [name for name in only or [] if name not in {m.name for m in plan.models}]
     if unknown:
@@ -452,13 +466,14 @@ def prepare(plan_file: Path, inventory_file: Path | None = None, only: list[str]
     return job
 
 
-def execute(job: PlanJob, on_event=None) -> PlanRun:
-    return run_plan(job.plan, job.cells, job.results, force=job.force, on_event=on_event)
+def execute(job: PlanJob, on_event=None, say=None) -> PlanRun:
+    return run_plan(job.plan, job.cells, job.results, force=job.force, on_event=on_event, say=say)
 
 
 def raise_for_failures(outcome: PlanRun) -> None:
     from .errors import RunFailed
 
-    if outcome.failed:
-        raise RunFailed(f"{len(outcome.failed)} cell(s) failed: " + "; ".join(
-            f"{c.model}/{c.variant} on {c.target.name}: {message}" for c, message in outcome.failed))
+    lines = [f"{c.model}/{c.variant} on {c.target.name}: {message}" for c, message in outcome.failed]
+    if lines or outcome.problems:
+        head = f"{len(outcome.failed)} cell(s) failed: " if outcome.failed else ""
+        raise RunFailed(head + "; ".join(lines + outcome.problems))

@@ -21,10 +21,14 @@ class DeployProgress:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
+    def say(self, name: str, message: str) -> None:
+        """A line that stays (a labgrid place acquired, a wait for one), printed above the bars."""
+        self.progress.console.print(f"{name}: {message}", markup=False, highlight=False, soft_wrap=True)
+
     def event(self, name: str, event: dict) -> None:
         task = self.tasks.get(name)
-        if task is None:
-            return
+        if task is None:  # a labgrid place, known once the coordinator gave it
+            task = self.tasks[name] = self.progress.add_task("waiting", total=1.0, name=name)
         kind = event.get("event")
         if event.get("model"):
             self.progress.update(task, name=f"{name}: {event['model']}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 
 def open_transport(target):
-    """A subprocess transport for `local`, paramiko for an SSH board."""
+    """A subprocess transport for `local`, paramiko for an SSH board (a labgrid target once leased: farm.py)."""
+    if target.kind == "labgrid":
+        raise AssertionError(f"{target.name}: a labgrid target is reached through farm.leased or farm.spread")
     if target.kind == "local":
         from .local import LocalTransport
 

@@ -1,0 +1,52 @@
+"""Work on several boards at once: one thread each, and Ctrl-C (or SIGTERM) reaching all of them.
+
+Python delivers a signal to the main thread only; a board's run in another thread would go on, holding its board
+(and a labgrid place) after `bench` was told to stop. So the interrupt is passed on to every thread still working,
+as the KeyboardInterrupt it would have been: each kills its run on the board, stores it as interrupted, releases
+what it holds, and ends; then the interrupt is raised in the main thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Callable
+
+STOP_WAIT_S = 60.0  # after an interrupt, how long a thread may take to store its run and let go of its board
+
+
+def run_all(functions: list[Callable[[], None]], name: str = "board") -> None:
+    """Run each function in its own thread; return when all are done (one function: in this thread)."""
+    if len(functions) == 1:
+        functions[0]()
+        return
+    # Each thread says it is done with an Event: a Thread.join() cut short by KeyboardInterrupt can leave that
+    # thread reporting is_alive() False while it still runs (CPython), and it would miss the interrupt.
+    done = [threading.Event() for _ in functions]
+
+    def guarded(function, finished):
+        def run():
+            try:
+                function()
+            except KeyboardInterrupt:  # passed on from the main thread: the thread's run is stored and let go of
+                pass
+            finally:
+                finished.set()
+        return run
+
+    threads = [threading.Thread(target=guarded(f, d), name=f"{name} {i}", daemon=True)
+               for i, (f, d) in enumerate(zip(functions, done))]
+    for thread in threads:
+        thread.start()
+    try:
+        for finished in done:
+            while not finished.wait(0.2):  # bounded waits: the main thread stays interruptible
+                pass
+    except KeyboardInterrupt:
+        for thread, finished in zip(threads, done):
+            if not finished.is_set() and thread.ident is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                           ctypes.py_object(KeyboardInterrupt))
+        for finished in done:
+            finished.wait(STOP_WAIT_S)
+        raise
