@@ -229,6 +229,9 @@ def test_two_plans_from_two_hosts_share_the_farm_and_never_share_a_board(tmp_pat
         assert len(documents) == 4 and all(d["status"] == "ok" for d in documents)
         places_used |= {d["target"]["labgrid"]["place"] for d in documents}
     assert len(places_used) >= 2  # each plan spread its cells over the places free at the time
+    from tests.test_plan import _warm_agents
+
+    assert any(_warm_agents(str(farm_caches / place)) for place in places_used)  # a place's cells forked warm
     for place in X86:  # the boards' own record: never two holders at once
         holds = sorted(lock_log(farm_caches / place)[before[place]:], key=lambda h: h["from"])
         for earlier, later in zip(holds, holds[1:]):

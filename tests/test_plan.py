@@ -180,6 +180,18 @@ def test_a_plans_cells_are_forked_by_a_warm_agent_that_is_replaced_when_it_dies(
     assert len(replaced) == 1 and replaced != first
 
 
+def test_a_deploy_of_several_models_is_served_by_a_warm_agent_and_one_alone_is_not(bench, tmp_path, ssh_board,
+                                                                                  inventory):
+    for name, models, expected in (("alone", ["cnn.onnx"], 0), ("several", ["cnn.onnx", "setnet.onnx"], 1)):
+        cache = tmp_path / f"cache-{name}"
+        inv = inventory(ssh_board, sshroot={"work_dir": str(cache)})
+        done = bench("deploy", *[EXAMPLES / m for m in models], "--target", "sshroot", "--inventory", inv,
+                     "--results", tmp_path / name, "--warmup", "2", "--min-iterations", "5", "--min-seconds", "0.05")
+        assert done.code == 0, done.stderr
+        assert len(_warm_agents(str(cache))) == expected, name
+        assert len(_results(tmp_path / name)) == len(models)
+
+
 @pytest.mark.fault
 def test_a_warm_agent_that_dies_mid_request_fails_that_cell_with_the_reason(tmp_path):
     """The fault a real warm agent cannot produce on demand: it takes the request and dies before answering. The

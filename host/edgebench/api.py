@@ -230,7 +230,7 @@ def _events(progress: bool, on_event: EventCallback | None, names: list[str]):
 
 
 def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, results: str | Path = "results",
-           inventory: str | Path | None = None, inputs: str | Path | None = None, values: dict | None = None,
+           inventory: str | Path | None = None, coordinator: str | None = None, inputs: str | Path | None = None, values: dict | None = None,
            dims: dict | None = None, threads: int | Sequence[int] | None = None,
            batch: int | Sequence[int] | None = None, provider: str | Sequence[str] | None = None,
            runtime: str | Sequence[str] | None = None, provider_options: dict | None = None, variants: str | Path | None = None, accuracy: bool = False,
@@ -241,7 +241,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
            samples: str | Path | None = None, energy: bool = False, energy_seconds: float | None = None,
            power_command: str | None = None, progress: bool = False,
            on_event: EventCallback | None = None, **run_options: Any) -> Deployment:
-    """Benchmark models on a target (`local`, an inventory name, "a,b" for a fleet, "tag:arm").
+    """Benchmark models on a target (`local`, an inventory name, "a,b" for a fleet, "tag:arm", or labgrid places:
+    "lg:PLACE", "lg:board=pi4", with `coordinator` HOST:PORT unless LG_COORDINATOR or the inventory names it).
 
     run_options are the agent's run fields (min_seconds, min_iterations, max_seconds, repeats, seed,
     warmup_min_iterations, graph_optimization_level, inter_op_threads, cpus, spin_wait, cooldown, profile, ...):
@@ -283,12 +284,12 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
                            pipeline=check_options(Path(pipeline) if pipeline else None, Path(samples) if samples else None),
                            power_command=power_argv(power_command))
     request = DeployRequest(models=_paths(models), target=target, results=Path(results),
-                            inventory=Path(inventory) if inventory else None, settings=settings,
-                            variants=Path(variants) if variants else None, threads=as_list(threads),
+                            inventory=Path(inventory) if inventory else None, coordinator=coordinator,
+                            settings=settings, variants=Path(variants) if variants else None, threads=as_list(threads),
                             batches=as_list(batch), providers=as_list(provider),
                             runtimes=runtime_names(",".join(map(str, as_list(runtime)))) if runtime else None)
     job: DeployJob = prepare(request)
-    with _events(progress, on_event, [t.name for t in job.targets]) as events:
+    with _events(progress, on_event, [t.name for t in job.targets if t.kind != "labgrid"]) as events:
         fleet = execute(job, on_event=events)
     return Deployment(fleet.documents, [o.path for o in fleet.outcomes], fleet.problems(), fleet)
 
@@ -318,14 +319,15 @@ class PlanOutcome:
 
 def run_plan(plan_file: str | Path, *, only: Sequence[str] | None = None, results: str | Path | None = None,
              force: bool = False, dry_run: bool = False, inventory: str | Path | None = None,
-             progress: bool = False, on_event: EventCallback | None = None) -> PlanOutcome:
+             coordinator: str | None = None, progress: bool = False,
+             on_event: EventCallback | None = None) -> PlanOutcome:
     """Run a benchmark plan (models x variants x targets x settings), resuming where an earlier run stopped.
     Models the plan exports from PyTorch specs run that code, as `bench run` does."""
     from . import plan as stage
     from .report import settings_label
 
     job = stage.prepare(Path(plan_file), Path(inventory) if inventory else None, list(only) if only else None,
-                        Path(results) if results else None, force, dry_run)
+                        Path(results) if results else None, force, dry_run, coordinator)
 
     def cell_row(cell, status: str, result=None, error=None) -> dict:
         return {"model": cell.model, "variant": cell.variant, "target": cell.target.name, "path": str(cell.path),

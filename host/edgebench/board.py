@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import time
@@ -37,7 +38,14 @@ class Board:
         self._cache = None
         self._agent = None
         self._run_timeout = None
-        self.warm_agent = False  # a plan's runs: forked by the board's warm agent (imports once per plan)
+        self.warm_agent = False  # runs forked by the board's warm agent (numpy and onnxruntime imported once)
+
+    def expect_runs(self, count: int) -> "Board":
+        """`count` runs will follow over this connection: with more than one, each is forked by the board's warm
+        agent (imports paid once, the session made in the fresh child); EDGEBENCH_WARM_AGENT=0 starts every run as
+        a fresh process instead."""
+        self.warm_agent = count > 1 and os.environ.get("EDGEBENCH_WARM_AGENT", "1") != "0"
+        return self
 
     def close(self) -> None:
         self.transport.close()

@@ -465,7 +465,8 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
              for i, cell in enumerate(cells) for j, (m, block) in enumerate(per_cell[i])}
     pipelines = plan_pipelines(models, cells)
     outcomes = []
-    with contextlib.nullcontext(board) if board is not None else Board(target) as board:
+    runs = sum(len(models) for models in per_cell)
+    with contextlib.nullcontext(board) if board is not None else Board(target).expect_runs(runs) as board:
         infos = [check_board(board, [block for _, block in per_cell[i]], cell) for i, cell in enumerate(cells)]
         target_block = {**target.describe(), "info": infos[0]}
         recovered = recover(board, results_dir)
@@ -778,9 +779,7 @@ def deploy_fleet(models: list[Path], targets: list[Target], cells: list[RunSetti
         from .farm import spread
 
         def work(place: Target, take) -> None:
-            board = Board(place)
-            board.warm_agent = len(models) * len(cells) > 1
-            with board:
+            with Board(place).expect_runs(len(models) * len(cells)) as board:
                 while (unit := take()) is not None:
                     model, cell = unit
                     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import functools
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -389,11 +388,7 @@ def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = Fal
         """Cells from `take()` until it has none, on one board over one connection."""
         from .board import Board
 
-        board = Board(target)
-        # Each cell forked by the board's warm agent (numpy and onnxruntime imported once per plan, the sessions made
-        # in the fresh child); EDGEBENCH_WARM_AGENT=0 starts every cell as a fresh process instead.
-        board.warm_agent = many and os.environ.get("EDGEBENCH_WARM_AGENT", "1") != "0"
-        with board:
+        with Board(target).expect_runs(2 if many else 1) as board:
             while (cell := take()) is not None:
                 annotate = {"plan": {"name": plan.name, "sha256": plan.sha256, "file": str(plan.path), "cell": cell.key,
                                      "model": cell.model, "variant": cell.variant}}
