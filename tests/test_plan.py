@@ -193,6 +193,33 @@ def test_a_deploy_of_several_models_is_served_by_a_warm_agent_and_one_alone_is_n
 
 
 @pytest.mark.fault
+def test_the_warm_agent_only_talks_to_its_own_user(tmp_path):
+    """An abstract socket name has no permissions: a listener another user put under it is never used, and the
+    warm agent answers no other user."""
+    import secrets
+    import socket
+
+    from edgebench_agent import forkserver
+    from tests.sshd import ensure_user
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX)
+    assert forkserver.same_user(ours)
+    name = "\0edgebench-test-squatter-" + secrets.token_hex(4)
+    squatter = subprocess.Popen(
+        ["runuser", "-u", ensure_user(), "--", "/usr/bin/python3", "-c",
+         f"import socket, time; s = socket.socket(socket.AF_UNIX); s.bind({name!r}); s.listen(1); print('up', "
+         "flush=True); c, _ = s.accept(); time.sleep(5)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout.readline().strip() == "up"
+        connection = socket.socket(socket.AF_UNIX)
+        connection.connect(name)
+        assert not forkserver.same_user(connection)
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
+@pytest.mark.fault
 def test_a_warm_agent_that_dies_mid_request_fails_that_cell_with_the_reason(tmp_path):
     """The fault a real warm agent cannot produce on demand: it takes the request and dies before answering. The
     run is failed with the reason, never started twice; the launcher does not hang."""

@@ -310,11 +310,18 @@ def test_clean_trims_the_board_cache(bench, tmp_path, tiny_models, ssh_board, in
         assert bench("deploy", tiny_models[model], "--target", "sshroot", "--inventory", inv,
                      "--results", tmp_path / "r", *FAST_RUN, *extra).code == 0
     assert len(list((work_dir / "files").iterdir())) == 3
+    # the agent ran from its unpacked copy in the cache, where Python keeps its compiled bytecode between starts
+    (current,) = work_dir.glob("agent-*.pyz.d")
+    assert list(current.glob("edgebench_agent/__pycache__/protocol.*.pyc"))
+    old = work_dir / "agent-000000000000.pyz"  # an agent an older edgebench left, with its copy
+    old.write_bytes(b"old")
+    (work_dir / "agent-000000000000.pyz.d" / "edgebench_agent").mkdir(parents=True)
     done = bench("clean", "--target", "sshroot", "--inventory", inv, "--max-size", "0")
     assert done.code == 0, done.stderr
     assert "removed" in done.stdout
     assert not list((work_dir / "files").iterdir())
-    assert list(work_dir.glob("agent-*.pyz"))  # the current agent stays
+    assert not old.exists() and not (work_dir / "agent-000000000000.pyz.d").exists()
+    assert list(work_dir.glob("agent-*.pyz")) and current.is_dir()  # the current agent and its copy stay
 
 
 def test_proxy_jump_through_a_second_real_sshd(bench, tmp_path, tiny_models, netns_board, client_key, inventory):

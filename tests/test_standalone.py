@@ -45,6 +45,30 @@ def test_help_documents_every_command_and_option(bundle, old_python):
         assert option in run, option
 
 
+def test_the_bundle_unpacks_itself_only_into_a_cache_it_is_given(bundle, tmp_path):
+    """From a zip, Python compiles every module at every start; with --cache the bundle runs from an unpacked copy
+    there (bytecode kept), never beside a person's .pyz."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as on a board
+    mine = tmp_path / "mine" / "edgebench-agent.pyz"
+    mine.parent.mkdir()
+    mine.write_bytes(bundle.read_bytes())
+    assert subprocess.run([sys.executable, str(mine), "--help"], capture_output=True, timeout=60).returncode == 0
+    assert sorted(p.name for p in mine.parent.iterdir()) == ["edgebench-agent.pyz"]  # nothing written beside it
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for _ in range(2):  # the first makes the copy, the second uses it
+        listed = subprocess.run([sys.executable, str(mine), "runs", "--cache", str(cache)], capture_output=True,
+                                text=True, timeout=60, env=env)
+        assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stderr
+    copy = cache / "edgebench-agent.pyz.d"
+    assert (copy / "edgebench_agent" / "__init__.py").is_file()
+    assert list(copy.glob("edgebench_agent/__pycache__/jobs.*.pyc"))
+    assert not list(cache.glob(".unpack-*"))
+
+
 def _standalone_run(python: Path, bundle: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(python), "-I", str(bundle), "run", str(DIGITS), "--batch", "1", "--min-seconds", "0.3",
                            "--warmup", "2", "--out", str(out), *extra], capture_output=True, text=True, timeout=300)

@@ -47,7 +47,11 @@ def clean(cache, max_bytes, keep=()):
                 path = os.path.join(folder, name)
                 entries.append(path)
         for name in os.listdir(cache):
-            if name.startswith("agent-") and name.endswith(".pyz") and name not in keep:
+            # an older agent, and its unpacked copy (agent-*.pyz.d, made by the bundle's __main__ to cache bytecode)
+            bundle = name[:-2] if name.endswith(".pyz.d") else name
+            if name.startswith("agent-") and bundle.endswith(".pyz") and bundle not in keep:
+                entries.append(os.path.join(cache, name))
+            elif name.startswith(".unpack-"):  # a copy cut short (the process that made it was killed)
                 entries.append(os.path.join(cache, name))
         sized = [(os.lstat(p).st_mtime, _size(p), p) for p in entries]
         total = sum(size for _, size, _ in sized)

@@ -38,8 +38,20 @@ def address(cache):
     return "\0edgebench-warm-agent-" + sha256_bytes(key.encode("utf-8"))[:32]
 
 
+def same_user(connection):
+    """Whether the process at the other end of a UNIX socket runs as this user. An abstract socket name has no
+    permissions: another user of the board could take the name first, or connect to ours."""
+    import struct
+
+    try:
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, IOError, AttributeError):
+        return False
+    return struct.unpack("3i", credentials)[1] == os.getuid()
+
+
 def request_fork(cache, run, lock_timeout_s):
-    """The pid of the job the warm agent forked for `run`, or None when no warm agent answers."""
+    """The pid of the job the warm agent forked for `run`, or None when no warm agent (of this user) answers."""
     if not available():
         return None
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -47,6 +59,9 @@ def request_fork(cache, run, lock_timeout_s):
     try:
         connection.connect(address(cache))
     except (OSError, IOError):
+        connection.close()
+        return None
+    if not same_user(connection):  # someone else's listener under our name: run fresh instead
         connection.close()
         return None
     try:
@@ -113,6 +128,9 @@ def serve(cache):
             connection, _ = listener.accept()
         except socket.timeout:
             return 0
+        if not same_user(connection):  # only this user's launches fork runs from this user's cache
+            connection.close()
+            continue
         try:
             connection.settimeout(CONNECT_TIMEOUT_S)
             request = json.loads(_read_line(connection).decode("utf-8"))

@@ -17,7 +17,6 @@ from .agentlib import sha256_bytes
 
 # Fixed zip timestamps make the bundle byte-for-byte reproducible, so its hash names its content.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-_BOOTSTRAP = b"from edgebench_agent.__main__ import run_as_program\nrun_as_program()\n"
 _SHEBANG = b"#!/usr/bin/env python3\n"
 
 
@@ -29,11 +28,15 @@ def cache_dir() -> Path:
     return Path(base) / "edgebench"
 
 
-def _agent_sources() -> list[tuple[str, bytes]]:
-    """Every .py file of the agent package and its subpackages (shared/), by path inside the bundle."""
+def _package() -> Path:
     spec = importlib.util.find_spec("edgebench_agent")
     assert spec is not None and spec.origin is not None, "edgebench_agent is installed with edgebench"
-    package = Path(spec.origin).parent
+    return Path(spec.origin).parent
+
+
+def _agent_sources() -> list[tuple[str, bytes]]:
+    """Every .py file of the agent package and its subpackages (shared/), by path inside the bundle."""
+    package = _package()
     return [(f"edgebench_agent/{p.relative_to(package).as_posix()}", p.read_bytes())
             for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts]
 
@@ -42,7 +45,9 @@ def _agent_sources() -> list[tuple[str, bytes]]:
 def bundle_bytes() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in [("__main__.py", _BOOTSTRAP), *_agent_sources()]:
+        # the bundle's own __main__: it runs the agent from an unpacked copy in the board's cache when it can
+        bootstrap = (_package() / "_pyz_main.py").read_bytes()
+        for name, data in [("__main__.py", bootstrap), *_agent_sources()]:
             info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16

@@ -4,20 +4,22 @@ The host names uploads by the same hash the board checks them with, so there is 
 """
 
 import contextlib
-import hashlib
 import os
-import tempfile
 
 _BLOCK = 1 << 20
 
 
 def sha256_bytes(data):
     """Hex sha256 of bytes."""
+    import hashlib  # here, not at the top: a board's every agent start would pay for it (~30 ms on a Pi)
+
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path):
     """Hex sha256 of a file's bytes, read in 1 MiB blocks (a model can be larger than memory allows twice)."""
+    import hashlib
+
     digest = hashlib.sha256()
     with open(str(path), "rb") as handle:
         for block in iter(lambda: handle.read(_BLOCK), b""):
@@ -40,6 +42,8 @@ def atomic_file(path, binary=True, mode=None, replace=True):
     writers cannot clobber each other). On any failure the temp file is removed and the error propagates."""
     path = str(path)
     folder = os.path.dirname(os.path.abspath(path))
+    import tempfile
+
     handle, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=folder)
     try:
         os.fchmod(handle, _default_mode() if mode is None else mode)
