@@ -180,6 +180,54 @@ def test_a_plans_cells_are_forked_by_a_warm_agent_that_is_replaced_when_it_dies(
     assert len(replaced) == 1 and replaced != first
 
 
+def test_a_plans_runs_go_through_one_launcher_on_the_board(tmp_path, ssh_board, inventory, monkeypatch):
+    """No interpreter start per cell: the plan's runs are launched through one `_launcher` on the board."""
+    from edgebench import api
+    from edgebench.transport.ssh import SSHTransport
+
+    started, launches = [], []
+    real_open, real_exec = SSHTransport.open_stream, SSHTransport.exec
+    monkeypatch.setattr(SSHTransport, "open_stream", lambda self, argv: started.append(argv) or real_open(self, argv))
+    monkeypatch.setattr(SSHTransport, "exec", lambda self, argv, *a, **k: (
+        launches.append(argv) if "launch" in argv else None) or real_exec(self, argv, *a, **k))
+    outcome = api.run_plan(write_plan(tmp_path, ["sshroot"]), inventory=inventory(ssh_board), results=tmp_path / "r")
+    assert len(outcome.cells) == 4 and all(c["status"] == "ran" for c in outcome.cells), outcome.cells
+    assert len(started) == 1 and "_launcher" in started[0]
+    assert launches == []
+
+
+@pytest.mark.fault
+def test_a_launcher_killed_between_cells_costs_nothing(bench, tmp_path, ssh_board, inventory):
+    """The board's launcher dies between two cells: the next cell is launched by its own command, the one after
+    by a new launcher; every cell is measured once."""
+    import threading
+
+    inv = inventory(ssh_board, sshroot={"work_dir": str(tmp_path / "cache")})
+    plan = write_plan(tmp_path, ["sshroot"], min_seconds=0.5)
+    killed = []
+
+    def kill_the_launcher_after_the_first_result():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if (tmp_path / "r").exists() and results.result_files([tmp_path / "r"]):
+                found = subprocess.run(["pgrep", "-f", f"_launcher --cache {tmp_path / 'cache'}"],
+                                       capture_output=True, text=True).stdout.split()
+                for pid in found:
+                    os.kill(int(pid), signal.SIGKILL)
+                killed.extend(found)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_the_launcher_after_the_first_result)
+    killer.start()
+    done = bench("run", plan, "--inventory", inv, "--results", tmp_path / "r")
+    killer.join()
+    assert killed, "the launcher was never seen"
+    assert done.code == 0, done.stderr
+    documents = _results(tmp_path / "r")
+    assert len(documents) == 4 and all(d["status"] == "ok" for d in documents)
+    assert len({d["plan"]["cell"] for d in documents}) == 4
+
+
 def test_a_deploy_of_several_models_is_served_by_a_warm_agent_and_one_alone_is_not(bench, tmp_path, ssh_board,
                                                                                   inventory):
     for name, models, expected in (("alone", ["cnn.onnx"], 0), ("several", ["cnn.onnx", "setnet.onnx"], 1)):

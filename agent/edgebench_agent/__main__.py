@@ -136,11 +136,11 @@ def build_parser():
     for name, text in (("launch", "start the run whose request is in the cache, detached, and follow it"),
                        ("attach", "follow a detached run until it ends, then print its reply"),
                        ("kill", "kill a detached run's process group and record the reason"),
-                       ("_job", None), ("_warm", None)):
+                       ("_job", None), ("_warm", None), ("_launcher", None)):
         # _job is the detached process itself: internal, so it is left out of the help (no help= at all)
         job = commands.add_parser(name, help=text) if text else commands.add_parser(name)
         job.add_argument("--cache", required=True, metavar="DIR", help="the agent's cache folder on this board")
-        if name == "_warm":  # the warm agent (forkserver.py): internal, like _job
+        if name in ("_warm", "_launcher"):  # the warm agent and a plan's launcher (forkserver.py): internal
             continue
         job.add_argument("--run", required=True, metavar="ID", help="run id (a folder under DIR/runs)")
         if name == "launch":
@@ -361,6 +361,13 @@ class _ProtocolStdout(object):
         sys.stdout = sys.stderr
         return self.stream
 
+    def real_stdout(self):
+        """A stream on the real stdout, for a command that answers as it goes (the launcher): fd 1 is stderr
+        inside this context."""
+        if self.saved_fd is None:
+            return self.stream
+        return os.fdopen(os.dup(self.saved_fd), "w")
+
     def __exit__(self, *exc):
         try:
             sys.stderr.flush()
@@ -387,10 +394,15 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, _interrupt)  # a polite kill still ends in a reply saying so
     usage = text = reply = None
     code = EXIT_USAGE
-    with _ProtocolStdout() as protocol_out:  # inside: fd 1 is stderr; the answer is written after, to the real one
+    guard = _ProtocolStdout()
+    with guard as protocol_out:  # inside: fd 1 is stderr; the answer is written after, to the real one
         try:
             if args.command == "info":
                 code, reply = EXIT_OK, info(args.cache)
+            elif args.command == "_launcher":  # answers go out as they come, not as one document at the end
+                from . import forkserver
+
+                code = forkserver.serve_launches(args.cache, sys.stdin, guard.real_stdout())
             elif args.command in ("launch", "attach", "kill", "_job", "_warm", "runs", "sha256", "clean"):
                 code, text = _job_command(args)
             else:

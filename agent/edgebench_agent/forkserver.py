@@ -112,8 +112,20 @@ def serve(cache):
     except ImportError:  # a board for other runtimes only: they are imported in the child that uses them
         pass
 
-    from . import runner, service  # noqa: F401
+    # Everything a run imports, imported here once: a forked child that imported it again would pay for it on every
+    # run (under qemu, or on a Pi, ~0.1 s), and versions() pulls in importlib.metadata.
+    import hashlib  # noqa: F401
+    import secrets  # noqa: F401
+    import tempfile  # noqa: F401
+
+    import numpy.random  # noqa: F401 - generated inputs
+
+    from . import energy, runner, runtimes, scenarios, service  # noqa: F401
     from .jobs import run_dir
+    from .shared import energy as energy_maths  # noqa: F401
+
+    if "onnxruntime" in runtimes.versions():
+        runtimes.load("onnxruntime")
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -171,6 +183,34 @@ def launch_warm(cache, run, lock_timeout_s, run_timeout_s=None):
     return jobs.attach(cache, run, run_timeout_s)  # not our child: followed by its pid (the kernel reaps it)
 
 
+def serve_launches(cache, requests, answers):
+    """`_launcher`: a plan's launches over one channel, so a cell costs no interpreter start on the board (under
+    qemu, or on a Pi, the start alone is a few tenths of a second). Each JSON line on `requests` ({"run",
+    "lock_timeout", "run_timeout"}, or {"hello": 1} first) is answered by one JSON line on `answers` once that run
+    ended ({"code", "reply"}); the run's progress events go to stderr meanwhile, as `launch` sends them. The runs are
+    forked by the warm agent, detached as ever: this process only starts and follows them. Ends at end of input."""
+    from .protocol import EXIT_USAGE, RequestError, failed_reply
+
+    def answer(document):
+        answers.write(json.dumps(document) + "\n")
+        answers.flush()
+
+    for line in iter(requests.readline, ""):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            if request.get("hello"):
+                answer({"ready": True, "pid": os.getpid()})
+                continue
+            code, text = launch_warm(cache, str(request["run"]), float(request["lock_timeout"]),
+                                     None if request.get("run_timeout") is None else float(request["run_timeout"]))
+        except (ValueError, KeyError, TypeError, RequestError) as exc:
+            code, text = EXIT_USAGE, json.dumps(failed_reply("usage", "bad launch request: %s" % exc))
+        answer({"code": code, "reply": text})
+    return 0
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt()
 
@@ -188,6 +228,11 @@ def _become_job(cache, run, folder, lock_timeout_s):
     """In the forked child: become exactly what a detached job is, run it, and exit with its code."""
     code = 1
     try:
+        from .shared.files import write_atomically
+
+        # First: a run that has a pid file is never launched again (jobs.check_launchable), even if the launcher
+        # that asked for it dies before writing the pid itself.
+        write_atomically(os.path.join(folder, "pid"), str(os.getpid()))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run's own subprocesses (tegrastats, a meter) are waited for
         os.setsid()  # its own session and process group: `kill` ends the run and everything it started
         null = os.open(os.devnull, os.O_RDONLY)

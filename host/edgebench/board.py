@@ -20,7 +20,7 @@ from .agentlib import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, PROTOCOL_VERSION
 
 from .agent_bundle import cache_dir, ensure_bundle
 from .errors import AgentError, AgentTimeout, BoardBusy, ConfigError, FileWriteError, InputError, LinkLost, TransportError
-from .transport import EventCallback, ProgressCallback
+from .transport import CommandResult, EventCallback, ProgressCallback
 from .transport.factory import open_transport
 
 INFO_TIMEOUT_S = 120.0  # an emulated board imports numpy slowly
@@ -39,6 +39,8 @@ class Board:
         self._agent = None
         self._run_timeout = None
         self.warm_agent = False  # runs forked by the board's warm agent (numpy and onnxruntime imported once)
+        self._launcher = None  # with the warm agent: one launcher on the board for all runs (no start per run)
+        self._launcher_refused = False
 
     def expect_runs(self, count: int) -> "Board":
         """`count` runs will follow over this connection: with more than one, each is forked by the board's warm
@@ -48,6 +50,7 @@ class Board:
         return self
 
     def close(self) -> None:
+        self._close_launcher()
         self.transport.close()
 
     def __enter__(self):
@@ -266,9 +269,14 @@ class Board:
         self._run_timeout = timeout
         try:
             try:
-                result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(lock_timeout),
-                                       "--run-timeout", str(timeout), *(["--warm"] if self.warm_agent else [])],
-                                      timeout=host_timeout, on_event=on_event)
+                launcher = self._launcher_stream() if self.warm_agent else None
+                if launcher is not None:
+                    result = self._launch_through(launcher, run_id, lock_timeout, timeout, host_timeout, on_event)
+                else:
+                    result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout",
+                                           str(lock_timeout), "--run-timeout", str(timeout),
+                                           *(["--warm"] if self.warm_agent else [])],
+                                          timeout=host_timeout, on_event=on_event)
             except LinkLost as lost:
                 result = self._reattach(run_id, deadline, on_event, lost)
         except AgentTimeout:
@@ -288,6 +296,53 @@ class Board:
         if reply.get("status") == "failed":
             error.setdefault("stderr_tail", result.stderr_tail)
         return reply
+
+    def _launcher_stream(self):
+        """The board's launcher (agent `_launcher`), started on first use and kept for every later run over this
+        connection: a run then costs no interpreter start on the board. None when it cannot start (each run is
+        then launched by its own command, as without it)."""
+        if self._launcher is None and not self._launcher_refused:
+            stream = None
+            try:
+                stream = self.transport.open_stream([*self.python_argv(), self.ensure_agent(), "_launcher", "--cache",
+                                                     self.cache])
+                answer, _ = stream.ask(b'{"hello": 1}\n', SMALL_COMMAND_TIMEOUT_S, None)
+                if not json.loads(answer.decode("utf-8")).get("ready"):
+                    raise ValueError(answer[:200])
+                self._launcher = stream
+            except (TransportError, AgentError, ValueError, AttributeError):
+                if stream is not None:
+                    stream.close()
+                self._launcher_refused = True
+        return self._launcher
+
+    def _launch_through(self, launcher, run_id: str, lock_timeout: float, timeout: float, host_timeout: float,
+                        on_event) -> CommandResult:
+        request = {"run": run_id, "lock_timeout": lock_timeout, "run_timeout": timeout}
+        try:
+            answer, tail = launcher.ask((json.dumps(request) + "\n").encode("utf-8"), host_timeout, on_event)
+            document = json.loads(answer.decode("utf-8"))
+            return CommandResult(int(document["code"]), str(document["reply"]).encode("utf-8"), tail)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._close_launcher()
+            raise AgentError(f"the launcher on {self.target.name} answered {answer[:200]!r}") from exc
+        except LinkLost:
+            self._close_launcher()
+            # The launcher ended (killed on the board, say) or the link dropped. A run that started goes on there
+            # and is followed like after any dropped link; one that never started is launched by its own command.
+            # (A run's pid file is written before it does anything; reading it raises LinkLost if the link is gone.)
+            if self.transport.exists(self.run_path(run_id, "pid")):
+                raise
+            return self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(lock_timeout),
+                                 "--run-timeout", str(timeout), "--warm"], timeout=host_timeout, on_event=on_event)
+        except BaseException:  # a timeout, Ctrl-C: the next run starts a new launcher
+            self._close_launcher()
+            raise
+
+    def _close_launcher(self) -> None:
+        launcher, self._launcher = self._launcher, None
+        if launcher is not None:
+            launcher.close()
 
     def _reattach(self, run_id: str, deadline: float, on_event, first_error: Exception):
         """The link dropped: reconnect with backoff and follow the run again (it went on on the board)."""

@@ -64,6 +64,20 @@ class Transport(Protocol):
 
     def close(self) -> None: ...
 
+    def open_stream(self, argv: list[str]) -> "Stream":
+        """Start argv on the board and keep talking to it: a line in, a line out (Stream.ask)."""
+
+
+class Stream(Protocol):
+    """A long-lived command on the board that answers each line sent to it with one line on its stdout (its stderr
+    carries progress events meanwhile). A board's launcher for a plan's runs: board.py."""
+
+    def ask(self, line: bytes, timeout: float | None, on_event: EventCallback | None) -> tuple[bytes, list[str]]:
+        """Send one line; the next line it prints on stdout, and the plain stderr lines seen meanwhile. On timeout
+        the command is ended (AgentTimeout); if it ends or the link drops, LinkLost."""
+
+    def close(self) -> None: ...
+
 
 class StderrSplitter:
     """Feeds stderr lines either to the event callback (marked JSON) or to a bounded tail."""

@@ -57,6 +57,9 @@ class LocalTransport:
                 reader.join(5)
         return CommandResult(process.returncode, b"".join(stdout_chunks), list(splitter.tail))
 
+    def open_stream(self, argv) -> "LocalStream":
+        return LocalStream(argv)
+
     def home(self) -> str:
         return os.path.expanduser("~")
 
@@ -117,6 +120,59 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
+
+
+class LocalStream:
+    """A command kept running here: a line in, a line out (transport.Stream)."""
+
+    def __init__(self, argv):
+        import queue
+
+        try:
+            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise TransportError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+        self.splitter = StderrSplitter(None)
+        self.lines: queue.Queue = queue.Queue()  # stdout lines; None once stdout closed (the command ended)
+        threading.Thread(target=_pump_lines, args=(self.process.stderr, self.splitter), daemon=True).start()
+        threading.Thread(target=self._read_lines, daemon=True).start()
+
+    def _read_lines(self) -> None:
+        assert self.process.stdout is not None
+        for raw in iter(self.process.stdout.readline, b""):
+            self.lines.put(raw.rstrip(b"\n"))
+        self.lines.put(None)
+
+    def ask(self, line: bytes, timeout: float | None, on_event) -> tuple[bytes, list[str]]:
+        import queue
+
+        from ..errors import LinkLost
+
+        self.splitter.on_event = on_event
+        self.splitter.tail.clear()
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(line)
+            self.process.stdin.flush()
+            answer = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise AgentTimeout(f"no answer within {timeout:.0f} s") from None
+        except BrokenPipeError:
+            answer = None
+        if answer is None:
+            raise LinkLost("the command ended")
+        return answer, list(self.splitter.tail)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.process.stdin:
+                self.process.stdin.close()  # end of input: it ends
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.process)
 
 
 def _read_all(stream, chunks: list[bytes]) -> None:

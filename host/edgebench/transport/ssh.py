@@ -8,6 +8,7 @@ in the project file. A CHANGED key is refused under every policy, showing both f
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shlex
@@ -250,6 +251,9 @@ class SSHTransport:
             raise LinkLost(f"the SSH connection to {self.target.address} dropped during a command")
         return CommandResult(code, bytes(stdout), list(splitter.tail))
 
+    def open_stream(self, argv) -> "SSHStream":
+        return SSHStream(self, argv)
+
     # ----------------------------------------------------------------------------------------- files
     def home(self) -> str:
         if self._home is None:
@@ -388,3 +392,56 @@ def _local_user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+class SSHStream:
+    """A command kept running on one SSH channel: a line in, a line out (transport.Stream)."""
+
+    def __init__(self, transport: SSHTransport, argv):
+        import paramiko
+
+        self.address = transport.target.address
+        self.stdout = bytearray()
+        self.splitter = StderrSplitter(None)
+        try:
+            self.channel = transport._transport().open_session(timeout=transport.target.connect_timeout)
+            self.channel.exec_command(" ".join(shlex.quote(str(a)) for a in argv))
+        except (ConnectionError, socket.timeout, EOFError, paramiko.SSHException) as exc:
+            raise LinkLost(f"the SSH connection to {self.address} dropped ({exc or type(exc).__name__})") from exc
+
+    def ask(self, line: bytes, timeout: float | None, on_event: EventCallback | None) -> tuple[bytes, list[str]]:
+        import paramiko
+
+        self.splitter.on_event = on_event
+        self.splitter.tail.clear()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self.channel.sendall(line)
+            while True:
+                end = self.stdout.find(b"\n")
+                if end >= 0:
+                    answer = bytes(self.stdout[:end])
+                    del self.stdout[:end + 1]
+                    return answer, list(self.splitter.tail)
+                busy = False
+                if self.channel.recv_ready():
+                    self.stdout += self.channel.recv(1 << 16)
+                    busy = True
+                if self.channel.recv_stderr_ready():
+                    self.splitter.feed(self.channel.recv_stderr(1 << 16).decode("utf-8", "replace"))
+                    busy = True
+                if busy:
+                    continue
+                if self.channel.exit_status_ready() or self.channel.closed or not self.channel.get_transport().is_active():
+                    raise LinkLost(f"the command on {self.address} ended or its link dropped")
+                if deadline is not None and time.monotonic() > deadline:
+                    self.close()
+                    raise AgentTimeout(f"no answer from {self.address} within {timeout:.0f} s")
+                time.sleep(0.005)
+        except (ConnectionError, socket.timeout, EOFError, paramiko.SSHException) as exc:
+            raise LinkLost(f"the SSH connection to {self.address} dropped ({exc or type(exc).__name__})") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing what may already be gone
+            self.channel.shutdown_write()
+            self.channel.close()
