@@ -357,3 +357,28 @@ def test_bad_labgrid_inventory_entries(bench, tmp_path, entry, fragment):
     assert done.code == 2
     assert_one_line_error(done, "targets.yaml", fragment)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.bad_input
+def test_what_the_coordinator_says_is_data_from_elsewhere(bench, tmp_path, farm_inventory):
+    """labgrid takes any place name and any NetworkService address: a name that would leave the cache folder, an
+    address that is no address, and escape sequences meant for the terminal are refused or shown inert."""
+    own = Farm([Service("badaddr", "not an address!", "root", 22, {"board": "badaddr"})],
+               extra_places={"../up": {"board": "hostile"}, "evil\x1b]0;pwned\x07": {"board": "shown"}}).start()
+    try:
+        inventory = farm_inventory()
+        runs = {tags: bench("deploy", EXAMPLES / "cnn.onnx", "--target", f"lg:board={tags}", "--inventory", inventory,
+                            "--coordinator", own.address, "--results", tmp_path / "r", *QUICK)
+                for tags in ("hostile", "badaddr")}
+        listed = bench("targets", "--inventory", inventory, "--coordinator", own.address)
+        free = own.all_free() and own.holder("../up") is None
+    finally:
+        own.stop()
+    assert_one_line_error(runs["hostile"], "labgrid place '../up' has a name edgebench cannot use as a folder name")
+    assert_one_line_error(runs["badaddr"], "place badaddr: its NetworkService is not an SSH address",
+                          "'not an address!'")
+    assert not (tmp_path / "r").exists() or not _documents(tmp_path / "r")
+    assert free  # both given back
+    assert listed.code == 0, listed.stderr
+    assert "\x1b" not in listed.stdout, repr(listed.stdout)
+    assert "\x07" not in listed.stdout and "lg:evil " in listed.stdout  # the escape sequence removed whole

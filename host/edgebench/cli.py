@@ -37,8 +37,11 @@ def _stderr():
 
 
 def _say(name: str, message: str) -> None:
-    """What a labgrid lease does (a place acquired, released, waited for), one line on stderr."""
-    typer.echo(f"{name}: {message}", err=True)
+    """What a labgrid lease does (a place acquired, released, waited for), one line on stderr (place names and
+    holders come from the coordinator: no escape sequence of theirs reaches the terminal)."""
+    from .result_schema import printable
+
+    typer.echo(printable(f"{name}: {message}"), err=True)
 
 
 def _stdout():
@@ -471,7 +474,10 @@ def targets(
 
     from rich.table import Table
 
+    from rich.text import Text
+
     from .doctor import probe_all, raise_for_unreachable
+    from .result_schema import printable
     from .targets import inventory_path, load_inventory, resolve_target
 
     loaded = load_inventory(inventory_path(inventory)).with_coordinator(coordinator)
@@ -503,9 +509,10 @@ def targets(
             table = Table(box=None, pad_edge=False)
             for header in ("place", "tags", "held by", "board", "comment"):
                 table.add_column(header)
-            for p in places:
-                table.add_row(f"lg:{p.name}", ",".join(f"{k}={v}" for k, v in sorted(p.tags.items())) or "-",
-                              p.acquired or ("(reserved)" if p.reserved else "free"), _service_address(p), p.comment or "")
+            for p in places:  # the coordinator's text: shown as text, never as markup or escape sequences
+                cells = [f"lg:{p.name}", ",".join(f"{k}={v}" for k, v in sorted(p.tags.items())) or "-",
+                         p.acquired or ("(reserved)" if p.reserved else "free"), _service_address(p), p.comment or ""]
+                table.add_row(*(Text(printable(cell)) for cell in cells))
             _stdout().print(table)
     failed = [places for places in farms.values() if isinstance(places, Exception)]
     if failed:

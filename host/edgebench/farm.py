@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import re
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -22,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from .errors import BenchError, ConfigError, FarmError
-from .targets import Target, apply_ssh_config
+from .targets import TAG_VALUE, Target, apply_ssh_config
 from .threads import run_all
 
 FARM_EXTRA = "pip install 'edgebench[farm]'"
@@ -246,6 +247,29 @@ def matching_places(target: Target) -> list[Place]:
                     f"the tags its places have: {', '.join(tags) or 'none'}")
 
 
+_ADDRESS = re.compile(r"[A-Za-z0-9_.:%-]+\Z")  # a host name, IPv4 or IPv6 address
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+
+
+def _check_place(place: Place) -> None:
+    """What the coordinator and its exporters say is data from elsewhere: the place's name becomes a folder name
+    ({place} in work_dir, the result's target), its NetworkService an SSH address. Anything else is refused."""
+    if not TAG_VALUE.match(place.name) or place.name in (".", ".."):
+        raise FarmError(f"labgrid place {place.name!r} has a name edgebench cannot use as a folder name",
+                        "name places with letters, digits, '.', '_' and '-'")
+    service = place.service
+    if service is None:
+        return
+    port = service.get("port", 22)
+    if (not isinstance(service.get("address"), str) or not _ADDRESS.match(service["address"])
+            or not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536
+            or (service.get("username") is not None and not (isinstance(service["username"], str)
+                                                             and _USER.match(service["username"])))):
+        raise FarmError(f"place {place.name}: its NetworkService is not an SSH address edgebench can use "
+                        f"(address, port, username: {service.get('address')!r}, {port!r}, {service.get('username')!r})",
+                        "fix the exporter's configuration")
+
+
 def _holders(places: list[Place]) -> str:
     return ", ".join(f"{p.name} {p.holder}" for p in places)
 
@@ -287,6 +311,7 @@ class Lease:
             time.sleep(POLL_S)
         self.place = place
         got = self.coordinator.acquire(place, self.token)
+        _check_place(got)
         if got.service is None:
             raise FarmError(f"place {place} has no NetworkService resource: edgebench reaches boards over SSH",
                             f"export one (address, username, port) and add it: labgrid-client -p {place} add-match "

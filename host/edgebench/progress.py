@@ -23,7 +23,9 @@ class DeployProgress:
 
     def say(self, name: str, message: str) -> None:
         """A line that stays (a labgrid place acquired, a wait for one), printed above the bars."""
-        self.progress.console.print(f"{name}: {message}", markup=False, highlight=False, soft_wrap=True)
+        from .result_schema import printable
+
+        self.progress.console.print(printable(f"{name}: {message}"), markup=False, highlight=False, soft_wrap=True)
 
     def event(self, name: str, event: dict) -> None:
         task = self.tasks.get(name)
