@@ -382,3 +382,56 @@ def test_what_the_coordinator_says_is_data_from_elsewhere(bench, tmp_path, farm_
     assert listed.code == 0, listed.stderr
     assert "\x1b" not in listed.stdout, repr(listed.stdout)
     assert "\x07" not in listed.stdout and "lg:evil " in listed.stdout  # the escape sequence removed whole
+
+
+@pytest.mark.fault
+def test_a_place_whose_board_is_down_leaves_its_cells_to_the_others(tmp_path, ssh_server, farm_inventory):
+    from tests.sshd import free_port
+
+    own = Farm([Service("down", "127.0.0.1", "root", free_port(), {"board": "mixed"}),  # nothing listens there
+                Service("up", ssh_server.address, "root", ssh_server.port, {"board": "mixed"})]).start()
+    try:
+        plan = _plan(tmp_path, "mixed", "lg:board=mixed", [1, 2, 3, 4], min_seconds=0.3)
+        log = tmp_path / "bench.log"
+        code = _spawn(["run", plan, "--inventory", farm_inventory(), "--coordinator", own.address,
+                       "--results", tmp_path / "r"], log).wait(300)
+        free = own.all_free()
+    finally:
+        own.stop()
+    assert code == 0, log.read_text()
+    documents = _documents(tmp_path / "r")
+    assert len(documents) == 4 and all(d["status"] == "ok" and d["target"]["name"] == "lg:up" for d in documents)
+    assert free
+
+
+def test_a_place_reached_through_a_proxy_jump_from_the_ssh_config(bench, tmp_path, netns_board, client_key,
+                                                                   farm_inventory):
+    """The place's board listens on its network namespace's own loopback: only through the jump host that
+    ~/.ssh/config names for its address can the host reach it."""
+    from tests.sshd import SshServer
+
+    inner = SshServer.create(address="127.0.0.1", netns=netns_board.server.netns)
+    inner.authorize("root", (client_key.parent / "id_ed25519.pub").read_text())
+    inner.start()
+    own = Farm([Service("hidden", "127.0.0.1", "root", inner.port, {"board": "hidden"})]).start()
+    try:
+        inventory = farm_inventory()
+        known = inventory.parent / "known_hosts"
+        known.write_text(known.read_text() + inner.known_hosts_line())
+        config = tmp_path / "ssh_config"
+        jump = netns_board.server
+        config.write_text(f"Host 127.0.0.1\n  ProxyJump root@{jump.address}:{jump.port}\n"
+                          f"Host {jump.address}\n  IdentityFile {client_key}\n")
+        args = ["deploy", EXAMPLES / "cnn.onnx", "--target", "lg:hidden", "--inventory", inventory,
+                "--coordinator", own.address, "--results", tmp_path / "r", *QUICK]
+        direct = bench(*args)
+        jumped = bench(*args, env={"EDGEBENCH_SSH_CONFIG": str(config)})
+        free = own.all_free()
+    finally:
+        own.stop()
+        inner.stop()
+    assert direct.code == 3  # without the jump the host cannot reach it
+    assert jumped.code == 0, jumped.stderr
+    (document,) = _documents(tmp_path / "r")
+    assert document["status"] == "ok" and document["target"]["name"] == "lg:hidden"
+    assert free

@@ -46,24 +46,31 @@ def test_help_documents_every_command_and_option(bundle, old_python):
 
 
 def test_the_bundle_unpacks_itself_only_into_a_cache_it_is_given(bundle, tmp_path):
-    """From a zip, Python compiles every module at every start; with --cache the bundle runs from an unpacked copy
-    there (bytecode kept), never beside a person's .pyz."""
+    """From a zip, Python compiles every module at every start; given --cache, a bundle named by its content (as
+    the host uploads it) runs from an unpacked copy there (bytecode kept). Never beside a person's .pyz, and never a
+    copy of a file whose name does not say its content."""
     import os
     import sys
 
+    from edgebench.agent_bundle import ensure_bundle
+
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as on a board
+    cache = tmp_path / "cache"
+    cache.mkdir()
     mine = tmp_path / "mine" / "edgebench-agent.pyz"
     mine.parent.mkdir()
     mine.write_bytes(bundle.read_bytes())
-    assert subprocess.run([sys.executable, str(mine), "--help"], capture_output=True, timeout=60).returncode == 0
+    for argv in (["--help"], ["runs", "--cache", str(cache)]):
+        assert subprocess.run([sys.executable, str(mine), *argv], capture_output=True, timeout=60, env=env).returncode == 0
     assert sorted(p.name for p in mine.parent.iterdir()) == ["edgebench-agent.pyz"]  # nothing written beside it
-    cache = tmp_path / "cache"
-    cache.mkdir()
+    assert not list(cache.iterdir())  # and no copy of a name that does not say its content
+    uploaded = cache / ensure_bundle().name  # agent-<sha12>.pyz, as on a board
+    uploaded.write_bytes(bundle.read_bytes())
     for _ in range(2):  # the first makes the copy, the second uses it
-        listed = subprocess.run([sys.executable, str(mine), "runs", "--cache", str(cache)], capture_output=True,
+        listed = subprocess.run([sys.executable, str(uploaded), "runs", "--cache", str(cache)], capture_output=True,
                                 text=True, timeout=60, env=env)
         assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stderr
-    copy = cache / "edgebench-agent.pyz.d"
+    copy = cache / (uploaded.name + ".d")
     assert (copy / "edgebench_agent" / "__init__.py").is_file()
     assert list(copy.glob("edgebench_agent/__pycache__/jobs.*.pyc"))
     assert not list(cache.glob(".unpack-*"))

@@ -30,6 +30,15 @@ def _size(path):
     return os.lstat(path).st_size
 
 
+def _older_than(path, seconds):
+    import time
+
+    try:
+        return time.time() - os.lstat(path).st_mtime > seconds
+    except OSError:
+        return False
+
+
 def clean(cache, max_bytes, keep=()):
     """Delete the least recently used entries (uploaded files, agent bundles, collected runs) until the cache fits.
 
@@ -51,9 +60,14 @@ def clean(cache, max_bytes, keep=()):
             bundle = name[:-2] if name.endswith(".pyz.d") else name
             if name.startswith("agent-") and bundle.endswith(".pyz") and bundle not in keep:
                 entries.append(os.path.join(cache, name))
-            elif name.startswith(".unpack-"):  # a copy cut short (the process that made it was killed)
-                entries.append(os.path.join(cache, name))
-        sized = [(os.lstat(p).st_mtime, _size(p), p) for p in entries]
+            elif name.startswith(".unpack-") and _older_than(os.path.join(cache, name), 3600):
+                entries.append(os.path.join(cache, name))  # a copy cut short (its maker was killed), not one in progress
+        sized = []
+        for path in entries:
+            try:
+                sized.append((os.lstat(path).st_mtime, _size(path), path))
+            except OSError:  # gone meanwhile (an unpacked copy renamed into place)
+                pass
         total = sum(size for _, size, _ in sized)
         removed, freed = 0, 0
         for _, size, path in sorted(sized):

@@ -230,11 +230,11 @@ def _become_job(cache, run, folder, lock_timeout_s):
     try:
         from .shared.files import write_atomically
 
-        # First: a run that has a pid file is never launched again (jobs.check_launchable), even if the launcher
-        # that asked for it dies before writing the pid itself.
+        os.setsid()  # its own session and process group: `kill` ends the run and everything it started
+        # Then, before anything else: a run that has a pid file is never launched again (jobs.check_launchable),
+        # even if the launcher that asked for it dies before writing the pid itself.
         write_atomically(os.path.join(folder, "pid"), str(os.getpid()))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run's own subprocesses (tegrastats, a meter) are waited for
-        os.setsid()  # its own session and process group: `kill` ends the run and everything it started
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         log = os.open(os.path.join(folder, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

@@ -202,6 +202,7 @@ class Board:
                 if attempt == RECONNECT_ATTEMPTS:
                     raise
                 time.sleep(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)])
+                self._close_launcher()  # its channel died with the link
                 try:
                     self.transport.reconnect()
                 except TransportError:
@@ -333,8 +334,13 @@ class Board:
             # (A run's pid file is written before it does anything; reading it raises LinkLost if the link is gone.)
             if self.transport.exists(self.run_path(run_id, "pid")):
                 raise
-            return self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(lock_timeout),
-                                 "--run-timeout", str(timeout), "--warm"], timeout=host_timeout, on_event=on_event)
+            result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout",
+                                   str(lock_timeout), "--run-timeout", str(timeout), "--warm"],
+                                  timeout=host_timeout, on_event=on_event)
+            if result.returncode == EXIT_USAGE and b"already launched" in result.stdout:  # it started meanwhile
+                return self.command(["attach", "--cache", self.cache, "--run", run_id, "--run-timeout", str(timeout)],
+                                    timeout=host_timeout, on_event=on_event)
+            return result
         except BaseException:  # a timeout, Ctrl-C: the next run starts a new launcher
             self._close_launcher()
             raise
@@ -351,6 +357,7 @@ class Board:
             if time.monotonic() > deadline:
                 break
             time.sleep(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)])
+            self._close_launcher()
             try:
                 self.transport.reconnect()
                 if on_event:

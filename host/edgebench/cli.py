@@ -483,8 +483,12 @@ def targets(
     loaded = load_inventory(inventory_path(inventory)).with_coordinator(coordinator)
     resolved = [resolve_target(name, loaded) for name in loaded.names()]
     probes = probe_all(resolved) if check else {}
-    # the places of every coordinator named: --coordinator, LG_COORDINATOR, the inventory's
-    addresses = [loaded.coordinator or os.environ.get("LG_COORDINATOR")] + [t.coordinator for t in resolved] + [
+    # the places of every coordinator named: --coordinator, the inventory's, and LG_COORDINATOR when labgrid is
+    # installed (a variable set for labgrid's own tools is no reason to fail here)
+    import importlib.util
+
+    from_env = os.environ.get("LG_COORDINATOR") if importlib.util.find_spec("labgrid") else None
+    addresses = [loaded.coordinator, from_env] + [t.coordinator for t in resolved] + [
         loaded.labgrid.coordinator if loaded.labgrid else None]
     farms = {address: _places(address) for address in dict.fromkeys(a for a in addresses if a)}
     if json_output:

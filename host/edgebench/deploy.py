@@ -20,7 +20,7 @@ from .agentlib import RUN_DEFAULTS, default_run_timeout, normalize_run_request
 
 from .board import Board
 from .compat import incompatibility
-from .errors import AgentError, ConfigError, FarmError, InputError, ModelError
+from .errors import AgentError, ConfigError, FarmError, InputError, ModelError, TransportError
 from .fileio import file_sha256
 from .modelinfo import generation_rules, host_session, inspect_model, session_io
 from .energy import result_block as energy_block
@@ -784,6 +784,9 @@ def deploy_fleet(models: list[Path], targets: list[Target], cells: list[RunSetti
                     model, cell = unit
                     try:
                         report = deploy([model], place, [cell], results_dir, on_event, None, board)
+                    except TransportError:  # this place's board cannot: another place runs it
+                        take.put_back(unit)
+                        raise
                     except BenchError as exc:
                         fleet.failures[f"{place.name} ({Path(model).name})"] = exc
                         continue

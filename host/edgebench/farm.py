@@ -172,7 +172,9 @@ class Coordinator:
 
         async def release():
             problems = []
-            calls = [pb.ReleasePlaceRequest(placename=place)] if place else []
+            # fromuser: released only while we hold it (never someone who acquired it after an admin's --kick)
+            me = f"{self.session.gethostname()}/{self.session.getuser()}"
+            calls = [pb.ReleasePlaceRequest(placename=place, fromuser=me)] if place else []
             for request in [*calls, pb.CancelReservationRequest(token=token)]:
                 try:
                     if isinstance(request, pb.ReleasePlaceRequest):
@@ -185,12 +187,14 @@ class Coordinator:
             if problems:
                 raise problems[0]
 
-        try:
-            self._call(release, f"release place {place}" if place else "cancel the reservation")
-        finally:
-            with self.lock:
-                if place:
-                    self.held.pop(place, None)
+        self._call(release, f"release place {place}" if place else "cancel the reservation")
+        with self.lock:  # kept when the release failed: a later try (at exit) gives it back, or says it could not
+            if place:
+                self.held.pop(place, None)
+
+    def forget(self, place: str | None) -> None:
+        with self.lock:
+            self.held.pop(place or "", None)
 
     def release_all(self) -> list[str]:
         """Give back everything this process still holds (after an interrupt, or at exit): the problems, one line each."""
@@ -222,8 +226,13 @@ def coordinator_for(target: Target) -> Coordinator:
 
 @atexit.register
 def _release_at_exit() -> None:
-    for coordinator in list(_coordinators.values()):
-        coordinator.release_all()
+    """Whatever this process still holds (a release cut short, a failure nothing caught) is given back, or said."""
+    import sys
+
+    from .result_schema import printable
+
+    for problem in release_everything():
+        print(printable(f"warning: {problem}"), file=sys.stderr)
 
 
 def release_everything() -> list[str]:
@@ -332,7 +341,17 @@ class Lease:
             work_dir=self.target.work_dir.replace("{place}", place.name), place=None, match=(), coordinator=None,
             tags=tuple(sorted(f"{k}={v}" for k, v in place.tags.items())),
             leased=(("coordinator", self.coordinator.address), ("place", place.name), ("asked", self.target.name)))
-        return apply_ssh_config(leased, explicit_port=True)
+        leased = apply_ssh_config(leased, explicit_port=True)
+        if leased.proxy_jump and leased.jump is None:  # a ProxyJump ~/.ssh/config gives the place's address
+            from .targets import Inventory, resolve_target
+
+            hop = leased.proxy_jump.split(",")[0].strip()
+            if "@" in hop or ":" in hop:
+                jump = resolve_target(hop, Inventory(None))
+            else:  # a host name or ~/.ssh/config alias, as OpenSSH takes it
+                jump = apply_ssh_config(Target(name=hop, kind="ssh", host=hop, source=f"ProxyJump of {leased.name}"))
+            leased = replace(leased, jump=replace(jump, known_hosts=self.target.known_hosts))
+        return leased
 
     def give_back(self) -> None:
         """Release the place and cancel the reservation (FarmError, with the labgrid-client line, if it cannot)."""
@@ -342,6 +361,7 @@ class Lease:
         try:
             self.coordinator.release(place, token)
         except FarmError as exc:
+            self.coordinator.forget(place)  # said here, with what to do: not again at exit
             raise FarmError(exc.message, f"release it with `labgrid-client -x {self.coordinator.address} -p {place} "
                                          "release` once the coordinator is back" if place else exc.hint) from None
         if self.in_use:
@@ -370,8 +390,9 @@ def spread(target: Target, units: list, work: Callable[[Target, Callable[[], obj
            fail: Callable[[object, BenchError], None], say: Say | None = None) -> list[str]:
     """Run `units` over every place matching a labgrid target, as many places at once as are free.
 
-    `work(ssh_target, take)` runs on one place, calling `take()` for its next unit until it returns None; a place is
-    released as soon as no work is left for it. Units no place ran are passed to `fail(unit, why)`. Returns farm
+    `work(ssh_target, take)` runs on one place, calling `take()` for its next unit until it returns None (or
+    `take.put_back(unit)` and raising the TransportError when the place's board cannot run it); a place is released
+    as soon as no work is left for it. Units no place ran are passed to `fail(unit, why)`. Returns farm
     problems that are not a unit's (a place that could not be released), one line each."""
     queue = list(units)
     queue_lock = threading.Lock()
@@ -388,9 +409,19 @@ def spread(target: Target, units: list, work: Callable[[Target, Callable[[], obj
         if say is not None:
             say(name, message)
 
-    def take():
-        with queue_lock:
-            return queue.pop(0) if queue and not cancelled.is_set() else None
+    class Take:
+        """The next unit for a place (None: nothing left); put_back(unit) when the place could not run it (its board
+        unreachable or busy): another place will, and this one stops taking work."""
+
+        def __call__(self):
+            with queue_lock:
+                return queue.pop(0) if queue and not cancelled.is_set() else None
+
+        def put_back(self, unit) -> None:
+            with queue_lock:
+                queue.insert(0, unit)
+
+    take = Take()
 
     def still_wanted() -> bool:
         with queue_lock:
@@ -423,7 +454,8 @@ def spread(target: Target, units: list, work: Callable[[Target, Callable[[], obj
         run_all([one_place] * workers, name="place")
     except KeyboardInterrupt:
         cancelled.set()
-        release_everything()  # each thread released its own; this catches a release the interrupt cut short
+        for problem in release_everything():  # each thread released its own; this catches one the interrupt cut short
+            (say or (lambda name, message: None))(target.name, problem)
         raise
     for unit in queue:
         fail(unit, reasons[0] if reasons else FarmError(f"no place matching {target.wants()} ran it"))

@@ -374,7 +374,7 @@ def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = Fal
     """Every cell not yet done; targets in parallel (one connection and lock each), cells of a target in order; a
     labgrid target's cells spread over its free places. A cell that fails is recorded and the plan goes on."""
     from .deploy import deploy
-    from .errors import BenchError
+    from .errors import BenchError, TransportError
     from .threads import run_all
 
     outcome = PlanRun()
@@ -397,6 +397,11 @@ def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = Fal
                     outcome.ran += [(cell, o.path) for o in report.outcomes]
                     outcome.failed += [(cell, o.document["error"]["message"]) for o in report.outcomes
                                        if o.document["status"] != "ok"]
+                except TransportError as exc:
+                    if hasattr(take, "put_back"):  # a labgrid place whose board cannot: another place runs it
+                        take.put_back(cell)
+                        raise
+                    outcome.failed.append((cell, str(exc)))
                 except BenchError as exc:
                     outcome.failed.append((cell, str(exc)))
 

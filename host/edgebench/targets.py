@@ -149,7 +149,8 @@ def load_inventory(path: Path | None) -> Inventory:
             raise doc.error(("targets", name), "a target name is letters, digits, '.', '_' or '-'")
         check_type(doc, ("targets", name), entry or {}, "mapping")
         if (entry or {}).get("kind") == "labgrid":
-            entry = {**defaults, **entry}
+            # the block's defaults, but its coordinator only after LG_COORDINATOR (an entry's own wins over both)
+            entry = {**{k: v for k, v in defaults.items() if k != "coordinator"}, **entry}
         targets[name] = _target_from_entry(doc, name, entry or {}, known_hosts)
     return Inventory(Path(path), targets, template)
 
@@ -258,7 +259,7 @@ def labgrid_target(spec: str, inventory: Inventory) -> Target:
         raise ConfigError(f"not a labgrid place name: {body!r}", "write lg:PLACE or lg:board=pi4")
     template = inventory.labgrid or Target(name=LABGRID_PREFIX, kind="labgrid", known_hosts=_known_hosts(inventory))
     return replace(template, name=spec, place=place, match=match, tags=tuple(f"{k}={v}" for k, v in match),
-                   source="command line")
+                   coordinator=None, source="command line")  # (the block's coordinator: see _resolve_one)
 
 
 def ssh_config_path() -> Path:
@@ -349,8 +350,10 @@ def _resolve_one(name: str, inventory: Inventory) -> Target:
         target = inventory.targets[name] if name in inventory.targets else labgrid_target(name, inventory)
         if target.kind != "labgrid":
             return target
-        # --coordinator, then LG_COORDINATOR (labgrid's own variable), then the inventory
-        address = inventory.coordinator or os.environ.get("LG_COORDINATOR") or target.coordinator
+        # --coordinator, then the entry's own coordinator:, then LG_COORDINATOR (labgrid's variable), then the
+        # inventory's labgrid: block
+        address = (inventory.coordinator or target.coordinator or os.environ.get("LG_COORDINATOR")
+                   or (inventory.labgrid.coordinator if inventory.labgrid else None))
         return replace(target, coordinator=address) if address != target.coordinator else target
     if name == LOCAL:
         return Target(name=LOCAL)

@@ -152,13 +152,20 @@ class LocalStream:
         self.splitter.on_event = on_event
         self.splitter.tail.clear()
         assert self.process.stdin is not None
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self.process.stdin.write(line)
             self.process.stdin.flush()
-            answer = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            self.close()
-            raise AgentTimeout(f"no answer within {timeout:.0f} s") from None
+            while True:  # short waits: a Ctrl-C passed on to this thread is taken between two of them
+                try:
+                    answer = self.lines.get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    if deadline is not None and time.monotonic() > deadline:
+                        self.close()
+                        raise AgentTimeout(f"no answer within {timeout:.0f} s") from None
         except BrokenPipeError:
             answer = None
         if answer is None:

@@ -438,7 +438,7 @@ class SSHStream:
                     self.close()
                     raise AgentTimeout(f"no answer from {self.address} within {timeout:.0f} s")
                 time.sleep(0.005)
-        except (ConnectionError, socket.timeout, EOFError, paramiko.SSHException) as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:  # OSError: a channel closed under us, too
             raise LinkLost(f"the SSH connection to {self.address} dropped ({exc or type(exc).__name__})") from exc
 
     def close(self) -> None:
