@@ -327,10 +327,6 @@ def request_out(reply):
     return (reply.get("request") or {}).get("out")
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt()
-
-
 def _missing_dependency(runtime="onnxruntime"):
     """(module, pip name) of numpy or the run's runtime when this Python cannot import it, else None."""
     from .runtimes import IMPORT_NAMES, PIP_NAMES
@@ -391,7 +387,9 @@ def main(argv=None):
     # A JSON document unless a person runs `run MODEL.onnx` at a terminal without --json.
     machine_readable = args.command != "run" or bool(args.request or args.json)
     if args.command in ("run", "_job"):
-        signal.signal(signal.SIGTERM, _interrupt)  # a polite kill still ends in a reply saying so
+        from .jobs import interrupt
+
+        signal.signal(signal.SIGTERM, interrupt)  # a polite kill still ends in a reply saying so
     usage = text = reply = None
     code = EXIT_USAGE
     guard = _ProtocolStdout()

@@ -211,10 +211,6 @@ def serve_launches(cache, requests, answers):
     return 0
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt()
-
-
 def _answer(connection, reply):
     try:
         connection.sendall((json.dumps(reply) + "\n").encode("utf-8"))
@@ -240,10 +236,10 @@ def _become_job(cache, run, folder, lock_timeout_s):
         log = os.open(os.path.join(folder, "stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        from .jobs import job
+        from .jobs import interrupt, job
 
-        signal.signal(signal.SIGTERM, _interrupt)  # a polite kill still ends in a reply saying so
-        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, interrupt)  # a polite kill still ends in a reply saying so
+        signal.signal(signal.SIGINT, interrupt)
         code = job(cache, run, lock_timeout_s)
     except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into the server's loop
         import traceback

@@ -47,6 +47,12 @@ def _read(path):
         return None
 
 
+def interrupt(signum, frame):
+    """Signal handler of a run's process (SIGTERM, and SIGINT in a forked one): a polite kill still ends in a reply
+    saying so, through KeyboardInterrupt."""
+    raise KeyboardInterrupt()
+
+
 def finish(folder, reply, code):
     """Record the end of a run: reply first, then exit_code (whose presence means 'over')."""
     write_atomically(os.path.join(folder, "reply.json"), json.dumps(reply))

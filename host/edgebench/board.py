@@ -274,10 +274,7 @@ class Board:
                 if launcher is not None:
                     result = self._launch_through(launcher, run_id, lock_timeout, timeout, host_timeout, on_event)
                 else:
-                    result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout",
-                                           str(lock_timeout), "--run-timeout", str(timeout),
-                                           *(["--warm"] if self.warm_agent else [])],
-                                          timeout=host_timeout, on_event=on_event)
+                    result = self._launch(run_id, lock_timeout, timeout, host_timeout, on_event)
             except LinkLost as lost:
                 result = self._reattach(run_id, deadline, on_event, lost)
         except AgentTimeout:
@@ -334,9 +331,7 @@ class Board:
             # (A run's pid file is written before it does anything; reading it raises LinkLost if the link is gone.)
             if self.transport.exists(self.run_path(run_id, "pid")):
                 raise
-            result = self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout",
-                                   str(lock_timeout), "--run-timeout", str(timeout), "--warm"],
-                                  timeout=host_timeout, on_event=on_event)
+            result = self._launch(run_id, lock_timeout, timeout, host_timeout, on_event)
             if result.returncode == EXIT_USAGE and b"already launched" in result.stdout:  # it started meanwhile
                 return self.command(["attach", "--cache", self.cache, "--run", run_id, "--run-timeout", str(timeout)],
                                     timeout=host_timeout, on_event=on_event)
@@ -344,6 +339,12 @@ class Board:
         except BaseException:  # a timeout, Ctrl-C: the next run starts a new launcher
             self._close_launcher()
             raise
+
+    def _launch(self, run_id: str, lock_timeout: float, timeout: float, host_timeout: float, on_event) -> CommandResult:
+        """The run started (forked by the warm agent with warm_agent) and followed by a `launch` command of its own."""
+        return self.command(["launch", "--cache", self.cache, "--run", run_id, "--lock-timeout", str(lock_timeout),
+                             "--run-timeout", str(timeout), *(["--warm"] if self.warm_agent else [])],
+                            timeout=host_timeout, on_event=on_event)
 
     def _close_launcher(self) -> None:
         launcher, self._launcher = self._launcher, None

@@ -89,7 +89,7 @@ def cli_errors(command):
 
 DEFAULT_BY = "model,variant,target,settings"  # compare's groups: report.DEFAULT_BY, written as the option takes it
 INVENTORY_OPTION = typer.Option("--inventory", help="Target inventory (default: $EDGEBENCH_INVENTORY or configs/targets.yaml).")
-COORDINATOR_OPTION = typer.Option("--coordinator", metavar="HOST:PORT", help="labgrid coordinator of lg: targets (default: $LG_COORDINATOR, else the inventory's).")
+COORDINATOR_OPTION = typer.Option("--coordinator", metavar="HOST:PORT", help="labgrid coordinator of labgrid targets (default: an inventory entry's own, else $LG_COORDINATOR, else the inventory's labgrid: block).")
 
 
 def _version(value: bool):
@@ -470,10 +470,10 @@ def targets(
     json_output: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
 ):
     """List the targets of the inventory (and `local`), and the places of a labgrid coordinator with who holds them."""
+    import importlib.util
     import os
 
     from rich.table import Table
-
     from rich.text import Text
 
     from .doctor import probe_all, raise_for_unreachable
@@ -485,8 +485,6 @@ def targets(
     probes = probe_all(resolved) if check else {}
     # the places of every coordinator named: --coordinator, the inventory's, and LG_COORDINATOR when labgrid is
     # installed (a variable set for labgrid's own tools is no reason to fail here)
-    import importlib.util
-
     from_env = os.environ.get("LG_COORDINATOR") if importlib.util.find_spec("labgrid") else None
     addresses = [loaded.coordinator, from_env] + [t.coordinator for t in resolved] + [
         loaded.labgrid.coordinator if loaded.labgrid else None]

@@ -703,7 +703,7 @@ class DeployRequest:
     target: str = "local"  # `local`, an inventory name, a,b for a fleet, tag:arm
     results: Path = Path("results")
     inventory: Path | None = None  # None: $EDGEBENCH_INVENTORY or configs/targets.yaml
-    coordinator: str | None = None  # labgrid coordinator for lg: targets (None: LG_COORDINATOR, else the inventory's)
+    coordinator: str | None = None  # --coordinator, for labgrid targets (None: targets.resolve_target's order)
     settings: RunSettings = field(default_factory=RunSettings)
     variants: Path | None = None  # a folder of `bench convert` variants to run beside each model
     threads: list[int] | None = None  # sweeps: one settings cell per (threads, batch, provider)

@@ -22,8 +22,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
-from .errors import BenchError, ConfigError, FarmError
-from .targets import TAG_VALUE, Target, apply_ssh_config
+from .errors import BenchError, ConfigError, FarmError, one_line
+from .targets import TAG_VALUE, Inventory, Target, apply_ssh_config, with_jump
 from .threads import run_all
 
 FARM_EXTRA = "pip install 'edgebench[farm]'"
@@ -31,6 +31,7 @@ DEFAULT_PORT = 20408  # labgrid's
 POLL_S = 0.5  # how often a waiting reservation is polled (the coordinator drops one not polled for 60 s)
 CALL_TIMEOUT_S = 15.0
 MAX_PLACES_AT_ONCE = 16
+UNREACHABLE_HINT = "start labgrid-coordinator there, or point --coordinator or LG_COORDINATOR at the running one"
 
 Say = Callable[[str, str], None]  # (target name, message): what the farm is doing, for the person waiting
 
@@ -55,9 +56,9 @@ class Place:
 
 
 def _one_line(exc: BaseException) -> str:
+    """labgrid's or gRPC's error as one line (gRPC keeps its text in details())."""
     details = getattr(exc, "details", None)
-    text = details() if callable(details) else str(exc)
-    return " ".join(str(text).split()).removeprefix("Error: ") or type(exc).__name__
+    return one_line(RuntimeError(details()) if callable(details) else exc).removeprefix("Error: ")
 
 
 class Coordinator:
@@ -98,7 +99,7 @@ class Coordinator:
         except FutureTimeout:
             future.cancel()
             raise FarmError(f"labgrid coordinator {self.address} did not answer ({what}) within {timeout:.0f} s",
-                            "start labgrid-coordinator there, or point --coordinator or LG_COORDINATOR at the running one") from None
+                            UNREACHABLE_HINT) from None
         except BenchError:
             raise
         except Exception as exc:  # grpc.aio.AioRpcError, labgrid's ServerError/UserError
@@ -106,8 +107,7 @@ class Coordinator:
             hint = None
             if any(s in message for s in ("Could not connect", "unavailable", "UNAVAILABLE", "failed to connect",
                                           "Connection refused", "Socket closed")):
-                hint = "start labgrid-coordinator there, or point --coordinator or LG_COORDINATOR at the running one"
-                message = "unreachable"
+                hint, message = UNREACHABLE_HINT, "unreachable"
             raise FarmError(f"labgrid coordinator {self.address}: {what}: {message}", hint) from None
 
     def places(self) -> list[Place]:
@@ -174,13 +174,11 @@ class Coordinator:
             problems = []
             # fromuser: released only while we hold it (never someone who acquired it after an admin's --kick)
             me = f"{self.session.gethostname()}/{self.session.getuser()}"
-            calls = [pb.ReleasePlaceRequest(placename=place, fromuser=me)] if place else []
-            for request in [*calls, pb.CancelReservationRequest(token=token)]:
+            stub = self.session.stub
+            calls = [(stub.ReleasePlace, pb.ReleasePlaceRequest(placename=place, fromuser=me))] if place else []
+            for call, request in [*calls, (stub.CancelReservation, pb.CancelReservationRequest(token=token))]:
                 try:
-                    if isinstance(request, pb.ReleasePlaceRequest):
-                        await self.session.stub.ReleasePlace(request)
-                    else:
-                        await self.session.stub.CancelReservation(request)
+                    await call(request)
                 except Exception as exc:  # a reservation the coordinator already dropped is not a problem
                     if "does not exist" not in _one_line(exc) and "is not acquired" not in _one_line(exc):
                         problems.append(exc)
@@ -205,8 +203,11 @@ class Coordinator:
             try:
                 self.release(place, token)
             except FarmError as exc:
-                problems.append(f"{exc.message}: release it with `labgrid-client -x {self.address} -p {place} release`")
+                problems.append(f"{exc.message}: {self.release_hint(place)}")
         return problems
+
+    def release_hint(self, place: str) -> str:
+        return f"release it with `labgrid-client -x {self.address} -p {place} release`"
 
 
 _coordinators: dict[str, Coordinator] = {}
@@ -341,17 +342,8 @@ class Lease:
             work_dir=self.target.work_dir.replace("{place}", place.name), place=None, match=(), coordinator=None,
             tags=tuple(sorted(f"{k}={v}" for k, v in place.tags.items())),
             leased=(("coordinator", self.coordinator.address), ("place", place.name), ("asked", self.target.name)))
-        leased = apply_ssh_config(leased, explicit_port=True)
-        if leased.proxy_jump and leased.jump is None:  # a ProxyJump ~/.ssh/config gives the place's address
-            from .targets import Inventory, resolve_target
-
-            hop = leased.proxy_jump.split(",")[0].strip()
-            if "@" in hop or ":" in hop:
-                jump = resolve_target(hop, Inventory(None))
-            else:  # a host name or ~/.ssh/config alias, as OpenSSH takes it
-                jump = apply_ssh_config(Target(name=hop, kind="ssh", host=hop, source=f"ProxyJump of {leased.name}"))
-            leased = replace(leased, jump=replace(jump, known_hosts=self.target.known_hosts))
-        return leased
+        # a ProxyJump that ~/.ssh/config gives the place's address is resolved like any target's
+        return with_jump(apply_ssh_config(leased, explicit_port=True), Inventory(None))
 
     def give_back(self) -> None:
         """Release the place and cancel the reservation (FarmError, with the labgrid-client line, if it cannot)."""
@@ -362,8 +354,8 @@ class Lease:
             self.coordinator.release(place, token)
         except FarmError as exc:
             self.coordinator.forget(place)  # said here, with what to do: not again at exit
-            raise FarmError(exc.message, f"release it with `labgrid-client -x {self.coordinator.address} -p {place} "
-                                         "release` once the coordinator is back" if place else exc.hint) from None
+            raise FarmError(exc.message, f"{self.coordinator.release_hint(place)} once the coordinator is back"
+                            if place else exc.hint) from None
         if self.in_use:
             self.say(self.target.name, f"place {place} released")
 

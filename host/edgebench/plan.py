@@ -384,11 +384,11 @@ def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = Fal
     for cell in todo:
         by_target.setdefault(cell.target.name, []).append(cell)
 
-    def on_board(target, take, many: bool) -> None:
-        """Cells from `take()` until it has none, on one board over one connection."""
+    def on_board(target, take, cells: int) -> None:
+        """Cells from `take()` until it has none (at most `cells`), on one board over one connection."""
         from .board import Board
 
-        with Board(target).expect_runs(2 if many else 1) as board:
+        with Board(target).expect_runs(cells) as board:
             while (cell := take()) is not None:
                 annotate = {"plan": {"name": plan.name, "sha256": plan.sha256, "file": str(plan.path), "cell": cell.key,
                                      "model": cell.model, "variant": cell.variant}}
@@ -406,16 +406,16 @@ def run_plan(plan: Plan, cells: list[Cell], results_dir: Path, force: bool = Fal
                     outcome.failed.append((cell, str(exc)))
 
     def one_target(target_cells) -> None:
-        target, many = target_cells[0].target, len(target_cells) > 1
+        target, count = target_cells[0].target, len(target_cells)
         if target.kind == "labgrid":
             from .farm import spread
 
-            outcome.problems.extend(spread(target, target_cells, lambda place, take: on_board(place, take, many),
+            outcome.problems.extend(spread(target, target_cells, lambda place, take: on_board(place, take, count),
                                            lambda cell, why: outcome.failed.append((cell, str(why))), say))
             return
         queue = list(target_cells)
         try:
-            on_board(target, lambda: queue.pop(0) if queue else None, many)
+            on_board(target, lambda: queue.pop(0) if queue else None, count)
         except BenchError as exc:  # the board could not be reached: its cells fail with the reason
             outcome.failed += [(cell, str(exc)) for cell in queue]
 

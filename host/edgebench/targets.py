@@ -71,7 +71,7 @@ class Target:
     place: str | None = None  # labgrid: a place by name, or ...
     match: tuple = ()  # ... ((tag, value), ...): any free place with these tags
     coordinator: str | None = None  # labgrid coordinator, HOST:PORT
-    leased: tuple = ()  # an SSH target leased from labgrid: (("coordinator", ...), ("place", ...), ("tags", ...))
+    leased: tuple = ()  # an SSH target leased from labgrid: (("coordinator", ...), ("place", ...), ("asked", name))
 
     @property
     def address(self) -> str:
@@ -314,20 +314,25 @@ def resolve_target(name: str, inventory: Inventory | None = None, _hops: tuple =
     """An inventory name, `local`, a ~/.ssh/config Host alias, or user@host[:port]; its ProxyJump hops resolved
     the same way, with the same inventory (so a jump host keeps its user, key and the project's known_hosts)."""
     inventory = inventory or Inventory(None)
-    target = _resolve_one(name, inventory)
+    return with_jump(_resolve_one(name, inventory), inventory, _hops)
+
+
+def with_jump(target: Target, inventory: Inventory, _hops: tuple = ()) -> Target:
+    """The target with its ProxyJump's first hop resolved: an inventory name, a host name or ~/.ssh/config alias,
+    or user@host[:port]. A hop trusts the host keys its target trusts."""
     if not target.proxy_jump or target.jump is not None:
         return target
+    name = target.name
     if len(_hops) >= MAX_JUMPS or name in _hops:
         raise ConfigError(f"ProxyJump chain of {_hops[0] if _hops else name!r} loops or is longer than {MAX_JUMPS} hops: "
                           + " -> ".join([*_hops, name]), "check the proxy_jump of these targets")
     hop = target.proxy_jump.split(",")[0].strip()
     if _HOST.fullmatch(hop) and not _known(hop, inventory):
-        # OpenSSH takes a bare host name as a jump: reach it as a plain SSH host, trusting the project's keys
-        jump = apply_ssh_config(Target(name=hop, kind="ssh", host=hop, known_hosts=_known_hosts(inventory),
-                                       source=f"proxy_jump of {name}"))
+        # OpenSSH takes a bare host name as a jump: reach it as a plain SSH host
+        jump = apply_ssh_config(Target(name=hop, kind="ssh", host=hop, source=f"proxy_jump of {name}"))
     else:
         jump = resolve_target(hop, inventory, (*_hops, name))
-    return replace(target, jump=jump)
+    return replace(target, jump=replace(jump, known_hosts=jump.known_hosts or target.known_hosts))
 
 
 def _known(name: str, inventory: Inventory) -> bool:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
-from ..errors import AgentTimeout, TransportError
+from ..errors import AgentTimeout, LinkLost, TransportError
 from . import CommandResult, EventCallback, ProgressCallback, StderrSplitter
 
 
@@ -126,8 +128,6 @@ class LocalStream:
     """A command kept running here: a line in, a line out (transport.Stream)."""
 
     def __init__(self, argv):
-        import queue
-
         try:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE, start_new_session=True)
@@ -145,15 +145,9 @@ class LocalStream:
         self.lines.put(None)
 
     def ask(self, line: bytes, timeout: float | None, on_event) -> tuple[bytes, list[str]]:
-        import queue
-
-        from ..errors import LinkLost
-
         self.splitter.on_event = on_event
         self.splitter.tail.clear()
         assert self.process.stdin is not None
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self.process.stdin.write(line)

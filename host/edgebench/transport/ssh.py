@@ -226,13 +226,7 @@ class SSHTransport:
             channel.shutdown_write()
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
-                busy = False
-                if channel.recv_ready():
-                    stdout += channel.recv(1 << 16)
-                    busy = True
-                if channel.recv_stderr_ready():
-                    splitter.feed(channel.recv_stderr(1 << 16).decode("utf-8", "replace"))
-                    busy = True
+                busy = _receive(channel, stdout, splitter)
                 if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                     break
                 if not busy:
@@ -394,6 +388,18 @@ def _local_user() -> str:
     return getpass.getuser()
 
 
+def _receive(channel, stdout: bytearray, splitter: StderrSplitter) -> bool:
+    """What a command's channel has ready: stdout appended, stderr to its splitter. Whether there was any."""
+    busy = False
+    if channel.recv_ready():
+        stdout += channel.recv(1 << 16)
+        busy = True
+    if channel.recv_stderr_ready():
+        splitter.feed(channel.recv_stderr(1 << 16).decode("utf-8", "replace"))
+        busy = True
+    return busy
+
+
 class SSHStream:
     """A command kept running on one SSH channel: a line in, a line out (transport.Stream)."""
 
@@ -423,14 +429,7 @@ class SSHStream:
                     answer = bytes(self.stdout[:end])
                     del self.stdout[:end + 1]
                     return answer, list(self.splitter.tail)
-                busy = False
-                if self.channel.recv_ready():
-                    self.stdout += self.channel.recv(1 << 16)
-                    busy = True
-                if self.channel.recv_stderr_ready():
-                    self.splitter.feed(self.channel.recv_stderr(1 << 16).decode("utf-8", "replace"))
-                    busy = True
-                if busy:
+                if _receive(self.channel, self.stdout, self.splitter):
                     continue
                 if self.channel.exit_status_ready() or self.channel.closed or not self.channel.get_transport().is_active():
                     raise LinkLost(f"the command on {self.address} ended or its link dropped")
