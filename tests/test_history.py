@@ -108,10 +108,10 @@ def test_an_index_from_a_newer_edgebench_is_refused_and_compare_reads_the_files(
         connection.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
     done = bench("compare", folder, "--format", "json")
     assert done.code == 0 and json.loads(done.stdout)[0]["runs"] == 3
-    assert "is version 99, newer than this edgebench's (2)" in done.stderr and "reading the result files instead" in done.stderr
+    assert "is version 99, newer than this edgebench's (3)" in done.stderr and "reading the result files instead" in done.stderr
     refused = bench("index", folder)
     assert refused.code == 2
-    assert_one_line_error(refused, "is version 99, newer than this edgebench's (2)", "bench index --rebuild")
+    assert_one_line_error(refused, "is version 99, newer than this edgebench's (3)", "bench index --rebuild")
     assert bench("index", folder, "--rebuild").code == 0
 
 
@@ -130,7 +130,7 @@ def test_an_index_of_an_older_version_is_refilled_from_the_files(bench, tmp_path
     (row,) = json.loads(done.stdout)
     assert row["runtime"] == "onnxruntime" and row["runs"] == 3
     with duckdb.connect(str(folder / ".edgebench" / "index.duckdb"), read_only=True) as connection:
-        assert connection.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == ("2",)
+        assert connection.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == ("3",)
 
 
 @pytest.mark.bad_input

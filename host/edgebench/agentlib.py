@@ -51,7 +51,7 @@ def _converting(function: Callable) -> Callable:
 # What the host uses of the agent, by module: the whole surface, in one table.
 _SURFACE = {
     "edgebench_agent.protocol": (
-        "EVENT_PREFIX", "EXIT_OK", "EXIT_RUN_FAILED", "EXIT_USAGE", "PASS_DEFAULTS", "PROTOCOL_VERSION", "RUN_DEFAULTS",
+        "EVENT_PREFIX", "EXIT_OK", "EXIT_RUN_FAILED", "EXIT_USAGE", "MAX_SAMPLES", "PASS_DEFAULTS", "PROTOCOL_VERSION", "RUN_DEFAULTS",
         "SCENARIO_NAMES", "default_run_timeout", "normalize_energy", "normalize_run_request", "normalize_scenario", "parse_assignments",
         "parse_duration_s", "parse_positive", "parse_scalar", "provider_name", "reply_digest"),
     "edgebench_agent.shared.inputs": (

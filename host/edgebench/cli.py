@@ -754,8 +754,8 @@ def index_command(
         if not Path(folder).is_dir():
             raise ConfigError(f"{folder} is not a folder", "the index covers a folder of results")
         report = index.update(Path(folder), rebuild=rebuild)
-        for note in report.notes:
-            typer.echo(f"note: {note}", err=True)
+        for line in [*(f"warning: {w}" for w in report.warnings), *(f"note: {n}" for n in report.notes), *report.skipped]:
+            typer.echo(line, err=True)
         typer.echo(f"{index.index_path(Path(folder))}: {report.added} added, {report.changed} re-read, "
                    f"{report.removed} removed")
 

@@ -96,7 +96,7 @@ def _indexed(paths: list) -> tuple[list | None, list[str], list[str]]:
         found = index.records(list(paths))
     except index.IndexUnusable as exc:
         return None, [], [f"warning: {exc}; reading the result files instead"]
-    return found.runs, found.problems, [f"note: {n}" for n in found.notes]
+    return found.runs, found.problems, [f"warning: {w}" for w in found.warnings] + [f"note: {n}" for n in found.notes]
 
 
 def report_bytes(result: CompareResult, fmt: str, per_run: bool = False) -> bytes:

@@ -134,8 +134,8 @@ def result_block(raw: dict | None) -> dict | None:
         block["available"] = False
         return block
     readings = raw.get("readings") or []
-    block["rate_hz"] = sample_rate(readings)
     try:
+        block["rate_hz"] = sample_rate(readings)
         figures = summarize(raw["kind"], readings, raw["idle"], raw["load"], raw["inferences"], raw.get("wrap_uj"),
                             raw.get("requested_rate_hz"))
         numbers = [v for v in figures.values() if isinstance(v, float)] + list(figures.get("mj_per_inference_ci") or [])

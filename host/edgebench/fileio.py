@@ -35,6 +35,7 @@ def write_atomically(path: Path | str, data: str | bytes, mode: int | None = Non
     from .agentlib import write_atomically as shared_write
 
     path = Path(path)
+    _refuse_special(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         shared_write(str(path), data, mode)
@@ -42,11 +43,26 @@ def write_atomically(path: Path | str, data: str | bytes, mode: int | None = Non
         raise FileWriteError(f"cannot write {path}: {exc.strerror or exc}", "check free space and permissions") from exc
 
 
+def _refuse_special(path: Path) -> None:
+    """A write replaces its file: `-o /dev/full` (or a link to a device, a FIFO) would replace the device node itself
+    when run as root. Only a regular file, a link to one, or nothing, may be there."""
+    import stat
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # nothing there (or a dangling link, which is replaced, not followed)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, FIFO or socket"
+        raise FileWriteError(f"cannot write {path}: it is {kind}, not a file", "give the path of a file to write")
+
+
 def copy_atomically(source: Path | str, destination: Path | str) -> None:
     """Copy a file so that `destination` is never seen half-written."""
     from .agentlib import atomic_file
 
     destination = Path(destination)
+    _refuse_special(destination)
     try:
         with open(source, "rb") as reading, atomic_file(str(destination)) as writing:
             shutil.copyfileobj(reading, writing, 1 << 20)

@@ -179,32 +179,19 @@ def to_html(result: History, title: str = "edgebench history") -> str:
     as vertical lines), then the table."""
     import html as escape
 
-    from .html import STYLE, _png, _pyplot
+    from .html import STYLE, drawn
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>{escape.escape(title)}</h1>",
              f"<p class='muted'>{sum(len(s.points) for s in result.series)} runs in {len(result.series)} groups; metric "
              f"{result.request.metric}; change points: Mann-Whitney U on {result.request.window}-run windows, alpha "
              f"{result.request.alpha:g}, minimum effect {100 * result.request.min_effect:g}%.</p>"]
-    plt = _pyplot()
     for s in result.series[:60]:
-        figure, axis = plt.subplots(figsize=(9, 3.2))
-        x = list(range(len(s.points)))
-        axis.fill_between(x, [p["ci_low_ms"] for p in s.points], [p["ci_high_ms"] for p in s.points], color="#cfe0f6",
-                          label="median 95% CI of each run")
-        axis.plot(x, [p["value_ms"] for p in s.points], color="#3466a4", marker="o", markersize=3,
-                  label=f"{result.request.metric} per run")
-        for change in s.changes:
-            axis.axvline(change["index"] - 0.5, color="#b3261e", linestyle="--")
-            axis.annotate(f"{change['change_pct']:+.1f}%", (change["index"] - 0.5, max(p["value_ms"] for p in s.points)),
-                          color="#b3261e", fontsize=8, xytext=(3, 0), textcoords="offset points")
-        ticks = x[:: max(1, len(x) // 8)]
-        axis.set_xticks(ticks, [str(s.points[i]["created_at"])[:10] for i in ticks], fontsize=7)
-        axis.set_ylabel(f"{result.request.metric} (ms)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="upper left")
-        axis.set_title(label(s.key), fontsize=9)
-        parts.append(f"<img alt='{escape.escape(label(s.key))}' src='{_png(figure)}'>")
+        image = drawn(_series_plot, s, result.request.metric)
+        if image and image.startswith("data:"):
+            parts.append(f"<img alt='{escape.escape(label(s.key))}' src='{image}'>")
+        elif image:
+            parts.append(f"<p class='muted'>{escape.escape(label(s.key))}: {escape.escape(image)}</p>")
     headers, rows = table(result)
     parts.append("<h2>Groups</h2><table><tr>" + "".join(f"<th>{escape.escape(h)}</th>" for h in headers) + "</tr>"
                  + "".join("<tr>" + "".join(f"<td class='text'>{escape.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -214,6 +201,30 @@ def to_html(result: History, title: str = "edgebench history") -> str:
                                                             for p in result.skipped) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _series_plot(s: Series, metric: str) -> str:
+    """One group's metric per run, its run's median CI as a band, change points as vertical lines."""
+    from .html import _png, _pyplot
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(9, 3.2))
+    x = list(range(len(s.points)))
+    axis.fill_between(x, [p["ci_low_ms"] for p in s.points], [p["ci_high_ms"] for p in s.points], color="#cfe0f6",
+                      label="median 95% CI of each run")
+    axis.plot(x, [p["value_ms"] for p in s.points], color="#3466a4", marker="o", markersize=3,
+              label=f"{metric} per run")
+    for change in s.changes:
+        axis.axvline(change["index"] - 0.5, color="#b3261e", linestyle="--")
+        axis.annotate(f"{change['change_pct']:+.1f}%", (change["index"] - 0.5, max(p["value_ms"] for p in s.points)),
+                      color="#b3261e", fontsize=8, xytext=(3, 0), textcoords="offset points")
+    ticks = x[:: max(1, len(x) // 8)]
+    axis.set_xticks(ticks, [str(s.points[i]["created_at"])[:10] for i in ticks], fontsize=7)
+    axis.set_ylabel(f"{metric} (ms)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="upper left")
+    axis.set_title(label(s.key), fontsize=9)
+    return _png(figure)
 
 
 def write(path: Path, text: str) -> None:

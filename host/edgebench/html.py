@@ -43,9 +43,22 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # Names in a plot come from result files, which come from anywhere: text is drawn as it is, never parsed as
+    # TeX ("$\\frac{$" in a model name would otherwise stop the report with a mathtext error).
+    matplotlib.rcParams.update({"text.usetex": False, "text.parse_math": False})
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def drawn(plot, *args) -> str | None:
+    """A plot's image, or one line saying why it was left out: figures from result files (which come from anywhere)
+    may be finite yet beyond what matplotlib can lay out (1e308 on a log axis), and that must not stop the report."""
+    try:
+        return plot(*args)
+    except (ValueError, OverflowError) as exc:
+        _pyplot().close("all")
+        return f"plot left out: its values cannot be drawn ({' '.join(str(exc).split())[:120]})"
 
 
 def latency_plot(comparison: Comparison) -> str | None:
@@ -274,12 +287,15 @@ def render_html(comparison: Comparison, documents: list[dict], problems: list[st
              f"{comparison.metric}" + (f"; baseline {comparison.baseline[0]}={html.escape(str(comparison.baseline[1]))}"
                                        if comparison.baseline else "")
              + f"; made {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by edgebench.</p>"]
-    for heading, image in (("Latency", latency_plot(comparison)), ("Speed and accuracy", accuracy_plot(comparison)),
-                           ("Latency under load", qps_plot(documents)), ("Throughput", throughput_plot(documents)),
-                           ("End to end", stage_plot(comparison)), ("Energy", energy_plot(comparison)),
-                           ("Where the time goes", operator_plot(documents))):
-        if image:
+    for heading, plot, data in (("Latency", latency_plot, comparison), ("Speed and accuracy", accuracy_plot, comparison),
+                                ("Latency under load", qps_plot, documents), ("Throughput", throughput_plot, documents),
+                                ("End to end", stage_plot, comparison), ("Energy", energy_plot, comparison),
+                                ("Where the time goes", operator_plot, documents)):
+        image = drawn(plot, data)
+        if image and image.startswith("data:"):
             parts.append(f"<h2>{heading}</h2><img alt='{heading}' src='{image}'>")
+        elif image:
+            parts.append(f"<h2>{heading}</h2><p class='muted'>{html.escape(image)}</p>")
     parts.extend(runtime_tables(documents))
     parts.append("<h2>Table</h2>" + "".join(table))
     if comparison.regressions:

@@ -15,25 +15,42 @@ samples are read from the JSON files only for the groups a comparison tests for 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ResultError
-from .results import parse_time
+from .errors import FileWriteError, ResultError
+from .results import parse_time, walk_result_files
 
-# 1: first version; 2: rows carry the runtime (an index of version 1 is emptied and refilled from the files)
-INDEX_VERSION = 2
+# 1: first version; 2: rows carry the runtime; 3: rows carry the file's ctime and a MAC (an index of an older
+# version is emptied and refilled from the files)
+INDEX_VERSION = 3
 INDEX_FOLDER = ".edgebench"
 INDEX_FILE = "index.duckdb"
+WAL_FILE = INDEX_FILE + ".wal"
+SPILL_FOLDER = INDEX_FILE + ".tmp"  # DuckDB's temporary files, when a query spills
+SEAL_FILE = "index.seal"  # binds the database file (device, inode) to this user's key: a copied index is not ours
+LOCK_FILE = "index.lock"  # one edgebench at a time updates a folder's index
+KEY_FILE = "index.key"  # in the host cache, never in a results folder: what a results folder cannot forge
 # A result created this far after this host's clock is from a machine with a wrong clock: its time is not trusted.
 FUTURE_SLACK = datetime.timedelta(days=1)
+LOCK_WAIT_S = 5.0
+RUN_COLUMNS = ("path", "size", "mtime_ns", "ctime_ns", "content_sha", "run_id", "created_at", "status", "row_json",
+               "sketch_n", "sketch_sum", "sketch_sumsq", "sketch_q", "mac")
+PROBLEM_COLUMNS = ("path", "size", "mtime_ns", "ctime_ns", "reason", "mac")
 
 
 class IndexUnusable(ResultError):
-    """The index cannot be used (too new, locked by another process, DuckDB missing): read the JSON files instead."""
+    """The index cannot be used (unsafe files, too new, locked by another process, DuckDB missing): read the JSON
+    files instead."""
+
+
+class _Damaged(Exception):
+    """What the index holds is not what edgebench wrote there: the index is remade from the result files."""
 
 
 @dataclass
@@ -44,6 +61,8 @@ class IndexReport:
     changed: int = 0
     removed: int = 0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files not read (links out of the folder)
 
 
 def index_path(folder: Path) -> Path:
@@ -58,74 +77,285 @@ def available() -> bool:
     return True
 
 
-def _connect(folder: Path, rebuild: bool = False):
+# ------------------------------------------------------------------------------------ the index's own files
+# A results folder arrives from elsewhere (a tarball, a CI artefact, a checkout): `.edgebench/` and everything in it
+# is checked before DuckDB opens or writes anything there. A link would make DuckDB write where it points; a hard
+# link would change another file; a file of another user, or one anyone may write, may hold rows edgebench did not
+# write. Any of these: the index is ignored (one warning line) and the JSON files are read.
+def _checked_folder(folder: Path) -> Path:
+    """The index folder of `folder`, when edgebench may keep its index there; IndexUnusable naming why not."""
+    base = Path(folder) / INDEX_FOLDER
+    fix = f"delete {base}: it holds only the index, which edgebench remakes from the result files"
+    info = _lstat(base)
+    if info is None:
+        return base
+    if stat.S_ISLNK(info.st_mode):
+        raise IndexUnusable(f"{base} is a symbolic link, not a folder edgebench made: the results index is not used", fix)
+    if not stat.S_ISDIR(info.st_mode):
+        raise IndexUnusable(f"{base} is not a folder: the results index is not used", fix)
+    if info.st_uid != os.geteuid():
+        raise IndexUnusable(f"{base} belongs to another user: the results index is not used", fix)
+    for name in (INDEX_FILE, WAL_FILE, SEAL_FILE, LOCK_FILE):
+        path = base / name
+        found = _lstat(path)
+        if found is None:
+            continue
+        if stat.S_ISLNK(found.st_mode):
+            problem = "is a symbolic link"
+        elif not stat.S_ISREG(found.st_mode):
+            problem = "is not a regular file"
+        elif found.st_nlink != 1:
+            problem = "has other hard links (writing it would change another file)"
+        elif found.st_uid != os.geteuid():
+            problem = "belongs to another user"
+        elif found.st_mode & stat.S_IWOTH:
+            problem = "may be written by anyone"
+        else:
+            continue
+        raise IndexUnusable(f"{path} {problem}: the results index is not used", fix)
+    spill = _lstat(base / SPILL_FOLDER)
+    if spill is not None and (not stat.S_ISDIR(spill.st_mode) or spill.st_uid != os.geteuid()):
+        raise IndexUnusable(f"{base / SPILL_FOLDER} is not a folder of this user's: the results index is not used", fix)
+    return base
+
+
+def _lstat(path: Path) -> os.stat_result | None:
     try:
-        import duckdb
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IndexUnusable(f"cannot look at {path}: {exc.strerror or exc}: the results index is not used") from exc
+
+
+@contextlib.contextmanager
+def _locked(base: Path):
+    """Hold the folder's index lock (one edgebench updates an index at a time; another waits a little, then reads
+    the files)."""
+    import fcntl
+    import time
+
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        handle = os.open(base / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise IndexUnusable(f"cannot use the results index in {base}: {exc.strerror or exc}") from exc
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise IndexUnusable(f"the results index in {base} is being updated by another edgebench") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def _key() -> bytes:
+    """This user's index key (32 random bytes in the host cache, made on first use): rows and seals are MACs under
+    it, so an index that came with a results folder, or was changed by hand, is never believed."""
+    import secrets
+
+    from .agent_bundle import cache_dir
+
+    folder = cache_dir()
+    path = folder / KEY_FILE
+    for _ in range(2):
+        try:
+            with open(path, "rb") as handle:
+                key = handle.read(64)
+            if len(key) == 32:
+                return key
+            raise IndexUnusable(f"{path} is not an edgebench index key", f"delete {path}; edgebench makes a new one")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise IndexUnusable(f"cannot read the index key {path}: {exc.strerror or exc}") from exc
+        try:  # made whole beside it, then linked in: two processes starting at once agree on one key
+            folder.mkdir(parents=True, exist_ok=True)
+            temporary = folder / f".{KEY_FILE}.{os.getpid()}"
+            handle_fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(handle_fd, "wb") as handle:
+                handle.write(secrets.token_bytes(32))
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+            finally:
+                temporary.unlink()
+        except OSError as exc:
+            raise IndexUnusable(f"cannot keep the index key in {folder}: {exc.strerror or exc}") from exc
+    raise IndexUnusable(f"cannot make the index key {path}")
+
+
+def _mac(key: bytes, *parts) -> str:
+    """A keyed hash (BLAKE2b, 128 bits) of an index row: only this user's edgebench can make one."""
+    import hashlib
+
+    digest = hashlib.blake2b(key=key, digest_size=16)
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else str(part).encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def _seal(key: bytes, database: Path) -> str:
+    info = os.lstat(database)
+    return _mac(key, "seal", info.st_dev, info.st_ino)
+
+
+def _read_seal(base: Path) -> str | None:
+    try:
+        handle = os.open(base / SEAL_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(handle, "rb") as stream:
+        return stream.read(200).decode("ascii", "replace").strip()
+
+
+def _remove_wal(base: Path) -> None:
+    try:
+        (base / WAL_FILE).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise IndexUnusable(f"cannot remove {base / WAL_FILE}: {exc.strerror or exc}") from exc
+
+
+def _remove_index(base: Path) -> None:
+    """Delete the index's files (checked plain files of ours, or absent): what the result files remake."""
+    for name in (INDEX_FILE, WAL_FILE, SEAL_FILE):
+        try:
+            (base / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise IndexUnusable(f"cannot remove the old results index {base / name}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _opened(folder: Path, rebuild: bool = False):
+    """(DuckDB connection, key, report) on the folder's checked, locked, sealed index; remade when it was not made
+    here (its seal) or is damaged."""
+    try:
+        import duckdb  # noqa: F401  (its absence is said here, once)
     except ImportError as exc:
         raise IndexUnusable("the results index needs DuckDB", "pip install 'edgebench[index]'") from exc
-    path = index_path(folder)
-    if rebuild and path.exists():
-        path.unlink()
-        wal = path.with_name(path.name + ".wal")
-        if wal.exists():
-            wal.unlink()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = duckdb.connect(str(path))
-    except OSError as exc:
-        raise IndexUnusable(f"cannot create the results index in {path.parent}: {exc.strerror or exc}") from exc
-    except duckdb.Error as exc:  # another process holds it, or the file is not a DuckDB database
-        raise IndexUnusable(f"cannot open the results index {path}: {' '.join(str(exc).split())[:200]}",
-                            "bench index --rebuild remakes it from the result files") from exc
-    try:
-        connection.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        found = connection.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-        if found is None:
-            connection.execute("INSERT INTO meta VALUES ('version', ?)", [str(INDEX_VERSION)])
-        elif int(found[0]) > INDEX_VERSION:
+    base = _checked_folder(folder)
+    key = _key()
+    with _locked(base):
+        base = _checked_folder(folder)  # again, now that no other edgebench changes it
+        report = IndexReport()
+        database = base / INDEX_FILE
+        if rebuild:
+            _remove_index(base)
+        elif database.exists() and _read_seal(base) != _seal(key, database):
+            report.warnings.append(f"the results index {database} was not made here by this user's edgebench (it was "
+                                   "copied or unpacked with the results): not believed; remade from the result files")
+            _remove_index(base)
+        elif (base / WAL_FILE).exists():  # edgebench closes cleanly: a log left beside it is a crash's, or put there
+            report.notes.append(f"a write-ahead log was left beside {database}: discarded")
+            _remove_wal(base)
+        try:
+            connection = _connect(database, key)
+        except _Damaged as exc:
+            report.warnings.append(f"the results index {database} is damaged ({exc}): remade from the result files")
+            _remove_index(base)
+            try:
+                connection = _connect(database, key)
+            except _Damaged as again:
+                raise IndexUnusable(f"cannot make the results index {database}: {again}") from None
+        try:
+            yield connection, key, report
+        finally:
             connection.close()
-            raise IndexUnusable(f"the results index {path} is version {found[0]}, newer than this edgebench's "
-                                f"({INDEX_VERSION})", "upgrade edgebench, or remake it: bench index --rebuild")
-        elif int(found[0]) < INDEX_VERSION:  # its rows lack what this version groups by: read every file again
-            connection.execute("DROP TABLE IF EXISTS runs")
-            connection.execute("DROP TABLE IF EXISTS problems")
-            connection.execute("UPDATE meta SET value = ? WHERE key = 'version'", [str(INDEX_VERSION)])
-        connection.execute("""CREATE TABLE IF NOT EXISTS runs (
-            path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, content_sha VARCHAR, run_id VARCHAR,
-            created_at VARCHAR, status VARCHAR, row_json VARCHAR, sketch_n BIGINT, sketch_sum DOUBLE,
-            sketch_sumsq DOUBLE, sketch_q BLOB)""")
-        connection.execute("""CREATE TABLE IF NOT EXISTS problems (
-            path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, reason VARCHAR)""")
+
+
+def _connect(database: Path, key: bytes):
+    """A connection to the index with its tables as this version makes them; _Damaged when the file is not that."""
+    import duckdb
+
+    fresh = not database.exists()
+    try:
+        connection = duckdb.connect(str(database))
+    except OSError as exc:
+        raise IndexUnusable(f"cannot create the results index {database}: {exc.strerror or exc}") from exc
+    except duckdb.Error as exc:
+        if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():  # another process holds it
+            raise IndexUnusable(f"cannot open the results index {database}: {_short(exc)}",
+                                "bench index --rebuild remakes it from the result files") from exc
+        raise _Damaged(_short(exc)) from exc  # not a DuckDB database, or one this DuckDB cannot read
+    try:
+        _prepare(connection, database)
+        if fresh:
+            from .fileio import write_atomically
+
+            write_atomically(database.parent / SEAL_FILE, _seal(key, database) + "\n")
     except duckdb.Error as exc:
         connection.close()
-        raise IndexUnusable(f"the results index {path} is damaged: {' '.join(str(exc).split())[:200]}",
-                            "bench index --rebuild remakes it from the result files") from exc
+        raise _Damaged(_short(exc)) from exc
+    except (_Damaged, ResultError):
+        connection.close()
+        raise
+    except FileWriteError as exc:
+        connection.close()
+        raise IndexUnusable(f"cannot seal the results index: {exc}") from exc
     return connection
 
 
-def _listing(folder: Path) -> dict[str, tuple[int, int]]:
-    """relative path -> (size, mtime_ns) of every result file under folder (hidden folders and files skipped)."""
+def _prepare(connection, database: Path) -> None:
+    """Tables of this version (an older version's emptied: its rows lack what this one keeps); a newer index is
+    refused; tables that are not the ones edgebench makes (a view, other columns) are damage."""
+    connection.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    found = connection.execute("SELECT value FROM meta WHERE key = 'version'").fetchall()
+    if not found:
+        connection.execute("INSERT INTO meta VALUES ('version', ?)", [str(INDEX_VERSION)])
+        version = INDEX_VERSION
+    else:
+        text = str(found[0][0])
+        if not text.isdigit() or len(found) != 1:
+            raise _Damaged(f"its version is {text[:20]!r}, not a number")
+        version = int(text)
+    if version > INDEX_VERSION:
+        raise IndexUnusable(f"the results index {database} is version {version}, newer than this edgebench's ({INDEX_VERSION})",
+                            "upgrade edgebench, or remake it: bench index --rebuild")
+    if version < INDEX_VERSION:  # its rows lack what this version keeps: read every file again
+        connection.execute("DROP TABLE IF EXISTS runs")
+        connection.execute("DROP TABLE IF EXISTS problems")
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'version'", [str(INDEX_VERSION)])
+    connection.execute("""CREATE TABLE IF NOT EXISTS runs (
+        path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, ctime_ns BIGINT, content_sha VARCHAR, run_id VARCHAR,
+        created_at VARCHAR, status VARCHAR, row_json VARCHAR, sketch_n BIGINT, sketch_sum DOUBLE,
+        sketch_sumsq DOUBLE, sketch_q BLOB, mac VARCHAR)""")
+    connection.execute("""CREATE TABLE IF NOT EXISTS problems (
+        path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, ctime_ns BIGINT, reason VARCHAR, mac VARCHAR)""")
+    tables = dict(connection.execute("SELECT table_name, table_type FROM information_schema.tables "
+                                     "WHERE table_schema = 'main'").fetchall())
+    for table, columns in (("meta", ("key", "value")), ("runs", RUN_COLUMNS), ("problems", PROBLEM_COLUMNS)):
+        if tables.get(table) != "BASE TABLE":
+            raise _Damaged(f"its {table} is a {str(tables.get(table)).lower()}, not a table")
+        have = tuple(name for (name,) in connection.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? "
+            "ORDER BY ordinal_position", [table]).fetchall())
+        if have != columns:
+            raise _Damaged(f"its {table} table has other columns")
+
+
+def _listing(folder: Path, outside: list[str]) -> dict[str, tuple[int, int, int]]:
+    """relative path -> (size, mtime_ns, ctime_ns) of every result file under folder (hidden folders and files
+    skipped; a file that cannot be looked at gets -1s: it is refused when read, and reported)."""
     found = {}
     root = os.path.join(str(folder), "")
-    stack = [root]
-    while stack:
-        current = stack.pop()
+    for path in walk_result_files(folder, outside):
         try:
-            entries = list(os.scandir(current))
+            info = os.stat(path)
+            found[path[len(root):]] = (info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif entry.name.endswith(".json"):  # a FIFO, a device or a dangling link too: refused when read, reported
-                relative = entry.path[len(root):]
-                try:
-                    stat = entry.stat()
-                    found[relative] = (stat.st_size, stat.st_mtime_ns)
-                except OSError:
-                    found[relative] = (-1, -1)
+            found[path[len(root):]] = (-1, -1, -1)
     return found
 
 
@@ -143,7 +373,10 @@ def _summarize(path: Path) -> tuple[dict, dict | None, str, dict]:
     except OSError as exc:
         raise ResultError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     # Empty fields are left out (a reader's .get gives None): a smaller row reads faster, 100,000 times over.
-    row = {"row": {k: v for k, v in run_row(document).items() if v is not None}, "facts": run_facts(document)}
+    # A figure that is no number (all-zero samples give an infinite throughput) is left out like an empty one: the
+    # row must be JSON that any reader parses.
+    row = {"row": {k: v for k, v in run_row(document).items() if v is not None and not _non_finite(v)},
+           "facts": run_facts(document)}
     sketch = None
     measurements = document.get("measurements") or {}
     if document["status"] == "ok" and measurements.get("repeats"):
@@ -151,26 +384,43 @@ def _summarize(path: Path) -> tuple[dict, dict | None, str, dict]:
     return row, sketch, hashlib.sha256(content).hexdigest(), document
 
 
+def _non_finite(value) -> bool:
+    import math
+
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def update(folder: Path, rebuild: bool = False) -> IndexReport:
     """Bring the folder's index up to date with its result files (or remake it)."""
+    import duckdb
 
     folder = Path(folder)
-    connection = _connect(folder, rebuild)
-    try:
-        return _update(connection, folder)
-    finally:
-        connection.close()
+    with _opened(folder, rebuild) as (connection, key, report):
+        try:
+            return _update(connection, key, folder, report)
+        except (duckdb.Error, _Damaged) as exc:
+            damage = exc
+    with _opened(folder, rebuild=True) as (connection, key, report):
+        report.warnings.append(f"the results index {index_path(folder)} was damaged ({_short(damage)}): remade from "
+                               "the result files")
+        return _update(connection, key, folder, report)
 
 
-def _update(connection, folder: Path) -> IndexReport:
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _update(connection, key: bytes, folder: Path, report: IndexReport) -> IndexReport:
+    """Read what changed: files new, gone, or whose size, modification or change time differ from their row (a
+    file copied or extracted has a new change time, so a row is never trusted for a file it did not read)."""
     import numpy as np
 
-    report = IndexReport()
-    known = {p: (s, m) for p, s, m in connection.execute("SELECT path, size, mtime_ns FROM runs").fetchall()}
-    bad = {p: (s, m) for p, s, m in connection.execute("SELECT path, size, mtime_ns FROM problems").fetchall()}
-    files = _listing(folder)
+    known = {p: (s, m, c) for p, s, m, c in connection.execute("SELECT path, size, mtime_ns, ctime_ns FROM runs").fetchall()}
+    shas = dict(connection.execute("SELECT path, content_sha FROM runs").fetchall())
+    bad = {p: (s, m, c) for p, s, m, c in connection.execute("SELECT path, size, mtime_ns, ctime_ns FROM problems").fetchall()}
+    files = _listing(folder, report.skipped)
     gone = [p for p in [*known, *bad] if p not in files]
-    stale = [p for p, stat in files.items() if known.get(p, bad.get(p)) != stat]
+    stale = [p for p, found in files.items() if known.get(p, bad.get(p)) != found]
     connection.execute("BEGIN TRANSACTION")
     for path in gone:
         connection.execute("DELETE FROM runs WHERE path = ?", [path])
@@ -178,22 +428,31 @@ def _update(connection, folder: Path) -> IndexReport:
     report.removed = len([p for p in gone if p in known])
     rows: list[tuple] = []
     for relative in stale:
-        if relative in known or relative in bad:
-            report.changed += 1
+        again = relative in known or relative in bad
+        if again:
             connection.execute("DELETE FROM runs WHERE path = ?", [relative])
             connection.execute("DELETE FROM problems WHERE path = ?", [relative])
-        else:
-            report.added += 1
-        size, mtime = files[relative]
+        size, mtime, ctime = files[relative]
         try:
             summary, sketch, sha, _ = _summarize(folder / relative)
         except ResultError as exc:
-            connection.execute("INSERT INTO problems VALUES (?, ?, ?, ?)", [relative, size, mtime, str(exc)])
+            report.changed += again
+            report.added += not again
+            connection.execute("INSERT INTO problems VALUES (?, ?, ?, ?, ?, ?)",
+                               [relative, size, mtime, ctime, str(exc), _mac(key, relative, size, mtime, ctime, str(exc))])
             continue
+        if again and shas.get(relative) == sha:
+            pass  # touched, copied or moved in place, same bytes: not a change
+        elif again:
+            report.changed += 1
+        else:
+            report.added += 1
         q = np.asarray(sketch["q"], dtype=np.float64).tobytes() if sketch else None
-        rows.append((relative, size, mtime, sha, summary["row"]["run_id"], summary["row"].get("created_at"),
-                     summary["row"]["status"], json.dumps(summary, default=_plain), sketch["n"] if sketch else None,
-                     sketch["sum"] if sketch else None, sketch["sumsq"] if sketch else None, q))
+        row_json = json.dumps(summary, default=_plain)
+        fields = (relative, size, mtime, ctime, sha, summary["row"]["run_id"], summary["row"].get("created_at"),
+                  summary["row"]["status"], row_json, sketch["n"] if sketch else None, sketch["sum"] if sketch else None,
+                  sketch["sumsq"] if sketch else None, q)
+        rows.append((*fields, _row_mac(key, fields)))
         if len(rows) >= INSERT_BATCH:
             _insert(connection, rows)
             rows = []
@@ -203,6 +462,11 @@ def _update(connection, folder: Path) -> IndexReport:
         report.notes.append(f"index of {folder}: {report.changed} changed and {report.removed} deleted result "
                             "file(s) since it was last updated; re-read")
     return report
+
+
+def _row_mac(key: bytes, fields: tuple) -> str:
+    """A run row's MAC over every column (the sketch's bytes as they are)."""
+    return _mac(key, *(b"" if value is None else value for value in fields))
 
 
 INSERT_BATCH = 5000  # rows per insert: one statement per file would dominate a first index of 100,000 files
@@ -215,17 +479,16 @@ def _insert(connection, rows: list[tuple]) -> None:
     if not rows:
         return
     if len(rows) < SMALL_BATCH:
-        connection.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        connection.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(RUN_COLUMNS))})", rows)
         return
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "content_sha", "run_id", "created_at", "status",
-                                        "row_json", "sketch_n", "sketch_sum", "sketch_sumsq", "sketch_q"])
+    frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     frame["sketch_n"] = frame["sketch_n"].astype("Int64")  # nullable: a failed run has no sketch
     connection.register("new_runs", frame)
     try:
-        connection.execute("INSERT INTO runs SELECT path, size, mtime_ns, content_sha, run_id, created_at, status, "
-                           "row_json, sketch_n, sketch_sum, sketch_sumsq, CAST(sketch_q AS BLOB) FROM new_runs")
+        columns = ", ".join("CAST(sketch_q AS BLOB)" if c == "sketch_q" else c for c in RUN_COLUMNS)
+        connection.execute(f"INSERT INTO runs SELECT {columns} FROM new_runs")
     finally:
         connection.unregister("new_runs")
 
@@ -253,37 +516,39 @@ class Records:
     runs: list
     problems: list[str]  # files skipped, one line each
     notes: list[str]  # what the index did or doubts
+    warnings: list[str] = field(default_factory=list)  # an index not believed or damaged, and remade
 
 
 def records(paths: list[Path], now: datetime.datetime | None = None) -> Records:
     """Every run under the folders `paths`, from their indexes (updated first), merged by run id: the same run in
     two folders counts once; two different files claiming one run id are both reported and neither used."""
-    import numpy as np
+    import duckdb
 
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    from .report import RunRecord
-
-    by_id: dict[str, list[RunRecord]] = {}
+    by_id: dict[str, list] = {}
     problems: list[str] = []
     notes: list[str] = []
+    warnings: list[str] = []
     for folder in map(Path, paths):
         if not folder.is_dir():
             raise IndexUnusable(f"{folder} is not a folder: the index covers folders of results")
-        connection = _connect(folder)
-        try:
-            notes += _update(connection, folder).notes
-            rows = connection.execute("SELECT path, content_sha, row_json, sketch_n, sketch_sum, sketch_sumsq, sketch_q "
-                                      "FROM runs ORDER BY path").fetchall()
-            problems += [reason for (reason,) in connection.execute("SELECT reason FROM problems ORDER BY path").fetchall()]
-        finally:
-            connection.close()
-        prefix = os.path.join(str(folder), "")
-        loads = _json_reader()
-        for path, sha, row_json, n, total, sumsq, q in rows:
-            summary = loads(row_json)
-            sketch = {"n": n, "sum": total, "sumsq": sumsq, "q": np.frombuffer(q, dtype=np.float64)} if q else None
-            by_id.setdefault(summary["row"]["run_id"], []).append(
-                RunRecord(summary["row"], summary["facts"], sketch, prefix + path, sha))
+        for rebuild in (False, True):
+            with _opened(folder, rebuild) as (connection, key, report):
+                try:
+                    report = _update(connection, key, folder, report)
+                    found, reasons = _read_rows(connection, key, folder)
+                except (duckdb.Error, _Damaged) as exc:
+                    if rebuild:
+                        raise IndexUnusable(f"cannot use the results index {index_path(folder)}: {_short(exc)}") from None
+                    warnings.append(f"the results index {index_path(folder)} is damaged ({_short(exc)}): remade from "
+                                    "the result files")
+                    continue
+            notes += report.notes
+            warnings += report.warnings
+            problems += report.skipped + reasons
+            for record in found:
+                by_id.setdefault(record.row["run_id"], []).append(record)
+            break
     runs = []
     for run_id, copies in by_id.items():
         if len({c.content_sha for c in copies}) > 1:
@@ -296,5 +561,37 @@ def records(paths: list[Path], now: datetime.datetime | None = None) -> Records:
         if created is not None and created > now + FUTURE_SLACK:
             notes.append(f"run {record.row['run_id']} says it was created at {record.row['created_at']}, after this "
                          "host's clock: that board's clock is wrong, so trends place it by its time with care")
-    return Records(runs, problems, notes)
+    return Records(runs, problems, notes, warnings)
 
+
+def _read_rows(connection, key: bytes, folder: Path) -> tuple[list, list[str]]:
+    """(runs, problem lines) of the index, each row checked against its MAC and its shape; _Damaged at the first
+    row edgebench did not write as it is."""
+    import numpy as np
+
+    from .report import RunRecord
+
+    prefix = os.path.join(str(folder), "")
+    loads = _json_reader()
+    runs = []
+    for fields in connection.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY path").fetchall():
+        if fields[-1] != _row_mac(key, fields[:-1]):
+            raise _Damaged(f"the row of {str(fields[0])[:100]!r} is not one edgebench wrote")
+        path, sha, row_json = fields[0], fields[4], fields[8]
+        n, total, sumsq, q = fields[9:13]
+        try:
+            summary = loads(row_json)
+            row, facts = summary["row"], summary["facts"]
+            if not (isinstance(row, dict) and isinstance(facts, dict) and isinstance(row.get("run_id"), str)):
+                raise TypeError("not a row")
+            sketch = {"n": n, "sum": total, "sumsq": sumsq, "q": np.frombuffer(q, dtype=np.float64)} if q else None
+        except (ValueError, TypeError, KeyError) as exc:  # (orjson's decode error is a ValueError)
+            raise _Damaged(f"the row of {path[:100]!r} cannot be read: {_short(exc)}") from None
+        runs.append(RunRecord(row, facts, sketch, prefix + path, sha))
+    problems = []
+    for path, size, mtime, ctime, reason, mac in connection.execute(
+            f"SELECT {', '.join(PROBLEM_COLUMNS)} FROM problems ORDER BY path").fetchall():
+        if mac != _mac(key, path, size, mtime, ctime, reason):
+            raise _Damaged(f"the problem noted for {str(path)[:100]!r} is not one edgebench wrote")
+        problems.append(reason)
+    return runs, problems

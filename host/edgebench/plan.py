@@ -16,8 +16,9 @@ halfway is not redone from scratch.
 
 from __future__ import annotations
 
-import json
 import functools
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,23 @@ def load_plan(path: Path, inventory) -> Plan:
             _check_dims_sized(doc, index, model, settings.get("batch"))
     return Plan(name=data["name"], path=Path(path), sha256=file_sha256(path),
                 models=models, targets=list(data["targets"]), settings=settings, variants=variants,
-                results=(base / data["results"]) if data.get("results") else None)
+                results=_results_folder(doc, base, data.get("results")))
+
+
+def _results_folder(doc: YamlDoc, base: Path, given) -> Path | None:
+    """A plan's `results:` folder: inside the plan's own folder (a plan from elsewhere must not make edgebench write
+    anywhere else; --results names any folder)."""
+    if not given:
+        return None
+    relative = Path(given)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise doc.error(("results",), f"{given!r} must be a folder inside the plan's folder (no absolute path, "
+                        "no '..'); give --results to write elsewhere")
+    folder = base / relative
+    if not os.path.realpath(folder).startswith(os.path.join(os.path.realpath(base), "")):
+        raise doc.error(("results",), f"{given!r} leads out of the plan's folder (a link); give --results "
+                        "to write elsewhere")
+    return folder
 
 
 def _check_dims_sized(doc: YamlDoc, index: int, model: PlanModel, batch) -> None:
@@ -354,11 +371,16 @@ def mark_done(cells: list[Cell], plan: Plan, results_dir: Path) -> None:
 
     if not Path(results_dir).is_dir():
         return
+    from .fileio import file_sha256
+
     documents, _ = load_results([results_dir])
-    finished = {(d.get("plan") or {}).get("cell") for d in documents
-                if d["status"] == "ok" and (d.get("plan") or {}).get("name") == plan.name}
+    # A result counts for a cell only when it measured that cell's model file on that cell's target: a results
+    # folder from elsewhere may claim any cell.
+    finished = {(d["plan"]["cell"], d["model"].get("sha256"), d["target"]["name"]) for d in documents
+                if d["status"] == "ok" and (d.get("plan") or {}).get("name") == plan.name and d["plan"].get("cell")}
     for cell in cells:
-        cell.done = cell.key in finished
+        sha = file_sha256(cell.path) if cell.path.is_file() else None
+        cell.done = (cell.key, sha, cell.target.name) in finished
 
 
 @dataclass

@@ -40,7 +40,7 @@ def settings_label(settings: dict) -> str:
     """Short, stable text for the settings that change what is measured."""
     runtime = settings.get("runtime") or "onnxruntime"
     if runtime == "onnxruntime":  # (the label of every run before other runtimes existed)
-        provider = settings.get("provider", "?").replace("ExecutionProvider", "").lower()
+        provider = (settings.get("provider") or "?").replace("ExecutionProvider", "").lower()
         parts = [provider, f"threads={settings.get('intra_op_threads', 0)}/{settings.get('inter_op_threads', 0)}",
                  f"opt={settings.get('graph_optimization_level', 'all')}"]
     else:  # onnxruntime's provider, inter-op threads and graph level do not apply
@@ -98,7 +98,7 @@ def scenario_figures(measurements: list[dict], samples_ns) -> dict:
         row["achieved_qps"] = float(np.mean([d["achieved_qps"] for d in server]))
         delays = np.concatenate([np.asarray(d["issue_delays_ns"], dtype=np.float64) for d in server])
         row["issue_delay_p99_us"] = float(np.percentile(delays, 99)) / 1e3
-    offline = [d for d in details if d.get("samples") and d.get("wall_ns")]
+    offline = [d for d in details if d.get("samples") and d.get("wall_ns") and d["wall_ns"] > 0]
     if names == {"offline"} and len(offline) == len(details):  # workers overlap: samples over wall time, not 1/mean
         row["throughput_per_s"] = float(sum(d["samples"] for d in offline) * 1e9 / sum(d["wall_ns"] for d in offline))
     return row
@@ -165,7 +165,8 @@ def run_row(document: dict) -> dict:
     accuracy = document.get("accuracy")
     if accuracy:
         row["accuracy"] = None if accuracy.get("passed") is None else ("PASS" if accuracy["passed"] else "FAIL")
-        row["max_abs_diff"] = max((o["max_abs"] for o in accuracy["outputs"]), default=None)
+        row["max_abs_diff"] = max((o["max_abs"] for o in accuracy.get("outputs") or [] if o.get("max_abs") is not None),
+                                  default=None)  # (a text output has no difference to show)
         labels = accuracy.get("labels")
         row["top1_pct"] = labels["board"]["top1_pct"] if labels else None
     agreement = (document.get("pipeline") or {}).get("results")
@@ -197,11 +198,11 @@ def run_keys(document: dict) -> dict:
         "target": printable(target),
         "settings": printable(settings_label(settings)),
         "runtime": printable(settings.get("runtime") or "onnxruntime"),
-        "provider": settings.get("provider", "?").replace("ExecutionProvider", "").lower(),
+        "provider": printable((settings.get("provider") or "?").replace("ExecutionProvider", "").lower()),
         "threads": settings.get("intra_op_threads", 0),
         "inter_threads": settings.get("inter_op_threads", 0),
-        "opt": settings.get("graph_optimization_level", "all"),
-        "dims": ",".join(f"{k}={v}" for k, v in sorted((settings.get("dims") or {}).items())) or "-",
+        "opt": printable(settings.get("graph_optimization_level", "all")),
+        "dims": printable(",".join(f"{k}={v}" for k, v in sorted((settings.get("dims") or {}).items())) or "-"),
         "scenario": printable(scenario_label(settings)),
         "plan": printable((document.get("plan") or {}).get("name") or "-"),
     }

@@ -19,6 +19,8 @@ import re
 MAX_TEXT = 100_000
 # A sample above this (about 11.6 days in ns) is not a latency.
 MAX_SAMPLE_NS = 1e15
+# Integers past 2**63 are no count, size or time edgebench writes (and no float holds a 400-digit one).
+MAX_INT = 2**63 - 1
 
 
 class Opt:
@@ -66,14 +68,14 @@ RESULT = {
                          "runtime": Opt({"name": Opt("str"), "version": Opt("str")})}),
     "validity": Opt({"valid": Opt("bool"), "reasons": Opt(["str"]), "warnings": Opt(["str"])}),
     "accuracy": Opt({"passed": Opt("bool"), "outputs": Opt([{"name": Opt("str"), "max_abs": Opt("num")}]),
-                     "labels": Opt({"board": Opt({"top1_pct": "num"})})}),
+                     "labels": Opt({"board": {"top1_pct": "num"}})}),
     "profile": Opt({"iterations": Opt("int"),
                     "top_operators": Opt([{"op_type": "str", "total_us": "num", "pct": "num"}])}),
     "pipeline": Opt({"file": Opt("str"), "samples": Opt("int"),
                      "results": Opt({"samples": "int", "agree": "int", "agree_pct": "num", "passed": "bool",
                                      "max_abs": Opt("num"), "mismatched": Opt(["str"])})}),
     "energy": ENERGY,
-    "plan": Opt({"name": Opt("str")}),
+    "plan": Opt({"name": Opt("str"), "cell": Opt("str")}),
     "origin": Opt({"kind": Opt("str"), "board": Opt("str")}),
 }
 
@@ -88,15 +90,16 @@ AGENT_REPLY = {
     "info": Opt({"machine": Opt({"hostname": Opt("str")}), "python": Opt({"executable": Opt("str")})}),
     "model": Opt({"sha256": Opt("str")}),
     "telemetry": Opt("dict"),
-    "inputs": Opt([{"name": "str", "dtype": "str", "shape": Opt("list")}]),
+    "inputs": Opt([{"name": "str", "dtype": "str", "shape": "list"}]),
     "outputs": Opt(["dict"]),
     "repeats": Opt([{"samples_ns": "samples", "session_create_ns": "num", "first_inference_ns": "num",
                      "stages_ns": STAGES_NS}]),
     "pipeline": Opt({"file": Opt("str"), "samples": Opt("int")}),
     "memory": Opt("dict"),
     "accuracy": Opt({"labels": Opt("dict")}),
-    "energy": Opt({"available": Opt("bool"), "kind": Opt(("power", "counter")), "readings": Opt("list"),
-                   "inferences": Opt("int")}),
+    "energy": Opt({"available": Opt("bool"), "kind": Opt(("power", "counter")), "readings": Opt([["num"]]),
+                   "idle": Opt(["num"]), "load": Opt(["num"]), "inferences": Opt("int"), "failed_readings": Opt("int"),
+                   "errors": Opt(["str"]), "wrap_uj": Opt("num"), "requested_rate_hz": Opt("num")}),
     "profile": Opt({"top_operators": Opt([{"op_type": "str", "total_us": "num", "pct": "num"}])}),
     "error": Opt({"kind": Opt("str"), "message": Opt("str")}),
 }
@@ -138,10 +141,10 @@ def _check(value, spec, where: str) -> None:
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             _fail(where, "a string", value)
     elif spec == "int":
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, int) or isinstance(value, bool) or not -MAX_INT <= value <= MAX_INT:
             _fail(where, "an integer", value)
     elif spec == "num":
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        if not _finite(value):
             _fail(where, "a finite number", value)
     elif spec == "bool":
         if not isinstance(value, bool):
@@ -150,16 +153,23 @@ def _check(value, spec, where: str) -> None:
         if not isinstance(value, dict if spec == "dict" else list):
             _fail(where, "an object" if spec == "dict" else "a list", value)
     elif spec == "dims":
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, int) and _finite(v)
                                                   for k, v in value.items()):
             _fail(where, "an object of sizes", value)
     elif spec == "samples":
         _check_samples(value, where)
     elif spec == "qps":  # a rate, or "auto" (the scenario searched for it)
-        if value != "auto" and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
+        if value != "auto" and not _finite(value):
             _fail(where, "a number or 'auto'", value)
     elif spec != "any":
         raise AssertionError(f"unknown spec {spec!r}")
+
+
+def _finite(value) -> bool:
+    """A JSON number a report can compute with: a bool is not one, nor an integer of 400 digits (no float holds it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return -MAX_INT <= value <= MAX_INT if isinstance(value, int) else math.isfinite(value)
 
 
 def _check_samples(value, where: str) -> None:
@@ -167,6 +177,10 @@ def _check_samples(value, where: str) -> None:
 
     if not isinstance(value, list) or not value:
         _fail(where, "a non-empty list of nanosecond samples", value)
+    from .agentlib import MAX_SAMPLES  # (the agent never keeps more in one repeat)
+
+    if len(value) > MAX_SAMPLES:
+        raise ShapeError(f"field '{where}' holds {len(value):,} samples, more than a run keeps ({MAX_SAMPLES:,})")
     try:
         array = np.asarray(value)
     except (TypeError, ValueError, OverflowError):

@@ -252,12 +252,42 @@ def load_result(path: Path) -> dict:
     return document
 
 
-def result_files(paths: list[Path]) -> list[Path]:
+def walk_result_files(folder: Path | str, outside: list[str] | None = None) -> list[str]:
+    """Paths of the result files (*.json) under a folder, sorted: hidden files and folders (the index's
+    `.edgebench/`) are skipped, linked folders are not entered, and a linked file is listed only when it stays
+    inside the folder (a results folder from elsewhere must not make a report read ~/.ssh or /proc). A FIFO, a
+    device or a dangling link named *.json is listed: reading it refuses it, and the report says so. Links out of the
+    folder go to `outside` (one line each), when given."""
+    root = os.path.join(str(folder), "")
+    inside = os.path.join(os.path.realpath(root), "")
+    found = []
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.name.endswith(".json"):
+                if entry.is_symlink() and not os.path.realpath(entry.path).startswith(inside):
+                    if outside is not None:
+                        outside.append(f"{entry.path}: a link to a file outside the results folder; not read")
+                    continue
+                found.append(entry.path)
+    return sorted(found)
+
+
+def result_files(paths: list[Path], outside: list[str] | None = None) -> list[Path]:
     """The .json files named, or found (recursively) under the folders named."""
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*.json")) if not p.name.startswith(".") and not p.is_dir())
+            found.extend(map(Path, walk_result_files(path, outside)))
         elif path.exists():
             found.append(path)
         else:
@@ -267,8 +297,14 @@ def result_files(paths: list[Path]) -> list[Path]:
 
 def load_results(paths: list[Path]) -> tuple[list[dict], list[str]]:
     """Every readable result under `paths`, and one problem line per file that was skipped."""
-    documents, problems = [], []
-    for path in result_files(paths):
+    documents: list[dict] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for path in result_files(paths, problems):
+        real = os.path.realpath(path)
+        if real in seen:  # a link to a file already read (or a folder named twice): one run, once
+            continue
+        seen.add(real)
         try:
             documents.append(load_result(path))
         except ResultError as exc:
