@@ -228,17 +228,11 @@ def resolve_dims(block: dict, settings: RunSettings, given: set) -> tuple[dict, 
 
 def given_inputs(settings: RunSettings) -> set:
     """Names of the inputs the user gave (an inputs file, or --value); "" stands for a bare .npy's one array."""
-    import numpy as np
+    from .agentlib import load_npz
 
     names = set(settings.options.get("values") or {})
-    if settings.inputs is not None:
-        try:
-            with np.load(settings.inputs, allow_pickle=False) as loaded:  # the directory only: nothing inflated
-                names |= set(loaded.files)
-        except AttributeError:  # a .npy holds one array, not a directory of them
-            names.add("")
-        except (OSError, ValueError, EOFError, KeyError) as exc:
-            raise InputError(f"cannot read {settings.inputs} as .npz/.npy: {exc}") from exc
+    if settings.inputs is not None:  # read whole (sizes checked first), so a corrupt member is found here, not on the board
+        names |= set(load_npz(str(settings.inputs)))
     return names
 
 
@@ -250,15 +244,15 @@ def with_test_data_inputs(settings: RunSettings, model_path: Path) -> RunSetting
     import numpy as np
 
     from .agent_bundle import cache_dir
-    from .testdata import read_test_data_set
+    from .testdata import io_types, read_test_data_set
 
     options = settings.accuracy
     if settings.inputs is not None and options is not None and options.test_data is not None:
         raise InputError("--inputs and --test-data both give the model's inputs", "give one: the inputs of every pass")
     if settings.inputs is not None or options is None or options.test_data is None:
         return settings
-    _, signature, _ = session_io(Path(model_path))
-    arrays, _ = read_test_data_set(Path(options.test_data), [name for name, _, _ in signature])
+    session, signature, _ = session_io(Path(model_path))
+    arrays, _ = read_test_data_set(Path(options.test_data), [name for name, _, _ in signature], io_types(session, signature))
     from .agentlib import sha256_bytes, storable
     from .fileio import write_atomically
 

@@ -25,17 +25,36 @@ def _read_tensors(folder: Path, prefix: str) -> list[tuple[str, Any]]:
         proto = onnx.TensorProto()
         try:
             proto.ParseFromString(file.read_bytes())
-            tensors.append((proto.name, numpy_helper.to_array(proto)))
+            array = numpy_helper.to_array(proto)
         except (DecodeError, ValueError, TypeError) as exc:
             raise InputError(f"{file} is not a serialized ONNX TensorProto: {exc}") from exc
+        if array.dtype.kind not in "biufcUSO" or array.dtype.itemsize == 1 and array.dtype.kind == "f":
+            # bfloat16, float8, int4 (ml_dtypes): numpy cannot store them in an .npz that reads back, nor feed them
+            raise InputError(f"{file} holds {onnx.TensorProto.DataType.Name(proto.data_type)} data, which edgebench "
+                             "cannot carry to a board (numpy has no such type)")
+        tensors.append((proto.name, array))
     return tensors
 
 
-def read_test_data_set(folder: Path, input_names: list[str]) -> tuple[dict, list | None]:
-    """(inputs by name, expected outputs or None). Unnamed tensors take the model's input order."""
+def io_types(session, signature) -> dict:
+    """Input and output name -> ONNX type text ("tensor(float)", "seq(tensor(float))") of a host session (another
+    runtime's session, whose outputs carry no type, counts its outputs as tensors)."""
+    types = {name: kind for name, kind, _ in signature}
+    types.update({o.name: getattr(o, "type", "tensor()") for o in session.get_outputs()})
+    return types
+
+
+def read_test_data_set(folder: Path, input_names: list[str], types: dict | None = None) -> tuple[dict, list | None]:
+    """(inputs by name, expected outputs or None). Unnamed tensors take the model's input order. `types` (input and
+    output name -> ONNX type text) refuses a model whose inputs or outputs are not tensors: their .pb files are
+    SequenceProto or OptionalProto, which a board run neither feeds nor returns."""
     folder = Path(folder)
+    for name, kind in (types or {}).items():
+        if not str(kind).startswith("tensor("):
+            raise InputError(f"{name!r} of the model is {kind}: edgebench feeds and compares tensors only, so the test "
+                             f"data set {folder} cannot be used", "time the model without --test-data")
     inputs = _read_tensors(folder, "input")
-    if not inputs:
+    if not inputs and input_names:
         raise InputError(f"{folder} holds no input_K.pb files")
     if len(inputs) != len(input_names):
         raise InputError(f"{folder} has {len(inputs)} inputs but the model takes {len(input_names)} ({', '.join(input_names)})")

@@ -263,21 +263,102 @@ def test_validate_and_convert_of_a_string_input_model_are_one_line(bench, tmp_pa
     assert_one_line_error(bench("convert", path, "--to", "fp16", "-o", tmp_path / "v"), "'text'", "--calibration")
 
 
-@pytest.mark.parametrize("damage", ["not a zip", "bad crc"])
-def test_a_corrupt_npz_is_one_line(bench, tmp_path, damage):
-    path = tmp_path / "bad.npz"
+def _damaged_npz(path: Path, damage: str, arrays: dict) -> Path:
     if damage == "not a zip":
         path.write_bytes(b"PK\x03\x04 this is not really a zip archive")
-    else:
-        np.savez(path, image=np.ones((1, 3, 32, 32), np.float32))
-        data = bytearray(path.read_bytes())
-        data[200] ^= 0xFF  # inside the stored array data: the CRC no longer matches
-        path.write_bytes(bytes(data))
+        return path
+    np.savez(path, **arrays)
+    data = bytearray(path.read_bytes())
+    if damage == "bad crc":
+        data[-400] ^= 0xFF  # inside the last stored array's data: its CRC no longer matches (found only when read whole)
+    else:  # a garbled .npy header: numpy's header parser (tokenize) fails on it
+        start = data.index(b"{'descr'")
+        data[start:start + 8] = b"{'descr("
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["not a zip", "bad crc", "bad header"])
+def test_a_corrupt_npz_is_one_line(bench, tmp_path, damage):
+    path = _damaged_npz(tmp_path / "bad.npz", damage, {"image": np.ones((1, 3, 32, 32), np.float32)})
     done = bench("validate", CNN, "--inputs", path)
     assert_one_line_error(done, "bad.npz")
     done = bench("convert", CNN, "--to", "int8-static", "--calibration", path, "-o", tmp_path / "v")
     assert_one_line_error(done, "bad.npz")
     assert not list((tmp_path / "v").glob("*.onnx")) if (tmp_path / "v").exists() else True
+    done = bench("deploy", CNN, "--inputs", path, "--results", tmp_path / "r", *FAST_RUN)
+    assert done.code == 2
+    assert_one_line_error(done, "bad.npz")
+    with np.load(DIGITS_DATA) as data:
+        arrays = {k: data[k][:200] for k in data.files}
+    dataset = _damaged_npz(tmp_path / "bad-dataset.npz", damage, arrays)
+    done = bench("deploy", DIGITS, "--dim", "batch=1", "--dataset", dataset, "--results", tmp_path / "r", *FAST_RUN)
+    assert done.code == 2
+    assert_one_line_error(done, "bad-dataset.npz")
+    assert not (tmp_path / "r").exists()
+
+
+def _test_data(folder: Path, inputs: list, outputs: list) -> Path:
+    folder.mkdir(parents=True)
+    for kind, protos in (("input", inputs), ("output", outputs)):
+        for index, proto in enumerate(protos):
+            (folder / f"{kind}_{index}.pb").write_bytes(proto.SerializeToString())
+    return folder
+
+
+def test_a_test_data_set_of_sequences_says_what_edgebench_carries(bench, tmp_path):
+    """A model whose output is a sequence (onnxruntime runs it): its test data set's output_0.pb is a SequenceProto,
+    not a tensor, and a board run returns tensors only; said as such, not as a corrupt file."""
+    from onnx import numpy_helper
+
+    graph = helper.make_graph([helper.make_node("SplitToSequence", ["x"], ["parts"], axis=0)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_sequence_value_info("parts", TensorProto.FLOAT, None)])
+    model = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "split.onnx")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    parts = numpy_helper.from_list([x[:1], x[1:]], "parts")
+    data = _test_data(tmp_path / "test_data_set_0", [numpy_helper.from_array(x, "x")], [parts])
+    done = bench("deploy", model, "--test-data", data, "--results", tmp_path / "r", *FAST_RUN)
+    assert_one_line_error(done, "'parts' of the model is seq(tensor(float))", "tensors only", "without --test-data")
+    assert not (tmp_path / "r").exists()
+    assert bench("deploy", model, "--results", tmp_path / "r", *FAST_RUN).code == 0  # timed, without the data set
+
+
+def test_test_data_of_a_type_numpy_lacks_is_one_line(bench, tmp_path):
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT8E5M2, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    model = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), tmp_path / "f8.onnx")
+    x = helper.make_tensor("x", TensorProto.FLOAT8E5M2, [4], [1.0, 2.0, 3.0, 4.0])
+    data = _test_data(tmp_path / "test_data_set_0", [x], [])
+    done = bench("deploy", model, "--test-data", data, "--results", tmp_path / "r", *FAST_RUN)
+    assert_one_line_error(done, "input_0.pb holds FLOAT8E5M2 data", "numpy has no such type")
+
+
+def test_a_verdict_says_when_this_hosts_onnxruntime_could_not_run_the_reference(tmp_path):
+    """A test data set brings its expected outputs; onnxruntime on this host still runs the model, so a PASS against
+    stored outputs that no local reference reproduced says so. The failure is real: a locale this host's
+    onnxruntime cannot construct (a board with another onnxruntime or locale may run it)."""
+    from edgebench.accuracy import AccuracyPlan, compute_reference, verdict_text
+
+    def normalizer(locale: str) -> Path:
+        graph = helper.make_graph([helper.make_node("StringNormalizer", ["text"], ["y"], case_change_action="LOWER",
+                                                    locale=locale)], "g",
+                                  [helper.make_tensor_value_info("text", TensorProto.STRING, [2])],
+                                  [helper.make_tensor_value_info("y", TensorProto.STRING, [2])])
+        return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / f"{locale}.onnx")
+
+    words = np.array(["A", "B"], dtype=object)
+    said = {}
+    for locale in ("C", "xx_XX.UTF-8"):
+        accuracy = AccuracyPlan("test data set", ["text"], ["y"], [{"text": words}], 1)
+        accuracy.expected, accuracy.reference = [[np.array(["a", "b"], dtype=object)]], "test data set t"
+        compute_reference(accuracy, normalizer(locale), None)
+        said[locale] = accuracy.reference
+    assert said["C"] == "test data set t; onnxruntime on this host ran it too"
+    assert said["xx_XX.UTF-8"].startswith("test data set t; onnxruntime on this host could not run it (onnxruntime cannot load")
+    block = {"passed": True, "outputs": [], "reference": said["xx_XX.UTF-8"]}
+    assert verdict_text(block).startswith("PASS reference: test data set t; onnxruntime on this host could not run it")
 
 
 def test_a_dataset_with_no_samples(bench, tmp_path):

@@ -178,18 +178,35 @@ def generate(dtype, shape, rng, int_range=None):
 
 def _npy_header(handle):
     """(shape, dtype) from an .npy stream's header, without reading the data."""
+    from tokenize import TokenError
+
     from numpy.lib import format as npy
 
-    version = npy.read_magic(handle)
-    if version == (1, 0):
-        shape, _, dtype = npy.read_array_header_1_0(handle)
-    else:
-        shape, _, dtype = npy.read_array_header_2_0(handle)
+    try:
+        version = npy.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = npy.read_array_header_2_0(handle)
+    except (SyntaxError, TokenError, TypeError) as exc:  # numpy parses the header text (safely): a garbled one
+        raise ValueError("a malformed .npy header (%s)" % " ".join(str(exc).split())[:100])
     return shape, dtype
 
 
 def declared_arrays(path):
-    """[(name, shape, dtype)] of an .npz or .npy as its headers declare them: nothing is inflated."""
+    """[(name, shape, dtype)] of an .npz or .npy as its headers declare them: nothing is inflated. A file that is
+    not one (corrupt, truncated, a garbled header) is an InputError naming it."""
+    import zipfile
+    import zlib
+
+    try:
+        return _declared_arrays(path)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError("cannot read %s as .npz/.npy (corrupt or truncated?): %s"
+                         % (path, " ".join(str(exc).split()) or type(exc).__name__))
+
+
+def _declared_arrays(path):
     import zipfile
 
     if zipfile.is_zipfile(path):
