@@ -437,3 +437,12 @@ def test_a_plans_results_folder_stays_in_the_plans_folder(bench, tmp_path, where
     done = bench("run", plan, "--dry-run")
     assert_one_line_error(done, "plan.yaml", "results", "give --results to write elsewhere")
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.bad_input
+def test_a_run_never_keeps_more_samples_than_a_report_reads(bench, tmp_path):
+    """The reports refuse a repeat of more than 5,000,000 samples (a folder of files just under the size limit must
+    not make them hold gigabytes), so a run is never asked for more."""
+    done = bench("deploy", EXAMPLES / "cnn.onnx", "--max-iterations", "5000001", "--results", tmp_path / "r")
+    assert_one_line_error(done, "max_iterations 5000001 is more than a result keeps (5000000 samples a repeat)")
+    assert not (tmp_path / "r").exists()
