@@ -75,7 +75,7 @@ def test_progress_and_events_are_asked_for(tmp_path):
 def test_failed_runs_are_data_and_raise_only_when_asked(tmp_path):
     # minutes of work that only the 2 s timeout can end: the board kills it, the result records why
     deployment = eb.deploy(EXAMPLES / "cnn.onnx", results=tmp_path / "r", timeout=2, warmup_min_iterations=2,
-                           min_seconds=120, max_seconds=120, min_iterations=5_000_000, max_iterations=5_000_000)
+                           min_seconds=120, max_seconds=120, min_iterations=10_000_000, max_iterations=10_000_000)
     assert not deployment.ok and "timed out after 2 s" in deployment.problems[0]
     assert deployment.documents[0]["status"] == "failed" and deployment.documents[0]["error"]["kind"] == "timeout"
     with pytest.raises(Exception) as raised:

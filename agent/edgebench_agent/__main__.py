@@ -21,6 +21,7 @@ from .protocol import (
     EXIT_RUN_FAILED,
     EXIT_USAGE,
     GRAPH_OPTIMIZATION_LEVELS,
+    MAX_SAMPLES,
     PROTOCOL_VERSION,
     RUN_DEFAULTS,
     RUNTIMES,
@@ -181,7 +182,7 @@ def build_parser():
     run.add_argument("--warmup", type=int, metavar="N", help="minimum warm-up iterations (default %d)" % d["warmup_min_iterations"])
     run.add_argument("--min-iterations", type=int, metavar="N", help="timed iterations at least (default %d)" % d["min_iterations"])
     run.add_argument("--min-seconds", type=float, metavar="SECONDS", help="timed seconds at least (default %s)" % d["min_seconds"])
-    run.add_argument("--max-iterations", type=int, metavar="N", help="timed iterations at most (default %d)" % d["max_iterations"])
+    run.add_argument("--max-iterations", type=int, metavar="N", help="timed iterations at most (default %d; at most %d are kept)" % (d["max_iterations"], MAX_SAMPLES))
     run.add_argument("--max-seconds", type=float, metavar="SECONDS", help="timed seconds at most (default %s)" % d["max_seconds"])
     run.add_argument("--repeats", type=int, metavar="N", help="fresh sessions to measure (default %d)" % d["repeats"])
     # The same names as `bench deploy`; the old spellings still work, hidden from the help.

@@ -142,10 +142,10 @@ def test_a_hung_run_is_killed_with_its_process_group(bench, tmp_path):
     runs = Path(os.environ["EDGEBENCH_CACHE"]) / "board" / "runs"
     before = set(runs.glob("*")) if runs.exists() else set()
     started = time.monotonic()
-    # Five million iterations (the most a run keeps) at tens of µs each: minutes of work, so only the 2 s timeout can end it.
+    # Ten million iterations at tens of µs each: minutes of work, so only the 2 s timeout can end it.
     done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", "--timeout", "2",
-                 "--min-seconds", "120", "--max-seconds", "120", "--min-iterations", "5000000",
-                 "--max-iterations", "5000000", "--warmup", "2")
+                 "--min-seconds", "120", "--max-seconds", "120", "--min-iterations", "10000000",
+                 "--max-iterations", "10000000", "--warmup", "2")
     assert done.code == 1 and time.monotonic() - started < 60
     (document,) = [results.load_result(p) for p in (tmp_path / "r").glob("*.json")]
     assert document["status"] == "failed" and document["error"]["kind"] == "timeout"
@@ -298,8 +298,8 @@ def test_a_host_that_dies_leaves_the_runs_timeout_enforced_on_the_board(tmp_path
     runs = Path(os.environ["EDGEBENCH_CACHE"]) / "board" / "runs"
     before = set(runs.glob("*")) if runs.exists() else set()
     deploying = _bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", "--timeout", "3",
-                       "--min-seconds", "120", "--max-seconds", "120", "--min-iterations", "5000000",
-                       "--max-iterations", "5000000", "--warmup", "2")
+                       "--min-seconds", "120", "--max-seconds", "120", "--min-iterations", "10000000",
+                       "--max-iterations", "10000000", "--warmup", "2")
     deadline = time.monotonic() + 60
     while not [r for r in (set(runs.glob("*")) if runs.exists() else set()) - before if (r / "pid").exists()]:
         assert time.monotonic() < deadline, "the run never started"
