@@ -13,7 +13,7 @@ DIGITS      := examples/digits.onnx examples/digits_test.npz
 # qemu-user for the emulated aarch64 board).
 SYSTEM_PACKAGES := openssh-server iproute2 chromium qemu-user-static
 
-.PHONY: setup demo test system-deps benchmarks clean litert-env
+.PHONY: setup demo test test-durations system-deps benchmarks clean litert-env
 
 # The venv is (re)built only when pyproject.toml changes: a second `make` is instant.
 $(STAMP): pyproject.toml
@@ -48,11 +48,22 @@ demo: $(STAMP) $(DEMO_MODELS) $(DIGITS)
 	$(BENCH) deploy --target local examples/digits.onnx --dim batch=1 --dataset examples/digits_test.npz
 	$(BENCH) compare results/
 
+# The suite runs on every core (pytest-xdist): each worker starts the boards its tests need (sshd, the network
+# namespace, the emulated Pi, a labgrid coordinator); a file's tests stay on one worker, so a file's module-scoped
+# boards start once. `make test JOBS=0` runs it in one process.
+JOBS ?= auto
+PYTEST := $(PY) -m pytest $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
+
 test: $(STAMP) $(LITERT_STAMP) system-deps
 	$(VENV)/bin/ruff check host agent tests benchmarks scripts examples
 	$(VENV)/bin/mypy
 	$(PY) scripts/build_arm64_board.py
-	$(PY) -m pytest
+	$(PYTEST)
+
+# The slowest 20 tests (and fixtures) of a full run: where the suite's time goes.
+test-durations: $(STAMP) $(LITERT_STAMP) system-deps
+	$(PY) scripts/build_arm64_board.py
+	$(PYTEST) --durations=20 --durations-min=1
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/overhead.py

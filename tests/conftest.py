@@ -122,12 +122,12 @@ def client_key(tmp_path_factory) -> Path:
 def ssh_server(client_key):
     import subprocess
 
-    from tests.sshd import SshServer, ensure_user, require_root
+    from tests.sshd import WORKER, SshServer, ensure_user, require_root
 
     require_root("the SSH tests")
-    # The non-root board keeps its cache in its real home: start it empty, so no run left by an earlier
-    # session is collected into this one's results.
-    subprocess.run(["rm", "-rf", f"/home/{ensure_user()}/.cache/edgebench"], check=True)
+    # The non-root board keeps its cache in its real home (one folder per pytest-xdist worker): start it empty, so
+    # no run left by an earlier session is collected into this one's results.
+    subprocess.run(["rm", "-rf", f"/home/{ensure_user()}/.cache/edgebench-{WORKER}"], check=True)
     server = SshServer.create()
     server.authorize("root", (client_key.parent / "id_ed25519.pub").read_text())
     server.authorize(ensure_user(), (client_key.parent / "id_ed25519.pub").read_text())
@@ -150,12 +150,12 @@ def ssh_board_user(ssh_server, client_key) -> SshBoard:
     """A non-root user over the same sshd, with Debian's /usr/bin/python3 and its own numpy + onnxruntime."""
     import tempfile
 
-    from tests.sshd import NON_ROOT_USER, board_site_packages
+    from tests.sshd import NON_ROOT_USER, WORKER, board_site_packages
 
     folder = Path(tempfile.gettempdir()) / "edgebench-test-board-python"
     folder.mkdir(mode=0o755, exist_ok=True)
     site = board_site_packages(folder)
-    return SshBoard("sshuser", ssh_server, NON_ROOT_USER, client_key, "/usr/bin/python3", "~/.cache/edgebench",
+    return SshBoard("sshuser", ssh_server, NON_ROOT_USER, client_key, "/usr/bin/python3", f"~/.cache/edgebench-{WORKER}",
                     {"PYTHONPATH": str(site)})
 
 
@@ -205,15 +205,24 @@ OLD_STACK = {"python": "3.8", "onnxruntime": "1.19.2", "numpy": "1.24.4"}  # Jet
 def old_python() -> Path:
     """Python 3.8 (pyenv's) in a venv with onnxruntime 1.19.2 and numpy 1.24.4: the oldest stack the agent supports.
     Built once per machine in /tmp (world-readable), reused while it works."""
-    import subprocess
     import tempfile
 
-    from tests.test_agent_compat import python38
+    from tests.sshd import machine_lock
 
     venv = Path(tempfile.gettempdir()) / "edgebench-old-stack-py38"
     python = venv / "bin" / "python"
     probe = [str(python), "-c", "import onnxruntime, numpy; print(onnxruntime.__version__, numpy.__version__)"]
     expected = f"{OLD_STACK['onnxruntime']} {OLD_STACK['numpy']}"
+    with machine_lock("old-stack"):
+        _build_old_stack(venv, python, probe, expected)
+    return python
+
+
+def _build_old_stack(venv: Path, python: Path, probe: list, expected: str) -> None:
+    import subprocess
+
+    from tests.test_agent_compat import python38
+
     if not python.exists() or subprocess.run(probe, capture_output=True, text=True).stdout.strip() != expected:
         subprocess.run(["rm", "-rf", str(venv)], check=True)
         subprocess.run([python38(), "-m", "venv", str(venv)], check=True)
@@ -223,7 +232,6 @@ def old_python() -> Path:
         if done.returncode != 0:
             pytest.fail(f"cannot build the old-stack Python 3.8 environment: {done.stderr[-1500:]}")
         venv.chmod(0o755)
-    return python
 
 
 # ------------------------------------------------------------------------------------------ real boards
@@ -234,8 +242,11 @@ def arm64_python() -> Path:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "build_arm64_board.py")], capture_output=True,
-                          text=True, timeout=1200)
+    from tests.sshd import machine_lock
+
+    with machine_lock("arm64-board"):
+        done = subprocess.run([sys.executable, str(REPO / "scripts" / "build_arm64_board.py")], capture_output=True,
+                              text=True, timeout=1200)
     if done.returncode != 0:
         pytest.fail(f"cannot build the emulated aarch64 board: {(done.stderr or done.stdout)[-2000:]}")
     line = next(l for l in done.stdout.splitlines() if l.startswith("board python: "))

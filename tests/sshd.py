@@ -6,6 +6,7 @@ stopped by its PID (and its per-connection children). Needs root (sshd, useradd,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -60,11 +61,26 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # pytest-xdist's worker name ("gw0", ...), if any
+
+
+@contextlib.contextmanager
+def machine_lock(name: str):
+    """One test process at a time for a step that changes the machine (a user, a venv in /tmp): pytest-xdist's
+    workers start their session fixtures at the same moment."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / f"edgebench-test-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_user(name: str = NON_ROOT_USER) -> str:
     """A non-root login user (created once per machine; unlocked so public-key login works)."""
-    if subprocess.run(["id", "-u", name], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
-    subprocess.run(["usermod", "-p", "*", name], check=True)
+    with machine_lock("user"):
+        if subprocess.run(["id", "-u", name], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+        subprocess.run(["usermod", "-p", "*", name], check=True)
     return name
 
 
@@ -213,8 +229,9 @@ def board_site_packages(folder: Path) -> Path:
     import sys
 
     site = folder / "site"
-    if not (site / "onnxruntime").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                        "--target", str(site), f"numpy=={numpy.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
-                       check=True, capture_output=True)
+    with machine_lock("board-site"):
+        if not (site / "onnxruntime").is_dir():
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                            "--target", str(site), f"numpy=={numpy.__version__}", f"onnxruntime=={onnxruntime.__version__}"],
+                           check=True, capture_output=True)
     return site

@@ -228,6 +228,8 @@ def plain_python_board(client_key):
     from tests.sshd import NON_ROOT_USER, SshServer, board_site_packages, require_root
 
     require_root("the SSH tests")
+    # This board uses the user's default cache folder: start it empty (no earlier session's runs collected).
+    subprocess.run(["rm", "-rf", f"/home/{NON_ROOT_USER}/.cache/edgebench"], check=True)
     folder = Path(tempfile.gettempdir()) / "edgebench-test-board-python"
     folder.mkdir(mode=0o755, exist_ok=True)
     server = SshServer.create(extra_config=f"SetEnv PYTHONPATH={board_site_packages(folder)}")
