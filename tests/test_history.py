@@ -106,6 +106,9 @@ def test_an_index_from_a_newer_edgebench_is_refused_and_compare_reads_the_files(
     assert bench("index", folder).code == 0
     with duckdb.connect(str(folder / ".edgebench" / "index.duckdb")) as connection:
         connection.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
+    from edgebench.index import _key, _write_seal
+
+    _write_seal(folder / ".edgebench", _key())  # as a newer edgebench of this user would leave it
     done = bench("compare", folder, "--format", "json")
     assert done.code == 0 and json.loads(done.stdout)[0]["runs"] == 3
     assert "is version 99, newer than this edgebench's (3)" in done.stderr and "reading the result files instead" in done.stderr
@@ -125,6 +128,9 @@ def test_an_index_of_an_older_version_is_refilled_from_the_files(bench, tmp_path
     with duckdb.connect(str(folder / ".edgebench" / "index.duckdb")) as connection:
         connection.execute("UPDATE meta SET value = '1' WHERE key = 'version'")
         connection.execute("UPDATE runs SET row_json = '{}'")  # what an old row cannot answer
+    from edgebench.index import _key, _write_seal
+
+    _write_seal(folder / ".edgebench", _key())  # as an older edgebench of this user would have left it
     done = bench("compare", folder, "--by", "model,runtime", "--format", "json")
     assert done.code == 0, done.stderr
     (row,) = json.loads(done.stdout)

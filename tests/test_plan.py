@@ -57,8 +57,9 @@ def test_two_models_by_two_thread_counts_on_local_and_an_ssh_board(bench, tmp_pa
 @pytest.mark.fault
 def test_an_interrupted_plan_resumes_without_repeating_cells(bench, tmp_path):
     plan = write_plan(tmp_path, ["local"], min_seconds=1.0)
-    env = {**os.environ, "HOME": str(tmp_path)}
-    runs = Path(os.environ["EDGEBENCH_CACHE"]) / "board" / "runs"
+    # A board cache of its own: runs another test left going on `local` are not this test's to wait for.
+    env = {**os.environ, "HOME": str(tmp_path), "EDGEBENCH_CACHE": str(tmp_path / "cache")}
+    runs = tmp_path / "cache" / "board" / "runs"
     earlier = set(runs.glob("*"))
     running = subprocess.Popen([sys.executable, "-m", "edgebench", "run", str(plan), "--results", str(tmp_path / "r")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -74,7 +75,7 @@ def test_an_interrupted_plan_resumes_without_repeating_cells(bench, tmp_path):
     while any(not (run / "exit_code").exists() for run in set(runs.glob("*")) - earlier):
         assert time.monotonic() < deadline, "the run left on the board never finished"
         time.sleep(0.05)
-    done = bench("run", plan, "--results", tmp_path / "r")
+    done = bench("run", plan, "--results", tmp_path / "r", env={"EDGEBENCH_CACHE": str(tmp_path / "cache")})
     assert done.code == 0, done.stderr
     documents = _results(tmp_path / "r")
     cells = [d["plan"]["cell"] for d in documents]

@@ -70,13 +70,18 @@ def parse_since(text: str | None, now: datetime.datetime | None = None) -> datet
         return None
     now = now or datetime.datetime.now(datetime.timezone.utc)
     stripped = text.strip().lower()
+    wrong = ConfigError(f"--since {text!r} must be a date (2026-11-01), a time (2026-11-01T12:00) or an age (7d, 12h)")
     for unit, seconds in (("d", 86400), ("h", 3600)):
-        if stripped.endswith(unit) and stripped[:-1].replace(".", "", 1).isdigit():
-            return now - datetime.timedelta(seconds=float(stripped[:-1]) * seconds)
+        number = stripped[:-1]
+        if stripped.endswith(unit) and number.isascii() and number.replace(".", "", 1).isdecimal():
+            try:
+                return now - datetime.timedelta(seconds=float(number) * seconds)
+            except (OverflowError, ValueError) as exc:  # further back than the calendar goes
+                raise ConfigError(f"--since {text!r} reaches further back than a date can", "give a date") from exc
     try:
         value = datetime.datetime.fromisoformat(text.strip())
     except ValueError as exc:
-        raise ConfigError(f"--since {text!r} must be a date (2026-11-01), a time (2026-11-01T12:00) or an age (7d, 12h)") from exc
+        raise wrong from exc
     return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
 
 

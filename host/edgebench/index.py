@@ -86,6 +86,11 @@ def _checked_folder(folder: Path) -> Path:
     """The index folder of `folder`, when edgebench may keep its index there; IndexUnusable naming why not."""
     base = Path(folder) / INDEX_FOLDER
     fix = f"delete {base}: it holds only the index, which edgebench remakes from the result files"
+    parent = _lstat(Path(folder).resolve())
+    if parent is not None and (parent.st_uid != os.geteuid() or parent.st_mode & stat.S_IWOTH):
+        # whoever else may change the folder could swap `.edgebench` for a link between a check and a write
+        raise IndexUnusable(f"{folder} may be changed by another user: the results index is not used",
+                            "copy the results into a folder of your own to use the index")
     info = _lstat(base)
     if info is None:
         return base
@@ -95,6 +100,8 @@ def _checked_folder(folder: Path) -> Path:
         raise IndexUnusable(f"{base} is not a folder: the results index is not used", fix)
     if info.st_uid != os.geteuid():
         raise IndexUnusable(f"{base} belongs to another user: the results index is not used", fix)
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):  # edgebench makes it 0700: this one is not edgebench's
+        raise IndexUnusable(f"{base} may be written by others: the results index is not used", fix)
     for name in (INDEX_FILE, WAL_FILE, SEAL_FILE, LOCK_FILE):
         path = base / name
         found = _lstat(path)
@@ -136,7 +143,7 @@ def _locked(base: Path):
     import time
 
     try:
-        base.mkdir(parents=True, exist_ok=True)
+        base.mkdir(mode=0o700, exist_ok=True)
         handle = os.open(base / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise IndexUnusable(f"cannot use the results index in {base}: {exc.strerror or exc}") from exc
@@ -166,8 +173,9 @@ def _key() -> bytes:
     path = folder / KEY_FILE
     for _ in range(2):
         try:
-            with open(path, "rb") as handle:
-                key = handle.read(64)
+            descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            with os.fdopen(descriptor, "rb") as handle:
+                key = handle.read(64) if stat.S_ISREG(os.fstat(descriptor).st_mode) else b""
             if len(key) == 32:
                 return key
             raise IndexUnusable(f"{path} is not an edgebench index key", f"delete {path}; edgebench makes a new one")
@@ -204,8 +212,21 @@ def _mac(key: bytes, *parts) -> str:
 
 
 def _seal(key: bytes, database: Path) -> str:
+    """The file as edgebench left it: device, inode, size and times (a file written in place by anything else, tar
+    extracting over it say, keeps its inode but not its change time, which no one can set)."""
     info = os.lstat(database)
-    return _mac(key, "seal", info.st_dev, info.st_ino)
+    return _mac(key, "seal", info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _write_seal(base: Path, key: bytes) -> None:
+    from .fileio import write_atomically
+
+    database = base / INDEX_FILE
+    if database.exists():
+        try:
+            write_atomically(base / SEAL_FILE, _seal(key, database) + "\n")
+        except FileWriteError as exc:
+            raise IndexUnusable(f"cannot seal the results index: {exc}") from exc
 
 
 def _read_seal(base: Path) -> str | None:
@@ -273,13 +294,13 @@ def _opened(folder: Path, rebuild: bool = False):
             yield connection, key, report
         finally:
             connection.close()
+            _write_seal(base, key)  # the file as this process left it, and no one else since
 
 
 def _connect(database: Path, key: bytes):
     """A connection to the index with its tables as this version makes them; _Damaged when the file is not that."""
     import duckdb
 
-    fresh = not database.exists()
     try:
         connection = duckdb.connect(str(database))
     except OSError as exc:
@@ -291,25 +312,24 @@ def _connect(database: Path, key: bytes):
         raise _Damaged(_short(exc)) from exc  # not a DuckDB database, or one this DuckDB cannot read
     try:
         _prepare(connection, database)
-        if fresh:
-            from .fileio import write_atomically
-
-            write_atomically(database.parent / SEAL_FILE, _seal(key, database) + "\n")
     except duckdb.Error as exc:
         connection.close()
         raise _Damaged(_short(exc)) from exc
     except (_Damaged, ResultError):
         connection.close()
         raise
-    except FileWriteError as exc:
-        connection.close()
-        raise IndexUnusable(f"cannot seal the results index: {exc}") from exc
     return connection
 
 
 def _prepare(connection, database: Path) -> None:
     """Tables of this version (an older version's emptied: its rows lack what this one keeps); a newer index is
-    refused; tables that are not the ones edgebench makes (a view, other columns) are damage."""
+    refused; tables that are not the ones edgebench makes (a view, other columns) are damage, found before any
+    query reads them (a view runs the SQL of whoever made it)."""
+    kinds = dict(connection.execute("SELECT table_name, table_type FROM information_schema.tables "
+                                    "WHERE table_schema = 'main'").fetchall())
+    for table, kind in kinds.items():
+        if table not in ("meta", "runs", "problems") or kind != "BASE TABLE":
+            raise _Damaged(f"it holds a {str(kind).lower()} {str(table)[:40]!r} edgebench does not make")
     connection.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     found = connection.execute("SELECT value FROM meta WHERE key = 'version'").fetchall()
     if not found:

@@ -138,7 +138,7 @@ def _check(value, spec, where: str) -> None:
         if value not in spec:
             _fail(where, " or ".join(map(repr, spec)), value)
     elif spec == "str":
-        if not isinstance(value, str) or len(value) > MAX_TEXT:
+        if not _text(value):
             _fail(where, "a string", value)
     elif spec == "int":
         if not isinstance(value, int) or isinstance(value, bool) or not -MAX_INT <= value <= MAX_INT:
@@ -153,7 +153,7 @@ def _check(value, spec, where: str) -> None:
         if not isinstance(value, dict if spec == "dict" else list):
             _fail(where, "an object" if spec == "dict" else "a list", value)
     elif spec == "dims":
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, int) and _finite(v)
+        if not isinstance(value, dict) or not all(_text(k) and isinstance(v, int) and _finite(v)
                                                   for k, v in value.items()):
             _fail(where, "an object of sizes", value)
     elif spec == "samples":
@@ -163,6 +163,18 @@ def _check(value, spec, where: str) -> None:
             _fail(where, "a number or 'auto'", value)
     elif spec != "any":
         raise AssertionError(f"unknown spec {spec!r}")
+
+
+def _text(value) -> bool:
+    """Text a report can print and a database can store: a string of UTF-8 (JSON's "\\ud800" is a lone surrogate,
+    which no terminal, CSV writer or DuckDB column takes) and of a sane length."""
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _finite(value) -> bool:

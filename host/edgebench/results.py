@@ -271,6 +271,13 @@ def walk_result_files(folder: Path | str, outside: list[str] | None = None) -> l
         for entry in entries:
             if entry.name.startswith("."):
                 continue
+            try:
+                entry.name.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are no UTF-8 name: nothing can print or store it as given
+                if outside is not None:
+                    shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+                    outside.append(f"{shown}: a name that is not UTF-8 text; not read")
+                continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append(entry.path)
             elif entry.name.endswith(".json"):

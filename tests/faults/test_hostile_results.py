@@ -136,12 +136,18 @@ def test_an_unsafe_index_is_ignored_and_nothing_outside_is_written(bench, tmp_pa
 
 
 # ------------------------------------------------------------------------------- what the index holds
-def _duckdb(folder: Path, *statements: str) -> None:
+def _duckdb(folder: Path, *statements: str, reseal: bool = False) -> None:
+    """Change the index in place. reseal: seal it again with this user's key, as only edgebench can, to reach the
+    second line of defence (the rows' MACs and shapes) behind the seal."""
     import duckdb
 
     with duckdb.connect(str(folder / ".edgebench" / "index.duckdb")) as connection:
         for statement in statements:
             connection.execute(statement)
+    if reseal:
+        from edgebench.index import _key, _write_seal
+
+        _write_seal(folder / ".edgebench", _key())
 
 
 FORGED_P50 = "UPDATE runs SET row_json = replace(row_json, '\"p50_ms\": ', '\"p50_ms\": 0.000')"
@@ -161,11 +167,16 @@ CRAFTED = {
 @pytest.mark.bad_input
 @pytest.mark.parametrize("case", list(CRAFTED))
 def test_an_index_changed_in_place_is_remade_from_the_files(bench, tmp_path, case):
-    """Rows carry a MAC under a key outside the folder: a change made by anything but edgebench is damage, remade."""
+    """Changed by anything but edgebench, the index's change time no longer matches its seal: it is remade unopened.
+    Sealed again (as only edgebench can), the rows' MACs and shapes still find the change: damage, remade."""
     folder = _folder(tmp_path / "results")
     truth = _truth(bench, folder)
     assert bench("index", folder).code == 0
     _duckdb(folder, *CRAFTED[case])
+    done = bench("compare", folder, "--format", "json")
+    assert _figures(done) == truth
+    assert done.stderr.count("warning:") == 1 and "was not made here" in done.stderr
+    _duckdb(folder, *CRAFTED[case], reseal=True)
     done = bench("compare", folder, "--format", "json")
     assert _figures(done) == truth
     assert done.stderr.count("warning:") == 1 and "is damaged" in done.stderr and "remade from the result files" in done.stderr
@@ -461,3 +472,70 @@ def test_a_run_never_keeps_more_samples_than_a_report_reads():
 
     request = normalize_run_request({"model": "m.onnx", "min_iterations": 10**9, "max_iterations": 10**9})
     assert request["min_iterations"] == request["max_iterations"] == MAX_SAMPLES == 5_000_000
+
+
+@pytest.mark.bad_input
+def test_an_index_overwritten_in_place_is_never_opened(bench, tmp_path):
+    """tar extracting over an index keeps its inode: the seal also holds the file's size and times (its change
+    time no one can set), so a crafted database written into the old file is deleted unopened, and the SQL of its
+    views (here: one that reads a file it should not) never runs."""
+    import duckdb
+
+    folder = _folder(tmp_path / "results")
+    assert bench("index", folder).code == 0
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-TOKEN-abcdefg")
+    crafted = tmp_path / "crafted.duckdb"
+    with duckdb.connect(str(crafted)) as connection:
+        connection.execute(f"CREATE VIEW meta AS SELECT 'version' AS key, content AS value FROM read_text('{secret}')")
+    database = folder / ".edgebench" / "index.duckdb"
+    inode = database.stat().st_ino
+    with open(database, "r+b") as handle:  # in place, as tar or cp over an existing file write
+        handle.truncate(0)
+        handle.write(crafted.read_bytes())
+    assert database.stat().st_ino == inode
+    done = bench("compare", folder, "--format", "json")
+    assert _figures(done) == _truth(bench, folder)
+    assert "SECRET" not in done.stdout + done.stderr and "was not made here" in done.stderr
+
+
+@pytest.mark.bad_input
+def test_text_that_is_no_utf8_is_refused_by_name(bench, tmp_path):
+    """JSON may hold a lone surrogate ("\\ud800"), which no terminal, CSV writer or DuckDB column takes: such a file
+    is refused with one line naming it; a file whose name is not UTF-8 is skipped, named."""
+    folder = _folder(tmp_path / "results")
+    for field, name in (("model", "bad-model"), ("run_id", "bad-run"), ("created_at", "bad-time")):
+        document = result([5_000_000] * 20, run_id=name)
+        if field == "model":
+            document["model"]["name"] = "\ud800m"
+        else:
+            document[field] = "\ud800x"
+        (folder / f"{name}.json").write_text(json.dumps(document))
+    os.close(os.open(os.path.join(os.fsencode(folder), b"\xff\xfe.json"), os.O_CREAT | os.O_WRONLY))
+    for command in (("compare", folder), ("compare", folder, "--per-run", "-f", "json"), ("history", folder),
+                    ("compare", folder, "-f", "html", "-o", tmp_path / "r.html"), ("index", folder)):
+        done = bench(*command)
+        assert done.code == 0 and "Traceback" not in done.stderr, (command, done.stderr)
+    done = bench("compare", folder, "--per-run", "-f", "json")
+    assert {row["run_id"] for row in json.loads(done.stdout)} == {"run-0", "run-1", "run-2"}
+    for name in ("bad-model.json", "bad-run.json", "bad-time.json", "\\xff\\xfe.json: a name that is not UTF-8"):
+        assert name in done.stderr, name
+    assert "warning" not in bench("compare", folder).stderr.replace("warning: skipped", "")  # the index is used
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("since", ["1000000d", "99999999999d", "\u00b2d", "yesterday"])
+def test_a_since_that_is_no_time_is_one_line(bench, tmp_path, since):
+    folder = _folder(tmp_path / "results")
+    assert_one_line_error(bench("history", folder, "--since", since), "--since")
+
+
+@pytest.mark.bad_input
+def test_a_folder_others_may_change_keeps_no_index(bench, tmp_path):
+    """Whoever else may write the results folder could swap `.edgebench` for a link between a check and a write:
+    the index is not used there (one warning), the files are read."""
+    folder = _folder(tmp_path / "results")
+    folder.chmod(0o777)
+    done = bench("compare", folder, "--format", "json")
+    assert _figures(done) == _truth(bench, folder)
+    assert "may be changed by another user" in done.stderr and not (folder / ".edgebench").exists()
