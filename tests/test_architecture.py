@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import ast
+import threading
 from pathlib import Path
 
 from tests.conftest import REPO
+
+
+def _parse(path: Path) -> ast.AST:
+    """A file's syntax tree, parsed on a thread of its own: CPython 3.11.7's parser keeps a recursion count in the
+    thread's state, which the fault suite's asyncio relay threads can leave inconsistent in a pytest-xdist worker
+    that ran them ("SystemError: AST constructor recursion depth mismatch"); a fresh thread starts it at zero."""
+    found: dict = {}
+    worker = threading.Thread(target=lambda: found.setdefault("tree", ast.parse(path.read_text(), str(path))))
+    worker.start()
+    worker.join()
+    if "tree" not in found:
+        raise AssertionError(f"cannot parse {path}")
+    return found["tree"]
 
 PACKAGES = {"edgebench": REPO / "host" / "edgebench", "edgebench_agent": REPO / "agent" / "edgebench_agent"}
 
@@ -25,7 +39,7 @@ def _imports(name: str, path: Path, modules: dict) -> set[str]:
     """Internal modules `name` imports anywhere in its file (function-level imports count too)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     targets = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -110,7 +124,7 @@ def test_the_shared_package_stands_alone():
     third_party = set()
     for name, path in _modules().items():
         if name.startswith("edgebench_agent.shared"):
-            for node in ast.walk(ast.parse(path.read_text())):
+            for node in ast.walk(_parse(path)):
                 if isinstance(node, ast.Import):
                     third_party |= {alias.name.split(".")[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and not node.level:
