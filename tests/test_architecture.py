@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-import ast
-import threading
+import json
 from pathlib import Path
 
 from tests.conftest import REPO
 
 
-def _parse(path: Path) -> ast.AST:
-    """A file's syntax tree, parsed on a thread of its own: CPython 3.11.7's parser keeps a recursion count in the
-    thread's state, which the fault suite's asyncio relay threads can leave inconsistent in a pytest-xdist worker
-    that ran them ("SystemError: AST constructor recursion depth mismatch"); a fresh thread starts it at zero."""
-    found: dict = {}
-    worker = threading.Thread(target=lambda: found.setdefault("tree", ast.parse(path.read_text(), str(path))))
-    worker.start()
-    worker.join()
-    if "tree" not in found:
-        raise AssertionError(f"cannot parse {path}")
-    return found["tree"]
+# Each file's imports, read by a fresh interpreter: CPython 3.11.7's AST builder can fail with "SystemError: AST
+# constructor recursion depth mismatch" in a long-lived pytest-xdist worker after the fault suite's asyncio relays
+# ran (on a thread of its own too), so no syntax tree is built in this process.
+_READER = """
+import ast, json, sys
+found = {}
+for path in sys.argv[1:]:
+    found[path] = [["import", None, 0, [a.name for a in node.names]] if isinstance(node, ast.Import)
+                   else ["from", node.module, node.level, [a.name for a in node.names]]
+                   for node in ast.walk(ast.parse(open(path).read(), path))
+                   if isinstance(node, (ast.Import, ast.ImportFrom))]
+print(json.dumps(found))
+"""
+_IMPORTS: dict[str, list] = {}
+
+
+def _import_nodes(path: Path) -> list:
+    """[kind ("import" or "from"), module, level, names] of every import statement in the file."""
+    import subprocess
+    import sys
+
+    if str(path) not in _IMPORTS:
+        files = [str(p) for folder in PACKAGES.values() for p in sorted(folder.rglob("*.py"))]
+        done = subprocess.run([sys.executable, "-c", _READER, *files], capture_output=True, text=True, check=True)
+        _IMPORTS.update(json.loads(done.stdout))
+    return _IMPORTS[str(path)]
+
 
 PACKAGES = {"edgebench": REPO / "host" / "edgebench", "edgebench_agent": REPO / "agent" / "edgebench_agent"}
 
@@ -39,17 +54,15 @@ def _imports(name: str, path: Path, modules: dict) -> set[str]:
     """Internal modules `name` imports anywhere in its file (function-level imports count too)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     targets = set()
-    for node in ast.walk(_parse(path)):
-        if isinstance(node, ast.Import):
-            candidates = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join(anchor + ([base] if base else []))
-            candidates = [f"{base}.{alias.name}" for alias in node.names] + [base]
+    for kind, module, level, names in _import_nodes(path):
+        if kind == "import":
+            candidates = list(names)
         else:
-            continue
+            base = module or ""
+            if level:
+                anchor = package.split(".")[: len(package.split(".")) - (level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            candidates = [f"{base}.{alias}" for alias in names] + [base]
         for candidate in candidates:
             while candidate and candidate not in modules:
                 candidate = candidate.rpartition(".")[0]
@@ -124,11 +137,11 @@ def test_the_shared_package_stands_alone():
     third_party = set()
     for name, path in _modules().items():
         if name.startswith("edgebench_agent.shared"):
-            for node in ast.walk(_parse(path)):
-                if isinstance(node, ast.Import):
-                    third_party |= {alias.name.split(".")[0] for alias in node.names}
-                elif isinstance(node, ast.ImportFrom) and not node.level:
-                    third_party.add((node.module or "").split(".")[0])
+            for kind, module, level, names in _import_nodes(path):
+                if kind == "import":
+                    third_party |= {alias.split(".")[0] for alias in names}
+                elif not level:
+                    third_party.add((module or "").split(".")[0])
     import sys
 
     assert third_party - set(sys.stdlib_module_names) == {"numpy"}
