@@ -740,6 +740,20 @@ def history(
                         "bench history --format html shows where each group changed")
 
 
+@app.command()
+@cli_errors
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="Where the example models are built (kept: a second run reuses them).")] = Path("edgebench-demo"),
+    results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
+):
+    """Run the demo: example models built in a folder, measured on the built-in `local` target, compared."""
+    from . import demo as stage
+
+    code = stage.run(folder, results, say=lambda line: typer.echo(line, err=True))
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("index")
 @cli_errors
 def index_command(

@@ -31,6 +31,7 @@ COMMANDS = {
     "doctor": "Check a board: connection, python >= 3.8, numpy, onnxruntime, providers, arch, free disk.",
     "clean": "Trim a board's cache folder (models, old runs, old agents) to a size budget, least recently used first.",
     "agent": "The board agent on its own: one file to copy to a board.",
+    "demo": "Run the demo: example models built in a folder, measured on the built-in `local` target, compared.",
 }
 HELP = "edgebench: how fast and how accurately your PyTorch model runs on a real edge board."
 
