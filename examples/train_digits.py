@@ -11,9 +11,14 @@ Seeded and CPU-only; takes a few seconds. `DigitsCNN` here is the model spec of 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from edgebench.demo import DIGITS_TEST_SAMPLES, DigitsCNN, train_digits
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _demo import load  # noqa: E402
+
+_demo = load()
+DIGITS_TEST_SAMPLES, DigitsCNN, train_digits = _demo.DIGITS_TEST_SAMPLES, _demo.DigitsCNN, _demo.train_digits
 
 __all__ = ["DigitsCNN"]
 

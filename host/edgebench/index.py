@@ -238,18 +238,9 @@ def _read_seal(base: Path) -> str | None:
         return stream.read(200).decode("ascii", "replace").strip()
 
 
-def _remove_wal(base: Path) -> None:
-    try:
-        (base / WAL_FILE).unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise IndexUnusable(f"cannot remove {base / WAL_FILE}: {exc.strerror or exc}") from exc
-
-
-def _remove_index(base: Path) -> None:
+def _remove_index(base: Path, names: tuple = (INDEX_FILE, WAL_FILE, SEAL_FILE)) -> None:
     """Delete the index's files (checked plain files of ours, or absent): what the result files remake."""
-    for name in (INDEX_FILE, WAL_FILE, SEAL_FILE):
+    for name in names:
         try:
             (base / name).unlink()
         except FileNotFoundError:
@@ -280,7 +271,7 @@ def _opened(folder: Path, rebuild: bool = False):
             _remove_index(base)
         elif (base / WAL_FILE).exists():  # edgebench closes cleanly: a log left beside it is a crash's, or put there
             report.notes.append(f"a write-ahead log was left beside {database}: discarded")
-            _remove_wal(base)
+            _remove_index(base, (WAL_FILE,))
         try:
             connection = _connect(database, key)
         except _Damaged as exc:
