@@ -33,7 +33,7 @@ INDEX_FOLDER = ".edgebench"
 INDEX_FILE = "index.duckdb"
 WAL_FILE = INDEX_FILE + ".wal"
 SPILL_FOLDER = INDEX_FILE + ".tmp"  # DuckDB's temporary files, when a query spills
-SEAL_FILE = "index.seal"  # binds the database file (device, inode) to this user's key: a copied index is not ours
+SEAL_FILE = "index.seal"  # binds the database file as edgebench left it to this user's key: a copied index is not ours
 LOCK_FILE = "index.lock"  # one edgebench at a time updates a folder's index
 KEY_FILE = "index.key"  # in the host cache, never in a results folder: what a results folder cannot forge
 # A result created this far after this host's clock is from a machine with a wrong clock: its time is not trusted.
@@ -273,12 +273,12 @@ def _opened(folder: Path, rebuild: bool = False):
             report.notes.append(f"a write-ahead log was left beside {database}: discarded")
             _remove_index(base, (WAL_FILE,))
         try:
-            connection = _connect(database, key)
+            connection = _connect(database)
         except _Damaged as exc:
             report.warnings.append(f"the results index {database} is damaged ({exc}): remade from the result files")
             _remove_index(base)
             try:
-                connection = _connect(database, key)
+                connection = _connect(database)
             except _Damaged as again:
                 raise IndexUnusable(f"cannot make the results index {database}: {again}") from None
         try:
@@ -288,7 +288,7 @@ def _opened(folder: Path, rebuild: bool = False):
             _write_seal(base, key)  # the file as this process left it, and no one else since
 
 
-def _connect(database: Path, key: bytes):
+def _connect(database: Path):
     """A connection to the index with its tables as this version makes them; _Damaged when the file is not that."""
     import duckdb
 
@@ -344,11 +344,7 @@ def _prepare(connection, database: Path) -> None:
         sketch_sumsq DOUBLE, sketch_q BLOB, mac VARCHAR)""")
     connection.execute("""CREATE TABLE IF NOT EXISTS problems (
         path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, ctime_ns BIGINT, reason VARCHAR, mac VARCHAR)""")
-    tables = dict(connection.execute("SELECT table_name, table_type FROM information_schema.tables "
-                                     "WHERE table_schema = 'main'").fetchall())
     for table, columns in (("meta", ("key", "value")), ("runs", RUN_COLUMNS), ("problems", PROBLEM_COLUMNS)):
-        if tables.get(table) != "BASE TABLE":
-            raise _Damaged(f"its {table} is a {str(tables.get(table)).lower()}, not a table")
         have = tuple(name for (name,) in connection.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ? "
             "ORDER BY ordinal_position", [table]).fetchall())
@@ -356,12 +352,12 @@ def _prepare(connection, database: Path) -> None:
             raise _Damaged(f"its {table} table has other columns")
 
 
-def _listing(folder: Path, outside: list[str]) -> dict[str, tuple[int, int, int]]:
+def _listing(folder: Path, skipped: list[str]) -> dict[str, tuple[int, int, int]]:
     """relative path -> (size, mtime_ns, ctime_ns) of every result file under folder (hidden folders and files
     skipped; a file that cannot be looked at gets -1s: it is refused when read, and reported)."""
     found = {}
     root = os.path.join(str(folder), "")
-    for path in walk_result_files(folder, outside):
+    for path in walk_result_files(folder, skipped):
         try:
             info = os.stat(path)
             found[path[len(root):]] = (info.st_size, info.st_mtime_ns, info.st_ctime_ns)

@@ -252,12 +252,13 @@ def load_result(path: Path) -> dict:
     return document
 
 
-def walk_result_files(folder: Path | str, outside: list[str] | None = None) -> list[str]:
+def walk_result_files(folder: Path | str, skipped: list[str] | None = None) -> list[str]:
     """Paths of the result files (*.json) under a folder, sorted: hidden files and folders (the index's
     `.edgebench/`) are skipped, linked folders are not entered, and a linked file is listed only when it stays
     inside the folder (a results folder from elsewhere must not make a report read ~/.ssh or /proc). A FIFO, a
-    device or a dangling link named *.json is listed: reading it refuses it, and the report says so. Links out of the
-    folder go to `outside` (one line each), when given."""
+    device or a dangling link named *.json is listed: reading it refuses it, and the report says so. What is passed
+    over that a reader must know of (links out of the folder, names that are not UTF-8) goes to `skipped`, one line
+    each, when given."""
     root = os.path.join(str(folder), "")
     inside = os.path.join(os.path.realpath(root), "")
     found = []
@@ -274,27 +275,27 @@ def walk_result_files(folder: Path | str, outside: list[str] | None = None) -> l
             try:
                 entry.name.encode("utf-8")
             except UnicodeEncodeError:  # bytes that are no UTF-8 name: nothing can print or store it as given
-                if outside is not None:
+                if skipped is not None:
                     shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
-                    outside.append(f"{shown}: a name that is not UTF-8 text; not read")
+                    skipped.append(f"{shown}: a name that is not UTF-8 text; not read")
                 continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append(entry.path)
             elif entry.name.endswith(".json"):
                 if entry.is_symlink() and not os.path.realpath(entry.path).startswith(inside):
-                    if outside is not None:
-                        outside.append(f"{entry.path}: a link to a file outside the results folder; not read")
+                    if skipped is not None:
+                        skipped.append(f"{entry.path}: a link to a file outside the results folder; not read")
                     continue
                 found.append(entry.path)
     return sorted(found)
 
 
-def result_files(paths: list[Path], outside: list[str] | None = None) -> list[Path]:
+def result_files(paths: list[Path], skipped: list[str] | None = None) -> list[Path]:
     """The .json files named, or found (recursively) under the folders named."""
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(map(Path, walk_result_files(path, outside)))
+            found.extend(map(Path, walk_result_files(path, skipped)))
         elif path.exists():
             found.append(path)
         else:
