@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .validate import ValidationReport
 
 __all__ = ["export", "validate", "inspect", "convert", "deploy", "run_plan", "compare", "load_results", "samples",
-           "Exported", "ModelSummary", "Deployment", "PlanOutcome", "Comparison"]
+           "diverge", "Exported", "ModelSummary", "Deployment", "PlanOutcome", "Comparison", "Divergence"]
 
 EventCallback = Callable[[str, dict], None]
 
@@ -474,3 +474,65 @@ def samples(paths: str | Path | Sequence[str | Path] = "results") -> pandas.Data
     if not frames:
         return pd.DataFrame(columns=["run_id", *KEYS, "repeat", "index", "latency_ms"])
     return pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class Divergence:
+    """What `bench diverge` reports: `.document` (the --json document), `.table` (the measured tensors in graph
+    order as a DataFrame), `.first` (the first divergent tensor or None), `.budget`."""
+
+    document: dict
+
+    @property
+    def table(self) -> pandas.DataFrame:
+        from .diverge import frame
+
+        return frame(self.document)
+
+    @property
+    def first(self) -> dict | None:
+        return self.document["first_divergent"]
+
+    @property
+    def budget(self) -> dict | None:
+        return self.document["budget"]
+
+    def to_json(self) -> dict:
+        return self.document
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        from .html import divergence_html
+
+        page = divergence_html(self.document)
+        if path is not None:
+            from .fileio import write_atomically
+
+            write_atomically(Path(path), page)
+        return page
+
+    def __repr__(self) -> str:
+        from .diverge import summary_lines
+
+        return "\n".join(summary_lines(self.document))
+
+
+def diverge(variant: str | Path, *, parent: str | Path | None = None, target: str = "local",
+            inventory: str | Path | None = None, runtime: str | None = None, dataset: str | Path | None = None,
+            test_data: str | Path | None = None, inputs: str | Path | None = None, samples: int = 8,
+            dims: dict | None = None, min_cosine: float = 0.99, min_snr: float = 20.0, method: str = "bisect",
+            budget: str | None = None, calibration: str | Path | None = None, results: str | Path = "results",
+            output_dir: str | Path | None = None) -> Divergence:
+    """Where a converted variant parts from its parent, on the target's runtime (as `bench diverge`)."""
+    from .diverge import Budget, DivergeRequest, Thresholds
+    from .diverge import diverge as run_diverge
+
+    def optional(value):
+        return Path(value) if value is not None else None
+
+    request = DivergeRequest(Path(variant), parent=optional(parent), target=target, inventory=optional(inventory),
+                             runtime=runtime, dataset=optional(dataset), test_data=optional(test_data),
+                             inputs=optional(inputs), samples=samples, dims=dict(dims or {}),
+                             thresholds=Thresholds(min_cosine, min_snr), method=method,
+                             budget=Budget.parse(budget) if budget is not None else None,
+                             calibration=optional(calibration), results=Path(results), output_dir=optional(output_dir))
+    return Divergence(run_diverge(request))

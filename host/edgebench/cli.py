@@ -380,14 +380,16 @@ def convert(
     calibration: Annotated[Optional[Path], typer.Option(help="int8-static calibration data: .npz of inputs by name (samples on axis 0).")] = None,
     keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--no-keep-io-types", help="fp16: keep float32 inputs and outputs.")] = True,
     spec: Annotated[Optional[str], typer.Option("--spec", metavar="FILE.py:FACTORY", help="litert: the PyTorch module the model was exported from (runs that file's code; weights come from the .onnx).")] = None,
+    keep_float: Annotated[Optional[str], typer.Option("--keep-float", metavar="NODE,...", help="int8: leave these nodes of the parent in float (what `bench diverge --budget` proposes).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the variants and their provenance as JSON.")] = False,
 ):
     """Convert a model for the board; each variant is checked against its parent and records its provenance."""
     from .convert import convert as run_convert
     from .convert import parse_kinds, raise_for_failures
+    from .options import names
 
     produced = run_convert(model, parse_kinds(to), output_dir, calibration=calibration, keep_io_types=keep_io_types,
-                           spec=spec)
+                           spec=spec, keep_float=names(keep_float))
     if json_output:
         typer.echo(json.dumps([{"variant": v.kind, "path": str(v.path) if v.path else None, "error": v.error,
                                 "provenance": v.provenance} for v in produced], indent=1, default=str))
@@ -752,6 +754,47 @@ def demo(
     code = stage.run(folder, results, say=lambda line: typer.echo(line, err=True))
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+@cli_errors
+def diverge(
+    variant: Annotated[Path, typer.Argument(help="The converted variant: an .onnx from `bench convert`, an .ort, or an OpenVINO/ncnn bundle.", show_default=False)],
+    parent: Annotated[Optional[Path], typer.Option(help="The model it was converted from (default: the one its provenance names).")] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Where to run the variant: `local` or an inventory name.")] = "local",
+    runtime: Annotated[Optional[str], typer.Option(help="Runtime of an .onnx variant: onnxruntime (default) or openvino.")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help="Inputs (.npz by input name, samples on axis 0; labels optional).")] = None,
+    test_data: Annotated[Optional[Path], typer.Option(help="An ONNX test_data_set_N folder as the inputs.")] = None,
+    inputs: Annotated[Optional[Path], typer.Option(help="Input arrays by input name (.npz): one batch.")] = None,
+    samples: Annotated[int, typer.Option(help="Generated inputs (without --dataset, --test-data or --inputs).")] = PASS_DEFAULTS["accuracy"]["samples"],
+    dim: Annotated[Optional[list[str]], typer.Option("--dim", help="Size of a free dimension: NAME=N or INPUT:AXIS=N.")] = None,
+    value: Annotated[Optional[list[str]], typer.Option("--value", help="Fill an input with a value: NAME=VALUE.")] = None,
+    min_cosine: Annotated[float, typer.Option(help="A tensor diverges below this cosine similarity with the parent's.")] = 0.99,
+    min_snr: Annotated[float, typer.Option(help="... or below this signal-to-noise ratio, in dB.")] = 20.0,
+    method: Annotated[str, typer.Option(help="bisect (about log2(tensors) board runs), every (one run per tensor) or all-outputs (one run with every tensor an output: fast, but the fusions change).")] = "bisect",
+    budget: Annotated[Optional[str], typer.Option(help="INT8: propose the fewest nodes to keep in float to meet cosine=0.999 or top1=0.5% (agreement with the parent), re-convert, measure.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="With --budget, int8-static: calibration data (default: the file the provenance names).")] = None,
+    results: Annotated[Path, typer.Option(help="With --budget: folder for the result files of both variants.")] = Path("results"),
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="With --budget: folder for the new variant (default: beside the variant).")] = None,
+    inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write an HTML page: divergence along the graph, the kept nodes marked.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the divergence as JSON.")] = False,
+):
+    """Where a converted variant parts from its parent, tensor by tensor, on the target's own runtime."""
+    from . import diverge as stage
+    from .options import diverge_request
+
+    document = stage.diverge(diverge_request(locals()), say=lambda line: typer.echo(line, err=True))
+    if html is not None:
+        from .fileio import write_atomically
+        from .html import divergence_html
+
+        write_atomically(html, divergence_html(document))
+    if json_output:
+        typer.echo(json.dumps(document, indent=1))
+    else:
+        _stdout().print("\n".join(stage.summary_lines(document)), markup=False, highlight=False)
+    stage.raise_for_budget(document)
 
 
 @app.command("index")

@@ -28,6 +28,7 @@ from .provenance import PROVENANCE_VERSION, write_provenance
 # plus opset:N; the last three are other runtimes' formats (runtimes.py), each a bundle checked with its runtime
 KINDS = ("int8-dynamic", "int8-static", "fp16", "ort", "optimized", "openvino", "ncnn", "litert")
 RUNTIME_KINDS = ("openvino", "ncnn", "litert")
+QUANTIZED_KINDS = ("int8-dynamic", "int8-static")  # the ones that can keep chosen nodes in float
 
 # How close a variant must stay to its parent on the host (the "stated tolerance"): (atol, rtol), or a minimum
 # cosine similarity for the quantized ones, whose errors are expected and only their direction must hold.
@@ -78,8 +79,10 @@ def parse_kinds(text: str) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
-def variant_name(model_path: Path, kind: str) -> str:
+def variant_name(model_path: Path, kind: str, keep_float: list[str] | None = None) -> str:
     stem = Path(model_path).stem
+    if keep_float:  # an INT8 variant with some nodes left in float: its own file beside the plain one
+        return f"{stem}.{kind}.float{len(keep_float)}.onnx"
     if kind == "ort":
         return f"{stem}.ort"
     if kind in RUNTIME_KINDS:
@@ -111,8 +114,15 @@ def _preprocessed(model_path: Path, scratch: Path) -> Path:
 def _int8_dynamic(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(_preprocessed(model_path, scratch)), str(out), weight_type=QuantType.QInt8)
-    return {"weight_type": "QInt8", "preprocess": "quant_pre_process"}
+    keep = options.get("keep_float") or []
+    quantize_dynamic(str(_preprocessed(model_path, scratch)), str(out), weight_type=QuantType.QInt8,
+                     nodes_to_exclude=list(keep))
+    return {"weight_type": "QInt8", "preprocess": "quant_pre_process", **_kept(keep)}
+
+
+def _kept(keep: list[str]) -> dict:
+    """The nodes a quantized variant keeps in float (onnxruntime quantization's nodes_to_exclude), when any."""
+    return {"nodes_to_exclude": list(keep)} if keep else {}
 
 
 def _int8_static(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
@@ -130,10 +140,13 @@ def _int8_static(model_path: Path, out: Path, scratch: Path, options: dict) -> d
         def get_next(self):
             return next(self.items, None)
 
+    keep = options.get("keep_float") or []
     quantize_static(str(_preprocessed(model_path, scratch)), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    nodes_to_exclude=list(keep))
     return {"format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True,
-            "calibration": {"path": str(calibration), "sha256": file_sha256(Path(calibration)), "samples": len(batches)}}
+            "calibration": {"path": str(calibration), "sha256": file_sha256(Path(calibration)), "samples": len(batches)},
+            **_kept(keep)}
 
 
 def _fp16(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
@@ -292,10 +305,14 @@ def check_parity(kind: str, parent: Path, variant: Path, feeds_list: list[dict])
 
 # --------------------------------------------------------------------------------------------- main
 def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path | None = None,
-            keep_io_types: bool = True, spec: str | None = None) -> list[Variant]:
+            keep_io_types: bool = True, spec: str | None = None, keep_float: list[str] | None = None) -> list[Variant]:
+    """Make each kind of variant of the model in out_dir. keep_float: nodes an INT8 variant leaves in float (by
+    the node names of the parent, e.g. what `bench diverge --budget` proposes)."""
     model_path = Path(model_path)
     parent_proto = load_model_proto(model_path)  # a clear error for a missing or corrupt parent, before anything
     check_external_data(parent_proto, model_path)  # its weights must not come from outside its folder
+    if keep_float:
+        check_keep_float(parent_proto, kinds, keep_float)
     if calibration is not None and not Path(calibration).is_file():
         raise InputError(f"calibration data not found: {calibration}")
     if "int8-static" in kinds and calibration is None:
@@ -312,10 +329,11 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
     variants = []
     for kind in kinds:
         variant = Variant(kind)
-        options: dict[str, Any] = {"calibration": calibration, "keep_io_types": keep_io_types, "spec": spec}
+        options: dict[str, Any] = {"calibration": calibration, "keep_io_types": keep_io_types, "spec": spec,
+                                   "keep_float": keep_float}
         if kind.startswith("opset:"):
             options["opset"] = int(kind[6:])
-        final = out_dir / variant_name(model_path, kind)
+        final = out_dir / variant_name(model_path, kind, keep_float)
         with tempfile.TemporaryDirectory(prefix="edgebench-convert-") as scratch_name:
             scratch = Path(scratch_name)
             staged = scratch / final.name
@@ -360,6 +378,19 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
         write_provenance(final, variant.provenance)
         variants.append(variant)
     return variants
+
+
+def check_keep_float(parent_proto, kinds: list[str], keep_float: list[str]) -> None:
+    """Nodes to keep in float apply to the INT8 conversions only, and must name nodes of the parent."""
+    other = [k for k in kinds if k not in QUANTIZED_KINDS]
+    if other:
+        raise ConfigError(f"--keep-float leaves nodes of an INT8 variant in float; {', '.join(other)} quantizes nothing",
+                          "convert to int8-static or int8-dynamic with it, the other kinds without it")
+    names = {node.name for node in parent_proto.graph.node}
+    unknown = [name for name in keep_float if name not in names]
+    if unknown:
+        raise ConfigError(f"--keep-float: the parent has no node named {', '.join(map(repr, unknown[:5]))}",
+                          "name nodes as `bench inspect --graph` or `bench diverge` shows them")
 
 
 def raise_for_failures(produced: list[Variant]) -> None:

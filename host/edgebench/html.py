@@ -312,3 +312,54 @@ def render_html(comparison: Comparison, documents: list[dict], problems: list[st
         parts.append("<h2>Skipped files</h2><ul>" + "".join(f"<li class='muted'>{html.escape(p)}</li>" for p in problems) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------- divergence
+def divergence_plot(document: dict) -> str | None:
+    """SNR (and cosine) of each measured tensor along the graph; the thresholds, the first divergence and the
+    tensors of nodes --budget kept in float marked."""
+    probes = document["tensors"]
+    if not probes:
+        return None
+    plt = _pyplot()
+    figure, snr_axis = plt.subplots(figsize=(9, 3.6))
+    x = [p["index"] for p in probes]
+    snr_axis.plot(x, [p["snr_db"] for p in probes], "o-", color="#2f6db3", label="SNR dB")
+    snr_axis.axhline(document["thresholds"]["min_snr_db"], color="#2f6db3", linestyle=":", linewidth=1)
+    snr_axis.set_ylabel("SNR (dB)")
+    cosine_axis = snr_axis.twinx()
+    cosine_axis.plot(x, [p["cosine"] for p in probes], "s--", color="#b3261e", alpha=0.7, label="cosine")
+    cosine_axis.axhline(document["thresholds"]["min_cosine"], color="#b3261e", linestyle=":", linewidth=1)
+    cosine_axis.set_ylabel("cosine")
+    first = document.get("first_divergent")
+    if first:
+        snr_axis.axvline(first["index"], color="#b3261e", alpha=0.35, linewidth=6)
+    kept = set((document.get("budget") or {}).get("kept") or [])
+    for entry in document.get("graph", []):
+        if entry["node"] in kept:
+            snr_axis.axvspan(entry["index"] - 0.4, entry["index"] + 0.4, color="#11772f", alpha=0.15)
+    snr_axis.set_xlabel("tensor (graph order)")
+    snr_axis.set_xticks(x, [p["tensor"][-18:] for p in probes], rotation=60, ha="right", fontsize=7)
+    figure.legend(loc="lower left", fontsize=8)
+    return _png(figure)
+
+
+def divergence_html(document: dict) -> str:
+    """The divergence as a page: the plot, the measured tensors, what could not be matched, the budget's table."""
+    from .diverge import summary_lines
+
+    title = f"edgebench diverge: {document['variant']['path']}"
+    image = drawn(divergence_plot, document)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             "<pre>" + html.escape("\n".join(summary_lines(document))) + "</pre>"]
+    if image and image.startswith("data:"):
+        parts.append(f"<h2>Divergence along the graph</h2><img alt='divergence' src='{image}'>"
+                     "<p class='muted'>red band: the first divergent tensor; green: nodes kept in float.</p>")
+    elif image:
+        parts.append(f"<h2>Divergence along the graph</h2><p class='muted'>{html.escape(image)}</p>")
+    if document["unmatched"]:
+        parts.append("<h2>Not matched</h2><ul>" + "".join(
+            f"<li>{html.escape(u['tensor'])}: {html.escape(u['reason'])}</li>" for u in document["unmatched"]) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

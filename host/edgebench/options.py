@@ -188,3 +188,22 @@ def deploy_request(given: dict[str, Any]):
                          variants=given["variants"],
                          threads=int_list(given["threads"], "--threads"), batches=int_list(given["batch"], "--batch"),
                          providers=names(given["provider"]), runtimes=runtime_names(given.get("runtime")))
+
+
+def diverge_request(given: dict[str, Any]):
+    """`bench diverge`'s options (by parameter name) -> a diverge.DivergeRequest."""
+    from .agentlib import parse_assignments, parse_scalar
+    from .diverge import Budget, DivergeRequest, Thresholds
+
+    sources = [flag for flag in ("dataset", "test_data", "inputs") if given[flag] is not None]
+    if len(sources) > 1:
+        raise InputError(f"--{sources[0].replace('_', '-')} and --{sources[1].replace('_', '-')} both give the inputs",
+                         "give one of them")
+    return DivergeRequest(
+        variant=Path(given["variant"]), parent=given["parent"], target=given["target"], inventory=given["inventory"],
+        runtime=given["runtime"], dataset=given["dataset"], test_data=given["test_data"], inputs=given["inputs"],
+        samples=given["samples"], dims=parse_assignments(given["dim"], "--dim", int),
+        values=parse_assignments(given["value"], "--value", parse_scalar),
+        thresholds=Thresholds(given["min_cosine"], given["min_snr"]), method=given["method"],
+        budget=Budget.parse(given["budget"]) if given["budget"] is not None else None,
+        calibration=given["calibration"], results=given["results"], output_dir=given["output_dir"])

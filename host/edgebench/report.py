@@ -194,7 +194,7 @@ def run_keys(document: dict) -> dict:
         target = f"{target} (imported)"  # its digest proves integrity, not who wrote it: never pass as deployed
     return {
         "model": printable((provenance.get("parent") or {}).get("name") or document["model"].get("name")),
-        "variant": printable(provenance.get("variant") or "original"),
+        "variant": printable(variant_label(provenance)),
         "target": printable(target),
         "settings": printable(settings_label(settings)),
         "runtime": printable(settings.get("runtime") or "onnxruntime"),
@@ -206,6 +206,14 @@ def run_keys(document: dict) -> dict:
         "scenario": printable(scenario_label(settings)),
         "plan": printable((document.get("plan") or {}).get("name") or "-"),
     }
+
+
+def variant_label(provenance: dict) -> str:
+    """A variant's name in tables: its conversion, and how many nodes an INT8 one keeps in float (`bench diverge
+    --budget`), so the two INT8 variants of one parent are never pooled."""
+    kept = (provenance.get("settings") or {}).get("nodes_to_exclude") if isinstance(provenance.get("settings"), dict) else None
+    label = str(provenance.get("variant") or "original")
+    return f"{label}+float{len(kept)}" if isinstance(kept, list) and kept else label
 
 
 def origin_label(document: dict) -> str:

@@ -1,6 +1,7 @@
 """Tiny ONNX models for the tests, built with onnx.helper (no torch, milliseconds to build).
 
     python tests/models/make_models.py OUT_DIR
+    python tests/models/make_models.py --outlier DIR   # outlier_mlp with its calibration and inputs
 
 Every model is small enough that a run takes milliseconds; each one exercises one input feature.
 """
@@ -99,6 +100,45 @@ MODELS = {
 }
 
 
+def outlier_mlp(depth: int = 6, bad: int = 5, width: int = 32, classes: int = 10, gain: float = 30.0, seed: int = 0):
+    """A classifier whose INT8 loss has one known cause: `depth` MatMul+Relu layers, where channel 0 carries
+    relu(x[0]) unchanged through every layer and layer `bad` amplifies it `gain` times. Calibrated on inputs whose
+    x[0] is small (outlier_data), static quantization fixes that layer's range too low, and inputs with ordinary
+    x[0] are clipped there: layer `bad` is where the variant parts from its parent, and nowhere before it."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, weights, previous, features = [], [], "x", 16
+    for layer in range(depth):
+        w = (rng.standard_normal((features, width)) * np.sqrt(2.0 / features)).astype(np.float32)
+        w[0, :], w[:, 0] = 0.0, 0.0
+        w[0, 0] = gain if layer == bad else 1.0
+        weights.append(numpy_helper.from_array(w, f"w{layer}"))
+        nodes += [helper.make_node("MatMul", [previous, f"w{layer}"], [f"h{layer}"], name=f"layer{layer}/MatMul"),
+                  helper.make_node("Relu", [f"h{layer}"], [f"r{layer}"], name=f"layer{layer}/Relu")]
+        previous, features = f"r{layer}", width
+    head = (rng.standard_normal((width, classes)) / np.sqrt(width)).astype(np.float32)
+    weights.append(numpy_helper.from_array(head, "w_head"))
+    nodes.append(helper.make_node("MatMul", [previous, "w_head"], ["logits"], name="head/MatMul"))
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], weights,
+                  name="outlier_mlp")
+
+
+def outlier_data(folder: Path, samples: int = 256) -> tuple[Path, Path]:
+    """calibration.npz (x[0] a third of its usual size) and inputs.npz (ordinary inputs) for outlier_mlp."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    calibration = rng.standard_normal((64, 16)).astype(np.float32)
+    calibration[:, 0] *= 0.3
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "calibration.npz", x=calibration)
+    np.savez(folder / "inputs.npz", x=rng.standard_normal((samples, 16)).astype(np.float32))
+    return folder / "calibration.npz", folder / "inputs.npz"
+
+
 def build_all(out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -109,5 +149,12 @@ def build_all(out_dir: Path) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--outlier"]:  # the model of README's `bench diverge` section, with its data
+        folder = Path(sys.argv[2] if len(sys.argv) > 2 else "outlier")
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx.save(outlier_mlp(), str(folder / "mlp.onnx"))
+        for path in (folder / "mlp.onnx", *outlier_data(folder)):
+            print(path)
+        sys.exit(0)
     for name, path in build_all(Path(sys.argv[1] if len(sys.argv) > 1 else "tests/models/out")).items():
         print(path)
