@@ -70,6 +70,46 @@ class AccuracyPlan:
         return None
 
 
+@dataclass
+class AccuracyBudget:
+    """What a variant must keep against its parent (`--budget` of tune and diverge): every output's cosine
+    similarity, or top-1 -- agreement with the parent's top class, or, with a labelled dataset, accuracy points lost."""
+
+    metric: str  # "cosine" or "top1"
+    value: float  # cosine: the minimum; top1: the most disagreement (or accuracy lost) allowed, in percent
+
+    @classmethod
+    def parse(cls, text: str) -> AccuracyBudget:
+        import math
+        import re
+
+        match = re.fullmatch(r"\s*(cosine|top1)\s*=\s*([0-9.eE+-]+)\s*(%?)\s*", text or "")
+        hint = "e.g. --budget cosine=0.999 or --budget top1=0.5%"
+        if not match:
+            raise InputError(f"--budget {text!r} is not a budget", hint)
+        try:
+            value = float(match.group(2))
+        except ValueError:
+            raise InputError(f"--budget {text!r}: {match.group(2)!r} is not a number", hint) from None
+        if match.group(1) == "cosine" and (match.group(3) or not (math.isfinite(value) and 0 < value <= 1)):
+            raise InputError(f"--budget {text!r}: a cosine budget is a number in (0, 1]", hint)
+        if match.group(1) == "top1" and not (math.isfinite(value) and 0 <= value < 100):
+            raise InputError(f"--budget {text!r}: a top-1 budget is the disagreement allowed, 0 to 100 %", hint)
+        return cls(match.group(1), value)
+
+    def met(self, outputs: list[dict], labels: dict | None = None) -> bool:
+        """outputs: per-output figures with `cosine` and, for a classifier, `top1_agreement_pct` (an accuracy
+        block's outputs, or diverge's probes); labels: an accuracy block's labels (board and reference top-1)."""
+        if self.metric == "cosine":
+            return all(o["cosine"] >= self.value for o in outputs)
+        if labels:
+            return labels["board"]["top1_pct"] >= labels["reference"]["top1_pct"] - self.value
+        return all(o["top1_agreement_pct"] >= 100.0 - self.value for o in outputs if o.get("top1_agreement_pct") is not None)
+
+    def text(self) -> str:
+        return f"cosine >= {self.value:g}" if self.metric == "cosine" else f"top-1 within {self.value:g} % of the parent"
+
+
 def _npz(arrays: dict) -> bytes:
     from .agentlib import storable
 

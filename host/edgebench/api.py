@@ -523,7 +523,8 @@ def diverge(variant: str | Path, *, parent: str | Path | None = None, target: st
             budget: str | None = None, calibration: str | Path | None = None, results: str | Path = "results",
             output_dir: str | Path | None = None) -> Divergence:
     """Where a converted variant parts from its parent, on the target's runtime (as `bench diverge`)."""
-    from .diverge import Budget, DivergeRequest, Thresholds
+    from .accuracy import AccuracyBudget
+    from .diverge import DivergeRequest, Thresholds
     from .diverge import diverge as run_diverge
 
     def optional(value):
@@ -533,6 +534,6 @@ def diverge(variant: str | Path, *, parent: str | Path | None = None, target: st
                              runtime=runtime, dataset=optional(dataset), test_data=optional(test_data),
                              inputs=optional(inputs), samples=samples, dims=dict(dims or {}),
                              thresholds=Thresholds(min_cosine, min_snr), method=method,
-                             budget=Budget.parse(budget) if budget is not None else None,
+                             budget=AccuracyBudget.parse(budget) if budget is not None else None,
                              calibration=optional(calibration), results=Path(results), output_dir=optional(output_dir))
     return Divergence(run_diverge(request))

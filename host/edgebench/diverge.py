@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .accuracy import AccuracyBudget
 from .errors import AgentError, BenchError, ConfigError, InputError, ModelError, from_onnxruntime, one_line
 
 DIVERGENCE_VERSION = 1
@@ -113,38 +113,6 @@ class Thresholds:
 
     def below(self, cosine: float, snr_db: float) -> bool:
         return cosine < self.min_cosine or snr_db < self.min_snr_db
-
-
-@dataclass
-class Budget:
-    """What the INT8 variant must meet: every final output's cosine, or top-1 agreement with the parent."""
-
-    metric: str  # "cosine" or "top1"
-    value: float  # cosine: the minimum; top1: the most disagreement allowed, in percent
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        match = re.fullmatch(r"\s*(cosine|top1)\s*=\s*([0-9.eE+-]+)\s*(%?)\s*", text or "")
-        hint = "e.g. --budget cosine=0.999 or --budget top1=0.5%"
-        if not match:
-            raise InputError(f"--budget {text!r} is not a budget", hint)
-        try:
-            value = float(match.group(2))
-        except ValueError:
-            raise InputError(f"--budget {text!r}: {match.group(2)!r} is not a number", hint) from None
-        if match.group(1) == "cosine" and not (math.isfinite(value) and 0 < value <= 1) or match.group(3) and match.group(1) != "top1":
-            raise InputError(f"--budget {text!r}: a cosine budget is a number in (0, 1]", hint)
-        if match.group(1) == "top1" and not (math.isfinite(value) and 0 <= value < 100):
-            raise InputError(f"--budget {text!r}: a top-1 budget is the disagreement allowed, 0 to 100 %", hint)
-        return cls(match.group(1), value)
-
-    def met(self, finals: list[Probe]) -> bool:
-        if self.metric == "cosine":
-            return all(p.cosine >= self.value for p in finals)
-        return all(p.top1_agreement_pct >= 100.0 - self.value for p in finals if p.top1_agreement_pct is not None)
-
-    def text(self) -> str:
-        return f"cosine >= {self.value:g}" if self.metric == "cosine" else f"top-1 agreement >= {100 - self.value:g} %"
 
 
 # ------------------------------------------------------------------------------------------ the pair
@@ -645,7 +613,7 @@ class BudgetSteps:
     variant: Path | None = None
 
 
-def propose(pair: Pair, prober: Prober, tensors: list[Tensor], first: Search, budget: Budget, calibration: Path | None,
+def propose(pair: Pair, prober: Prober, tensors: list[Tensor], first: Search, budget: AccuracyBudget, calibration: Path | None,
             method: str, thresholds: Thresholds) -> BudgetSteps:
     """Greedy: keep the first divergent tensor in float, re-convert, check the budget on the board; repeat."""
     from .convert import convert
@@ -671,7 +639,7 @@ def propose(pair: Pair, prober: Prober, tensors: list[Tensor], first: Search, bu
         prober.board_seconds += step.board_seconds
         outcome.steps.append({"kept": list(outcome.kept), "finals": [p.row() for p in finals]})
         outcome.variant = made.path
-        if budget.met(finals):
+        if budget.met([p.row() for p in finals]):
             outcome.met = True
             break
         step.board_runs = 0
@@ -719,7 +687,7 @@ class DivergeRequest:
     seed: int = 0
     thresholds: Thresholds = field(default_factory=Thresholds)
     method: str = "bisect"
-    budget: Budget | None = None
+    budget: AccuracyBudget | None = None
     calibration: Path | None = None
     results: Path = Path("results")
     output_dir: Path | None = None  # where --budget writes its variant (default: beside the variant)
@@ -813,7 +781,8 @@ def _budget_block(pair: Pair, prober: Prober, tensors: list[Tensor], found: Sear
     budget = request.budget
     assert budget is not None
     before = found.finals()
-    block = {"budget": budget.text(), "met_before": budget.met(before), "kept": [], "met": budget.met(before),
+    block = {"budget": budget.text(), "met_before": budget.met([p.row() for p in before]), "kept": [],
+             "met": budget.met([p.row() for p in before]),
              "variant": None, "steps": [], "measured": []}
     if block["met_before"]:
         say(f"{pair.variant.name} already meets {budget.text()}: nothing to keep in float")

@@ -193,7 +193,8 @@ def deploy_request(given: dict[str, Any]):
 def diverge_request(given: dict[str, Any]):
     """`bench diverge`'s options (by parameter name) -> a diverge.DivergeRequest."""
     from .agentlib import parse_assignments, parse_scalar
-    from .diverge import Budget, DivergeRequest, Thresholds
+    from .accuracy import AccuracyBudget
+    from .diverge import DivergeRequest, Thresholds
 
     sources = [flag for flag in ("dataset", "test_data", "inputs") if given[flag] is not None]
     if len(sources) > 1:
@@ -205,5 +206,5 @@ def diverge_request(given: dict[str, Any]):
         samples=given["samples"], dims=parse_assignments(given["dim"], "--dim", int),
         values=parse_assignments(given["value"], "--value", parse_scalar),
         thresholds=Thresholds(given["min_cosine"], given["min_snr"]), method=given["method"],
-        budget=Budget.parse(given["budget"]) if given["budget"] is not None else None,
+        budget=AccuracyBudget.parse(given["budget"]) if given["budget"] is not None else None,
         calibration=given["calibration"], results=given["results"], output_dir=given["output_dir"])
