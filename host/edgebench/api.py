@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from .validate import ValidationReport
 
 __all__ = ["export", "validate", "inspect", "convert", "deploy", "run_plan", "compare", "load_results", "samples",
-           "diverge", "Exported", "ModelSummary", "Deployment", "PlanOutcome", "Comparison", "Divergence"]
+           "diverge", "tune", "Exported", "ModelSummary", "Deployment", "PlanOutcome", "Comparison", "Divergence",
+           "Tuning"]
 
 EventCallback = Callable[[str, dict], None]
 
@@ -537,3 +538,69 @@ def diverge(variant: str | Path, *, parent: str | Path | None = None, target: st
                              budget=AccuracyBudget.parse(budget) if budget is not None else None,
                              calibration=optional(calibration), results=Path(results), output_dir=optional(output_dir))
     return Divergence(run_diverge(request))
+
+
+@dataclass
+class Tuning:
+    """What `bench tune` reports, per board: `.documents` (the --json documents), `.recommended` (per target),
+    `.table` (every configuration measured, per phase, as a DataFrame)."""
+
+    documents: list[dict]
+
+    @property
+    def recommended(self) -> dict:
+        return {d["target"]: d["recommended"] for d in self.documents}
+
+    @property
+    def table(self) -> pandas.DataFrame:
+        from .tune import frame
+
+        return frame(self.documents)
+
+    def to_json(self) -> list[dict]:
+        return self.documents
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        from .html import tune_html
+
+        page = tune_html(self.documents)
+        if path is not None:
+            from .fileio import write_atomically
+
+            write_atomically(Path(path), page)
+        return page
+
+    def __repr__(self) -> str:
+        from .tune import summary_lines
+
+        return "\n".join(line for d in self.documents for line in summary_lines(d))
+
+
+def tune(model: str | Path, target: str = "local", *, budget: str | None = None, objective: str = "p50",
+         space: str | Path | None = None, runtimes: Sequence[str] | None = None,
+         precisions: Sequence[str] | None = None, threads: Sequence[int] | None = None,
+         batches: Sequence[int] | None = None, time_limit_s: float | None = None, dataset: str | Path | None = None,
+         calibration: str | Path | None = None, inputs: str | Path | None = None, samples: int = 8,
+         dims: dict | None = None, results: str | Path = "results", variants_dir: str | Path = "variants",
+         plan_out: str | Path | None = None, inventory: str | Path | None = None, rung_seconds: float = 0.1,
+         final_seconds: float = 1.0, final_repeats: int = 3, progress: bool = False) -> Tuning:
+    """The best configuration under an accuracy budget, searched on the board (as `bench tune`)."""
+    import sys
+
+    from .accuracy import AccuracyBudget
+    from .tune import Timing, TuneRequest, tune_fleet
+
+    def optional(value):
+        return Path(value) if value is not None else None
+
+    request = TuneRequest(Path(model), target=target, inventory=optional(inventory),
+                          budget=AccuracyBudget.parse(budget) if budget is not None else None, objective=objective,
+                          space=optional(space), runtimes=list(runtimes) if runtimes else None,
+                          precisions=list(precisions) if precisions else None,
+                          threads=list(threads) if threads else None, batches=list(batches) if batches else None,
+                          time_limit_s=time_limit_s, dataset=optional(dataset), calibration=optional(calibration),
+                          inputs=optional(inputs), samples=samples, dims=dict(dims or {}), results=Path(results),
+                          variants_dir=Path(variants_dir), plan_out=optional(plan_out),
+                          timing=Timing(rung_seconds, final_seconds, final_repeats))
+    say = (lambda line: print(line, file=sys.stderr)) if progress else None
+    return Tuning(tune_fleet(request, say))

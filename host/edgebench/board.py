@@ -41,6 +41,15 @@ class Board:
         self.warm_agent = False  # runs forked by the board's warm agent (numpy and onnxruntime imported once)
         self._launcher = None  # with the warm agent: one launcher on the board for all runs (no start per run)
         self._launcher_refused = False
+        self._recovered_into: set = set()
+
+    def first_visit(self, results_dir) -> bool:
+        """True the first time a deploy over this connection stores into this folder: runs the board holds from
+        before are collected then, not again before every later run on the same connection."""
+        key = os.path.realpath(results_dir)
+        new = key not in self._recovered_into
+        self._recovered_into.add(key)
+        return new
 
     def expect_runs(self, count: int) -> "Board":
         """`count` runs will follow over this connection: with more than one, each is forked by the board's warm

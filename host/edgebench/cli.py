@@ -797,6 +797,55 @@ def diverge(
     stage.raise_for_budget(document)
 
 
+@app.command()
+@cli_errors
+def tune(
+    model: Annotated[Path, typer.Argument(help="The .onnx model (its variants are made as needed).", show_default=False)],
+    target: Annotated[str, typer.Option("--target", "-t", help="Where to search: `local`, an inventory name, or a,b / tag:X (each board tuned on its own).")] = "local",
+    budget: Annotated[Optional[str], typer.Option(help="Accuracy each configuration must keep: cosine=0.999 or top1=1% (default: each variant's stated tolerance).")] = None,
+    objective: Annotated[str, typer.Option(help="What to optimise: p50, p99 (ms), throughput (samples/s) or energy (mJ per inference; needs a power sensor).")] = "p50",
+    space: Annotated[Optional[Path], typer.Option(help="YAML with lists under runtime, precision, threads, batch (default: what the target has).")] = None,
+    runtime: Annotated[Optional[str], typer.Option(help="Runtimes to search: onnxruntime, openvino, ncnn.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Precisions to search: fp32, fp16, int8-dynamic, int8-static.")] = None,
+    threads: Annotated[Optional[str], typer.Option(help="Thread counts to search (default: 1, 2, 4, ... up to the board's cores).")] = None,
+    batch: Annotated[Optional[str], typer.Option(help="Batch sizes to search, for a model with a free batch dimension.")] = None,
+    time_limit: Annotated[Optional[str], typer.Option(help="Stop halving after this long (e.g. 10m) and run the final.")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help="Labelled .npz for top-1 on the board (unlabelled: the inputs); also int8-static's calibration.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="int8-static calibration data (.npz of inputs by name).")] = None,
+    inputs: Annotated[Optional[Path], typer.Option(help="Input arrays by input name (.npz).")] = None,
+    samples: Annotated[int, typer.Option(help="Generated inputs of the accuracy pass (without --dataset).")] = PASS_DEFAULTS["accuracy"]["samples"],
+    dim: Annotated[Optional[list[str]], typer.Option("--dim", help="Size of a free dimension: NAME=N or INPUT:AXIS=N.")] = None,
+    value: Annotated[Optional[list[str]], typer.Option("--value", help="Fill an input with a value: NAME=VALUE.")] = None,
+    rung_seconds: Annotated[float, typer.Option(help="Timed seconds of the first rung (each next rung doubles it).")] = 0.1,
+    final_seconds: Annotated[float, typer.Option(help="Timed seconds of each final run.")] = 1.0,
+    final_repeats: Annotated[int, typer.Option(help="Fresh sessions of each finalist.")] = 3,
+    results: Annotated[Path, typer.Option(help="Folder for the result files (every run is one; a rerun reuses them).")] = Path("results"),
+    variants_dir: Annotated[Path, typer.Option("--variants-dir", help="Where the variants are made (reused when there).")] = Path("variants"),
+    plan_out: Annotated[Optional[Path], typer.Option("--plan-out", help="The plan that measures the pick again (default: configs/tuned-MODEL-TARGET.yaml).")] = None,
+    inventory: Annotated[Optional[Path], INVENTORY_OPTION] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write an HTML page with the Pareto plot.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the search as JSON.")] = False,
+):
+    """The best runtime x precision x threads x batch under an accuracy budget, searched on the board."""
+    from . import tune as stage
+    from .options import tune_request
+
+    documents = stage.tune_fleet(tune_request(locals()), say=lambda line: typer.echo(line, err=True))
+    if html is not None:
+        from .fileio import write_atomically
+        from .html import tune_html
+
+        write_atomically(html, tune_html(documents))
+    if json_output:
+        typer.echo(json.dumps(documents if len(documents) > 1 else documents[0], indent=1, default=str))
+    else:
+        lines = [line for d in documents for line in stage.summary_lines(d)]
+        differ = stage.fleet_differences(documents)
+        _stdout().print("\n".join(lines + (["the best configuration differs between boards:", *differ] if differ else [])),
+                        markup=False, highlight=False)
+    stage.raise_for_budget(documents)
+
+
 @app.command("index")
 @cli_errors
 def index_command(

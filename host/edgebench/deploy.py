@@ -442,9 +442,11 @@ def _profile_summary(board: Board, reply: dict | None) -> dict | None:
 
 
 def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunSettings], results_dir: Path,
-           on_event: ModelEvent | None = None, annotate: dict | None = None, board: Board | None = None) -> DeployReport:
+           on_event: ModelEvent | None = None, annotate: dict | list[dict] | None = None,
+           board: Board | None = None) -> DeployReport:
     """Every model under every settings cell (a sweep) on one target, over one connection: `board`, an open one
-    the caller keeps (a plan's cells share it), or one opened and closed here."""
+    the caller keeps (a plan's cells share it), or one opened and closed here. annotate: what every result also
+    records (a plan's cell), or a list of it, one per settings cell."""
     cells = settings if isinstance(settings, list) else [settings]
     if models:
         cells = [with_test_data_inputs(cell, Path(models[0])) for cell in cells]
@@ -463,7 +465,7 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
     with contextlib.nullcontext(board) if board is not None else Board(target).expect_runs(runs) as board:
         infos = [check_board(board, [block for _, block in per_cell[i]], cell) for i, cell in enumerate(cells)]
         target_block = {**target.describe(), "info": infos[0]}
-        recovered = recover(board, results_dir)
+        recovered = recover(board, results_dir) if board.first_visit(results_dir) else []
         inputs_remote = None
         if cells[0].inputs is not None:
             inputs_remote = board.stage(Path(cells[0].inputs), file_sha256(cells[0].inputs))
@@ -471,7 +473,8 @@ def deploy(models: list[Path], target: Target, settings: RunSettings | list[RunS
             recorded_settings = cell.recorded()
             for j, (model_path, model) in enumerate(per_cell[i]):
                 outcomes.append(_run_one(board, target, target_block, cell, recorded_settings, Path(model_path), model,
-                                         plans[(i, j)], inputs_remote, results_dir, on_event, annotate,
+                                         plans[(i, j)], inputs_remote, results_dir, on_event,
+                                         annotate[i] if isinstance(annotate, list) else annotate,
                                          pipelines.get(str(model_path))))
         uploaded = board.transport.bytes_uploaded
     return DeployReport(outcomes, recovered, uploaded)

@@ -23,6 +23,7 @@ COMMANDS = {
     "deploy": "Benchmark ONNX models on a target; one result file per model in results/.",
     "run": "Run a benchmark plan: models x variants x targets x settings; resumes where an earlier run stopped.",
     "compare": "Compare results: medians with confidence intervals, speed-ups with significance, regressions, HTML.",
+    "tune": "The best runtime x precision x threads x batch under an accuracy budget, searched on the board.",
     "diverge": "Where a converted variant parts from its parent, tensor by tensor, on the target's own runtime.",
     "history": "Each group's latency over time, with the points where it changed (for CI: --since, --fail-on-regression).",
     "index": "Bring the results index (under compare and history) up to date, or remake it from the result files.",

@@ -363,3 +363,57 @@ def divergence_html(document: dict) -> str:
             f"<li>{html.escape(u['tensor'])}: {html.escape(u['reason'])}</li>" for u in document["unmatched"]) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------- tune
+def pareto_plot(document: dict) -> str | None:
+    """Every configuration's objective against its accuracy; the Pareto front joined, the pick circled."""
+    from .tune import better
+
+    points = [(entry, (c.get("accuracy") or {})) for entry in document["finals"] for c in document["candidates"]
+              if (c["runtime"], c["precision"]) == (entry["runtime"], entry["precision"]) and entry["value"] is not None]
+    for rung in document["rungs"]:
+        points += [(entry, c.get("accuracy") or {}) for entry in rung["configs"] for c in document["candidates"]
+                   if (c["runtime"], c["precision"]) == (entry["runtime"], entry["precision"]) and entry["value"] is not None]
+    if not points:
+        return None
+    metric = (document["pareto"][0]["accuracy_metric"] if document["pareto"] else "cosine")
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 4))
+    seen = {}
+    for entry, figures in points:  # each configuration once, at its latest (longest) measurement
+        accuracy = figures.get("top1_pct", figures.get("top1_agreement_pct")) if metric == "top1" else figures.get("cosine")
+        if accuracy is not None and entry["config"] not in seen:
+            seen[entry["config"]] = (entry["value"], accuracy)
+    for label, (value, accuracy) in seen.items():
+        axis.scatter(value, accuracy, color="#8a94a6", s=18)
+        axis.annotate(label, (value, accuracy), fontsize=6, alpha=0.8)
+    front = document["pareto"]
+    axis.plot([p["value"] for p in front], [p["accuracy"] for p in front], "o-", color="#2f6db3", label="Pareto front")
+    if document["recommended"]:
+        pick = seen.get(document["recommended"]["config"])
+        if pick:
+            axis.scatter(*pick, s=160, facecolors="none", edgecolors="#b3261e", linewidths=2, label="recommended")
+    axis.set_xlabel(document["objective"] + (" (higher is better)" if better(document["objective"]) > 0 else " (lower is better)"))
+    axis.set_ylabel(metric)
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def tune_html(documents: list[dict]) -> str:
+    """The search as a page: per board, the summary, the Pareto plot."""
+    from .tune import summary_lines
+
+    title = "edgebench tune: " + ", ".join(sorted({d["model"]["path"] for d in documents}))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for document in documents:
+        parts.append(f"<h2>{html.escape(document['target'])}</h2><pre>" + html.escape("\n".join(summary_lines(document)))
+                     + "</pre>")
+        image = drawn(pareto_plot, document)
+        if image and image.startswith("data:"):
+            parts.append(f"<img alt='Pareto front' src='{image}'>")
+        elif image:
+            parts.append(f"<p class='muted'>{html.escape(image)}</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

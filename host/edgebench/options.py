@@ -208,3 +208,38 @@ def diverge_request(given: dict[str, Any]):
         thresholds=Thresholds(given["min_cosine"], given["min_snr"]), method=given["method"],
         budget=AccuracyBudget.parse(given["budget"]) if given["budget"] is not None else None,
         calibration=given["calibration"], results=given["results"], output_dir=given["output_dir"])
+
+
+def duration_s(text: str | None, option: str) -> float | None:
+    """--time-limit 10m -> 600.0: a number with s, m or h (a bare number is seconds); None when not given."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|m|h|min)?\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise InputError(f"{option} {text!r} is not a duration", "e.g. 90s, 10m or 1h")
+    return float(match.group(1)) * {"s": 1, None: 1, "m": 60, "min": 60, "h": 3600}[match.group(2)]
+
+
+def tune_request(given: dict[str, Any]):
+    """`bench tune`'s options (by parameter name) -> a tune.TuneRequest."""
+    from .accuracy import AccuracyBudget
+    from .agentlib import parse_assignments, parse_scalar
+    from .tune import Timing, TuneRequest
+
+    for flag in ("rung_seconds", "final_seconds"):
+        if not (given[flag] > 0 and given[flag] < 3600):
+            raise InputError(f"--{flag.replace('_', '-')} must be a number of seconds above 0, got {given[flag]}")
+    if given["final_repeats"] < 1:
+        raise InputError("--final-repeats must be at least 1")
+    if given["samples"] < 1:
+        raise InputError("--samples must be at least 1")
+    return TuneRequest(
+        model=Path(given["model"]), target=given["target"], inventory=given["inventory"],
+        budget=AccuracyBudget.parse(given["budget"]) if given["budget"] is not None else None,
+        objective=given["objective"], space=given["space"], runtimes=names(given["runtime"]),
+        precisions=names(given["precision"]), threads=int_list(given["threads"], "--threads"),
+        batches=int_list(given["batch"], "--batch"), time_limit_s=duration_s(given["time_limit"], "--time-limit"),
+        dataset=given["dataset"], calibration=given["calibration"], inputs=given["inputs"], samples=given["samples"],
+        dims=parse_assignments(given["dim"], "--dim", int), values=parse_assignments(given["value"], "--value", parse_scalar),
+        results=given["results"], variants_dir=given["variants_dir"], plan_out=given["plan_out"],
+        timing=Timing(given["rung_seconds"], given["final_seconds"], given["final_repeats"]))
