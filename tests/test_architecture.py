@@ -170,3 +170,29 @@ def test_agent_errors_become_host_errors_once_with_their_cause(tmp_path):
         agentlib.no_such_name
     except AttributeError as exc:
         assert "_SURFACE" in str(exc)
+
+
+_BODIES = """
+import ast, json, sys
+tree = ast.parse(open(sys.argv[1]).read())
+bodies = {}
+for node in tree.body:
+    if isinstance(node, ast.FunctionDef) and any(isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "command"
+                                                 for d in node.decorator_list):
+        docstring = isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        first = node.body[1] if docstring and len(node.body) > 1 else node.body[0]
+        bodies[node.name] = node.end_lineno - first.lineno + 1
+print(json.dumps(bodies))
+"""
+
+
+def test_every_command_in_the_cli_is_thin():
+    """A command parses, calls its stage and prints: its body (after the docstring) is at most 40 lines."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _BODIES, str(PACKAGES["edgebench"] / "cli.py")], capture_output=True,
+                          text=True, check=True)
+    bodies = json.loads(done.stdout)
+    assert len(bodies) >= 18 and "deploy" in bodies and "tune" in bodies
+    assert {name: lines for name, lines in bodies.items() if lines > 40} == {}

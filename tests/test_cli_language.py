@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import EXAMPLES, FAST_RUN, REPO
 
 COMMANDS = ["deploy", "export", "validate", "inspect", "convert", "run", "compare", "import", "fetch", "targets",
-            "doctor", "clean"]
+            "doctor", "clean", "tune", "diverge"]
 MEASURING = ["--seed", "--warmup", "--min-iterations", "--min-seconds", "--max-iterations", "--max-seconds",
              "--repeats", "--threads", "--inter-op-threads", "--provider", "--graph-optimization"]
 
@@ -139,3 +139,17 @@ def test_a_deploy_warning_comes_before_the_table(tmp_path):
                              str(tmp_path / "r"), *FAST_RUN], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=120, cwd=tmp_path).stdout
     assert merged.index("free dimension(s) batch set to 1") < merged.index("model ")  # read before the numbers
+
+
+@pytest.mark.parametrize("command, panels", [
+    ("deploy", ["Where", "What to run", "Inputs and sizes", "Measuring", "Accuracy pass",
+                "Profile, energy and pipeline passes", "Load scenarios", "Output"]),
+    ("tune", ["Where", "The space", "The goal", "Inputs and data", "Measuring", "Output"]),
+    ("diverge", ["What to compare", "Where", "Inputs", "Keeping nodes in float (--budget)", "Output"]),
+])
+def test_a_long_help_is_in_panels_and_every_option_has_one(bench, command, panels):
+    done = bench(command, "--help")
+    assert done.code == 0
+    sections = [line[:-1] for line in done.stdout.splitlines() if re.fullmatch(r"[A-Z][^:]*:", line)]
+    assert sections == ["Arguments", *panels, "Help"], sections  # "Other options" would hold one no panel names
+    assert len(_help_entries(done.stdout)) >= {"deploy": 54, "tune": 25, "diverge": 20}[command]

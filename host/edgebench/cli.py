@@ -472,25 +472,13 @@ def targets(
     json_output: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
 ):
     """List the targets of the inventory (and `local`), and the places of a labgrid coordinator with who holds them."""
-    import importlib.util
-    import os
-
-    from rich.table import Table
-    from rich.text import Text
-
     from .doctor import probe_all, raise_for_unreachable
-    from .result_schema import printable
     from .targets import inventory_path, load_inventory, resolve_target
 
     loaded = load_inventory(inventory_path(inventory)).with_coordinator(coordinator)
     resolved = [resolve_target(name, loaded) for name in loaded.names()]
     probes = probe_all(resolved) if check else {}
-    # the places of every coordinator named: --coordinator, the inventory's, and LG_COORDINATOR when labgrid is
-    # installed (a variable set for labgrid's own tools is no reason to fail here)
-    from_env = os.environ.get("LG_COORDINATOR") if importlib.util.find_spec("labgrid") else None
-    addresses = [loaded.coordinator, from_env] + [t.coordinator for t in resolved] + [
-        loaded.labgrid.coordinator if loaded.labgrid else None]
-    farms = {address: _places(address) for address in dict.fromkeys(a for a in addresses if a)}
+    farms = _farms(loaded, resolved)
     if json_output:
         typer.echo(json.dumps([{**t.describe(), "source": t.source, **({"check": probes[t.name].text} if check else {})}
                                for t in resolved] + [
@@ -498,30 +486,51 @@ def targets(
              "held_by": p.acquired, "reserved": p.reserved, "address": _service_address(p), "comment": p.comment}
             for address, places in farms.items() if not isinstance(places, Exception) for p in places], indent=1))
     else:
-        table = Table(box=None, pad_edge=False)
-        for header in ("name", "kind", "address", "tags", "python") + (("check",) if check else ()):
-            table.add_column(header)
-        for target in resolved:
-            row = [target.name, target.kind, target.address, ",".join(target.tags) or "-",
-                   target.python or ("this python" if target.kind == "local" else "python3")]
-            table.add_row(*row, *((probes[target.name].text,) if check else ()))
-        _stdout().print(table)
-        for address, places in farms.items():
-            if isinstance(places, Exception):
-                continue
-            _stdout().print(f"\nlabgrid places at {address} (use as --target lg:PLACE or lg:TAG=VALUE):")
-            table = Table(box=None, pad_edge=False)
-            for header in ("place", "tags", "held by", "board", "comment"):
-                table.add_column(header)
-            for p in places:  # the coordinator's text: shown as text, never as markup or escape sequences
-                cells = [f"lg:{p.name}", ",".join(f"{k}={v}" for k, v in sorted(p.tags.items())) or "-",
-                         p.acquired or ("(reserved)" if p.reserved else "free"), _service_address(p), p.comment or ""]
-                table.add_row(*(Text(printable(cell)) for cell in cells))
-            _stdout().print(table)
+        _print_targets(resolved, probes if check else None, farms)
     failed = [places for places in farms.values() if isinstance(places, Exception)]
     if failed:
         raise failed[0]
     raise_for_unreachable(probes)
+
+
+def _farms(loaded, resolved) -> dict:
+    """The places of every coordinator named: --coordinator, the inventory's, and LG_COORDINATOR when labgrid is
+    installed (a variable set for labgrid's own tools is no reason to fail here). address -> places or an error."""
+    import importlib.util
+    import os
+
+    from_env = os.environ.get("LG_COORDINATOR") if importlib.util.find_spec("labgrid") else None
+    addresses = [loaded.coordinator, from_env] + [t.coordinator for t in resolved] + [
+        loaded.labgrid.coordinator if loaded.labgrid else None]
+    return {address: _places(address) for address in dict.fromkeys(a for a in addresses if a)}
+
+
+def _print_targets(resolved, probes: dict | None, farms: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from .result_schema import printable
+
+    table = Table(box=None, pad_edge=False)
+    for header in ("name", "kind", "address", "tags", "python") + (("check",) if probes is not None else ()):
+        table.add_column(header)
+    for target in resolved:
+        row = [target.name, target.kind, target.address, ",".join(target.tags) or "-",
+               target.python or ("this python" if target.kind == "local" else "python3")]
+        table.add_row(*row, *((probes[target.name].text,) if probes is not None else ()))
+    _stdout().print(table)
+    for address, places in farms.items():
+        if isinstance(places, Exception):
+            continue
+        _stdout().print(f"\nlabgrid places at {address} (use as --target lg:PLACE or lg:TAG=VALUE):")
+        table = Table(box=None, pad_edge=False)
+        for header in ("place", "tags", "held by", "board", "comment"):
+            table.add_column(header)
+        for p in places:  # the coordinator's text: shown as text, never as markup or escape sequences
+            cells = [f"lg:{p.name}", ",".join(f"{k}={v}" for k, v in sorted(p.tags.items())) or "-",
+                     p.acquired or ("(reserved)" if p.reserved else "free"), _service_address(p), p.comment or ""]
+            table.add_row(*(Text(printable(cell)) for cell in cells))
+        _stdout().print(table)
 
 
 def _places(address: str):

@@ -32,9 +32,73 @@ AGENT_DEFAULTS = {"--seed": "seed", "--warmup": "warmup_min_iterations", "--min-
                   "--provider": "provider", "--graph-optimization": "graph_optimization_level"}
 
 
+# A command with many options shows them in panels (by parameter name), in this order; --help comes last.
+PANELS = {
+    "deploy": (
+        ("Where", ("target", "inventory", "coordinator")),
+        ("What to run", ("runtime", "provider", "provider_option", "graph_optimization", "threads", "batch",
+                         "inter_op_threads", "variants")),
+        ("Inputs and sizes", ("inputs", "value", "dim", "seed", "strict_dims")),
+        ("Measuring", ("warmup", "min_iterations", "min_seconds", "max_iterations", "max_seconds", "repeats", "timeout",
+                       "cpus", "spin_wait", "cooldown", "cooldown_margin", "cooldown_timeout")),
+        ("Accuracy pass", ("accuracy", "reference", "dataset", "test_data", "accuracy_samples", "batch_size", "atol",
+                           "rtol")),
+        ("Profile, energy and pipeline passes", ("profile", "profile_iterations", "energy", "energy_seconds",
+                                                 "power_command", "pipeline", "samples")),
+        ("Load scenarios", ("scenario", "samples_per_query", "qps", "latency_bound", "concurrency", "mlperf")),
+        ("Output", ("results", "json_output", "columns", "verbose")),
+    ),
+    "tune": (
+        ("Where", ("target", "inventory")),
+        ("The space", ("space", "runtime", "precision", "threads", "batch")),
+        ("The goal", ("objective", "budget", "time_limit")),
+        ("Inputs and data", ("dataset", "calibration", "inputs", "samples", "dim", "value")),
+        ("Measuring", ("rung_seconds", "final_seconds", "final_repeats")),
+        ("Output", ("results", "variants_dir", "plan_out", "html", "json_output")),
+    ),
+    "diverge": (
+        ("What to compare", ("parent", "runtime", "method", "min_cosine", "min_snr")),
+        ("Where", ("target", "inventory")),
+        ("Inputs", ("dataset", "test_data", "inputs", "samples", "dim", "value")),
+        ("Keeping nodes in float (--budget)", ("budget", "calibration", "results", "output_dir")),
+        ("Output", ("html", "json_output")),
+    ),
+}
+
+
+def _format_in_panels(panels):
+    """A click format_options that writes the arguments, then one section per panel, then what no panel names."""
+
+    def format_options(self, ctx, formatter) -> None:
+        records = {param.name: param.get_help_record(ctx) for param in self.get_params(ctx)}
+        arguments = [records[p.name] for p in self.get_params(ctx) if p.param_type_name == "argument" and records[p.name]]
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        placed = {"help"}
+        for title, names in panels:
+            rows = [records[name] for name in names if records.get(name)]
+            placed.update(names)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+        rest = [records[p.name] for p in self.get_params(ctx) if p.param_type_name == "option"
+                and p.name not in placed and records[p.name]]
+        with formatter.section("Other options" if rest else "Help"):
+            formatter.write_dl(rest + [records["help"]] if records.get("help") else rest)
+
+    return format_options
+
+
 def readable(command):
-    """Set metavars and agent defaults on a click command's parameters (in place); returns it."""
+    """Set metavars and agent defaults on a click command's parameters (in place), and its option panels;
+    returns it."""
+    import types
+
     from .agentlib import PASS_DEFAULTS, RUN_DEFAULTS
+
+    if command.name in PANELS:
+        command.format_options = types.MethodType(_format_in_panels(PANELS[command.name]), command)
 
     for param in command.params:  # click's classes, as typer vendors them: told apart by their kind
         if param.param_type_name == "argument":

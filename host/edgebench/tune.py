@@ -655,8 +655,7 @@ def summary_lines(document: dict) -> list[str]:
     lines = [f"{Path(document['model']['path']).name} on {document['target']}: objective {document['objective']}, "
              f"budget {document['budget']}; space {_space_text(document['space'])}"]
     for c in document["candidates"]:
-        figures = c["accuracy"] or {}
-        accuracy = ", ".join(f"{k} {v:.6g}" for k, v in figures.items() if k != "passed" and v is not None)
+        accuracy = _accuracy_text(c["accuracy"] or {})
         lines.append(f"  {c['runtime']:<12} {c['precision']:<13} {c['status']:<8} {accuracy}"
                      + (f"  ({c['reason']})" if c["reason"] else ""))
     for index, rung in enumerate(document["rungs"]):
@@ -686,6 +685,17 @@ def summary_lines(document: dict) -> list[str]:
                  + (f", {document['reused']} cells reused from earlier runs" if document["reused"] else "")
                  + f"; {document['wall_s']:.1f} s in all")
     return [printable(line) for line in lines]
+
+
+def _accuracy_text(figures: dict) -> str:
+    parts = []
+    if figures.get("cosine") is not None:
+        parts.append(f"cosine {figures['cosine']:.6f}")
+    if figures.get("top1_pct") is not None:
+        parts.append(f"top-1 {figures['top1_pct']:.2f} % (parent {figures['reference_top1_pct']:.2f} %)")
+    if figures.get("top1_agreement_pct") is not None:
+        parts.append(f"agrees {figures['top1_agreement_pct']:.1f} %")
+    return ", ".join(parts)
 
 
 def _space_text(space: dict) -> str:
