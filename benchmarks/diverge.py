@@ -40,8 +40,8 @@ def main() -> None:
 
     import onnx
 
-    from edgebench.convert import convert
-    from edgebench.diverge import DivergeRequest, Thresholds, diverge
+    from edgebench.stages.convert import convert
+    from edgebench.stages.diverge import DivergeRequest, Thresholds, diverge
 
     print(f"{'layers':>6} {'matched':>7} {'method':>11} {'runs':>5} {'target':>7} {'board s':>8} {'wall s':>7} {'its SNR':>7}  first divergence")
     with tempfile.TemporaryDirectory() as scratch:

@@ -115,8 +115,8 @@ def bare_loops(runtime: str, session) -> object:
 
 def runtime_sessions(names: list[str], model_path: Path) -> dict:
     """name -> edgebench's session of the MLP for that runtime (converted by `bench convert` where it must be)."""
-    from edgebench.convert import convert
-    from edgebench.runtimes import runtime_session
+    from edgebench.stages.convert import convert
+    from edgebench.models.runtimes import runtime_session
 
     sessions = {}
     for name in names:

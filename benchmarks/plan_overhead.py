@@ -108,7 +108,7 @@ def main() -> None:
                 print(f"plan overhead per cell, {cells}-cell plan, {label}, {mode} processes: median "
                       f"{statistics.median(overhead[mode]):.3f} s over {args.rounds} rounds")
             print("  (target <= 0.25 s per cell over loopback SSH; the agent's own run includes its imports when fresh)")
-            from edgebench.stats import mann_whitney
+            from edgebench.results.stats import mann_whitney
 
             print("  per cell, all samples pooled (these differ between any two processes, forked or not: the test "
                   "below compares processes):")

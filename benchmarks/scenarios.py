@@ -22,7 +22,7 @@ MODEL = ROOT / "examples" / "cnn.onnx"
 
 def server_p99_ms(eb, folder: Path, scenario: dict, seconds: float, threads: int) -> tuple[float, dict]:
     """(early-stopping p99 in ms, the repeat's scenario block) of one server run."""
-    from edgebench.report import run_row
+    from edgebench.results.report import run_row
 
     deployment = eb.deploy(MODEL, results=folder, scenario=scenario, threads=threads, min_seconds=seconds,
                            max_seconds=max(60.0, seconds * 3), warmup_min_iterations=50)

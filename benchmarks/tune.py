@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--inventory", type=Path, default=None)
     args = parser.parse_args()
 
-    from edgebench.tune import TuneRequest, exhaustive, tune, within_best
+    from edgebench.stages.tune import TuneRequest, exhaustive, tune, within_best
 
     print(f"{'model':<8} {'configs':>7} {'tune s':>7} {'runs':>5} {'exhaustive s':>12} {'runs':>5} {'ratio':>6}  "
           f"pick (its exhaustive rank) / exhaustive first")

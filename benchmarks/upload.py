@@ -33,8 +33,8 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("benchmarks/upload.py starts its own sshd and needs root")
 
-    from edgebench.targets import Target
-    from edgebench.transport.ssh import SSHTransport
+    from edgebench.boards.targets import Target
+    from edgebench.boards.transport.ssh import SSHTransport
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

@@ -1,4 +1,4 @@
-"""The demo models' code, loaded from the package's source file (`host/edgebench/demo.py`) by path: a model spec
+"""The demo models' code, loaded from the package's source file (`host/edgebench/stages/demo.py`) by path: a model spec
 such as `examples/models.py:setnet` is also imported where edgebench is not installed (litert-torch's own venv for
 `bench convert --to litert`), and that file needs only torch."""
 
@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-_SOURCE = Path(__file__).resolve().parent.parent / "host" / "edgebench" / "demo.py"
+_SOURCE = Path(__file__).resolve().parent.parent / "host" / "edgebench" / "stages" / "demo.py"
 
 
 def load():

@@ -2,13 +2,13 @@
 
     python examples/make_examples.py [--out DIR]
 
-(`bench demo` builds the same models, from `edgebench.demo`, in a folder it names.)
+(`bench demo` builds the same models, from `edgebench.stages.demo`, in a folder it names.)
 """
 
 import argparse
 from pathlib import Path
 
-from edgebench.demo import EXAMPLES, export_example
+from edgebench.stages.demo import EXAMPLES, export_example
 
 
 def main() -> None:

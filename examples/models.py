@@ -1,5 +1,5 @@
 """The demo models, defined in code (no downloads): a small CNN and setnet — as a model spec for `bench export`
-(`examples/models.py:setnet`). The definitions live in the package (`edgebench.demo`, loaded by path: see
+(`examples/models.py:setnet`). The definitions live in the package (`edgebench.stages.demo`, loaded by path: see
 _demo.py), so `bench demo` builds the same models from an installed edgebench.
 
 setnet is the field note's model: one input of shape (2, 2, 14, 17) - two samples of a two-channel

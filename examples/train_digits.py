@@ -3,7 +3,7 @@
 Writes examples/digits.onnx (input `image` [batch, 1, 8, 8], output `scores` [batch, 10]) and
 examples/digits_test.npz (the held-out split: `image` and `labels`), so `make demo` shows real accuracy.
 Seeded and CPU-only; takes a few seconds. `DigitsCNN` here is the model spec of the runtime examples
-(`examples/train_digits.py:DigitsCNN`); the code lives in `edgebench.demo`, which `bench demo` uses too.
+(`examples/train_digits.py:DigitsCNN`); the code lives in `edgebench.stages.demo`, which `bench demo` uses too.
 
     python examples/train_digits.py [--out DIR] [--epochs 40]
 """

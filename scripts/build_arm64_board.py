@@ -173,7 +173,7 @@ def main() -> None:
     else:
         print(f"reusing the emulated aarch64 board in {args.root}")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "host"))
-    from edgebench.agent_bundle import ensure_bundle
+    from edgebench.boards.agent_bundle import ensure_bundle
 
     done = subprocess.run([str(args.root / "bin" / "python3"), str(ensure_bundle()), "info"], capture_output=True,
                           text=True, timeout=300)

@@ -10,9 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edgebench import accuracy, results
-from edgebench.deploy import AccuracyOptions, RunSettings, deploy
-from edgebench.targets import Target, load_inventory, resolve_target
+from edgebench.stages import accuracy
+from edgebench.results.files import files as results
+from edgebench.stages.deploy import AccuracyOptions, RunSettings, deploy
+from edgebench.boards.targets import Target, load_inventory, resolve_target
 from tests.conftest import EXAMPLES, FAST_REQUEST, FAST_RUN, assert_one_line_error
 
 DIGITS = EXAMPLES / "digits.onnx"

@@ -9,9 +9,9 @@ import pytest
 
 import itertools
 
-from edgebench.board import Board
+from edgebench.boards.board import Board
 from edgebench.errors import InputError
-from edgebench.targets import Target
+from edgebench.boards.targets import Target
 from edgebench_agent import protocol, runner
 from edgebench_agent.shared.inputs import InputError as AgentInputError
 from edgebench_agent.shared.files import sha256_file

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.agent_bundle import ensure_bundle
+from edgebench.boards.agent_bundle import ensure_bundle
 
 AGENT_SOURCES = sorted((Path(__file__).resolve().parent.parent / "agent" / "edgebench_agent").glob("*.py"))
 

@@ -94,7 +94,7 @@ def _cycles(graph: dict) -> list[list[str]]:
 def test_no_import_cycles():
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
-    assert len(modules) > 30 and graph["edgebench.deploy"], "the walker must see the real modules"
+    assert len(modules) > 30 and graph["edgebench.stages.deploy"], "the walker must see the real modules"
     cycles = _cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
@@ -196,3 +196,42 @@ def test_every_command_in_the_cli_is_thin():
     bodies = json.loads(done.stdout)
     assert len(bodies) >= 18 and "deploy" in bodies and "tune" in bodies
     assert {name: lines for name, lines in bodies.items() if lines > 40} == {}
+
+
+# What each part of the host package may import (besides itself and the shared modules at the top: errors, fileio,
+# agentlib, yamlconf, progress). The CLI and the API (cli, cli_help, options, api, entry) may import anything.
+ALLOWED = {
+    "results": set(),  # a results folder is read without boards, stages or model files
+    "models": {"results"},  # a provenance file is read as results are
+    "boards": {"models", "results"},  # what a model needs of a board; text made printable
+    "stages": {"models", "boards", "results"},
+}
+SHARED = {"errors", "fileio", "agentlib", "yamlconf", "progress", "__init__", "__version__"}
+
+
+def test_the_parts_of_the_host_import_each_other_in_one_direction():
+    package = PACKAGES["edgebench"]
+    wrong = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        part = parts[0] if len(parts) > 1 else None
+        here = list(parts[:-1])
+        for kind, module, level, names in _import_nodes(path):
+            if kind != "from" or not level:
+                continue
+            base = here[: len(here) - (level - 1)] if level > 1 else here
+            targets = [base + module.split(".")] if module else [base + [name] for name in names]
+            for target in targets:
+                first = target[0] if target else "__init__"
+                if part is None:  # a shared module at the top imports only shared modules (and results' text)
+                    if parts[0] in SHARED - {"__init__"} and first not in SHARED and first != "results":
+                        wrong.append(f"{path.name} -> {'.'.join(target)}")
+                elif first != part and first not in SHARED and first not in ALLOWED[part]:
+                    wrong.append(f"{part}/{path.name} -> {'.'.join(target)}")
+    assert wrong == []
+
+
+def test_each_part_says_what_it_owns_and_may_import():
+    for part in ALLOWED:
+        text = (PACKAGES["edgebench"] / part / "__init__.py").read_text()
+        assert text.startswith('"""') and "may import" in text and "test_architecture" in text, part

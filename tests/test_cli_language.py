@@ -125,7 +125,7 @@ def test_per_run_compare_is_a_table_and_clean_and_import_speak_json(bench, tmp_p
 
 
 def test_tolerance_defaults_in_help_and_per_run_refuses_grouping_options(bench, tmp_path):
-    from edgebench.parity import DEFAULT_ATOL, DEFAULT_RTOL
+    from edgebench.models.parity import DEFAULT_ATOL, DEFAULT_RTOL
 
     entries = _help_entries(bench("deploy", "--help").stdout)
     assert f"[default: {DEFAULT_ATOL}]" in entries["--atol"] and f"[default: {DEFAULT_RTOL}]" in entries["--rtol"]

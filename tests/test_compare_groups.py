@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from edgebench.html import render_html
-from edgebench.report import compare_runs, render
+from edgebench.results.html import render_html
+from edgebench.results.report import compare_runs, render
 from tests.synthetic import lognormal_ns, result, write
 
 

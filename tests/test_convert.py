@@ -12,11 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgebench import results
-from edgebench.convert import KINDS, RUNTIME_KINDS, convert
-from edgebench.provenance import read_provenance
+from edgebench.results.files import files as results
+from edgebench.stages.convert import KINDS, RUNTIME_KINDS, convert
+from edgebench.models.provenance import read_provenance
 from edgebench.fileio import file_sha256
-from edgebench.agent_bundle import ensure_bundle
+from edgebench.boards.agent_bundle import ensure_bundle
 from tests.conftest import EXAMPLES, FAST_RUN, assert_one_line_error
 
 ONNX_KINDS = [k for k in KINDS if k not in RUNTIME_KINDS]  # the other runtimes: tests/test_runtimes.py
@@ -121,8 +121,8 @@ def test_opset_conversion_makes_the_model_load_on_an_older_onnxruntime(tmp_path,
     assert after["status"] == "ok", after["error"]
     assert after["info"]["onnxruntime_version"] == "1.19.2"
     # And the host's gate knew both answers before anything ran.
-    from edgebench.compat import incompatibility
-    from edgebench.modelinfo import inspect_model
+    from edgebench.boards.compat import incompatibility
+    from edgebench.models.modelinfo import inspect_model
 
     assert incompatibility(inspect_model(parent), "1.19.2") is not None
     assert incompatibility(inspect_model(variant.path), "1.19.2") is None

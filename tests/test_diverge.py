@@ -20,7 +20,7 @@ KNOWN_LAYER = "layer5/MatMul"
 
 @pytest.fixture(scope="module")
 def outlier(tmp_path_factory) -> dict:
-    from edgebench.convert import convert
+    from edgebench.stages.convert import convert
 
     folder = tmp_path_factory.mktemp("outlier")
     onnx.save(outlier_mlp(), str(folder / "mlp.onnx"))
@@ -113,7 +113,7 @@ def test_an_fp16_variant_shows_no_divergence_in_one_board_run(outlier):
 
 def test_every_tensor_of_an_openvino_bundle_holds_when_each_cut_is_converted(outlier, tmp_path):
     import edgebench.api as eb
-    from edgebench.convert import convert
+    from edgebench.stages.convert import convert
 
     (bundle,) = convert(outlier["parent"], ["openvino"], tmp_path)
     assert bundle.ok, bundle.error
@@ -127,7 +127,7 @@ def test_every_tensor_of_an_openvino_bundle_holds_when_each_cut_is_converted(out
 
 def test_an_ncnn_bundle_holds_one_sample_at_a_time(outlier, tmp_path):
     import edgebench.api as eb
-    from edgebench.convert import convert
+    from edgebench.stages.convert import convert
 
     (bundle,) = convert(outlier["parent"], ["ncnn"], tmp_path)
     assert bundle.ok, bundle.error
@@ -187,7 +187,7 @@ def _unrelated(folder: Path) -> Path:
 
 
 def _litert_bundle(folder: Path) -> Path:
-    from edgebench.runtimes import write_bundle
+    from edgebench.models.runtimes import write_bundle
 
     (folder / "model.tflite").write_bytes(b"TFL3")
     entry = [{"name": "x", "dtype": "float32", "shape": [1, 16], "blob": "0"}]
@@ -197,7 +197,7 @@ def _litert_bundle(folder: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ the parts
 def test_a_cut_keeps_only_what_its_output_needs_and_matches_through_qdq(outlier):
-    from edgebench.diverge import cut_model, keep_in_float, match_tensors, parent_tensors
+    from edgebench.stages.diverge import cut_model, keep_in_float, match_tensors, parent_tensors
 
     parent = onnx.load(str(outlier["parent"]))
     variant = onnx.load(str(outlier["int8"]))
@@ -214,7 +214,7 @@ def test_a_cut_keeps_only_what_its_output_needs_and_matches_through_qdq(outlier)
 def test_signal_to_noise_is_in_db_and_capped_for_an_exact_match():
     import numpy as np
 
-    from edgebench.diverge import SNR_CAP_DB, signal_to_noise_db
+    from edgebench.stages.diverge import SNR_CAP_DB, signal_to_noise_db
 
     reference = np.ones(100)
     assert signal_to_noise_db(reference, reference) == SNR_CAP_DB

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from edgebench.errors import ModelError
-from edgebench.modelinfo import check_external_data, inspect_model
-from edgebench.parity import compare_output
+from edgebench.models.modelinfo import check_external_data, inspect_model
+from edgebench.models.parity import compare_output
 from tests.conftest import assert_one_line_error
 
 MODELS = str(Path(__file__).resolve().parent / "torch_models.py")

@@ -106,7 +106,7 @@ def test_an_index_from_a_newer_edgebench_is_refused_and_compare_reads_the_files(
     assert bench("index", folder).code == 0
     with duckdb.connect(str(folder / ".edgebench" / "index.duckdb")) as connection:
         connection.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
-    from edgebench.index import _key, _write_seal
+    from edgebench.results.index import _key, _write_seal
 
     _write_seal(folder / ".edgebench", _key())  # as a newer edgebench of this user would leave it
     done = bench("compare", folder, "--format", "json")
@@ -128,7 +128,7 @@ def test_an_index_of_an_older_version_is_refilled_from_the_files(bench, tmp_path
     with duckdb.connect(str(folder / ".edgebench" / "index.duckdb")) as connection:
         connection.execute("UPDATE meta SET value = '1' WHERE key = 'version'")
         connection.execute("UPDATE runs SET row_json = '{}'")  # what an old row cannot answer
-    from edgebench.index import _key, _write_seal
+    from edgebench.results.index import _key, _write_seal
 
     _write_seal(folder / ".edgebench", _key())  # as an older edgebench of this user would have left it
     done = bench("compare", folder, "--by", "model,runtime", "--format", "json")
@@ -244,7 +244,7 @@ def test_bad_history_options_are_one_line(bench, tmp_path, flags, message):
 
 def test_the_exact_rank_test_matches_scipy():
     scipy_stats = pytest.importorskip("scipy.stats")
-    from edgebench.stats import mann_whitney_small
+    from edgebench.results.stats import mann_whitney_small
 
     rng = np.random.default_rng(2)
     for m, n in ((5, 5), (4, 7), (8, 8), (3, 12)):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgebench.accuracy import AccuracyPlan, result_block
-from edgebench.parity import compare_output
+from edgebench.stages.accuracy import AccuracyPlan, result_block
+from edgebench.models.parity import compare_output
 from edgebench_agent.shared.metrics import compare_arrays, output_passes
 
 REFERENCE = np.linspace(-1.0, 1.0, 20, dtype=np.float32).reshape(2, 10)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench import report, results
+from edgebench.results.files import report, files as results
 from tests.conftest import EXAMPLES, REPO, assert_one_line_error
 
 PIPELINE = EXAMPLES / "digits_pipeline.py"
@@ -377,7 +377,7 @@ def test_board_side_exits_and_threads_are_the_stages_failure_and_end(bench, tmp_
 
 @pytest.mark.bad_input
 def test_a_stage_that_never_returns_is_stopped_on_the_host(tmp_path, monkeypatch):
-    from edgebench import pipeline
+    from edgebench.stages import pipeline
     from edgebench.errors import InputError
 
     stages = _pipeline(tmp_path, DIGITS_STAGES.replace("def preprocess(data):\n",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgebench import results
+from edgebench.results.files import files as results
 from tests.conftest import EXAMPLES, REPO, assert_one_line_error
 
 QUICK = {"warmup": 2, "min_iterations": 5, "min_seconds": 0.05, "max_seconds": 5}
@@ -184,7 +184,7 @@ def test_a_plans_cells_are_forked_by_a_warm_agent_that_is_replaced_when_it_dies(
 def test_a_plans_runs_go_through_one_launcher_on_the_board(tmp_path, ssh_board, inventory, monkeypatch):
     """No interpreter start per cell: the plan's runs are launched through one `_launcher` on the board."""
     from edgebench import api
-    from edgebench.transport.ssh import SSHTransport
+    from edgebench.boards.transport.ssh import SSHTransport
 
     started, launches = [], []
     real_open, real_exec = SSHTransport.open_stream, SSHTransport.exec

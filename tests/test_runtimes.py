@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench import results
+from edgebench.results.files import files as results
 from tests.conftest import EXAMPLES, assert_one_line_error
 
 QUICK = ["--warmup", "1", "--min-iterations", "3", "--min-seconds", "0.05", "--max-seconds", "5"]
@@ -21,7 +21,7 @@ RUNTIMES = ("onnxruntime", "openvino", "ncnn", "litert")
 @pytest.fixture(scope="module")
 def digits_bundles(tmp_path_factory):
     """digits.onnx with its three bundles in ./variants, made once by the real converters."""
-    from edgebench.convert import convert
+    from edgebench.stages.convert import convert
 
     folder = tmp_path_factory.mktemp("digits-runtimes")
     model = folder / "digits.onnx"
@@ -36,7 +36,7 @@ def _documents(folder: Path) -> list[dict]:
 
 
 def test_conversions_are_bundles_with_provenance_and_parity(digits_bundles):
-    from edgebench.modelinfo import inspect_model
+    from edgebench.models.modelinfo import inspect_model
 
     for kind in ("openvino", "ncnn", "litert"):
         block = inspect_model(digits_bundles / "variants" / f"digits.{kind}.tar")
@@ -72,7 +72,7 @@ def test_digits_through_every_runtime_on_local_with_the_hosts_top1(bench, digits
     page = (tmp_path / "r.html").read_text()
     ranked = page[page.index("Runtimes, fastest first"):page.index("<h2>Table")]
     assert ranked.count("<tr><td>") == 4 and ranked.count(">PASS<") == 4 and "1.00&times;" in ranked
-    from edgebench.report import runtime_ranking
+    from edgebench.results.report import runtime_ranking
 
     (group,) = runtime_ranking(_documents(tmp_path / "r"))
     p50s = [row["p50_ms"] for row in group["runtimes"]]
@@ -176,7 +176,7 @@ def test_the_agent_refuses_an_artefact_for_another_runtime(digits_bundles, tmp_p
 def test_setnet_and_the_cnn_through_every_runtime_whose_converter_handles_them(bench, tmp_path):
     """What the README's table says: setnet (batch 2, GatherND) does not fit ncnn; the rest converts and runs with
     its accuracy against the ONNX model."""
-    from edgebench.convert import convert
+    from edgebench.stages.convert import convert
 
     for name in ("cnn", "setnet"):
         shutil.copy(EXAMPLES / f"{name}.onnx", tmp_path / f"{name}.onnx")
@@ -203,8 +203,8 @@ def test_a_conversion_that_changes_outputs_is_marked_failed_with_its_numbers(tmp
     import onnx
     from onnx import numpy_helper
 
-    from edgebench import runtime_convert
-    from edgebench.convert import convert
+    from edgebench.models import runtime_convert
+    from edgebench.stages.convert import convert
 
     real = runtime_convert.CONVERTERS["openvino"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench import report, results
+from edgebench.results.files import report, files as results
 from edgebench_agent import scenarios
 from edgebench_agent.shared.quantiles import early_stopping_percentile, early_stopping_rank, percentile
 from tests.conftest import EXAMPLES, assert_one_line_error
@@ -310,7 +310,7 @@ def test_compare_follows_the_scenarios_metric(bench, tmp_path):
     assert rows["board-b"]["metric"] == "p50" and rows["board-b"]["verdict"] == "no significant difference"
     table = bench("compare", tmp_path / "r", "--baseline", "target=board-a")
     assert "metric" in table.stdout.splitlines()[0] and "p99" in table.stdout
-    from edgebench.stats import scenario_metric
+    from edgebench.results.stats import scenario_metric
 
     assert scenario_metric({None}) == "p50" and scenario_metric({"offline"}) == "throughput"
     assert scenario_metric({"server", None}) == "p50"  # groups of different scenarios: the median

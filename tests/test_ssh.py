@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edgebench import results
-from edgebench.deploy import RunSettings, deploy
-from edgebench.targets import load_inventory, resolve_target
+from edgebench.results.files import files as results
+from edgebench.stages.deploy import RunSettings, deploy
+from edgebench.boards.targets import load_inventory, resolve_target
 from tests.conftest import FAST_RUN, FAST_REQUEST, assert_one_line_error
 from tests.sshd import NON_ROOT_USER
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench import results
+from edgebench.results.files import files as results
 from tests.conftest import EXAMPLES, OLD_STACK, assert_one_line_error
 
 DIGITS = EXAMPLES / "digits.onnx"
@@ -27,7 +27,7 @@ def bundle(tmp_path_factory) -> Path:
 
 
 def test_the_bundle_is_the_deploy_agent(bundle):
-    from edgebench.agent_bundle import ensure_bundle
+    from edgebench.boards.agent_bundle import ensure_bundle
 
     assert bundle.read_bytes() == ensure_bundle().read_bytes()
 
@@ -52,7 +52,7 @@ def test_the_bundle_unpacks_itself_only_into_a_cache_it_is_given(bundle, tmp_pat
     import os
     import sys
 
-    from edgebench.agent_bundle import ensure_bundle
+    from edgebench.boards.agent_bundle import ensure_bundle
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as on a board
     cache = tmp_path / "cache"

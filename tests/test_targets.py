@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgebench.errors import ConfigError
-from edgebench.targets import load_inventory, resolve_target, select_targets
+from edgebench.boards.targets import load_inventory, resolve_target, select_targets
 from tests.conftest import assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent

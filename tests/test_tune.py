@@ -24,7 +24,7 @@ QUICK = ["--rung-seconds", "0.05", "--final-seconds", "0.4", "--final-repeats", 
 
 
 def _request(tmp_path: Path, **overrides):
-    from edgebench.tune import Timing, TuneRequest
+    from edgebench.stages.tune import Timing, TuneRequest
 
     fields = dict(model=DIGITS, runtimes=["onnxruntime"], precisions=["fp32", "int8-dynamic"], threads=[1, 2],
                   dims={"batch": 1}, results=tmp_path / "exhaustive", variants_dir=tmp_path / "variants",
@@ -34,7 +34,7 @@ def _request(tmp_path: Path, **overrides):
 
 
 def _check_against_exhaustive(document: dict, tmp_path: Path, **overrides) -> None:
-    from edgebench.tune import exhaustive, within_best
+    from edgebench.stages.tune import exhaustive, within_best
 
     full = exhaustive(_request(tmp_path, **overrides))
     assert len(full["ranking"]) == 4
@@ -58,8 +58,8 @@ def test_tune_on_local_picks_what_the_exhaustive_plan_ranks_first(bench, tmp_pat
     assert len(stored) == document["board_runs"] == 6 and {d["plan"]["name"] for d in stored} == {document["name"]}
     compared = bench("compare", tmp_path / "results", "--by", "model,variant,settings", "--json")
     assert compared.code == 0 and len(json.loads(compared.stdout)) == 4
-    from edgebench.plan import load_plan
-    from edgebench.targets import load_inventory
+    from edgebench.stages.plan import load_plan
+    from edgebench.boards.targets import load_inventory
 
     plan = load_plan(tmp_path / "tuned.yaml", load_inventory(None))
     assert plan.settings["threads"] == 1 and plan.settings["runtime"] == "onnxruntime"

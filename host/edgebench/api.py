@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 if TYPE_CHECKING:
     import pandas
 
-    from .compare import CompareResult
-    from .convert import Variant
-    from .deploy import DeployJob, FleetReport
-    from .plan import PlanJob, PlanRun
-    from .validate import ValidationReport
+    from .stages.compare import CompareResult
+    from .stages.convert import Variant
+    from .stages.deploy import DeployJob, FleetReport
+    from .stages.plan import PlanJob, PlanRun
+    from .stages.validate import ValidationReport
 
 __all__ = ["export", "validate", "inspect", "convert", "deploy", "run_plan", "compare", "load_results", "samples",
            "diverge", "tune", "Exported", "ModelSummary", "Deployment", "PlanOutcome", "Comparison", "Divergence",
@@ -91,9 +91,9 @@ def export(spec: str, output: str | Path, *, inputs: dict | str | Path | Sequenc
            atol: float | dict | None = None, rtol: float | dict | None = None) -> Exported:
     """Export a PyTorch model (`file.py:factory`, `package.module:factory`, a TorchScript .pt or a .pt2) to ONNX,
     then validate it against PyTorch. `inputs`: arrays by name, an .npz, or specs like "image=1x3x224x224"."""
-    from .export import ExportOptions, check_output_path, export_model
-    from .export import save_test_data as write_test_data
-    from .torchmodel import example_for, load_model
+    from .stages.export import ExportOptions, check_output_path, export_model
+    from .stages.export import save_test_data as write_test_data
+    from .models.torchmodel import example_for, load_model
 
     tolerances = _tolerances(atol, rtol)
     output = Path(output)
@@ -113,7 +113,7 @@ def export(spec: str, output: str | Path, *, inputs: dict | str | Path | Sequenc
     if save_test_data is not None:
         exported.test_data = write_test_data(result, loaded, example, Path(save_test_data))
     if validate:
-        from .validate import validate as run_validate
+        from .stages.validate import validate as run_validate
 
         ordered = {n: example[n] for n in result.input_names}
         exported.validation = run_validate(result.path, reference=loaded, example=ordered, samples=samples,
@@ -128,11 +128,11 @@ def validate(model: str | Path, *, reference: str | None = None, weights: str | 
              strict_dims: bool = False) -> ValidationReport:
     """Check an ONNX model (checker, shape inference, onnxruntime, parity against `reference`, a PyTorch spec).
     The report's `.passed`, `.failures()` and `.to_json()` are what `bench validate` prints."""
-    from .validate import validate as run_validate
+    from .stages.validate import validate as run_validate
 
     loaded = None
     if reference is not None:
-        from .torchmodel import load_model
+        from .models.torchmodel import load_model
 
         loaded = load_model(reference, Path(weights) if weights is not None else None)
     return run_validate(Path(model), reference=loaded, inputs=Path(inputs) if inputs is not None else None,
@@ -158,8 +158,8 @@ class ModelSummary:
 
 def inspect(model: str | Path) -> ModelSummary:
     """Read a model's summary without running it."""
-    from .modelinfo import load_model_proto
-    from .validate import structural_checks, summarize
+    from .models.modelinfo import load_model_proto
+    from .stages.validate import structural_checks, summarize
 
     path = Path(model)
     return ModelSummary(summarize(load_model_proto(path), path), structural_checks(path))
@@ -170,8 +170,8 @@ def convert(model: str | Path, to: str | Sequence[str], output_dir: str | Path =
             calibration: str | Path | None = None, keep_io_types: bool = True, spec: str | None = None) -> list[Variant]:
     """Variants of a model for the board (int8-dynamic, int8-static, fp16, ort, optimized, opset:N; openvino, ncnn,
     litert bundles for those runtimes, litert from the PyTorch `spec`), each checked against its parent; a variant that failed has `.error` (and `.ok` False), the others were written."""
-    from .convert import convert as run_convert
-    from .convert import parse_kinds
+    from .stages.convert import convert as run_convert
+    from .stages.convert import parse_kinds
 
     if not isinstance(to, (str, list, tuple)) or not all(isinstance(k, str) for k in ([to] if isinstance(to, str) else to)):
         from .errors import InputError
@@ -203,7 +203,7 @@ class Deployment:
 
     def frame(self) -> pandas.DataFrame:
         """These runs, one row each, as load_results gives them."""
-        from .report import per_run_frame
+        from .results.report import per_run_frame
 
         return per_run_frame(self.documents)
 
@@ -254,8 +254,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     folder of sample files) measures end to end. `energy` adds an energy pass (`energy_seconds` long; read from the
     board's sensor, or from `power_command` run on this host, printing watts per line). Failed and INVALID runs are recorded, not raised: see `.problems`,
     or call `.raise_for_problems()`."""
-    from .accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
-    from .deploy import AccuracyOptions, DeployRequest, RunSettings, execute, prepare
+    from .stages.accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
+    from .stages.deploy import AccuracyOptions, DeployRequest, RunSettings, execute, prepare
 
     def as_list(value):
         return None if value is None else [value] if isinstance(value, (int, str)) else list(value)
@@ -275,9 +275,10 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
         samples=DEFAULT_SAMPLES if accuracy_samples is None else accuracy_samples,
         batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         tolerances=_tolerances(atol, rtol), tolerances_given=atol is not None or rtol is not None)
-    from .energy import power_argv
-    from .options import energy_options, runtime_names
-    from .pipeline import check_options
+    from .stages.energy import power_argv
+    from .options import runtime_names
+    from .stages.energy import energy_options
+    from .stages.pipeline import check_options
 
     options.update(energy_options(energy, energy_seconds))
     settings = RunSettings(options=options, inputs=Path(inputs) if inputs else None, timeout_s=timeout,
@@ -313,7 +314,7 @@ class PlanOutcome:
 
     def raise_for_problems(self) -> None:
         if self._run is not None:
-            from .plan import raise_for_failures
+            from .stages.plan import raise_for_failures
 
             raise_for_failures(self._run)
 
@@ -324,8 +325,8 @@ def run_plan(plan_file: str | Path, *, only: Sequence[str] | None = None, result
              on_event: EventCallback | None = None) -> PlanOutcome:
     """Run a benchmark plan (models x variants x targets x settings), resuming where an earlier run stopped.
     Models the plan exports from PyTorch specs run that code, as `bench run` does."""
-    from . import plan as stage
-    from .report import settings_label
+    from .stages import plan as stage
+    from .results.report import settings_label
 
     job = stage.prepare(Path(plan_file), Path(inventory) if inventory else None, list(only) if only else None,
                         Path(results) if results else None, force, dry_run, coordinator)
@@ -370,7 +371,7 @@ class Comparison:
 
     @property
     def notes(self) -> list[str]:
-        from .compare import notes
+        from .stages.compare import notes
 
         return notes(self.result)
 
@@ -378,7 +379,7 @@ class Comparison:
         """The same document as `bench compare --json`."""
         import json
 
-        from .compare import report_bytes
+        from .stages.compare import report_bytes
 
         return json.loads(report_bytes(self.result, "json"))
 
@@ -386,8 +387,8 @@ class Comparison:
         """The `bench compare -f html` page; written (atomically) to `path` when given."""
         from dataclasses import replace
 
-        from .compare import compare as run_compare
-        from .compare import report_bytes
+        from .stages.compare import compare as run_compare
+        from .stages.compare import report_bytes
 
         result = self.result
         if not result.documents and self.request is not None:  # from the results index: the page's plots read the files
@@ -418,8 +419,8 @@ def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str]
     skipped with a warning."""
     import warnings
 
-    from .compare import CompareRequest
-    from .compare import compare as run_compare
+    from .stages.compare import CompareRequest
+    from .stages.compare import compare as run_compare
     from .options import group_keys, key_value
 
     from .errors import ConfigError
@@ -441,7 +442,7 @@ def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str]
 def _documents(paths) -> list[dict]:
     import warnings
 
-    from .results import load_results as read
+    from .results.files import load_results as read
 
     documents, skipped = read(_paths(paths))
     for problem in skipped:
@@ -453,7 +454,7 @@ def load_results(paths: str | Path | Sequence[str | Path] = "results") -> pandas
     """One row per run under `paths` (files, or folders searched recursively): keys (model, variant, target,
     settings and its parts), statistics over the run's raw samples (ms), accuracy, validity, origin, run_id and
     created_at. Read by the same loader as `bench compare`; unreadable files are skipped with a warning."""
-    from .report import per_run_frame
+    from .results.report import per_run_frame
 
     return per_run_frame(_documents(paths))
 
@@ -463,7 +464,7 @@ def samples(paths: str | Path | Sequence[str | Path] = "results") -> pandas.Data
     and latency_ms. Failed runs have no samples."""
     import pandas as pd
 
-    from .report import KEYS, run_keys
+    from .results.report import KEYS, run_keys
 
     frames = []
     for document in _documents(paths):
@@ -486,7 +487,7 @@ class Divergence:
 
     @property
     def table(self) -> pandas.DataFrame:
-        from .diverge import frame
+        from .stages.diverge import frame
 
         return frame(self.document)
 
@@ -502,7 +503,7 @@ class Divergence:
         return self.document
 
     def to_html(self, path: str | Path | None = None) -> str:
-        from .html import divergence_html
+        from .stages.diverge import divergence_html
 
         page = divergence_html(self.document)
         if path is not None:
@@ -512,7 +513,7 @@ class Divergence:
         return page
 
     def __repr__(self) -> str:
-        from .diverge import summary_lines
+        from .stages.diverge import summary_lines
 
         return "\n".join(summary_lines(self.document))
 
@@ -524,9 +525,9 @@ def diverge(variant: str | Path, *, parent: str | Path | None = None, target: st
             budget: str | None = None, calibration: str | Path | None = None, results: str | Path = "results",
             output_dir: str | Path | None = None) -> Divergence:
     """Where a converted variant parts from its parent, on the target's runtime (as `bench diverge`)."""
-    from .accuracy import AccuracyBudget
-    from .diverge import DivergeRequest, Thresholds
-    from .diverge import diverge as run_diverge
+    from .stages.accuracy import AccuracyBudget
+    from .stages.diverge import DivergeRequest, Thresholds
+    from .stages.diverge import diverge as run_diverge
 
     def optional(value):
         return Path(value) if value is not None else None
@@ -553,7 +554,7 @@ class Tuning:
 
     @property
     def table(self) -> pandas.DataFrame:
-        from .tune import frame
+        from .stages.tune import frame
 
         return frame(self.documents)
 
@@ -561,7 +562,7 @@ class Tuning:
         return self.documents
 
     def to_html(self, path: str | Path | None = None) -> str:
-        from .html import tune_html
+        from .stages.tune import tune_html
 
         page = tune_html(self.documents)
         if path is not None:
@@ -571,7 +572,7 @@ class Tuning:
         return page
 
     def __repr__(self) -> str:
-        from .tune import summary_lines
+        from .stages.tune import summary_lines
 
         return "\n".join(line for d in self.documents for line in summary_lines(d))
 
@@ -587,8 +588,8 @@ def tune(model: str | Path, target: str = "local", *, budget: str | None = None,
     """The best configuration under an accuracy budget, searched on the board (as `bench tune`)."""
     import sys
 
-    from .accuracy import AccuracyBudget
-    from .tune import Timing, TuneRequest, tune_fleet
+    from .stages.accuracy import AccuracyBudget
+    from .stages.tune import Timing, TuneRequest, tune_fleet
 
     def optional(value):
         return Path(value) if value is not None else None

@@ -39,7 +39,7 @@ def _stderr():
 def _say(name: str, message: str) -> None:
     """What a labgrid lease does (a place acquired, released, waited for), one line on stderr (place names and
     holders come from the coordinator: no escape sequence of theirs reaches the terminal)."""
-    from .result_schema import printable
+    from .results.schema import printable
 
     typer.echo(printable(f"{name}: {message}"), err=True)
 
@@ -69,7 +69,7 @@ def cli_errors(command):
         try:
             return command(*args, **kwargs)
         except BenchError as exc:
-            from .result_schema import printable
+            from .results.schema import printable
 
             if os.environ.get("EDGEBENCH_DEBUG"):  # the whole chain of causes, for a bug report
                 import traceback
@@ -166,7 +166,7 @@ def deploy(
     power_command: Annotated[Optional[str], typer.Option("--power-command", metavar="CMD", help="With --energy: read an external meter instead, a command run on this host printing watts per line (no shell).")] = None,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""
-    from . import deploy as stage
+    from .stages import deploy as stage
     from .options import deploy_request
     from .progress import DeployProgress
 
@@ -194,10 +194,10 @@ def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
     if json_output or not documents:
         return
     _print_summary(documents, columns)
-    from .accuracy import verdict_text
+    from .stages.accuracy import verdict_text
 
-    from .energy import summary_line
-    from .pipeline import stage_lines
+    from .stages.energy import summary_line
+    from .stages.pipeline import stage_lines
 
     for document in documents:
         if document.get("accuracy"):
@@ -216,7 +216,7 @@ def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
 def _run_status(path) -> str:
     """'ok', or 'failed: interrupted' / 'failed: timeout': how a recovered run ended (never just "finished")."""
     from .errors import ResultError
-    from .results import load_result
+    from .results.files import load_result
 
     try:
         document = load_result(path)
@@ -235,8 +235,8 @@ def _profile_lines(document: dict) -> list[str]:
 
 
 def _print_summary(documents: list[dict], columns: str | None = None) -> None:
-    from .report import TEXT_HEADERS, per_run_cells
-    from .tables import print_table
+    from .results.report import TEXT_HEADERS, per_run_cells
+    from .results.tables import print_table
 
     from .options import names
 
@@ -247,7 +247,7 @@ def _print_summary(documents: list[dict], columns: str | None = None) -> None:
 # ------------------------------------------------------------------------------------- export / validate
 def _print_validation(report, as_json: bool) -> None:
     from .errors import ValidationFailed
-    from .validate import report_lines
+    from .stages.validate import report_lines
 
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=1, default=float))
@@ -281,10 +281,10 @@ def export(
     json_output: Annotated[bool, typer.Option("--json", help="Print the validation report as JSON.")] = False,
 ):
     """Export a PyTorch model to ONNX, then validate it against PyTorch."""
-    from .export import ExportOptions, check_output_path, export_model, save_test_data
+    from .stages.export import ExportOptions, check_output_path, export_model, save_test_data
     from .options import names
     from .options import tolerances as parse_tolerances
-    from .torchmodel import example_for, load_model
+    from .models.torchmodel import example_for, load_model
 
     tolerances = parse_tolerances(atol, rtol)
     check_output_path(output)
@@ -301,7 +301,7 @@ def export(
     if save_test_data_to is not None:
         typer.echo(f"wrote {save_test_data(result, loaded, example, save_test_data_to)}", err=json_output)
     if validate_after:
-        from .validate import validate as run_validate
+        from .stages.validate import validate as run_validate
 
         ordered = {n: example[n] for n in result.input_names}
         _print_validation(run_validate(result.path, reference=loaded, example=ordered, samples=samples,
@@ -327,20 +327,20 @@ def validate(
     """Check an ONNX model: checker, shape inference, onnxruntime, summary, parity against a reference."""
     from .agentlib import parse_assignments
     from .options import tolerances as parse_tolerances
-    from .validate import validate as run_validate
+    from .stages.validate import validate as run_validate
 
     dims, tolerances = parse_assignments(dim, "--dim", int), parse_tolerances(atol, rtol)
     loaded = None
     if reference is not None:
-        from .torchmodel import load_model
+        from .models.torchmodel import load_model
 
         loaded = load_model(reference, weights)
     report = run_validate(model, reference=loaded, inputs=inputs, samples=samples, tolerances=tolerances, dims=dims,
                           example=loaded.example_inputs if loaded is not None and inputs is None else None,
                           verbose=verbose, strict_dims=strict_dims)
     if graph and not json_output:
-        from .modelinfo import load_model_proto
-        from .validate import readable_graph
+        from .models.modelinfo import load_model_proto
+        from .stages.validate import readable_graph
 
         typer.echo(readable_graph(load_model_proto(model)))
     _print_validation(report, json_output)
@@ -353,8 +353,8 @@ def inspect(
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
     """What a model is: format, inputs and outputs (free dims by name), graph, parameters, checks. Runs nothing."""
-    from .modelinfo import load_model_proto
-    from .validate import structural_checks, summarize, summary_lines
+    from .models.modelinfo import load_model_proto
+    from .stages.validate import structural_checks, summarize, summary_lines
 
     summary = summarize(load_model_proto(model), model)
     checks = structural_checks(model)
@@ -384,8 +384,8 @@ def convert(
     json_output: Annotated[bool, typer.Option("--json", help="Print the variants and their provenance as JSON.")] = False,
 ):
     """Convert a model for the board; each variant is checked against its parent and records its provenance."""
-    from .convert import convert as run_convert
-    from .convert import parse_kinds, raise_for_failures
+    from .stages.convert import convert as run_convert
+    from .stages.convert import parse_kinds, raise_for_failures
     from .options import names
 
     produced = run_convert(model, parse_kinds(to), output_dir, calibration=calibration, keep_io_types=keep_io_types,
@@ -401,7 +401,7 @@ def convert(
 def _print_variants(produced) -> None:
     from rich.table import Table
 
-    from .report import format_cell
+    from .results.report import format_cell
 
     table = Table(box=None, pad_edge=False)
     for header in ("variant", "file", "KiB", "max abs", "cosine", "top-1 agree %", "parity"):
@@ -430,7 +430,7 @@ def agent_bundle(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .pyz.")] = Path("edgebench-agent.pyz"),
 ):
     """Write the single-file agent (the same build deploy ships): `python3 edgebench-agent.pyz --help` on a board."""
-    from .agent_bundle import ensure_bundle
+    from .boards.agent_bundle import ensure_bundle
     from .agentlib import sha256_bytes
     from .fileio import write_atomically
 
@@ -451,7 +451,7 @@ def import_(
     json_output: Annotated[bool, typer.Option("--json", help="Print the stored result files as JSON.")] = False,
 ):
     """Bring results made by the agent standing alone on a board into results/, as full results."""
-    from .importer import DIGEST_MEANING, import_reply
+    from .stages.importer import DIGEST_MEANING, import_reply
 
     stored = [import_reply(file, results, model=model, target=target) for file in files]
     if json_output:
@@ -472,8 +472,8 @@ def targets(
     json_output: Annotated[bool, typer.Option("--json", help="Print the targets as JSON.")] = False,
 ):
     """List the targets of the inventory (and `local`), and the places of a labgrid coordinator with who holds them."""
-    from .doctor import probe_all, raise_for_unreachable
-    from .targets import inventory_path, load_inventory, resolve_target
+    from .stages.doctor import probe_all, raise_for_unreachable
+    from .boards.targets import inventory_path, load_inventory, resolve_target
 
     loaded = load_inventory(inventory_path(inventory)).with_coordinator(coordinator)
     resolved = [resolve_target(name, loaded) for name in loaded.names()]
@@ -509,7 +509,7 @@ def _print_targets(resolved, probes: dict | None, farms: dict) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from .result_schema import printable
+    from .results.schema import printable
 
     table = Table(box=None, pad_edge=False)
     for header in ("name", "kind", "address", "tags", "python") + (("check",) if probes is not None else ()):
@@ -536,8 +536,8 @@ def _print_targets(resolved, probes: dict | None, farms: dict) -> None:
 def _places(address: str):
     """A coordinator's places, or the error that says why not (raised once the inventory is printed)."""
     from .errors import BenchError
-    from .farm import coordinator_for
-    from .targets import Target
+    from .boards.farm import coordinator_for
+    from .boards.targets import Target
 
     try:
         return coordinator_for(Target(name=f"coordinator {address}", kind="labgrid", coordinator=address)).places()
@@ -562,10 +562,10 @@ def doctor(
     json_output: Annotated[bool, typer.Option("--json", help="Print the agent's info as JSON.")] = False,
 ):
     """Check a board: connection, python >= 3.8, numpy, onnxruntime, providers, arch, free disk."""
-    from .board import Board
-    from .doctor import diagnose, raise_for_findings
-    from .farm import leased
-    from .targets import find_target
+    from .boards.board import Board
+    from .stages.doctor import diagnose, raise_for_findings
+    from .boards.farm import leased
+    from .boards.targets import find_target
 
     with leased(find_target(target, inventory, coordinator), _say) as resolved, Board(resolved) as board:
         info = board.info()
@@ -589,10 +589,10 @@ def fetch(
     json_output: Annotated[bool, typer.Option("--json", help="Print the stored result files as JSON.")] = False,
 ):
     """Collect results of runs that finished on a board while the host was away (a dropped link)."""
-    from .board import Board
-    from .deploy import recover
-    from .farm import leased
-    from .targets import find_target
+    from .boards.board import Board
+    from .stages.deploy import recover
+    from .boards.farm import leased
+    from .boards.targets import find_target
 
     with leased(find_target(target, inventory, coordinator), _say) as resolved, Board(resolved) as board:
         written = recover(board, results, only=runs or None)
@@ -614,10 +614,10 @@ def clean(
     json_output: Annotated[bool, typer.Option("--json", help="Print what was removed as JSON.")] = False,
 ):
     """Trim a board's cache folder (models, old runs, old agents) to a size budget, least recently used first."""
-    from .board import Board
-    from .farm import leased
+    from .boards.board import Board
+    from .boards.farm import leased
     from .options import size
-    from .targets import find_target
+    from .boards.targets import find_target
 
     budget = size(max_size, "--max-size")
     with leased(find_target(target, inventory, coordinator), _say) as resolved, Board(resolved) as board:
@@ -643,7 +643,7 @@ def run_plan(
     json_output: Annotated[bool, typer.Option("--json", help="Print the cells (and what they stored) as JSON instead of the table.")] = False,
 ):
     """Run a benchmark plan: models x variants x targets x settings; resumes where an earlier run stopped."""
-    from . import plan as stage
+    from .stages import plan as stage
     from .progress import DeployProgress
 
     job = stage.prepare(plan_file, inventory, only, results, force, dry_run, coordinator)
@@ -681,7 +681,7 @@ PLAN_STATUS_TEXT = {"done": "done (skipped)", "to build": "to build, then run", 
 def _print_plan_cells(job) -> None:
     from rich.table import Table
 
-    from .report import settings_label
+    from .results.report import settings_label
 
     table = Table(box=None, pad_edge=False)
     for header in ("model", "variant", "target", "settings", "cell", "status"):
@@ -693,7 +693,7 @@ def _print_plan_cells(job) -> None:
 
 
 def _cell_json(job, cell) -> dict:
-    from .report import settings_label
+    from .results.report import settings_label
 
     return {"model": cell.model, "variant": cell.variant, "target": cell.target.name, "path": str(cell.path),
             "settings": settings_label(cell.settings.recorded()), "cell": cell.key, "status": job.status(cell)}
@@ -715,7 +715,7 @@ def history(
     min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
 ):
     """Each group's latency over time, with the points where it changed (for CI: --since, --fail-on-regression)."""
-    from . import history as stage
+    from .stages import history as stage
     from .errors import ConfigError, RunFailed
     from .options import group_keys, percent
 
@@ -730,7 +730,7 @@ def history(
     for note in result.notes:
         typer.echo(note, err=True)
     if format == "table" and output is None:
-        from .tables import print_table
+        from .results.tables import print_table
 
         headers, rows = stage.table(result)
         print_table(_stdout(), headers, rows, set(headers) - {"runs"}, None, _stderr())
@@ -758,7 +758,7 @@ def demo(
     results: Annotated[Path, typer.Option(help="Folder for result files.")] = Path("results"),
 ):
     """Run the demo: example models built in a folder, measured on the built-in `local` target, compared."""
-    from . import demo as stage
+    from .stages import demo as stage
 
     code = stage.run(folder, results, say=lambda line: typer.echo(line, err=True))
     if code:
@@ -790,13 +790,13 @@ def diverge(
     json_output: Annotated[bool, typer.Option("--json", help="Print the divergence as JSON.")] = False,
 ):
     """Where a converted variant parts from its parent, tensor by tensor, on the target's own runtime."""
-    from . import diverge as stage
+    from .stages import diverge as stage
     from .options import diverge_request
 
     document = stage.diverge(diverge_request(locals()), say=lambda line: typer.echo(line, err=True))
     if html is not None:
         from .fileio import write_atomically
-        from .html import divergence_html
+        from .stages.diverge import divergence_html
 
         write_atomically(html, divergence_html(document))
     if json_output:
@@ -836,13 +836,13 @@ def tune(
     json_output: Annotated[bool, typer.Option("--json", help="Print the search as JSON.")] = False,
 ):
     """The best runtime x precision x threads x batch under an accuracy budget, searched on the board."""
-    from . import tune as stage
+    from .stages import tune as stage
     from .options import tune_request
 
     documents = stage.tune_fleet(tune_request(locals()), say=lambda line: typer.echo(line, err=True))
     if html is not None:
         from .fileio import write_atomically
-        from .html import tune_html
+        from .stages.tune import tune_html
 
         write_atomically(html, tune_html(documents))
     if json_output:
@@ -862,7 +862,7 @@ def index_command(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Remake the index from the result files (it holds nothing else).")] = False,
 ):
     """Bring the results index (under compare and history) up to date, or remake it from the result files."""
-    from . import index
+    from .results import index
     from .errors import ConfigError
 
     for folder in paths:
@@ -895,7 +895,7 @@ def compare(
     mix_energy_scopes: Annotated[bool, typer.Option("--mix-energy-scopes", help="Rank energy per inference across different scopes (wall meter, CPU package, board rails) anyway.")] = False,
 ):
     """Compare results: medians with confidence intervals, speed-ups with significance, regressions, HTML."""
-    from . import compare as stage
+    from .stages import compare as stage
     from .errors import RunFailed
     from .options import group_keys, key_value, percent
 
@@ -917,12 +917,12 @@ def compare(
 
 
 def _print_comparison(result, fmt: str, output: Path | None, per_run: bool, columns: str | None) -> None:
-    from .compare import report_bytes
-    from .report import TEXT_HEADERS, cells, per_run_cells
+    from .stages.compare import report_bytes
+    from .results.report import TEXT_HEADERS, cells, per_run_cells
 
     if fmt == "table" and output is None:
         from .options import names
-        from .tables import print_table
+        from .results.tables import print_table
 
         headers, rows = per_run_cells(result.documents) if per_run else cells(result.comparison)
         print_table(_stdout(), headers, rows, {*result.comparison.by, *TEXT_HEADERS}, names(columns), _stderr())

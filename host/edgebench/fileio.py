@@ -69,3 +69,11 @@ def copy_atomically(source: Path | str, destination: Path | str) -> None:
     except OSError as exc:
         raise FileWriteError(f"cannot write {destination}: {exc.strerror or exc}",
                              "check free space and permissions") from exc
+
+
+def cache_dir() -> Path:
+    """Host-side cache: $EDGEBENCH_CACHE, else $XDG_CACHE_HOME/edgebench, else ~/.cache/edgebench."""
+    if os.environ.get("EDGEBENCH_CACHE"):
+        return Path(os.environ["EDGEBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgebench"

@@ -33,7 +33,7 @@ def int_list(text: str | None, option: str) -> list[int] | None:
 
 def tolerances(atol: list[str] | None, rtol: list[str] | None):
     """--atol 1e-4 (every output) and --atol scores=1e-3 (one output), likewise --rtol -> parity.Tolerances."""
-    from .parity import DEFAULT_ATOL, DEFAULT_RTOL, Tolerances
+    from .models.parity import DEFAULT_ATOL, DEFAULT_RTOL, Tolerances
 
     defaults = {"atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL}
     per_output: dict[str, list] = {}
@@ -74,7 +74,7 @@ def size(text: str, option: str) -> int:
 
 def group_keys(text: str) -> tuple[str, ...]:
     """--by model,target -> ("model", "target"), each a key compare knows."""
-    from .report import KEYS
+    from .results.report import KEYS
 
     keys = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in keys if k not in KEYS]
@@ -85,7 +85,7 @@ def group_keys(text: str) -> tuple[str, ...]:
 
 def key_value(text: str | None, option: str) -> tuple[str, str] | None:
     """--baseline target=pi4 -> ("target", "pi4")."""
-    from .report import KEYS
+    from .results.report import KEYS
 
     if not text:
         return None
@@ -119,17 +119,6 @@ def scenario_options(given: dict[str, Any]) -> dict | None:
     return {key: value for key, value in scenario.items() if value is not None}
 
 
-def energy_options(energy: bool, seconds: str | float | None) -> dict:
-    """--energy [--energy-seconds N] -> {"energy": {...}} for the request ({} when not asked)."""
-    from .agentlib import parse_positive
-
-    if seconds is not None and not energy:
-        raise InputError("--energy-seconds goes with --energy")
-    if not energy:
-        return {}
-    return {"energy": {} if seconds is None else {"seconds": parse_positive(str(seconds), "--energy-seconds")}}
-
-
 def runtime_names(text: str | None) -> list[str] | None:
     """--runtime onnxruntime,openvino: the runtimes to sweep (each known), or None."""
     from .agentlib import RUNTIMES
@@ -150,7 +139,8 @@ def runtime_names(text: str | None) -> list[str] | None:
 def deploy_request(given: dict[str, Any]):
     """`bench deploy`'s options (by parameter name) -> a deploy.DeployRequest."""
     from .agentlib import parse_assignments, parse_scalar
-    from .deploy import AccuracyOptions, DeployRequest, RunSettings
+    from .stages.deploy import AccuracyOptions, DeployRequest, RunSettings
+    from .stages.energy import energy_options
 
     options: dict[str, Any] = {
         "values": parse_assignments(given["value"], "--value", parse_scalar),
@@ -177,8 +167,8 @@ def deploy_request(given: dict[str, Any]):
                                      samples=given["accuracy_samples"], batch_size=given["batch_size"],
                                      tolerances=tolerances(given["atol"], given["rtol"]),
                                      tolerances_given=bool(given["atol"] or given["rtol"]))
-    from .energy import power_argv
-    from .pipeline import check_options
+    from .stages.energy import power_argv
+    from .stages.pipeline import check_options
 
     settings = RunSettings(options=options, inputs=given["inputs"], timeout_s=given["timeout"], accuracy=accuracy,
                            strict_dims=given["strict_dims"], pipeline=check_options(given["pipeline"], given["samples"]),
@@ -193,8 +183,8 @@ def deploy_request(given: dict[str, Any]):
 def diverge_request(given: dict[str, Any]):
     """`bench diverge`'s options (by parameter name) -> a diverge.DivergeRequest."""
     from .agentlib import parse_assignments, parse_scalar
-    from .accuracy import AccuracyBudget
-    from .diverge import DivergeRequest, Thresholds
+    from .stages.accuracy import AccuracyBudget
+    from .stages.diverge import DivergeRequest, Thresholds
 
     sources = [flag for flag in ("dataset", "test_data", "inputs") if given[flag] is not None]
     if len(sources) > 1:
@@ -222,9 +212,9 @@ def duration_s(text: str | None, option: str) -> float | None:
 
 def tune_request(given: dict[str, Any]):
     """`bench tune`'s options (by parameter name) -> a tune.TuneRequest."""
-    from .accuracy import AccuracyBudget
+    from .stages.accuracy import AccuracyBudget
     from .agentlib import parse_assignments, parse_scalar
-    from .tune import Timing, TuneRequest
+    from .stages.tune import Timing, TuneRequest
 
     for flag in ("rung_seconds", "final_seconds"):
         if not (given[flag] > 0 and given[flag] < 3600):

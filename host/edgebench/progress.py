@@ -23,7 +23,7 @@ class DeployProgress:
 
     def say(self, name: str, message: str) -> None:
         """A line that stays (a labgrid place acquired, a wait for one), printed above the bars."""
-        from .result_schema import printable
+        from .results.schema import printable
 
         self.progress.console.print(printable(f"{name}: {message}"), markup=False, highlight=False, soft_wrap=True)
 

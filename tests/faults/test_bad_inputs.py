@@ -56,7 +56,7 @@ SECURITY_RULES = [
      "no pickle across the wire or on disk", None),
     (r"^(?!.*weights_only=True).*torch\.load\(", "torch.load only with weights_only=True", None),
     (r"torch\.export\.load\(", "a .pt2 is loaded only through the checked, weights-only path",
-     "host/edgebench/torchmodel.py:load_exported_program"),
+     "host/edgebench/models/torchmodel.py:load_exported_program"),
     (r"yaml\.(unsafe_)?load(_all)?\(|yaml\.(Full|Unsafe)?Loader\b|yaml\.full_load", "YAML only with a safe loader",
      None),
     (r"(?<![.\w])(?<!def )(eval|exec)\(", "no eval/exec builtins", None),

@@ -24,7 +24,7 @@ QUICK = ["--warmup", "1", "--min-iterations", "3", "--min-seconds", "0.05", "--m
 @pytest.fixture(scope="module")
 def ncnn_parts(tmp_path_factory) -> dict:
     """The files of a real ncnn bundle of the digits model: name -> bytes."""
-    from edgebench.convert import convert
+    from edgebench.stages.convert import convert
 
     folder = tmp_path_factory.mktemp("ncnn-bundle")
     (variant,) = convert(EXAMPLES / "digits.onnx", ["ncnn"], folder)

@@ -339,7 +339,7 @@ def test_a_verdict_says_when_this_hosts_onnxruntime_could_not_run_the_reference(
     """A test data set brings its expected outputs; onnxruntime on this host still runs the model, so a PASS against
     stored outputs that no local reference reproduced says so. The failure is real: a locale this host's
     onnxruntime cannot construct (a board with another onnxruntime or locale may run it)."""
-    from edgebench.accuracy import AccuracyPlan, compute_reference, verdict_text
+    from edgebench.stages.accuracy import AccuracyPlan, compute_reference, verdict_text
 
     def normalizer(locale: str) -> Path:
         graph = helper.make_graph([helper.make_node("StringNormalizer", ["text"], ["y"], case_change_action="LOWER",

@@ -43,8 +43,8 @@ def _figures(done) -> dict:
 
 def _truth(bench, folder: Path) -> dict:
     """The figures from the JSON files alone (read in process, no index involved)."""
-    from edgebench.compare import CompareRequest, compare
-    from edgebench.report import render
+    from edgebench.stages.compare import CompareRequest, compare
+    from edgebench.results.report import render
 
     found = compare(CompareRequest(paths=[folder], use_index=False))
     return {row["model"]: (row["runs"], row["p50_ms"]) for row in json.loads(render(found.comparison, "json"))}
@@ -145,7 +145,7 @@ def _duckdb(folder: Path, *statements: str, reseal: bool = False) -> None:
         for statement in statements:
             connection.execute(statement)
     if reseal:
-        from edgebench.index import _key, _write_seal
+        from edgebench.results.index import _key, _write_seal
 
         _write_seal(folder / ".edgebench", _key())
 
@@ -276,10 +276,11 @@ def test_every_field_poisoned_is_refused_or_reported_never_a_traceback(tmp_path)
     """Each field of a rich result, removed or replaced by a value of every wrong kind: reading it refuses it
     (one reason), or every report over it (tables in each format, per run, a baseline, the index's row, history)
     works. About 1,500 documents, in process."""
-    from edgebench import history, report
+    from edgebench.stages import history
+    from edgebench.results.files import report
     from edgebench.errors import ResultError
-    from edgebench.index import _summarize
-    from edgebench.results import load_result
+    from edgebench.results.index import _summarize
+    from edgebench.results.files import load_result
 
     base, other = _rich("base"), _rich("other", target="board-b")
     path = tmp_path / "poisoned.json"
