@@ -154,7 +154,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(bench, outlier, tmp_path):
     results = tmp_path / "results"
     cases = [
         (("diverge", orphan), "has no provenance naming its parent"),
-        (("diverge", outlier["int8"], "--parent", _unrelated(tmp_path)), "no tensor of unrelated.onnx matches"),
+        (("diverge", orphan, "--parent", _unrelated(tmp_path)), "no tensor of unrelated.onnx matches"),
         (("diverge", outlier["fp16"], "--budget", "cosine=0.999"), "--budget keeps nodes of an INT8 variant in float"),
         (("diverge", outlier["int8"], "--budget", "accuracy=1"), "is not a budget"),
         (("diverge", outlier["int8"], "--budget", "cosine=2"), "a cosine budget is a number in (0, 1]"),
@@ -164,6 +164,14 @@ def test_bad_input_is_one_line_and_nothing_is_written(bench, outlier, tmp_path):
         (("diverge", tmp_path / "missing.onnx"), "model file not found"),
         (("diverge", _litert_bundle(tmp_path)), "is a LiteRT model"),
         (("diverge", outlier["int8"], "--runtime", "ncnn"), "--runtime ncnn: a int8-static variant runs on onnxruntime"),
+        (("diverge", outlier["int8"], "--parent", _other_parent(tmp_path)), "other.onnx is not the parent of mlp.int8-static"),
+        (("diverge", _malformed(outlier, tmp_path)), "the provenance beside mlp.int8-static.onnx is malformed"),
+        (("diverge", outlier["int8"], "--dim", "batch=-1"), "--dim batch=-1: a size must be a positive integer"),
+        (("diverge", outlier["int8"], "--inputs", _nan_inputs(tmp_path)), "input 'x' holds NaN or infinity"),
+        (("diverge", outlier["int8"], "--inputs", outlier["inputs"], "--budget", "cosine=0.999", "-o", orphan),
+         "cannot use --output-dir"),
+        (("diverge", outlier["int8"], "--inputs", outlier["inputs"], "--budget", "cosine=0.999", "--html", tmp_path),
+         "it is a folder, not a file"),
     ]
     for args, fragment in cases:
         done = bench(*args, "--results", results)
@@ -172,6 +180,46 @@ def test_bad_input_is_one_line_and_nothing_is_written(bench, outlier, tmp_path):
     assert not results.exists()
     assert sorted(p.name for p in outlier["int8"].parent.iterdir()) == sorted(
         ["mlp.int8-static.onnx", "mlp.int8-static.onnx.edgebench.json", "mlp.fp16.onnx", "mlp.fp16.onnx.edgebench.json"])
+
+
+def _other_parent(folder: Path) -> Path:
+    """A model with the same tensor names as the parent (and other weights): not the one the variant came from."""
+    onnx.save(outlier_mlp(seed=3), str(folder / "other.onnx"))
+    return folder / "other.onnx"
+
+
+def _malformed(outlier: dict, folder: Path) -> Path:
+    import shutil
+
+    (folder / "edited").mkdir()
+    copy = folder / "edited" / outlier["int8"].name
+    shutil.copy(outlier["int8"], copy)
+    provenance = json.loads(outlier["int8"].with_name(outlier["int8"].name + ".edgebench.json").read_text())
+    del provenance["parent"]["path"]
+    copy.with_name(copy.name + ".edgebench.json").write_text(json.dumps(provenance))
+    return copy
+
+
+def _nan_inputs(folder: Path) -> Path:
+    import numpy as np
+
+    x = np.ones((4, 16), dtype=np.float32)
+    x[1, 3] = np.nan
+    np.savez(folder / "nan.npz", x=x)
+    return folder / "nan.npz"
+
+
+def test_names_from_files_never_reach_the_terminal_raw(bench, outlier, tmp_path):
+    import shutil
+
+    hostile = tmp_path / "evil\x1b]0;PWNED\x07\x1b[31mred.onnx"
+    shutil.copy(outlier["int8"], hostile)
+    shutil.copy(outlier["int8"].with_name(outlier["int8"].name + ".edgebench.json"),
+                hostile.with_name(hostile.name + ".edgebench.json"))
+    done = bench("diverge", hostile, "--inputs", outlier["inputs"], "--budget", "cosine=0.5", "--results", tmp_path / "r")
+    assert done.code == 0, done.stderr
+    assert "evilred.onnx already meets" in done.stderr and done.stdout.startswith("evilred.onnx (int8-static")
+    assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout + done.stderr
 
 
 def _unrelated(folder: Path) -> Path:

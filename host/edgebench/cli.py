@@ -44,6 +44,13 @@ def _say(name: str, message: str) -> None:
     typer.echo(printable(f"{name}: {message}"), err=True)
 
 
+def _say_line(line: str) -> None:
+    """A stage's progress line on stderr, made printable (it may hold file and tensor names)."""
+    from .results.schema import printable
+
+    typer.echo(printable(line), err=True)
+
+
 def _stdout():
     from rich.console import Console
 
@@ -770,7 +777,7 @@ def demo(
 def diverge(
     variant: Annotated[Path, typer.Argument(help="The converted variant: an .onnx from `bench convert`, an .ort, or an OpenVINO/ncnn bundle.", show_default=False)],
     parent: Annotated[Optional[Path], typer.Option(help="The model it was converted from (default: the one its provenance names).")] = None,
-    target: Annotated[str, typer.Option("--target", "-t", help="Where to run the variant: `local` or an inventory name.")] = "local",
+    target: Annotated[str, typer.Option("--target", "-t", metavar="NAME", help="Where to run the variant: `local` or an inventory name.")] = "local",
     runtime: Annotated[Optional[str], typer.Option(help="Runtime of an .onnx variant: onnxruntime (default) or openvino.")] = None,
     dataset: Annotated[Optional[Path], typer.Option(help="Inputs (.npz by input name, samples on axis 0; labels optional).")] = None,
     test_data: Annotated[Optional[Path], typer.Option(help="An ONNX test_data_set_N folder as the inputs.")] = None,
@@ -781,7 +788,7 @@ def diverge(
     min_cosine: Annotated[float, typer.Option(help="A tensor diverges below this cosine similarity with the parent's.")] = 0.99,
     min_snr: Annotated[float, typer.Option(help="... or below this signal-to-noise ratio, in dB.")] = 20.0,
     method: Annotated[str, typer.Option(help="bisect (about log2(tensors) board runs), every (one run per tensor) or all-outputs (one run with every tensor an output: fast, but the fusions change).")] = "bisect",
-    budget: Annotated[Optional[str], typer.Option(help="INT8: propose the fewest nodes to keep in float to meet cosine=0.999 or top1=0.5% (agreement with the parent), re-convert, measure.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="INT8: propose the fewest nodes to keep in float to meet cosine=0.999 (every output) or top1=0.5% (the most top-1 disagreement with the parent), re-convert, measure.")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="With --budget, int8-static: calibration data (default: the file the provenance names).")] = None,
     results: Annotated[Path, typer.Option(help="With --budget: folder for the result files of both variants.")] = Path("results"),
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="With --budget: folder for the new variant (default: beside the variant).")] = None,
@@ -793,7 +800,7 @@ def diverge(
     from .stages import diverge as stage
     from .options import diverge_request
 
-    document = stage.diverge(diverge_request(locals()), say=lambda line: typer.echo(line, err=True))
+    document = stage.diverge(diverge_request(locals()), say=_say_line)
     if html is not None:
         from .fileio import write_atomically
         from .stages.diverge import divergence_html
@@ -839,7 +846,7 @@ def tune(
     from .stages import tune as stage
     from .options import tune_request
 
-    documents = stage.tune_fleet(tune_request(locals()), say=lambda line: typer.echo(line, err=True))
+    documents = stage.tune_fleet(tune_request(locals()), say=_say_line)
     if html is not None:
         from .fileio import write_atomically
         from .stages.tune import tune_html

@@ -108,7 +108,7 @@ def readable(command):
         if param.param_type_name != "option" or getattr(param, "is_flag", False):
             continue
         names = [*param.opts, *param.secondary_opts]
-        chosen = next((METAVARS[n] for n in names if n in METAVARS), None)
+        chosen = param.metavar or next((METAVARS[n] for n in names if n in METAVARS), None)  # its own first
         if chosen is None:
             annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
             kinds: dict = {int: "N", float: "X"}

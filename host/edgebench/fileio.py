@@ -77,3 +77,25 @@ def cache_dir() -> Path:
         return Path(os.environ["EDGEBENCH_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "edgebench"
+
+
+def check_output_file(path: Path | str, option: str) -> None:
+    """Before any work: `path` can be written as a file (no folder, device or FIFO there; its folder exists or can
+    be made, and is writable). A FileWriteError naming the option otherwise."""
+    path = Path(path)
+    _refuse_special(path)
+    check_writable_folder(path.parent, option, what=f"cannot write {option} {path}")
+
+
+def check_writable_folder(folder: Path | str, option: str, what: str | None = None) -> None:
+    """Before any work: `folder` is a writable folder, or the nearest existing folder above it is (it is made when
+    the first file is written)."""
+    folder = Path(folder)
+    existing = next((p for p in [folder, *folder.absolute().parents] if os.path.lexists(p)), None)
+    problem = None
+    if existing is None or not existing.is_dir():
+        problem = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    if problem:
+        raise FileWriteError(f"{what or f'cannot use {option} {folder}'}: {problem}", f"give {option} a writable folder")

@@ -197,7 +197,7 @@ def diverge_request(given: dict[str, Any]):
         values=parse_assignments(given["value"], "--value", parse_scalar),
         thresholds=Thresholds(given["min_cosine"], given["min_snr"]), method=given["method"],
         budget=AccuracyBudget.parse(given["budget"]) if given["budget"] is not None else None,
-        calibration=given["calibration"], results=given["results"], output_dir=given["output_dir"])
+        calibration=given["calibration"], results=given["results"], output_dir=given["output_dir"], html=given["html"])
 
 
 def duration_s(text: str | None, option: str) -> float | None:
@@ -223,6 +223,11 @@ def tune_request(given: dict[str, Any]):
         raise InputError("--final-repeats must be at least 1")
     if given["samples"] < 1:
         raise InputError("--samples must be at least 1")
+    from .fileio import check_output_file
+
+    for flag in ("html", "plan_out"):  # what tune writes at the end, checked before its runs
+        if given[flag] is not None:
+            check_output_file(given[flag], f"--{flag.replace('_', '-')}")
     return TuneRequest(
         model=Path(given["model"]), target=given["target"], inventory=given["inventory"],
         budget=AccuracyBudget.parse(given["budget"]) if given["budget"] is not None else None,

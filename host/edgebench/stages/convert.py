@@ -145,7 +145,7 @@ def _int8_static(model_path: Path, out: Path, scratch: Path, options: dict) -> d
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
                     nodes_to_exclude=list(keep))
     return {"format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True,
-            "calibration": {"path": str(calibration), "sha256": file_sha256(Path(calibration)), "samples": len(batches)},
+            "calibration": {"path": str(Path(calibration).resolve()), "sha256": file_sha256(Path(calibration)), "samples": len(batches)},
             **_kept(keep)}
 
 

@@ -47,6 +47,7 @@ PROBE_OPTIONS = {"warmup_min_iterations": 0, "warmup_max_iterations": 0, "min_it
 # Activations onnxruntime's quantizer folds into the layer before them: to keep such a tensor in float, that
 # layer must stay in float too.
 FOLDED_ACTIVATIONS = ("Relu", "Clip")
+MAX_SAMPLES = 10_000  # generated inputs: each is held on the host with every tensor the search measures
 MAX_KEPT_NODES = 12  # --budget gives up beyond this many nodes in float (an INT8 model mostly in float is not one)
 # Variants whose graph is an ONNX graph edgebench can cut as it is; the other kinds are cut in the parent and
 # converted as the variant was.
@@ -124,7 +125,7 @@ def resolve_pair(variant: Path, parent: Path | None, runtime: str | None) -> Pai
 
     variant = Path(variant)
     block = inspect_model(variant)  # a clear error for a missing or corrupt file
-    provenance = read_provenance(variant, block["sha256"])
+    provenance = _checked(read_provenance(variant, block["sha256"]), variant)
     if block["format"] in ("litert", "tflite"):
         raise ConfigError(f"{variant.name} is a LiteRT model, converted from the PyTorch module rather than from the "
                           "ONNX graph: no tensor of it can be matched and cut",
@@ -142,6 +143,10 @@ def resolve_pair(variant: Path, parent: Path | None, runtime: str | None) -> Pai
     parent_block = inspect_model(Path(parent))
     if parent_block["format"] != "onnx":
         raise InputError(f"the parent {Path(parent).name} is not an ONNX model", "name the .onnx the variant was made from")
+    if provenance is not None and parent_block["sha256"] != provenance["parent"]["sha256"]:
+        raise InputError(f"{Path(parent).name} is not the parent of {variant.name}: its provenance names another model "
+                         f"(sha256 {str(provenance['parent']['sha256'])[:12]}…)",
+                         "leave --parent out to use the one it was converted from")
     kind = str(provenance["variant"]) if provenance else _kind_of(block)
     cut_in_parent = block["format"] != "onnx"
     if cut_in_parent and provenance is None:
@@ -149,6 +154,19 @@ def resolve_pair(variant: Path, parent: Path | None, runtime: str | None) -> Pai
                          "as it was converted", f"make it with `bench convert PARENT --to {kind}`")
     chosen = _runtime_for(block, kind, runtime)
     return Pair(variant, Path(parent), kind, chosen, provenance, cut_in_parent)
+
+
+def _checked(provenance: dict | None, variant: Path) -> dict | None:
+    """A provenance whose parent and settings have the shapes edgebench writes, or an InputError: the file sits
+    beside a model from anywhere."""
+    if provenance is None:
+        return None
+    parent, settings = provenance.get("parent"), provenance.get("settings", {})
+    if (not isinstance(parent, dict) or not isinstance(parent.get("path"), str) or not isinstance(parent.get("sha256"), str)
+            or not isinstance(settings, dict) or not isinstance(provenance.get("variant"), str)):
+        raise InputError(f"the provenance beside {variant.name} is malformed (its parent, variant or settings)",
+                         "convert the variant again with `bench convert`")
+    return provenance
 
 
 def _kind_of(block: dict) -> str:
@@ -289,10 +307,25 @@ def plan_inputs(parent: Path, *, dataset: Path | None, test_data: Path | None, i
         _, signature, _ = session_io(parent)
         arrays, labels = accuracy.load_dataset(dataset, signature, require_labels=False)
         batches, total = accuracy.dataset_batches(arrays, signature, accuracy.DEFAULT_BATCH_SIZE)
-        return Inputs("dataset", batches, total, labels)
+        return _usable(Inputs("dataset", batches, total, labels))
     planned = accuracy.plan(parent, test_data=test_data, inputs=inputs, samples=samples, dims=dims, values=values,
                             seed=seed)
-    return Inputs(planned.source, planned.batches, planned.samples)
+    return _usable(Inputs(planned.source, planned.batches, planned.samples))
+
+
+def _usable(feeds: Inputs) -> Inputs:
+    """Inputs a divergence can be measured on: some rows, and finite floats (a NaN in the reference makes every
+    comparison after it meaningless)."""
+    for batch in feeds.batches:
+        for name, value in batch.items():
+            array = np.asarray(value)
+            if array.size == 0:
+                raise InputError(f"input {name!r} has no elements ({list(array.shape)}): nothing to compare",
+                                 "give inputs with at least one row, or size the free dimensions with --dim")
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise InputError(f"input {name!r} holds NaN or infinity: the parent's values would be no reference",
+                                 "give finite inputs")
+    return feeds
 
 
 class Prober:
@@ -370,8 +403,9 @@ class Prober:
 
         metrics = compare_arrays(expected, actual, 0.0, 0.0)
         if metrics["expected_shape"] != metrics["actual_shape"]:
-            raise AgentError(f"{tensor.name}: the board's value has shape {metrics['actual_shape']}, the parent's "
-                             f"{metrics['expected_shape']}")
+            raise InputError(f"{tensor.name} has shape {metrics['actual_shape']} in {self.pair.variant.name} but "
+                             f"{metrics['expected_shape']} in {self.pair.parent.name}",
+                             "is --parent the model this variant was converted from?")
         snr = signal_to_noise_db(expected, actual)
         top1 = None
         if tensor.is_output and is_classifier_output(expected):
@@ -392,7 +426,7 @@ class Prober:
         if len(data) > 2**31 - 1:
             raise ModelError(f"a cut of {self.pair.variant.name} is over 2 GiB, more than one ONNX file holds",
                              "diverge a smaller model, or its parts")
-        stem = f"{self.pair.variant.name.split('.')[0]}.cut-{hashlib.sha256(data).hexdigest()[:12]}"
+        stem = f"{self.pair.variant.name.split('.')[0][:40]}.cut-{hashlib.sha256(data).hexdigest()[:12]}"
         path = self.scratch / f"{stem}.onnx"
         if not path.exists():
             onnx.save(cut, str(path))
@@ -434,7 +468,7 @@ class Prober:
             self._timing_inputs = board.stage_bytes(_npz({name: self._cast(name, value) for name, value
                                                           in self.feeds.batches[0].items()}), "diverge-feeds.npz")
         remote = board.stage(path, file_sha256(path))
-        run_id = new_run_id(f"diverge-{path.stem[:40]}", board.target.name)
+        run_id = new_run_id(f"diverge-{path.stem[:40]}", board.target.name[:40])
         request = RunSettings(options={**PROBE_OPTIONS, "runtime": self.pair.runtime}).request(remote, self._timing_inputs)
         request["accuracy"] = {"inputs": self._staged_inputs, "batches": len(self.feeds.batches), "samples": None,
                                "tolerances": {}, "label_output": None, "outputs": board.run_path(run_id, "outputs.npz")}
@@ -518,7 +552,7 @@ class Search:
         return [p for p in self.probes if p.tensor.is_output]
 
 
-def search(prober: Prober, tensors: list[Tensor], method: str) -> Search:
+def search(prober: Prober, tensors: list[Tensor], method: str, force: bool = False) -> Search:
     matched = [t for t in tensors if t.variant_name is not None]
     outputs = [t for t in matched if t.is_output]
     inner = [t for t in matched if not t.is_output]
@@ -530,7 +564,7 @@ def search(prober: Prober, tensors: list[Tensor], method: str) -> Search:
         if method == "every":
             for tensor in inner:
                 found.probes += _measured(prober, [tensor], found)
-        elif any(p.below for p in found.probes):
+        elif any(p.below for p in found.probes) or force:
             found.probes += _bisect(prober, inner, found)
     found.probes.sort(key=lambda p: p.tensor.index)
     found.first = next((p for p in found.probes if p.below), None)
@@ -615,38 +649,67 @@ class BudgetSteps:
 
 def propose(pair: Pair, prober: Prober, tensors: list[Tensor], first: Search, budget: AccuracyBudget, calibration: Path | None,
             method: str, thresholds: Thresholds) -> BudgetSteps:
-    """Greedy: keep the first divergent tensor in float, re-convert, check the budget on the board; repeat."""
+    """Greedy: keep the first divergent tensor in float, re-convert, check the budget on the board; repeat. The
+    search for it is at least as strict as the budget (a cosine budget above --min-cosine is the threshold), and
+    stricter again when the budget is missed with no tensor below it."""
     from .convert import convert
 
     outcome = BudgetSteps()
-    current = first
     parent = prober.parent_model
-    while current.first is not None and len(outcome.kept) < MAX_KEPT_NODES:
-        more = [n for n in keep_in_float(parent, current.first.tensor.name) if n not in outcome.kept]
-        if not more:
-            break  # the divergence is at nodes already in float: more of the same will not help
+    strict = Thresholds(max(thresholds.min_cosine, budget.value) if budget.metric == "cosine" else thresholds.min_cosine,
+                        thresholds.min_snr_db)
+    current = first if strict == thresholds and first.first is not None else _divergence(prober, tensors, method, strict)
+    while current.first is not None:
+        more = [n for n in _nodes_to_keep(parent, tensors, current) if n not in outcome.kept]
+        if not more or len(outcome.kept) + len(more) > MAX_KEPT_NODES:
+            break  # at nodes already in float, or more than an INT8 model should keep: not met
         outcome.kept += more
         folder = Path(tempfile.mkdtemp(prefix="step-", dir=prober.scratch))
         (made,) = convert(pair.parent, [pair.kind], folder, calibration=calibration, keep_float=outcome.kept)
         if made.path is None:
             raise ModelError(f"re-converting with {', '.join(outcome.kept)} in float failed: {made.error}")
-        step_pair = Pair(made.path, pair.parent, pair.kind, pair.runtime, made.provenance, False)
-        step = Prober(step_pair, prober.board, prober.feeds, prober.scratch, thresholds, prober.dims)
+        step = Prober(Pair(made.path, pair.parent, pair.kind, pair.runtime, made.provenance, False), prober.board,
+                      prober.feeds, prober.scratch, strict, prober.dims)
         step._reference, step._reference_session = prober._reference, prober._reference_session
         step_tensors = match_tensors(parent_tensors(parent), step.variant_model, False)
         finals = step.measure([t for t in step_tensors if t.is_output and t.variant_name], whole=True)
-        prober.board_runs += step.board_runs
-        prober.board_seconds += step.board_seconds
         outcome.steps.append({"kept": list(outcome.kept), "finals": [p.row() for p in finals]})
         outcome.variant = made.path
         if budget.met([p.row() for p in finals]):
             outcome.met = True
-            break
-        step.board_runs = 0
-        current = search(step, step_tensors, method)
+        else:
+            current = _divergence(step, step_tensors, method, strict)
         prober.board_runs += step.board_runs
         prober.board_seconds += step.board_seconds
+        if outcome.met:
+            break
     return outcome
+
+
+def _divergence(prober: Prober, tensors: list[Tensor], method: str, thresholds: Thresholds, tries: int = 3) -> Search:
+    """The first divergent tensor under these thresholds; when the budget is missed and none is below them, the
+    search asks 10 dB more SNR (up to `tries` times)."""
+    found = Search()
+    for attempt in range(tries):
+        prober.thresholds = Thresholds(thresholds.min_cosine, thresholds.min_snr_db + 10.0 * attempt)
+        found = search(prober, tensors, method, force=True)
+        if found.first is not None:
+            break
+    return found
+
+
+def _nodes_to_keep(parent, tensors: list[Tensor], found: Search) -> list[str]:
+    """The nodes between the last tensor that held and the first that did not, and what keeps that tensor in
+    float (keep_in_float). Named nodes only: onnxruntime's nodes_to_exclude names them."""
+    assert found.first is not None
+    span = first_nodes(tensors, found.probes, found.first)
+    names = {node.name for node in parent.graph.node}
+    unnamed = [n for n in span if n not in names]
+    if unnamed or any(not n.name for n in parent.graph.node if found.first.tensor.name in n.input):
+        raise ConfigError(f"nodes around {found.first.tensor.name} have no names in the parent: onnxruntime's "
+                          "nodes_to_exclude names the nodes to keep in float",
+                          "name the parent's nodes (torch.onnx.export does) and convert again")
+    return list(dict.fromkeys([*span, *keep_in_float(parent, found.first.tensor.name)]))
 
 
 def calibration_for(pair: Pair, given: Path | None) -> Path | None:
@@ -659,9 +722,15 @@ def calibration_for(pair: Pair, given: Path | None) -> Path | None:
     if given is not None:
         if not Path(given).is_file():
             raise InputError(f"calibration data not found: {given}")
+        from ..agentlib import declared_arrays
+
+        declared_arrays(str(given))  # a file that is no .npz fails here, before the search
         return Path(given)
     recorded = ((pair.provenance or {}).get("settings") or {}).get("calibration") or {}
+    recorded = recorded if isinstance(recorded, dict) else {}
     path = Path(str(recorded.get("path") or ""))
+    if not path.is_absolute():  # made by an older edgebench, relative to where it ran: try beside the variant
+        path = pair.variant.parent / path
     if recorded.get("path") and path.is_file() and file_sha256(path) == recorded.get("sha256"):
         return path
     raise InputError(f"the calibration data {pair.variant.name} was made with is not there (or changed)",
@@ -691,6 +760,7 @@ class DivergeRequest:
     calibration: Path | None = None
     results: Path = Path("results")
     output_dir: Path | None = None  # where --budget writes its variant (default: beside the variant)
+    html: Path | None = None  # checked before anything runs; written by the caller
 
 
 def diverge(request: DivergeRequest, say=None) -> dict:
@@ -703,8 +773,12 @@ def diverge(request: DivergeRequest, say=None) -> dict:
     say = say or (lambda message: None)
     if request.method not in METHODS:
         raise InputError(f"--method {request.method!r} is not one of {', '.join(METHODS)}")
-    if request.samples < 1:
-        raise InputError("--samples must be at least 1")
+    if not 1 <= request.samples <= MAX_SAMPLES:
+        raise InputError(f"--samples must be from 1 to {MAX_SAMPLES}, got {request.samples}")
+    bad = {k: v for k, v in request.dims.items() if not isinstance(v, int) or v < 1}
+    if bad:
+        raise InputError(f"--dim {', '.join(f'{k}={v}' for k, v in bad.items())}: a size must be a positive integer")
+    _check_outputs(request)
     pair = resolve_pair(request.variant, request.parent, request.runtime)
     calibration = None
     if request.budget is not None:
@@ -713,16 +787,13 @@ def diverge(request: DivergeRequest, say=None) -> dict:
                               f"{'a ' + pair.kind + ' variant' if pair.kind != 'onnx' else 'not a variant edgebench made'}",
                               "diverge the int8-static or int8-dynamic variant with --budget")
         calibration = calibration_for(pair, request.calibration)
-        if request.results.exists() and not request.results.is_dir():
-            raise InputError(f"--results {request.results} is a file, not a folder")
     from ..models.modelinfo import load_model_proto
 
     tensors = match_tensors(parent_tensors(load_model_proto(pair.parent)), None if pair.cut_in_parent else
                             load_model_proto(pair.variant), pair.cut_in_parent)
     matched = [t for t in tensors if t.variant_name is not None]
     if not any(t.is_output for t in matched):
-        raise InputError(f"no tensor of {pair.parent.name} matches one of {pair.variant.name} (not even the outputs)",
-                         "is --parent the model this variant was converted from?")
+        raise InputError(_why_no_outputs(pair, tensors, matched), "is --parent the model this variant was converted from?")
     feeds = plan_inputs(pair.parent, dataset=request.dataset, test_data=request.test_data, inputs=request.inputs,
                         samples=request.samples, dims=request.dims, values=request.values, seed=request.seed)
     if pair.runtime == "ncnn":  # ncnn runs one sample at a time
@@ -741,6 +812,31 @@ def diverge(request: DivergeRequest, say=None) -> dict:
         document["board_seconds"] = prober.board_seconds
     document["wall_s"] = time.monotonic() - started
     return document
+
+
+def _why_no_outputs(pair: Pair, tensors: list[Tensor], matched: list[Tensor]) -> str:
+    """The one line for a pair whose outputs cannot be compared."""
+    if not any(t.is_output for t in tensors):
+        return (f"{pair.parent.name} has no float output (diverge compares float tensors: an index or a label from "
+                "ArgMax says nothing about where values drift)")
+    if matched:
+        return (f"the outputs of {pair.variant.name} have other names than {pair.parent.name}'s "
+                f"({', '.join(t.name for t in tensors if t.is_output)}), though {len(matched)} inner tensors match")
+    return f"no tensor of {pair.parent.name} matches one of {pair.variant.name}"
+
+
+def _check_outputs(request: DivergeRequest) -> None:
+    """Everything diverge will write, checked before anything runs: --html, and with --budget the variant's folder
+    and --results (else a late error would leave the new variant and its results behind)."""
+    from ..fileio import check_output_file, check_writable_folder
+
+    if request.html is not None:
+        check_output_file(request.html, "--html")
+    if request.budget is not None:
+        check_writable_folder(request.output_dir or Path(request.variant).parent, "--output-dir")
+        from .deploy import check_results_dir
+
+        check_results_dir(request.results)
 
 
 def _per_sample(feeds: Inputs) -> Inputs:
