@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from edgebench.stages import accuracy
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from edgebench.stages.deploy import AccuracyOptions, RunSettings, deploy
 from edgebench.boards.targets import Target, load_inventory, resolve_target
 from tests.conftest import EXAMPLES, FAST_REQUEST, FAST_RUN, assert_one_line_error

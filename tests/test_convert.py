@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from edgebench.stages.convert import KINDS, RUNTIME_KINDS, convert
 from edgebench.models.provenance import read_provenance
 from edgebench.fileio import file_sha256

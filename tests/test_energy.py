@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.results.files import report, files as results
+from edgebench.results import report, files as results
 from edgebench.stages.energy import result_block
 from tests.conftest import EXAMPLES, REPO, assert_one_line_error
 from tests.energy_fixture import PERIOD_S, joules, write_atomically as _write

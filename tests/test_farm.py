@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from tests.conftest import EXAMPLES, CliResult, assert_one_line_error
 from tests.labgrid_farm import Farm, Service, lock_log
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from edgebench_agent import telemetry
 from edgebench_agent.shared import validity
 from tests.conftest import EXAMPLES, FAST_RUN, assert_one_line_error

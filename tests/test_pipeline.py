@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.results.files import report, files as results
+from edgebench.results import report, files as results
 from tests.conftest import EXAMPLES, REPO, assert_one_line_error
 
 PIPELINE = EXAMPLES / "digits_pipeline.py"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from tests.conftest import EXAMPLES, REPO, assert_one_line_error
 
 QUICK = {"warmup": 2, "min_iterations": 5, "min_seconds": 0.05, "max_seconds": 5}

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from edgebench.results.report import compare_runs
 from edgebench.results.stats import compare_samples, mann_whitney, median_ci
 from tests.conftest import assert_one_line_error

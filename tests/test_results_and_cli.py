@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.results.files import report, files as results
+from edgebench.results import report, files as results
 from edgebench.errors import ResultError
 from tests.conftest import EXAMPLES, FAST_RUN, assert_one_line_error
 

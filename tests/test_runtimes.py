@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from tests.conftest import EXAMPLES, assert_one_line_error
 
 QUICK = ["--warmup", "1", "--min-iterations", "3", "--min-seconds", "0.05", "--max-seconds", "5"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.results.files import report, files as results
+from edgebench.results import report, files as results
 from edgebench_agent import scenarios
 from edgebench_agent.shared.quantiles import early_stopping_percentile, early_stopping_rank, percentile
 from tests.conftest import EXAMPLES, assert_one_line_error

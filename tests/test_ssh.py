@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from edgebench.stages.deploy import RunSettings, deploy
 from edgebench.boards.targets import load_inventory, resolve_target
 from tests.conftest import FAST_RUN, FAST_REQUEST, assert_one_line_error

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from tests.conftest import EXAMPLES, OLD_STACK, assert_one_line_error
 
 DIGITS = EXAMPLES / "digits.onnx"

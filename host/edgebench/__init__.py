@@ -12,7 +12,7 @@ The names below load edgebench.api on first use (PEP 562).
 
 __version__ = "0.1.0"
 
-# Package-level shortcuts to the API whose names no submodule takes (edgebench.deploy is the deploy stage's module).
+# Package-level shortcuts to the API whose names no submodule takes (edgebench.stages.deploy is the deploy stage).
 _API_SHORTCUTS = ("load_results", "samples")
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from onnx import TensorProto, helper
 
-from edgebench.results.files import files as results
+from edgebench.results import files as results
 from tests.conftest import EXAMPLES, FAST_RUN, assert_one_line_error
 from tests.relay import Relay
 

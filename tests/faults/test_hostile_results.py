@@ -277,7 +277,7 @@ def test_every_field_poisoned_is_refused_or_reported_never_a_traceback(tmp_path)
     (one reason), or every report over it (tables in each format, per run, a baseline, the index's row, history)
     works. About 1,500 documents, in process."""
     from edgebench.stages import history
-    from edgebench.results.files import report
+    from edgebench.results import report
     from edgebench.errors import ResultError
     from edgebench.results.index import _summarize
     from edgebench.results.files import load_result
