@@ -75,6 +75,8 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/pipeline_timer.py
 	$(PY) benchmarks/energy.py
 	$(PY) benchmarks/history_scale.py
+	$(PY) benchmarks/diverge.py
+	$(PY) benchmarks/tune.py
 
 clean:
 	rm -rf $(VENV) $(LITERT_VENV) .pytest_cache build *.egg-info host/*.egg-info
