@@ -87,3 +87,9 @@ def print_table(console, headers: list[str], rows: list[list[str]], text_headers
     if left_out and err_console is not None:
         err_console.print(f"({len(left_out)} more columns did not fit: {', '.join(left_out)}; pick with --columns, "
                           "or see them all with --json or -f csv)", highlight=False, soft_wrap=True)
+
+
+def aligned(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Plain left-aligned columns (for reports printed as lines, and their HTML <pre>)."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows]]

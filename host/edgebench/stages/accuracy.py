@@ -40,7 +40,7 @@ class AccuracyPlan:
     def inputs_npz(self) -> bytes:
         from ..agentlib import batch_key
 
-        return _npz({batch_key(b, p): feeds[n] for b, feeds in enumerate(self.batches)
+        return npz_bytes({batch_key(b, p): feeds[n] for b, feeds in enumerate(self.batches)
                      for p, n in enumerate(self.input_names)})
 
     def reference_npz(self) -> bytes:
@@ -49,7 +49,7 @@ class AccuracyPlan:
         arrays = {batch_key(b, j): value for b, outputs in enumerate(self.expected) for j, value in enumerate(outputs)}
         if self.labels is not None:
             arrays["labels"] = self.labels
-        return _npz(arrays)
+        return npz_bytes(arrays)
 
     def expected_bytes(self) -> int:
         return sum(np.asarray(v).nbytes for outputs in self.expected for v in outputs)
@@ -110,7 +110,7 @@ class AccuracyBudget:
         return f"cosine >= {self.value:g}" if self.metric == "cosine" else f"top-1 within {self.value:g} % of the parent"
 
 
-def _npz(arrays: dict) -> bytes:
+def npz_bytes(arrays: dict) -> bytes:
     from ..agentlib import storable
 
     buffer = io.BytesIO()
@@ -289,3 +289,10 @@ def verdict_text(block: dict) -> str:
     if "could not run" in str(block.get("reference")):  # a verdict against stored outputs only: say so
         parts.append(f"reference: {block['reference']}")
     return ("PASS " if block["passed"] else "FAIL ") + "; ".join(parts)
+
+
+def is_labelled(dataset: Path) -> bool:
+    """Does this .npz hold labels (read from its headers; nothing is inflated)?"""
+    from ..agentlib import declared_arrays
+
+    return any(name == "labels" for name, _, _ in declared_arrays(str(dataset)))

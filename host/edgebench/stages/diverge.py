@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .accuracy import AccuracyBudget
+from ..results.tables import aligned
+from .accuracy import AccuracyBudget, is_labelled, npz_bytes
 from ..errors import AgentError, BenchError, ConfigError, InputError, ModelError, from_onnxruntime, one_line
 
 DIVERGENCE_VERSION = 1
@@ -461,11 +462,11 @@ class Prober:
 
         board = self.board
         if self._staged_inputs is None:
-            self._staged_inputs = board.stage_bytes(_npz({batch_key(b, p): self._cast(name, value)
+            self._staged_inputs = board.stage_bytes(npz_bytes({batch_key(b, p): self._cast(name, value)
                                                           for b, feeds in enumerate(self.feeds.batches)
                                                           for p, (name, value) in enumerate(feeds.items())}),
                                                     "diverge-inputs.npz")
-            self._timing_inputs = board.stage_bytes(_npz({name: self._cast(name, value) for name, value
+            self._timing_inputs = board.stage_bytes(npz_bytes({name: self._cast(name, value) for name, value
                                                           in self.feeds.batches[0].items()}), "diverge-feeds.npz")
         remote = board.stage(path, file_sha256(path))
         run_id = new_run_id(f"diverge-{path.stem[:40]}", board.target.name[:40])
@@ -515,12 +516,6 @@ class CutFailed(BenchError):
     """A cut the conversion or the board could not run: that tensor is left out, the search goes on."""
 
 
-def _npz(arrays: dict) -> bytes:
-    from ..agentlib import storable
-
-    buffer = io.BytesIO()
-    np.savez(buffer, **{key: storable(value) for key, value in arrays.items()})
-    return buffer.getvalue()
 
 
 def signal_to_noise_db(expected, actual) -> float:
@@ -906,7 +901,7 @@ def _measure_both(original: Path, kept: Path, request: DivergeRequest, board, ta
     from .deploy import AccuracyOptions, RunSettings, deploy
     from ..results.stats import all_samples_ns, summarize_ns
 
-    labelled = request.dataset is not None and _labelled(request.dataset)
+    labelled = request.dataset is not None and is_labelled(request.dataset)
     accuracy = AccuracyOptions(dataset=request.dataset if labelled else None, test_data=request.test_data,
                                samples=request.samples)
     inputs = request.inputs or (request.dataset if not labelled else None)  # unlabelled: the inputs of every pass
@@ -926,10 +921,6 @@ def _measure_both(original: Path, kept: Path, request: DivergeRequest, board, ta
     return rows
 
 
-def _labelled(dataset: Path) -> bool:
-    from ..agentlib import declared_arrays
-
-    return any(name == "labels" for name, _, _ in declared_arrays(str(dataset)))
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -949,7 +940,7 @@ def summary_lines(document: dict) -> list[str]:
     rows = [[str(t["index"]), t["tensor"], t["node"], t["op"], f"{t['max_abs']:.4g}", f"{t['cosine']:.6f}",
              "exact" if t["max_abs"] == 0 else f"{t['snr_db']:.1f}", "" if t["top1_agreement_pct"] is None else f"{t['top1_agreement_pct']:.1f}",
              "BELOW" if t["below"] else ""] for t in document["tensors"]]
-    lines += _aligned(["#", "tensor", "node", "op", "max abs", "cosine", "SNR dB", "top-1 agree %", ""], rows)
+    lines += aligned(["#", "tensor", "node", "op", "max abs", "cosine", "SNR dB", "top-1 agree %", ""], rows)
     first = document["first_divergent"]
     if first is None:
         lines.append(f"no divergence: every measured tensor keeps cosine >= {thresholds['min_cosine']:g} and SNR >= "
@@ -975,7 +966,7 @@ def _budget_lines(block: dict | None) -> list[str]:
     lines = [f"budget {block['budget']}: {verdict} with {len(block['kept'])} node(s) in float: {', '.join(block['kept'])}"]
     rows = [[m["model"], _fmt(m["cosine"], ".6f"), _fmt(m["top1_agreement_pct"], ".2f"), _fmt(m["p50_ms"], ".4f"),
              m["result"]] for m in block["measured"]]
-    lines += _aligned(["variant", "cosine", "top-1 agree %", "p50 ms", "result"], rows)
+    lines += aligned(["variant", "cosine", "top-1 agree %", "p50 ms", "result"], rows)
     if block["variant"]:
         lines.append(f"written: {block['variant']} (its provenance names the nodes kept in float; "
                      f"`bench convert --keep-float` makes it again)")
@@ -986,9 +977,6 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _aligned(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
 
 
 def raise_for_budget(document: dict) -> None:

@@ -27,7 +27,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .accuracy import AccuracyBudget
+from ..results.tables import aligned
+from .accuracy import AccuracyBudget, is_labelled
 from ..errors import ConfigError, InputError
 
 TUNE_VERSION = 1
@@ -296,7 +297,7 @@ class Runner:
             run_options["batch"] = config.batch
         if self.request.objective == "energy" and not accuracy:
             run_options["energy"] = {"seconds": max(1.0, float(options["min_seconds"]))}
-        labelled = self.request.dataset is not None and _labelled(self.request.dataset)
+        labelled = self.request.dataset is not None and is_labelled(self.request.dataset)
         return RunSettings(options=run_options, inputs=self.request.inputs or (None if labelled else self.request.dataset),
                            accuracy=AccuracyOptions(dataset=self.request.dataset if labelled else None,
                                                     samples=self.request.samples) if accuracy else None)
@@ -321,10 +322,6 @@ def _finished_cells(results: Path, name: str, target: str) -> dict:
     return done
 
 
-def _labelled(dataset: Path) -> bool:
-    from ..agentlib import declared_arrays
-
-    return any(name == "labels" for name, _, _ in declared_arrays(str(dataset)))
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -601,7 +598,7 @@ def write_plan(request: TuneRequest, document: dict, target: str) -> Path:
                    "path": os.path.relpath(Path(recommended["path"]).resolve(), base)}
     if request.dims:
         model["dims"] = dict(request.dims)
-    if request.dataset is not None and _labelled(request.dataset):
+    if request.dataset is not None and is_labelled(request.dataset):
         model["dataset"] = os.path.relpath(Path(request.dataset).resolve(), base)
     settings: dict = {"runtime": recommended["runtime"], "threads": recommended["threads"],
                       "min_seconds": request.timing.final_seconds, "repeats": request.timing.final_repeats,
@@ -662,7 +659,7 @@ def summary_lines(document: dict) -> list[str]:
         lines.append(f"rung {index} ({rung['seconds']:g} s): {len(rung['configs'])} measured, kept "
                      f"{', '.join(rung['kept'])}")
     lines.append(f"final ({document['timing']['final_seconds']:g} s x {document['timing']['final_repeats']}):")
-    lines += ["  " + line for line in _table(["config", document["objective"] + " " + unit, "result"],
+    lines += ["  " + line for line in aligned(["config", document["objective"] + " " + unit, "result"],
                                              [[f["config"], _fmt(f["value"]), f["result"] or "-"] for f in document["finals"]])]
     recommended = document["recommended"]
     if recommended is None:
@@ -706,9 +703,6 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
 
 
 def raise_for_budget(documents: list[dict]) -> None:
