@@ -61,15 +61,32 @@ class CliResult:
     stderr: str
 
 
+@pytest.fixture(scope="session")
+def fork_server():
+    """One `bench` fork server per test process (tests/forkcli.py), or None for a fresh interpreter each run."""
+    if os.environ.get("EDGEBENCH_TEST_FRESH_PROCESS") == "1":
+        yield None
+        return
+    from tests.forkcli import ForkServer
+
+    server = ForkServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def bench(tmp_path, tmp_path_factory):
-    """Run the real `bench` CLI in a subprocess (real exit codes, real stdout/stderr). `bench.home` is its HOME."""
+def bench(tmp_path, tmp_path_factory, fork_server):
+    """Run the real `bench` CLI in a process of its own (real exit codes, real stdout/stderr), forked from a server
+    that has its imports done (tests/forkcli.py). `bench.home` is its HOME."""
 
     home = tmp_path_factory.mktemp("home")  # no ~/.ssh/config or known_hosts of the machine leaks into a test
 
     def run(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> CliResult:
         full_env = {**os.environ, "HOME": str(home), **(env or {})}
-        done = subprocess.run([sys.executable, "-m", "edgebench", *map(str, args)], cwd=cwd or tmp_path,
+        argv = [str(a) for a in args]
+        if fork_server is not None:
+            return CliResult(*fork_server.run(argv, Path(cwd or tmp_path), full_env, timeout))
+        done = subprocess.run([sys.executable, "-m", "edgebench", *argv], cwd=cwd or tmp_path,
                               capture_output=True, text=True, timeout=timeout, env=full_env)
         return CliResult(done.returncode, done.stdout, done.stderr)
 
