@@ -314,3 +314,42 @@ def test_compare_follows_the_scenarios_metric(bench, tmp_path):
 
     assert scenario_metric({None}) == "p50" and scenario_metric({"offline"}) == "throughput"
     assert scenario_metric({"server", None}) == "p50"  # groups of different scenarios: the median
+
+
+# ------------------------------------------------------------------------- one reading of --qps on every front
+QPS_SPELLINGS = ["auto", "Auto", " AUTO ", "5", "2.5", "0", "-1", "x", "nan", "inf", ""]
+
+
+def _accepted(call) -> bool:
+    from edgebench.errors import BenchError
+    from edgebench_agent.protocol import RequestError
+
+    try:
+        call()
+    except (BenchError, RequestError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("spelling", QPS_SPELLINGS)
+def test_every_front_reads_a_qps_spelling_alike(spelling, tmp_path):
+    """`bench deploy --qps`, the standalone agent's `run --qps`, a plan's `qps:` and the API's scenario object
+    accept and refuse the same spellings (`--qps Auto` was once a search on the host and an error on the board)."""
+    import yaml
+
+    from edgebench import options
+    from edgebench.stages.deploy import RunSettings
+    from edgebench_agent.__main__ import _request_from_flags, build_parser
+    from edgebench_agent.protocol import normalize_run_request
+
+    model = str(EXAMPLES / "cnn.onnx")
+    given = {"scenario": "server", "qps": spelling, "latency_bound": "33ms", "samples_per_query": None,
+             "concurrency": None, "mlperf": False}
+    host = _accepted(lambda: RunSettings(options={"scenario": options.scenario_options(given)}).request(model, None))
+    argv = ["run", model, "--scenario", "server", "--qps", spelling, "--latency-bound", "33ms"]
+    agent = _accepted(lambda: normalize_run_request(_request_from_flags(build_parser().parse_args(argv))))
+    typed = yaml.safe_load(f"qps: {spelling!r}" if spelling.strip() in ("", "nan", "inf") else f"qps: {spelling}")["qps"]
+    scenario = {"name": "server", "qps": typed, "latency_bound_s": 0.033}
+    plan_or_api = _accepted(lambda: RunSettings(options={"scenario": scenario}).request(model, None))
+    assert host == agent == plan_or_api, (spelling, host, agent, plan_or_api)
+    assert host == (spelling.strip().lower() == "auto" or spelling in ("5", "2.5"))

@@ -31,6 +31,7 @@ from .protocol import (
     parse_assignments,
     parse_duration_s,
     parse_positive,
+    parse_qps,
     parse_scalar,
 )
 from .service import info, run
@@ -94,7 +95,7 @@ def _scenario_from_flags(args):
     given = dict((key, value) for key, value in (("samples_per_query", args.samples_per_query),
                                                  ("concurrency", args.concurrency)) if value is not None)
     if args.qps is not None:
-        given["qps"] = "auto" if args.qps == "auto" else parse_positive(args.qps, "--qps")
+        given["qps"] = parse_qps(args.qps)
     if args.latency_bound is not None:
         given["latency_bound_s"] = parse_duration_s(args.latency_bound, "--latency-bound")
     if args.mlperf:

@@ -204,6 +204,12 @@ def parse_positive(text, what):
 _DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
+def parse_qps(text, what="--qps"):
+    """--qps: 'auto' in any case (the search for the highest QPS under a latency bound), or a positive rate. The one
+    reading of the option that `bench deploy`, a plan and the standalone agent share."""
+    return "auto" if text.strip().lower() == "auto" else parse_positive(text, what)
+
+
 def parse_duration_s(text, what):
     """'33ms', '250us', '0.5s' or a bare number of seconds -> seconds."""
     stripped = text.strip().lower()
@@ -284,6 +290,8 @@ def normalize_scenario(raw):
     if bound is not None and not finite_number(bound, "latency bound") > 0:
         raise RequestError("the latency bound must be a positive number of seconds, got %r" % (bound,))
     qps = scenario["qps"]
+    if isinstance(qps, str) and qps.strip().lower() == "auto":  # as --qps reads it: one spelling on every front
+        qps = scenario["qps"] = "auto"
     if scenario["name"] == "server":
         if qps is None:
             raise RequestError("the server scenario needs a QPS: a number, or auto with a latency bound")

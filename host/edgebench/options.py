@@ -104,11 +104,11 @@ _RUN_FLAGS = {"seed": "seed", "warmup": "warmup_min_iterations", "min_iterations
 
 def scenario_options(given: dict[str, Any]) -> dict | None:
     """--scenario server --qps auto --latency-bound 33ms ... -> the request's scenario object (None: not asked)."""
-    from .agentlib import normalize_scenario, parse_duration_s, parse_positive
+    from .agentlib import normalize_scenario, parse_duration_s, parse_qps
 
     fields: dict[str, Any] = {key: given[key] for key in ("samples_per_query", "concurrency") if given[key] is not None}
     if given["qps"] is not None:
-        fields["qps"] = "auto" if given["qps"].strip().lower() == "auto" else parse_positive(given["qps"], "--qps")
+        fields["qps"] = parse_qps(given["qps"])
     if given["latency_bound"] is not None:
         fields["latency_bound_s"] = parse_duration_s(given["latency_bound"], "--latency-bound")
     if given["mlperf"]:
