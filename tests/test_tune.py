@@ -49,10 +49,13 @@ def test_tune_on_local_picks_what_the_exhaustive_plan_ranks_first(bench, tmp_pat
     assert done.code == 0, done.stderr
     document = json.loads(done.stdout)
     assert [c["status"] for c in document["candidates"]] == ["ok", "ok"]
-    assert document["recommended"]["config"] == "onnxruntime fp32 threads=1", document["finals"]
-    versus = document["recommended"]["vs_runner_up"]
+    # Which thread count wins depends on what else holds this 2-core machine: the claim is that the pick is the
+    # exhaustive plan's best or within its interval (_check_against_exhaustive below), not a fixed answer.
+    picked = document["recommended"]
+    assert picked["config"] in ("onnxruntime fp32 threads=1", "onnxruntime fp32 threads=2"), document["finals"]
+    versus = picked["vs_runner_up"]
     assert versus["speedup"] > 1 and versus["speedup_low"] <= versus["speedup"] <= versus["speedup_high"]
-    assert document["pareto"][0]["config"] == "onnxruntime fp32 threads=1"
+    assert document["pareto"][0]["config"] == picked["config"]
     # Every run is an ordinary result that compare reads; the plan file it wrote is a valid plan of that pick.
     stored = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")]
     assert len(stored) == document["board_runs"] == 6 and {d["plan"]["name"] for d in stored} == {document["name"]}
@@ -62,7 +65,7 @@ def test_tune_on_local_picks_what_the_exhaustive_plan_ranks_first(bench, tmp_pat
     from edgebench.boards.targets import load_inventory
 
     plan = load_plan(tmp_path / "tuned.yaml", load_inventory(None))
-    assert plan.settings["threads"] == 1 and plan.settings["runtime"] == "onnxruntime"
+    assert plan.settings["threads"] == picked["threads"] and plan.settings["runtime"] == "onnxruntime"
     assert plan.models[0].path == DIGITS.resolve()
     assert "data:image/png;base64," in (tmp_path / "tune.html").read_text()
     _check_against_exhaustive(document, tmp_path)
