@@ -204,10 +204,14 @@ def parse_positive(text, what):
 _DURATION_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
+def is_auto_qps(value):
+    """'auto' in any case: the search for the highest QPS under a latency bound (one spelling on every front)."""
+    return isinstance(value, str) and value.strip().lower() == "auto"
+
+
 def parse_qps(text, what="--qps"):
-    """--qps: 'auto' in any case (the search for the highest QPS under a latency bound), or a positive rate. The one
-    reading of the option that `bench deploy`, a plan and the standalone agent share."""
-    return "auto" if text.strip().lower() == "auto" else parse_positive(text, what)
+    """--qps: auto (is_auto_qps) or a positive rate, for `bench deploy` and the standalone agent alike."""
+    return "auto" if is_auto_qps(text) else parse_positive(text, what)
 
 
 def parse_duration_s(text, what):
@@ -290,7 +294,7 @@ def normalize_scenario(raw):
     if bound is not None and not finite_number(bound, "latency bound") > 0:
         raise RequestError("the latency bound must be a positive number of seconds, got %r" % (bound,))
     qps = scenario["qps"]
-    if isinstance(qps, str) and qps.strip().lower() == "auto":  # as --qps reads it: one spelling on every front
+    if is_auto_qps(qps):  # a plan's or the API's qps, read as --qps reads it
         qps = scenario["qps"] = "auto"
     if scenario["name"] == "server":
         if qps is None:
