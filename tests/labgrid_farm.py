@@ -121,8 +121,12 @@ class Farm:
             found.append({"owner": owner.group(1) if owner else None, "state": state.group(1) if state else None})
         return found
 
+    def acquired(self) -> set[str]:
+        """The places someone holds (`labgrid-client places --acquired`: one client start, not one per place)."""
+        return set(self.client("places", "--acquired").stdout.split())
+
     def all_free(self) -> bool:
-        return all(self.holder(s.place) is None for s in self.services) and not self.reservations()
+        return not self.acquired() and not self.reservations()
 
 
 def lock_log(cache: Path) -> list[dict]:

@@ -795,7 +795,8 @@ def diverge(request: DivergeRequest, say=None) -> dict:
         feeds = _per_sample(feeds)
     target = find_target(request.target, request.inventory)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="edgebench-diverge-") as scratch, Board(target) as board:
+    # Many short probes: each forked by the board's warm agent (numpy and the runtime imported once, not per cut).
+    with tempfile.TemporaryDirectory(prefix="edgebench-diverge-") as scratch, Board(target).expect_runs(1000) as board:
         check_board(board, [inspect_model(pair.variant)], RunSettings(options={"runtime": pair.runtime}))
         prober = Prober(pair, board, feeds, Path(scratch), request.thresholds, request.dims)
         say(f"{len(matched)} tensors matched; measuring on {target.name} ({pair.runtime}) by {request.method}")
