@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgebench.results.index import INDEX_VERSION
 from tests.conftest import assert_one_line_error
 from tests.synthetic import lognormal_ns, result, write
 
@@ -111,10 +112,10 @@ def test_an_index_from_a_newer_edgebench_is_refused_and_compare_reads_the_files(
     _write_seal(folder / ".edgebench", _key())  # as a newer edgebench of this user would leave it
     done = bench("compare", folder, "--format", "json")
     assert done.code == 0 and json.loads(done.stdout)[0]["runs"] == 3
-    assert "is version 99, newer than this edgebench's (3)" in done.stderr and "reading the result files instead" in done.stderr
+    assert f"is version 99, newer than this edgebench's ({INDEX_VERSION})" in done.stderr and "reading the result files instead" in done.stderr
     refused = bench("index", folder)
     assert refused.code == 2
-    assert_one_line_error(refused, "is version 99, newer than this edgebench's (3)", "bench index --rebuild")
+    assert_one_line_error(refused, f"is version 99, newer than this edgebench's ({INDEX_VERSION})", "bench index --rebuild")
     assert bench("index", folder, "--rebuild").code == 0
 
 
@@ -136,7 +137,7 @@ def test_an_index_of_an_older_version_is_refilled_from_the_files(bench, tmp_path
     (row,) = json.loads(done.stdout)
     assert row["runtime"] == "onnxruntime" and row["runs"] == 3
     with duckdb.connect(str(folder / ".edgebench" / "index.duckdb"), read_only=True) as connection:
-        assert connection.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == ("3",)
+        assert connection.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == (str(INDEX_VERSION),)
 
 
 @pytest.mark.bad_input

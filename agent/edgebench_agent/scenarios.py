@@ -24,7 +24,7 @@ import threading
 import time
 
 from .protocol import MLPERF_MIN_QUERIES, MLPERF_MIN_SECONDS
-from .shared.quantiles import early_stopping_percentile
+from .shared.quantiles import early_stopping_or_max
 
 NS_PER_S = 1000000000
 # The issuer sleeps until this close to a query's scheduled time, then spins (yielding the CPU and the GIL): a
@@ -150,9 +150,7 @@ def server(run, feeds, qps, seconds, concurrency, seed, max_queries, clock=time.
 
 def p99(latencies):
     """LoadGen's early-stopping p99 of a probe, or the plain maximum when the probe is too short to bound it."""
-    ordered = sorted(latencies)
-    bound = early_stopping_percentile(ordered, 0.99)
-    return bound if bound is not None else ordered[-1]
+    return early_stopping_or_max(sorted(latencies), 0.99)
 
 
 def search_qps(run, feeds, bound_ns, service_ns, seconds, concurrency, seed, max_queries, emit, clock=time.perf_counter_ns):

@@ -44,3 +44,12 @@ def early_stopping_percentile(sorted_values, fraction, confidence=EARLY_STOPPING
     """The early-stopping estimate of the percentile (see the module's doc), or None with too few samples."""
     rank = early_stopping_rank(len(sorted_values), fraction, confidence)
     return None if rank is None else sorted_values[rank - 1]
+
+
+def early_stopping_or_max(sorted_values, fraction, confidence=EARLY_STOPPING_CONFIDENCE):
+    """The early-stopping estimate, or the plain maximum when too few samples bound it (a short QPS probe is
+    judged by its worst query); None for no values."""
+    if not sorted_values:
+        return None
+    bound = early_stopping_percentile(sorted_values, fraction, confidence)
+    return bound if bound is not None else sorted_values[-1]

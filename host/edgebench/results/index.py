@@ -26,9 +26,9 @@ from pathlib import Path
 from ..errors import FileWriteError, ResultError
 from .files import parse_time, walk_result_files
 
-# 1: first version; 2: rows carry the runtime; 3: rows carry the file's ctime and a MAC (an index of an older
-# version is emptied and refilled from the files)
-INDEX_VERSION = 3
+# 1: first version; 2: rows carry the runtime; 3: rows carry the file's ctime and a MAC; 4: sketches hold
+# nearest-rank quantiles, like the tables (an index of an older version is emptied and refilled from the files)
+INDEX_VERSION = 4
 INDEX_FOLDER = ".edgebench"
 INDEX_FILE = "index.duckdb"
 WAL_FILE = INDEX_FILE + ".wal"

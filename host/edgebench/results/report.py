@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .schema import printable, spreadsheet_safe
-from .stats import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, scenario_metric,
-                    sketch_summary, summarize_ns)
+from .stats import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, percentiles,
+                    scenario_metric, sketch_summary, summarize_ns)
 
 DEFAULT_BY = ("model", "variant", "target", "settings")
 KEYS = ("model", "variant", "target", "settings", "runtime", "provider", "threads", "inter_threads", "opt", "dims", "scenario",
@@ -97,7 +97,7 @@ def scenario_figures(measurements: list[dict], samples_ns) -> dict:
         row["qps"] = float(np.mean([d["qps"] for d in server]))
         row["achieved_qps"] = float(np.mean([d["achieved_qps"] for d in server]))
         delays = np.concatenate([np.asarray(d["issue_delays_ns"], dtype=np.float64) for d in server])
-        row["issue_delay_p99_us"] = float(np.percentile(delays, 99)) / 1e3
+        row["issue_delay_p99_us"] = float(percentiles(delays, 99)) / 1e3
     offline = [d for d in details if d.get("samples") and d.get("wall_ns") and d["wall_ns"] > 0]
     if names == {"offline"} and len(offline) == len(details):  # workers overlap: samples over wall time, not 1/mean
         row["throughput_per_s"] = float(sum(d["samples"] for d in offline) * 1e9 / sum(d["wall_ns"] for d in offline))

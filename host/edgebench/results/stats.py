@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import functools
+from typing import Final
 
 import numpy as np
 
 PERCENTILES = (50, 90, 95, 99)
+# Every reported latency percentile (tables, verdicts, plots, the index, tune) is the nearest-rank one: the
+# smallest sample with at least q % of the samples at or below it, a latency that was measured. It is numpy's
+# "inverted_cdf" and the agent's quantiles.percentile, the same number on both sides. The early-stopping
+# bound of a load scenario is another statistic and is always named apart ("p99 ES").
+PERCENTILE_METHOD: Final = "inverted_cdf"
+
+
+def percentiles(values, qs, axis=None):
+    """Nearest-rank percentiles (qs in 0..100) of samples, the one definition every reported figure uses."""
+    return np.percentile(values, qs, axis=axis, method=PERCENTILE_METHOD)
 
 
 def all_samples_ns(measurements: dict) -> np.ndarray:
@@ -20,7 +31,7 @@ def summarize_ns(samples_ns) -> dict:
     values = np.asarray(samples_ns, dtype=np.float64) / 1e6
     if values.size == 0:
         return {"n": 0}
-    p50, p90, p95, p99 = np.percentile(values, PERCENTILES)
+    p50, p90, p95, p99 = percentiles(values, PERCENTILES)
     mean = float(values.mean())
     return {
         "n": int(values.size),
@@ -70,7 +81,7 @@ def metric_value(values, metric: str) -> float:
         return float(values.mean())
     if metric == "throughput":
         return float(1e9 / values.mean())
-    return float(np.percentile(values, {"p50": 50, "p90": 90, "p99": 99}[metric]))
+    return float(percentiles(values, {"p50": 50, "p90": 90, "p99": 99}[metric]))
 
 
 def median_ci(values, confidence: float = 0.95) -> tuple[float, float]:
@@ -110,10 +121,10 @@ def bootstrap_ratio(baseline, candidate, metric: str, rounds: int = 400, confide
         sa, sb = ra.mean(axis=1), rb.mean(axis=1)
     else:
         q = {"p50": 50, "p90": 90, "p99": 99}[metric]
-        sa, sb = np.percentile(ra, q, axis=1), np.percentile(rb, q, axis=1)
+        sa, sb = percentiles(ra, q, axis=1), percentiles(rb, q, axis=1)
     ratios = sa / sb  # latency ratios: baseline / candidate; throughput ratio is the same (1/mean)
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
+    low, high = np.percentile(ratios, [tail, 100 - tail])  # an interval of resampled ratios, not a latency
     # The share of resampled ratios on the far side of 1, both ways (never below one resample's worth).
     p_value = min(1.0, max(2 * min(float(np.mean(ratios >= 1.0)), float(np.mean(ratios <= 1.0))), 1.0 / rounds))
     return ratio, float(low), float(high), p_value
@@ -181,7 +192,7 @@ def compare_samples(baseline, candidate, metric: str = "p50", alpha: float = DEF
 
 
 # ------------------------------------------------------------------------------------------ sketches
-# A run kept in the results index as 101 quantiles (0th to 100th percentile, linear like np.percentile) plus exact
+# A run kept in the results index as 101 quantiles (0th to 100th percentile, nearest-rank like the tables) plus exact
 # count, sum and sum of squares: a one-run group's p50/p90/p95/p99, mean and std are exact from it; a pooled group's
 # percentiles come from the mixture of its runs' quantile functions (within half a percentile rank of each run).
 SKETCH_POINTS = 101
@@ -192,7 +203,7 @@ def sketch_of(samples_ns) -> dict:
     """{n, sum, sumsq, q: 101 quantiles} of raw samples (ns)."""
     values = np.asarray(samples_ns, dtype=np.float64)
     return {"n": int(values.size), "sum": float(values.sum()), "sumsq": float(np.square(values).sum()),
-            "q": np.percentile(values, np.arange(SKETCH_POINTS)).tolist()}
+            "q": percentiles(values, np.arange(SKETCH_POINTS)).tolist()}
 
 
 def sketch_quantile(sketches: list[dict], fractions) -> np.ndarray:

@@ -794,12 +794,14 @@ def _session_figures(document: dict, objective: str) -> list[float]:
     """The objective of each fresh session (repeat) of one result."""
     import numpy as np
 
+    from ..results.stats import metric_value
+
     figures = []
     for repeat in document["measurements"]["repeats"]:
         samples = np.asarray(repeat["samples_ns"], dtype=np.float64) / 1e6
         if samples.size:
             figures.append(float(1000.0 / samples.mean()) if objective == "throughput"
-                           else float(np.percentile(samples, 99 if objective == "p99" else 50)))
+                           else metric_value(samples, "p99" if objective == "p99" else "p50"))
     return figures
 
 
