@@ -15,13 +15,15 @@ import sys
 
 from . import __version__
 from .protocol import (
+    CHOICES,
+    OPTION_METAVARS,
     PASS_DEFAULTS,
+    RUN_OPTIONS,
     SCENARIO_NAMES,
     EXIT_OK,
     EXIT_RUN_FAILED,
     EXIT_USAGE,
     GRAPH_OPTIMIZATION_LEVELS,
-    MAX_SAMPLES,
     PROTOCOL_VERSION,
     RUN_DEFAULTS,
     RUNTIMES,
@@ -30,6 +32,7 @@ from .protocol import (
     failed_reply,
     parse_assignments,
     parse_duration_s,
+    parse_option,
     parse_positive,
     parse_qps,
     parse_scalar,
@@ -48,9 +51,8 @@ def _request_from_flags(args):
     raw["values"] = parse_assignments(args.value, "--value", parse_scalar)
     raw["dims"] = parse_assignments(args.dim, "--dim", int)
     raw["provider_options"] = parse_assignments(args.provider_option, "--provider-option", str)
-    for field in ("seed", "min_iterations", "min_seconds", "max_iterations", "max_seconds", "repeats",
-                  "intra_op_threads", "inter_op_threads", "provider", "graph_optimization_level", "batch",
-                  "spin_wait", "telemetry_interval_s", "runtime"):
+    fields = [option.field for option in RUN_OPTIONS if option.flag] + ["provider", "spin_wait", "runtime"]
+    for field in fields:
         value = getattr(args, field)
         if value is not None:
             raw[field] = value
@@ -60,8 +62,6 @@ def _request_from_flags(args):
         found = runtime_of_file(raw["model"])
         if found:
             raw["runtime"] = found
-    if args.warmup is not None:
-        raw["warmup_min_iterations"] = args.warmup
     if args.cpus:
         try:
             raw["cpus"] = [int(c) for c in args.cpus.split(",") if c.strip()]
@@ -114,6 +114,16 @@ def _read_request(source):
         return json.loads(text)
     except ValueError as exc:
         raise RequestError("the request is not valid JSON: %s" % exc)
+
+
+def _option_parser(option):
+    """argparse's type= for a run option: protocol.parse_option, its message kept."""
+    def parse(text):
+        try:
+            return parse_option(option, text)
+        except RequestError as exc:
+            raise argparse.ArgumentTypeError(str(exc))
+    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -179,27 +189,21 @@ def build_parser():
     run.add_argument("--value", action="append", metavar="NAME=VALUE",
                      help="fill input NAME with VALUE (sample_rate=16000), or give a rank-1 input's values (shape=1,3,4)")
     run.add_argument("--dim", action="append", metavar="NAME=N", help="size of a free dimension, by name (batch=4) or input:axis (x:0=4)")
-    run.add_argument("--seed", type=int, metavar="N", help="seed of generated inputs (default %d)" % d["seed"])
-    run.add_argument("--warmup", type=int, metavar="N", help="minimum warm-up iterations (default %d)" % d["warmup_min_iterations"])
-    run.add_argument("--min-iterations", type=int, metavar="N", help="timed iterations at least (default %d)" % d["min_iterations"])
-    run.add_argument("--min-seconds", type=float, metavar="SECONDS", help="timed seconds at least (default %s)" % d["min_seconds"])
-    run.add_argument("--max-iterations", type=int, metavar="N", help="timed iterations at most (default %d; at most %d are kept)" % (d["max_iterations"], MAX_SAMPLES))
-    run.add_argument("--max-seconds", type=float, metavar="SECONDS", help="timed seconds at most (default %s)" % d["max_seconds"])
-    run.add_argument("--repeats", type=int, metavar="N", help="fresh sessions to measure (default %d)" % d["repeats"])
-    # The same names as `bench deploy`; the old spellings still work, hidden from the help.
-    run.add_argument("--threads", dest="intra_op_threads", type=int, metavar="N",
-                     help="threads of the runtime (onnxruntime's intra-op; default 0: the runtime's own)")
+    for option in RUN_OPTIONS:  # the run options every front shares (protocol.RUN_OPTIONS)
+        if option.flag is None:
+            continue
+        default = d[option.field]
+        run.add_argument(option.flag, dest=option.field, type=_option_parser(option),
+                         choices=CHOICES.get(option.field), metavar=OPTION_METAVARS[option.kind],
+                         help="%s%s" % (option.help, "" if default is None else "  [default: %s]" % (default,)))
+    # The old spellings still work, hidden from the help.
     run.add_argument("--intra-op-threads", dest="intra_op_threads", type=int, help=argparse.SUPPRESS)
-    run.add_argument("--inter-op-threads", type=int, metavar="N", help="inter-op threads (default 0: onnxruntime's own)")
+    run.add_argument("--graph-optimization-level", dest="graph_optimization_level", choices=GRAPH_OPTIMIZATION_LEVELS,
+                     help=argparse.SUPPRESS)
     run.add_argument("--runtime", choices=RUNTIMES, help="the runtime that measures the model (default onnxruntime); "
                      "openvino reads an .onnx, ncnn and litert a bundle from `bench convert` (litert also a .tflite)")
     run.add_argument("--provider", metavar="NAME", help="onnxruntime's execution provider (default %s)" % d["provider"])
     run.add_argument("--provider-option", action="append", metavar="KEY=VALUE", help="execution provider option")
-    run.add_argument("--graph-optimization", dest="graph_optimization_level", choices=GRAPH_OPTIMIZATION_LEVELS,
-                     metavar="LEVEL", help="disable, basic, extended or all (default %s)" % d["graph_optimization_level"])
-    run.add_argument("--graph-optimization-level", dest="graph_optimization_level", choices=GRAPH_OPTIMIZATION_LEVELS,
-                     help=argparse.SUPPRESS)
-    run.add_argument("--batch", type=int, metavar="N", help="size of every free leading (batch) dimension")
     run.add_argument("--cpus", metavar="LIST", help="pin the run to these CPUs, e.g. 2,3")
     spin = run.add_mutually_exclusive_group()
     spin.add_argument("--spin-wait", dest="spin_wait", action="store_const", const=True, help="let onnxruntime threads spin")
@@ -209,8 +213,6 @@ def build_parser():
                      help="degrees above idle that count as cool (%(default)g)")
     run.add_argument("--cooldown-timeout", type=float, default=PASS_DEFAULTS["cooldown"]["timeout_s"], metavar="SECONDS",
                      help="wait at most this long (%(default)g)")
-    run.add_argument("--telemetry-interval", dest="telemetry_interval_s", type=float, metavar="SECONDS",
-                     help="sample the board's state this often while measuring (default 1)")
     run.add_argument("--profile", action="store_true", help="a separate onnxruntime profiling pass; the trace is written beside --out")
     run.add_argument("--profile-iterations", type=int, default=PASS_DEFAULTS["profile"]["iterations"], metavar="N",
                      help="inferences in the profiling pass (%(default)d)")

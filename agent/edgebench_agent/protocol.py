@@ -20,7 +20,9 @@ PROTOCOL_VERSION history:
 
 from __future__ import annotations
 
+import collections
 import math
+import re
 
 PROTOCOL_VERSION = 1
 
@@ -135,20 +137,94 @@ PASS_DEFAULTS = {  # type: dict
 }
 MAX_ENERGY_RATE_HZ = 100.0
 
-_INT_FIELDS = (
-    "seed",
-    "warmup_min_iterations",
-    "warmup_max_iterations",
-    "min_iterations",
-    "max_iterations",
-    "repeats",
-    "intra_op_threads",
-    "inter_op_threads",
-)
-_FLOAT_FIELDS = ("warmup_max_seconds", "warmup_tolerance", "min_seconds", "max_seconds")
-
 # Bounds that catch typos (an absurd thread count, zero iterations) before a session is made.
 MAX_THREADS = 1024
+
+# Every run option with a flag or a plan key, declared once: its request field, type and bounds, its flag (the
+# same on `bench deploy` and the agent's `run`), its key in a plan's settings, and its help. The agent's argparse
+# and the request check are made from it, and the host's flags, help defaults and plan keys are read from it
+# (tests/test_run_options.py fails when a front accepts a spelling another refuses).
+RunOption = collections.namedtuple("RunOption", "name field kind minimum exclusive maximum help flag plan")
+
+
+def _option(name, field, kind, minimum=None, help="", exclusive=False, maximum=None, flag=True, plan=True):
+    return RunOption(name, field, kind, minimum, exclusive, maximum, help,
+                     "--" + name.replace("_", "-") if flag else None, name if plan else None)
+
+
+RUN_OPTIONS = (
+    _option("seed", "seed", "int", 0, "seed of generated inputs"),
+    _option("warmup", "warmup_min_iterations", "int", 0, "minimum warm-up iterations (then until the median settles)"),
+    _option("min_iterations", "min_iterations", "int", 1, "timed iterations at least"),
+    _option("min_seconds", "min_seconds", "float", 0, "timed seconds at least (both minimums must be met)"),
+    _option("max_iterations", "max_iterations", "int", 1, "timed iterations at most (at most %d are kept)" % MAX_SAMPLES),
+    _option("max_seconds", "max_seconds", "float", 0, "timed seconds at most", exclusive=True),
+    _option("repeats", "repeats", "int", 1, "fresh sessions to measure"),
+    _option("threads", "intra_op_threads", "int", 0, "threads of the runtime (onnxruntime's intra-op; 0 = the "
+            "runtime's own)", maximum=MAX_THREADS),
+    _option("inter_op_threads", "inter_op_threads", "int", 0, "onnxruntime: inter-op threads (0 = its own)",
+            maximum=MAX_THREADS),
+    _option("batch", "batch", "int", 1, "size of every free leading (batch) dimension"),
+    _option("graph_optimization", "graph_optimization_level", "choice", None,
+            "onnxruntime's graph optimisation level: disable, basic, extended or all"),
+    # Request fields without a flag or a plan key (the defaults serve; a hand-written request may set them).
+    _option("warmup_max_iterations", "warmup_max_iterations", "int", 0, flag=False, plan=False),
+    _option("warmup_max_seconds", "warmup_max_seconds", "float", 0, flag=False, plan=False),
+    _option("warmup_tolerance", "warmup_tolerance", "float", 0, flag=False, plan=False),
+    _option("telemetry_interval", "telemetry_interval_s", "float", 0, "sample the board's state this often while "
+            "measuring (seconds)", exclusive=True),
+)
+RUN_OPTION = dict((option.name, option) for option in RUN_OPTIONS)
+CHOICES = {"graph_optimization_level": GRAPH_OPTIMIZATION_LEVELS}
+OPTION_METAVARS = {"int": "N", "float": "SECONDS", "choice": "LEVEL"}  # both CLIs' help (the float ones are times)
+
+
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def parse_option(option, text):
+    """A run option's value from command-line text, read alike by `bench deploy` and the agent's `run`, and as a
+    plan's YAML types it: ASCII digits (1_000 too), a decimal or exponent number for a float; RequestError
+    otherwise (Python's int() would also take "١٢", pydantic's "2.0")."""
+    if option.kind == "int":
+        return parse_integer(text, option.flag)
+    if option.kind == "float" and _NUMBER_TEXT.fullmatch(text.strip()):
+        return float(text.strip())
+    if option.kind == "choice":
+        return text
+    raise RequestError("%s %r must be a number" % (option.flag, text))
+
+
+def parse_integer(text, what):
+    """An integer from command-line text: ASCII digits, 1_000 too (RequestError otherwise)."""
+    if not _INTEGER_TEXT.fullmatch(text.strip()):
+        raise RequestError("%s %r must be an integer" % (what, text))
+    return int(text.strip())
+
+
+def check_option(option, value):
+    """A request field's value against its declaration: the value (a float for a float), or RequestError."""
+    field = option.field
+    if value is None and RUN_DEFAULTS[field] is None:  # not set: the runtime decides (batch)
+        return None
+    if option.kind == "choice":
+        if value not in CHOICES[field]:
+            raise RequestError("%s must be one of %s, got %r" % (field, ", ".join(CHOICES[field]), value))
+        return value
+    if option.kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise RequestError("request field %r must be an integer, got %r" % (field, value))
+    else:
+        value = finite_number(value, field)
+    low, high = option.minimum, option.maximum
+    if high is not None and not low <= value <= high:
+        raise RequestError("%s must be between %s and %s, got %r" % (field, low, high, value))
+    if option.exclusive and not value > low:
+        raise RequestError("%s must be positive, got %r" % (field, value))
+    if value < low:
+        raise RequestError("%s must %s, got %r" % (field, "not be negative" if low == 0 else "be at least %s" % low, value))
+    return value
 
 
 # Short names people type for onnxruntime's execution providers.
@@ -377,38 +453,14 @@ def normalize_run_request(raw):
     req["protocol_version"] = PROTOCOL_VERSION
     if not isinstance(req["model"], str) or not req["model"]:
         raise RequestError("request field 'model' must be the path of an .onnx file")
-    for name in _INT_FIELDS:
-        value = req[name]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise RequestError("request field %r must be an integer, got %r" % (name, value))
-    for name in _FLOAT_FIELDS:
-        req[name] = finite_number(req[name], name)
-    if req["seed"] < 0:
-        raise RequestError("seed must not be negative, got %d" % req["seed"])
-    for name in ("min_iterations", "repeats", "max_iterations"):
-        if req[name] < 1:
-            raise RequestError("%s must be at least 1, got %d" % (name, req[name]))
-    for name in ("warmup_min_iterations", "warmup_max_iterations"):
-        if req[name] < 0:
-            raise RequestError("%s must not be negative, got %d" % (name, req[name]))
-    for name in ("min_seconds", "warmup_max_seconds", "warmup_tolerance"):
-        if req[name] < 0:
-            raise RequestError("%s must not be negative, got %s" % (name, req[name]))
-    if req["max_seconds"] <= 0:
-        raise RequestError("max_seconds must be positive, got %s" % req["max_seconds"])
+    for option in RUN_OPTIONS:
+        req[option.field] = check_option(option, req[option.field])
     for name in ("min_iterations", "max_iterations"):  # "10**9: let the time decide" stays valid; no repeat keeps more
         req[name] = min(req[name], MAX_SAMPLES)
     if req["max_iterations"] < req["min_iterations"]:
         raise RequestError("max_iterations (%d) is below min_iterations (%d)" % (req["max_iterations"], req["min_iterations"]))
     if req["max_seconds"] < req["min_seconds"]:
         raise RequestError("max_seconds (%g) is below min_seconds (%g)" % (req["max_seconds"], req["min_seconds"]))
-    for name in ("intra_op_threads", "inter_op_threads"):
-        if not 0 <= req[name] <= MAX_THREADS:
-            raise RequestError("%s must be between 0 (runtime default) and %d, got %d" % (name, MAX_THREADS, req[name]))
-    if req["graph_optimization_level"] not in GRAPH_OPTIMIZATION_LEVELS:
-        raise RequestError(
-            "graph_optimization_level must be one of %s" % ", ".join(GRAPH_OPTIMIZATION_LEVELS)
-        )
     accuracy = req["accuracy"]
     if accuracy is not None and isinstance(accuracy, dict) and isinstance(accuracy.get("dataset"), str):
         batch_size = accuracy.get("batch_size", PASS_DEFAULTS["accuracy"]["batch_size"])
@@ -444,13 +496,9 @@ def normalize_run_request(raw):
         normalize_pipeline(req)
     if req["energy"] is not None:
         req["energy"] = normalize_energy(req["energy"])
-    if finite_number(req["telemetry_interval_s"], "telemetry_interval_s") <= 0:
-        raise RequestError("telemetry_interval_s must be a positive number")
     for name in ("values", "dims", "provider_options"):
         if not isinstance(req[name], dict):
             raise RequestError("request field %r must be an object" % name)
-    if req["batch"] is not None and (not isinstance(req["batch"], int) or isinstance(req["batch"], bool) or req["batch"] < 1):
-        raise RequestError("batch must be a positive integer, got %r" % (req["batch"],))
     for key, value in req["dims"].items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RequestError("dimension override %r must be a positive integer, got %r" % (key, value))

@@ -52,7 +52,7 @@ def _converting(function: Callable) -> Callable:
 _SURFACE = {
     "edgebench_agent.protocol": (
         "EVENT_PREFIX", "EXIT_OK", "EXIT_RUN_FAILED", "EXIT_USAGE", "MAX_SAMPLES", "PASS_DEFAULTS", "PROTOCOL_VERSION", "RUN_DEFAULTS",
-        "SCENARIO_NAMES", "default_run_timeout", "normalize_energy", "normalize_run_request", "normalize_scenario", "parse_assignments",
+        "OPTION_METAVARS", "RUN_OPTION", "RUN_OPTIONS", "SCENARIO_NAMES", "check_option", "parse_integer", "parse_option", "default_run_timeout", "normalize_energy", "normalize_run_request", "normalize_scenario", "parse_assignments",
         "parse_duration_s", "parse_positive", "parse_qps", "parse_scalar", "provider_name", "reply_digest"),
     "edgebench_agent.shared.inputs": (
         "ORT_TO_NUMPY", "accepted_dim_keys", "build_feeds", "check_array_size", "declared_arrays", "free_dim_keys",
@@ -66,7 +66,7 @@ _SURFACE = {
                                  "SessionError", "check_manifest", "create_session", "is_runtime_error",
                                  "parse_manifest", "pip_line", "versions"),
     "edgebench_agent.shared.validity": ("assess",),
-    "edgebench_agent.shared.quantiles": ("early_stopping_percentile", "percentile"),
+    "edgebench_agent.shared.quantiles": ("early_stopping_or_max", "early_stopping_percentile", "percentile"),
     "edgebench_agent.shared.energy": ("EnergyError", "parse_watts", "sample_rate", "summarize"),
     "edgebench_agent.shared.pipeline": (
         "PipelineError", "STAGES", "compare_results", "list_samples", "load_pipeline", "pack_samples", "read_results",

@@ -245,9 +245,10 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     """Benchmark models on a target (`local`, an inventory name, "a,b" for a fleet, "tag:arm", or labgrid places:
     "lg:PLACE", "lg:board=pi4", with `coordinator` HOST:PORT unless LG_COORDINATOR or the inventory names it).
 
-    run_options are the agent's run fields (min_seconds, min_iterations, max_seconds, repeats, seed,
-    warmup_min_iterations, graph_optimization_level, inter_op_threads, cpus, spin_wait, cooldown, profile, ...):
-    an unknown one is refused. Lists of threads, batch sizes, providers or runtimes (onnxruntime, openvino, ncnn,
+    run_options are named as `bench deploy`'s options and a plan's settings (warmup, min_iterations, min_seconds,
+    max_iterations, max_seconds, repeats, seed, inter_op_threads, graph_optimization, telemetry_interval), or as the
+    agent's request fields (warmup_min_iterations, cpus, spin_wait, cooldown, profile, ...): an unknown one is
+    refused. Lists of threads, batch sizes, providers or runtimes (onnxruntime, openvino, ncnn,
     litert) sweep. `scenario` is a name
     ("multi-stream", "offline") or the scenario object, e.g. {"name": "server", "qps": "auto",
     "latency_bound_s": 0.033}. `pipeline` (a stages.py: its code runs, here and on the board) with `samples` (a
@@ -258,10 +259,11 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     from .stages.deploy import AccuracyOptions, DeployRequest, RunSettings, execute, prepare
 
     def as_list(value):
-        return None if value is None else [value] if isinstance(value, (int, str)) else list(value)
+        return None if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
     options = {"values": dict(values or {}), "dims": dict(dims or {}),
-               "provider_options": {str(k): str(v) for k, v in (provider_options or {}).items()}, **run_options}
+               "provider_options": {str(k): str(v) for k, v in (provider_options or {}).items()},
+               **_run_fields(run_options)}
     if scenario is not None:
         if not isinstance(scenario, (str, dict)):
             from .errors import InputError
@@ -294,6 +296,22 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     with _events(progress, on_event, [t.name for t in job.targets if t.kind != "labgrid"]) as events:
         fleet = execute(job, on_event=events)
     return Deployment(fleet.documents, [o.path for o in fleet.outcomes], fleet.problems(), fleet)
+
+
+def _run_fields(run_options: dict) -> dict:
+    """deploy()'s run options by the names every front uses (protocol.RUN_OPTIONS: warmup, graph_optimization,
+    ...) -> the request fields they set; a request field's own name passes as it is."""
+    from .agentlib import RUN_OPTION
+
+    fields = {}
+    for name, value in run_options.items():
+        field_name = RUN_OPTION[name].field if name in RUN_OPTION else name
+        if field_name in fields:
+            from .errors import InputError
+
+            raise InputError(f"{name} and {field_name} are the same option: give one")
+        fields[field_name] = value
+    return fields
 
 
 # -------------------------------------------------------------------------------------------- plans

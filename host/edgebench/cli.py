@@ -18,6 +18,7 @@ import typer
 
 from . import __version__
 from .agentlib import PASS_DEFAULTS
+from .cli_help import run_help
 from .errors import BenchError
 
 app = typer.Typer(
@@ -114,6 +115,23 @@ def main_options(
 
 
 # ---------------------------------------------------------------------------------------------- deploy
+def _run_option(name: str):
+    """A run option of the protocol (RUN_OPTIONS) as a typer option: the agent's help and its reading of the text
+    (protocol.parse_option), so `bench deploy` and the agent's `run` take the same spellings."""
+    from .agentlib import RUN_OPTION, parse_option
+
+    option = RUN_OPTION[name]
+
+    def parse(text: str):
+        try:
+            return parse_option(option, text)
+        except BenchError as exc:
+            raise typer.BadParameter(exc.message) from None
+
+    return typer.Option(option.flag, help=run_help(name), parser=parse)
+
+
+
 @app.command()
 @cli_errors
 def deploy(
@@ -123,20 +141,22 @@ def deploy(
     inputs: Annotated[Optional[Path], typer.Option(help="Input arrays by input name (.npz, no pickled objects).")] = None,
     value: Annotated[Optional[list[str]], typer.Option("--value", help="Fill an input with a value: NAME=VALUE (e.g. sample_rate=16000).")] = None,
     dim: Annotated[Optional[list[str]], typer.Option("--dim", help="Size of a free dimension: NAME=N or INPUT:AXIS=N.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of generated inputs.")] = None,
-    warmup: Annotated[Optional[int], typer.Option(help="Minimum warm-up iterations (then until the median settles).")] = None,
-    min_iterations: Annotated[Optional[int], typer.Option(help="Timed iterations at least.")] = None,
-    min_seconds: Annotated[Optional[float], typer.Option(help="Timed seconds at least (both minimums must be met).")] = None,
-    max_iterations: Annotated[Optional[int], typer.Option(help="Timed iterations at most.")] = None,
-    max_seconds: Annotated[Optional[float], typer.Option(help="Timed seconds at most.")] = None,
-    repeats: Annotated[Optional[int], typer.Option(help="Fresh sessions to measure.")] = None,
-    threads: Annotated[Optional[str], typer.Option("--threads", help="Threads of the runtime (onnxruntime's intra-op; 0 = the runtime's default); a list sweeps: 1,2,4.")] = None,
-    batch: Annotated[Optional[str], typer.Option("--batch", help="Size of the free batch dimension; a list sweeps: 1,8.")] = None,
-    inter_op_threads: Annotated[Optional[int], typer.Option(help="onnxruntime: inter-op threads (0 = default).")] = None,
+    # The run options' help and defaults are the protocol's (RUN_OPTIONS): the agent's `run --help` says the same.
+    seed: Annotated[Optional[int], _run_option("seed")] = None,
+    warmup: Annotated[Optional[int], _run_option("warmup")] = None,
+    min_iterations: Annotated[Optional[int], _run_option("min_iterations")] = None,
+    min_seconds: Annotated[Optional[float], _run_option("min_seconds")] = None,
+    max_iterations: Annotated[Optional[int], _run_option("max_iterations")] = None,
+    max_seconds: Annotated[Optional[float], _run_option("max_seconds")] = None,
+    repeats: Annotated[Optional[int], _run_option("repeats")] = None,
+    threads: Annotated[Optional[str], typer.Option("--threads", help=run_help("threads", "a list sweeps: 1,2,4"))] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", help=run_help("batch", "a list sweeps: 1,8"))] = None,
+    inter_op_threads: Annotated[Optional[int], _run_option("inter_op_threads")] = None,
     provider: Annotated[Optional[str], typer.Option(help="onnxruntime's execution provider: cpu, cuda, tensorrt, xnnpack, ... or a full name; a list sweeps.")] = None,
     runtime: Annotated[Optional[str], typer.Option("--runtime", metavar="NAME[,NAME]", help="Runtime(s) that measure the model: onnxruntime (default for an .onnx), openvino, ncnn, litert; a list sweeps. An .onnx runs as it is on onnxruntime and openvino, as its `bench convert` bundle on ncnn and litert; a bundle or .tflite runs on its own runtime.")] = None,
     provider_option: Annotated[Optional[list[str]], typer.Option("--provider-option", help="Execution provider option KEY=VALUE.")] = None,
-    graph_optimization: Annotated[Optional[str], typer.Option(help="onnxruntime's graph optimisation level: disable, basic, extended, all.")] = None,
+    graph_optimization: Annotated[Optional[str], _run_option("graph_optimization")] = None,
+    telemetry_interval: Annotated[Optional[float], _run_option("telemetry_interval")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds before a run is killed (default: from the run's maximums).")] = None,
     cpus: Annotated[Optional[str], typer.Option(help="Pin the run to these CPUs of the board, e.g. 2,3.")] = None,
     spin_wait: Annotated[Optional[bool], typer.Option("--spin-wait/--no-spin-wait", help="onnxruntime thread spinning (default: its own).")] = None,

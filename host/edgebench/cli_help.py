@@ -7,12 +7,12 @@ fills both in once, when a command is built, so the help of `bench` and of the a
 
 from __future__ import annotations
 
-# Option -> metavar; the rest get one from their type.
+# Option -> metavar; the run options' come from the protocol (as on the agent's `run`), the rest from their type.
 METAVARS = {
     "--scenario": "single-stream|multi-stream|server|offline", "--qps": "X|auto", "--latency-bound": "DURATION",
     "--target": "NAME[,NAME]|tag:TAG", "--results": "DIR", "--inputs": "FILE.npz", "--value": "NAME=VALUE",
     "--dim": "NAME=N", "--provider-option": "KEY=VALUE", "--threads": "N[,N...]", "--batch": "N[,N...]",
-    "--provider": "NAME[,NAME...]", "--cpus": "CPU[,CPU...]", "--graph-optimization": "LEVEL",
+    "--provider": "NAME[,NAME...]", "--cpus": "CPU[,CPU...]",
     "--reference": "MODEL", "--dataset": "FILE.npz", "--test-data": "DIR", "--atol": "[OUTPUT=]X",
     "--rtol": "[OUTPUT=]X", "--variants": "DIR", "--inventory": "FILE.yaml", "--output": "FILE", "-o": "FILE",
     "--output-dir": "DIR", "--calibration": "FILE.npz", "--weights": "FILE.pt", "--example-inputs": "FILE.npz",
@@ -20,16 +20,30 @@ METAVARS = {
     "--mode": "trace|script", "--output-names": "NAME[,NAME...]", "--save-test-data": "DIR", "--by": "KEY[,KEY...]",
     "--baseline": "KEY=VALUE", "--metric": "NAME", "--format": "FORMAT", "--fail-on-regression": "PERCENT",
     "--min-effect": "PERCENT", "--columns": "NAME[,NAME...]", "--max-size": "SIZE", "--model": "FILE.onnx",
-    "--to": "KIND[,KIND...]", "--only": "MODEL", "--timeout": "SECONDS", "--min-seconds": "SECONDS",
-    "--max-seconds": "SECONDS", "--cooldown-timeout": "SECONDS", "--cooldown-margin": "DEGREES",
+    "--to": "KIND[,KIND...]", "--only": "MODEL", "--timeout": "SECONDS", "--cooldown-timeout": "SECONDS",
+    "--cooldown-margin": "DEGREES",
 }
 ARGUMENTS = {"models": "MODEL.onnx", "model": "MODEL.onnx", "spec": "MODEL_SPEC", "paths": "RESULTS",
              "files": "RESULT.json", "runs": "RUN_ID", "plan_file": "PLAN.yaml"}
-# Options whose None default means "the agent's default": option -> the request field holding it.
-AGENT_DEFAULTS = {"--seed": "seed", "--warmup": "warmup_min_iterations", "--min-iterations": "min_iterations",
-                  "--min-seconds": "min_seconds", "--max-iterations": "max_iterations", "--max-seconds": "max_seconds",
-                  "--repeats": "repeats", "--threads": "intra_op_threads", "--inter-op-threads": "inter_op_threads",
-                  "--provider": "provider", "--graph-optimization": "graph_optimization_level"}
+
+
+def agent_defaults() -> dict[str, str]:
+    """Options whose None default means "the agent's default": option -> the request field holding it (the
+    protocol's run options, and --provider)."""
+    from .agentlib import RUN_OPTIONS
+
+    return {**{o.flag: o.field for o in RUN_OPTIONS if o.flag}, "--provider": "provider"}
+
+
+def run_help(name: str, more: str = "") -> str:
+    """A run option's help on `bench deploy`: the protocol's text (RUN_OPTIONS, which the agent's `run --help`
+    shows too), as a sentence, with what the host adds (`more`, e.g. that a list sweeps)."""
+    from .agentlib import RUN_OPTION
+
+    text = RUN_OPTION[name].help
+    if not text.startswith("onnxruntime"):  # a name keeps its case
+        text = text[0].upper() + text[1:]
+    return f"{text}{'; ' + more if more else ''}."
 
 
 # A command with many options shows them in panels (by parameter name), in this order; --help comes last.
@@ -40,7 +54,7 @@ PANELS = {
                          "inter_op_threads", "variants")),
         ("Inputs and sizes", ("inputs", "value", "dim", "seed", "strict_dims")),
         ("Measuring", ("warmup", "min_iterations", "min_seconds", "max_iterations", "max_seconds", "repeats", "timeout",
-                       "cpus", "spin_wait", "cooldown", "cooldown_margin", "cooldown_timeout")),
+                       "telemetry_interval", "cpus", "spin_wait", "cooldown", "cooldown_margin", "cooldown_timeout")),
         ("Accuracy pass", ("accuracy", "reference", "dataset", "test_data", "accuracy_samples", "batch_size", "atol",
                            "rtol")),
         ("Profile, energy and pipeline passes", ("profile", "profile_iterations", "energy", "energy_seconds",
@@ -95,11 +109,13 @@ def readable(command):
     returns it."""
     import types
 
-    from .agentlib import PASS_DEFAULTS, RUN_DEFAULTS
+    from .agentlib import OPTION_METAVARS, PASS_DEFAULTS, RUN_DEFAULTS, RUN_OPTIONS
 
     if command.name in PANELS:
         command.format_options = types.MethodType(_format_in_panels(PANELS[command.name]), command)
 
+    defaults = agent_defaults()
+    metavars = {**{o.flag: OPTION_METAVARS[o.kind] for o in RUN_OPTIONS if o.flag}, **METAVARS}
     for param in command.params:  # click's classes, as typer vendors them: told apart by their kind
         if param.param_type_name == "argument":
             param.metavar = ARGUMENTS.get(param.name, param.name.upper())
@@ -108,7 +124,7 @@ def readable(command):
         if param.param_type_name != "option" or getattr(param, "is_flag", False):
             continue
         names = [*param.opts, *param.secondary_opts]
-        chosen = param.metavar or next((METAVARS[n] for n in names if n in METAVARS), None)  # its own first
+        chosen = param.metavar or next((metavars[n] for n in names if n in metavars), None)  # its own first
         if chosen is None:
             annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
             kinds: dict = {int: "N", float: "X"}
@@ -118,8 +134,9 @@ def readable(command):
         param.display_type_rich = lambda ctx=None, shown=chosen: shown
         if param.default is None and any(n in ("--atol", "--rtol") for n in names):
             param.help = f"{param.help}  [default: {PASS_DEFAULTS['accuracy'][names[0].lstrip('-')]:g}]"
-        field = next((AGENT_DEFAULTS[n] for n in names if n in AGENT_DEFAULTS), None)
-        if field is not None and param.default is None and "[default:" not in (param.help or ""):
+        field = next((defaults[n] for n in names if n in defaults), None)
+        if field is not None and param.default is None and "[default:" not in (param.help or "") \
+                and RUN_DEFAULTS[field] is not None:
             value = RUN_DEFAULTS[field]
             shown = {0: "0 (onnxruntime's own)"}.get(value, value) if field.endswith("threads") else value
             param.help = f"{param.help}  [default: {shown}]"

@@ -20,11 +20,13 @@ def names(text: str | None) -> list[str] | None:
 
 def int_list(text: str | None, option: str) -> list[int] | None:
     """--threads 1,2,4 -> [1, 2, 4]; None when not given."""
+    from .agentlib import parse_integer
+
     if text is None:
         return None
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
+        values = [parse_integer(part, option) for part in text.split(",") if part.strip()]
+    except ConfigError as exc:
         raise InputError(f"{option} {text!r} must be a number or a comma-separated list of numbers") from exc
     if not values:
         raise InputError(f"{option} {text!r} names no value")
@@ -95,11 +97,16 @@ def key_value(text: str | None, option: str) -> tuple[str, str] | None:
     return key, value
 
 
-# `bench deploy` option -> the agent request field it sets (None: leave the agent's default).
-_RUN_FLAGS = {"seed": "seed", "warmup": "warmup_min_iterations", "min_iterations": "min_iterations",
-              "min_seconds": "min_seconds", "max_iterations": "max_iterations", "max_seconds": "max_seconds",
-              "repeats": "repeats", "inter_op_threads": "inter_op_threads",
-              "graph_optimization": "graph_optimization_level", "spin_wait": "spin_wait"}
+# Options that sweep on the host (a list: one run each), set on the agent one value at a time.
+SWEPT = ("threads", "batch")
+
+
+def run_flags() -> dict[str, str]:
+    """`bench deploy` parameter -> the agent request field it sets: the protocol's run options (RUN_OPTIONS) but
+    the swept ones, and --spin-wait (None: leave the agent's default)."""
+    from .agentlib import RUN_OPTIONS
+
+    return {**{o.name: o.field for o in RUN_OPTIONS if o.flag and o.name not in SWEPT}, "spin_wait": "spin_wait"}
 
 
 def scenario_options(given: dict[str, Any]) -> dict | None:
@@ -147,7 +154,7 @@ def deploy_request(given: dict[str, Any]):
         "dims": parse_assignments(given["dim"], "--dim", int),
         "provider_options": parse_assignments(given["provider_option"], "--provider-option", str),
     }
-    options.update({field: given[flag] for flag, field in _RUN_FLAGS.items() if given[flag] is not None})
+    options.update({field: given[flag] for flag, field in run_flags().items() if given[flag] is not None})
     if given["cpus"] is not None:
         options["cpus"] = int_list(given["cpus"], "--cpus")
     if given["verbose"]:

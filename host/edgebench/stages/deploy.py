@@ -738,6 +738,8 @@ def prepare(request: DeployRequest) -> DeployJob:
         if settings.accuracy is None:  # a variant is judged against its parent
             settings = replace(settings, accuracy=AccuracyOptions())
     cells = expand_sweep(settings, request.threads, request.batches, request.providers, request.runtimes)
+    for cell in cells:  # an option the agent would refuse is refused here, before a target is even looked up
+        cell.request("-", None)
     targets = select_targets(request.target,
                              load_inventory(inventory_path(request.inventory)).with_coordinator(request.coordinator))
     return DeployJob(models, targets, cells, Path(request.results))

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..agentlib import PASS_DEFAULTS, sha256_bytes
+from ..agentlib import PASS_DEFAULTS, RUN_OPTION, RUN_OPTIONS, check_option, sha256_bytes
 from .deploy import RunSettings
 from ..errors import ConfigError, InputError
 from ..fileio import file_sha256
@@ -37,14 +37,14 @@ MODEL_KEYS = {"name": "string", "path": "string", "export": "string", "inputs": 
               "dynamic": "list of strings", "exporter": "string", "mode": "string", "dims": "mapping",
               "values": "mapping", "dataset": "string", "variants": "list of strings", "pipeline": "string",
               "samples": "string"}
-# settings: key -> (type, request field). Lists of threads, batch, provider and runtime sweep.
+# settings: key -> (type, request field). Lists of threads, batch, provider and runtime sweep. The run options'
+# keys, types and bounds are the protocol's (RUN_OPTIONS): a plan reads them as `bench deploy` and the agent do.
+_YAML_TYPES = {"int": "integer", "float": "number", "choice": "string"}
 SETTINGS = {
-    "warmup": ("integer", "warmup_min_iterations"), "min_iterations": ("integer", "min_iterations"),
-    "min_seconds": ("number", "min_seconds"), "max_iterations": ("integer", "max_iterations"),
-    "max_seconds": ("number", "max_seconds"), "repeats": ("integer", "repeats"), "seed": ("integer", "seed"),
-    "inter_op_threads": ("integer", "inter_op_threads"), "graph_optimization": ("string", "graph_optimization_level"),
-    "cpus": ("list", "cpus"), "spin_wait": ("boolean", "spin_wait"),
-    "threads": ("sweep", "intra_op_threads"), "batch": ("sweep", "batch"), "provider": ("sweep", "provider"), "runtime": ("sweep", "runtime"),
+    **{o.plan: ("sweep" if o.name in ("threads", "batch") else _YAML_TYPES[o.kind], o.field)
+       for o in RUN_OPTIONS if o.plan},
+    "cpus": ("list", "cpus"), "spin_wait": ("boolean", "spin_wait"), "provider": ("sweep", "provider"),
+    "runtime": ("sweep", "runtime"),
     "accuracy": ("boolean", None), "profile": ("boolean", None), "cooldown": ("boolean", None),
     "timeout": ("number", None), "scenario": ("mapping", "scenario"), "energy": ("boolean", None),
     "energy_seconds": ("number", None),
@@ -120,9 +120,12 @@ def load_plan(path: Path, inventory) -> Plan:
             values = value if isinstance(value, list) else [value]
             expected = "string" if key in ("provider", "runtime") else "integer"
             for index, item in enumerate(values):
-                check_type(doc, ("settings", key, index) if isinstance(value, list) else ("settings", key), item, expected)
+                where = ("settings", key, index) if isinstance(value, list) else ("settings", key)
+                check_type(doc, where, item, expected)
+                _check_run_option(doc, where, key, item)
         else:
             check_type(doc, ("settings", key), value, kind)
+            _check_run_option(doc, ("settings", key), key, value)
     if settings.get("scenario") is not None:
         from ..agentlib import normalize_scenario
 
@@ -145,6 +148,15 @@ def load_plan(path: Path, inventory) -> Plan:
     return Plan(name=data["name"], path=Path(path), sha256=file_sha256(path),
                 models=models, targets=list(data["targets"]), settings=settings, variants=variants,
                 results=_results_folder(doc, base, data.get("results")))
+
+
+def _check_run_option(doc: YamlDoc, where: tuple, key: str, value) -> None:
+    """A run option's bounds, the agent's own rule (protocol.check_option), refused at the plan's line."""
+    if key in RUN_OPTION:
+        try:
+            check_option(RUN_OPTION[key], value)
+        except ConfigError as exc:
+            raise doc.error(where, exc.message) from exc
 
 
 def _results_folder(doc: YamlDoc, base: Path, given) -> Path | None:

@@ -1,0 +1,122 @@
+"""One declaration per run option (protocol.RUN_OPTIONS): `bench deploy`, the standalone agent's `run`, a plan's
+settings and the Python API read every option alike, and the help of both CLIs comes from the same table."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from edgebench_agent.protocol import RUN_DEFAULTS, RUN_OPTIONS, RequestError
+from tests.conftest import EXAMPLES
+
+MODEL = EXAMPLES / "cnn.onnx"
+FRONTED = [o for o in RUN_OPTIONS if o.flag]
+SPELLINGS = {
+    "int": ["3", "1", "0", "-1", "1024", "1025", "1.5", "2.0", "abc", "", "1e3", " 2", "nan", "99999999999"],
+    "float": ["0.5", "2", "0", "-1", "-0.25", "1e-3", "abc", "", "nan", "inf", "1e400", " 3"],
+    "choice": ["all", "basic", "ALL", "none", "", "disable"],
+}
+
+
+def _typed(spelling: str, folder):
+    """What a plan's YAML (edgebench's reading of it), or a notebook user typing the same, makes of the spelling."""
+    from edgebench.yamlconf import load_yaml
+
+    path = folder / "value.yaml"
+    path.write_text(f"value: {spelling!r}" if spelling.strip() in ("", "nan", "inf") else f"value: {spelling}")
+    return load_yaml(path).data["value"]
+
+
+def _host_cli(option, spelling: str, capsys) -> bool:
+    """`bench deploy MODEL --flag SPELLING --target no-such-board`, parsed and checked in this process: every
+    option is checked before the target is looked up, so an accepted spelling ends at the unknown target."""
+    import typer
+
+    from edgebench.cli import app
+
+    command = typer.main.get_command(app)
+    try:
+        command.main(["deploy", str(MODEL), option.flag, spelling, "--target", "no-such-board"], standalone_mode=False)
+    except SystemExit:
+        pass
+    except Exception as exc:  # click's own usage errors (a value typer cannot convert)
+        return _ends_at_target(str(exc))
+    return _ends_at_target(capsys.readouterr().err)
+
+
+def _ends_at_target(text: str) -> bool:
+    return "no-such-board" in text
+
+
+def _agent(option, spelling: str) -> bool:
+    from edgebench_agent.__main__ import _request_from_flags, build_parser
+    from edgebench_agent.protocol import normalize_run_request
+
+    try:
+        normalize_run_request(_request_from_flags(build_parser().parse_args(["run", str(MODEL), option.flag, spelling])))
+    except RequestError:
+        return False
+    return True
+
+
+def _plan(option, spelling: str, tmp_path) -> bool:
+    from edgebench.errors import BenchError
+    from edgebench.stages.plan import prepare
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "models": [{"name": "cnn", "path": str(MODEL)}], "targets": ["local"],
+                                    "settings": {option.plan: _typed(spelling, tmp_path)}}))
+    try:
+        prepare(path, dry_run=True)
+    except BenchError:
+        return False
+    return True
+
+
+def _api(option, spelling: str, tmp_path) -> bool:
+    import edgebench.api as eb
+    from edgebench.errors import BenchError
+
+    try:
+        eb.deploy(MODEL, target="no-such-board", **{option.name: _typed(spelling, tmp_path)})
+    except BenchError as exc:
+        return _ends_at_target(str(exc))
+    raise AssertionError("a deploy to no-such-board ran")
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("option", [o for o in FRONTED if o.plan], ids=lambda o: o.name)
+def test_every_front_accepts_and_refuses_the_same_spellings(option, tmp_path, capsys):
+    for spelling in SPELLINGS[option.kind]:
+        seen = {"bench deploy": _host_cli(option, spelling, capsys), "agent run": _agent(option, spelling),
+                "plan": _plan(option, spelling, tmp_path), "api": _api(option, spelling, tmp_path)}
+        assert len(set(seen.values())) == 1, (option.name, spelling, seen)
+
+
+def test_each_run_option_is_on_every_front_with_the_protocols_help_and_default():
+    """The table is the list: every run option with a flag is a `bench deploy` option and an agent `run` flag with
+    the protocol's help and default, every one with a plan key a plan setting, and the API takes its name."""
+    import typer
+
+    from edgebench.cli import app
+    from edgebench.cli_help import readable
+    from edgebench.stages.plan import SETTINGS
+    from edgebench_agent.__main__ import build_parser
+
+    deploy = readable(typer.main.get_command(app).commands["deploy"])  # as `bench deploy --help` shows it
+    host = {opt: param for param in deploy.params for opt in param.opts}
+    run_parser = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "run" in a.choices).choices["run"]
+    agent = {opt: action for action in run_parser._actions for opt in action.option_strings}
+    for option in FRONTED:
+        assert option.flag in host, f"bench deploy has no {option.flag}"
+        assert option.flag in agent, f"the agent's run has no {option.flag}"
+        words = option.help.split("(")[0].strip().lower()
+        assert words in (host[option.flag].help or "").lower(), (option.flag, host[option.flag].help)
+        assert words in agent[option.flag].help.lower(), (option.flag, agent[option.flag].help)
+        default = RUN_DEFAULTS[option.field]
+        if default is not None and not option.field.endswith("threads"):  # (the host says whose default 0 is)
+            assert f"[default: {default}]" in host[option.flag].help, host[option.flag].help
+            assert f"[default: {default}]" in agent[option.flag].help, agent[option.flag].help
+        assert agent[option.flag].dest == option.field
+        if option.plan:
+            assert SETTINGS[option.plan][1] == option.field
