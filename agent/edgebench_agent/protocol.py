@@ -180,6 +180,7 @@ OPTION_METAVARS = {"int": "N", "float": "SECONDS", "choice": "LEVEL"}  # both CL
 
 
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")
+_NON_FINITE = ("nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -189,8 +190,8 @@ def parse_option(option, text):
     otherwise (Python's int() would also take "١٢", pydantic's "2.0")."""
     if option.kind == "int":
         return parse_integer(text, option.flag)
-    if option.kind == "float" and _NUMBER_TEXT.fullmatch(text.strip()):
-        return float(text.strip())
+    if option.kind == "float" and (_NUMBER_TEXT.fullmatch(text.strip()) or text.strip().lower() in _NON_FINITE):
+        return float(text.strip())  # nan and inf are read, then refused by check_option like a request's
     if option.kind == "choice":
         return text
     raise RequestError("%s %r must be a number" % (option.flag, text))
