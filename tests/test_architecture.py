@@ -235,3 +235,75 @@ def test_each_part_says_what_it_owns_and_may_import():
     for part in ALLOWED:
         text = (PACKAGES["edgebench"] / part / "__init__.py").read_text()
         assert text.startswith('"""') and "may import" in text and "test_architecture" in text, part
+
+
+# ------------------------------------------------------------------------------------------ one owner
+# What only its owner may do, by the source text that does it (docs/architecture.md, "One owner per concept").
+OWNERS = {
+    "sha256": (r"\bhashlib\.sha256\(", {"agent/edgebench_agent/shared/files.py",
+                                         "host/edgebench/boards/transport/ssh.py"}),  # OpenSSH's key fingerprint
+    "a latency percentile": (r"\b(np|numpy)\.(percentile|quantile)\(", {"host/edgebench/results/stats.py"}),
+    "loading an npz": (r"\b(np|numpy)\.load\(", {"agent/edgebench_agent/shared/inputs.py"}),
+    # Moving a finished file into place: the atomic writer, the local transport's own rename, a lock log's
+    # rotation, the .pyz bootstrap (it imports nothing of ours), export's files out of its scratch folder and
+    # pipeline's packed samples into the cache (both made whole in a temp folder first).
+    "renaming into place": (r"\bos\.(replace|rename)\(", {
+        "agent/edgebench_agent/shared/files.py", "host/edgebench/boards/transport/local.py",
+        "agent/edgebench_agent/lock.py", "agent/edgebench_agent/_pyz_main.py", "host/edgebench/stages/export.py",
+        "host/edgebench/stages/pipeline.py"}),
+    "the one-line error text": (r"""["']error: """, {"host/edgebench/cli.py"}),
+    # (the host's: the agent keeps its own few, converted once by agentlib)
+    "a host error class": (r"^class \w+\((BenchError|ModelError|InputError|ConfigError|ResultError|TransportError)\)",
+                           {"host/edgebench/errors.py"} | {str(p.relative_to(REPO)) for p in
+                                                           (REPO / "agent").rglob("*.py")}),
+}
+
+
+def _doers(pattern: str, files) -> set[str]:
+    import re
+
+    found = set()
+    for path in files:
+        text = "\n".join(line.split("#", 1)[0] if not line.lstrip().startswith(('"', "'")) else line
+                         for line in path.read_text().splitlines())
+        if re.search(pattern, text, re.M):
+            found.add(str(path.relative_to(REPO)))
+    return found
+
+
+def test_each_concept_has_one_owner(tmp_path):
+    files = [p for folder in PACKAGES.values() for p in folder.rglob("*.py")]
+    for concept, (pattern, owners) in OWNERS.items():
+        strays = _doers(pattern, files) - owners
+        assert not strays, f"{concept} belongs to {sorted(owners)}, but {sorted(strays)} do it too"
+    # The check finds a stray: a module that hashes, loads an npz or prints an error line of its own.
+    stray = tmp_path / "stray.py"
+    stray.write_text('import hashlib\nx = hashlib.sha256(b"")\ny = np.load(p)\nprint("error: no")\n')
+    stray = stray.rename(REPO / "tests" / f".stray-{tmp_path.name}.py")
+    try:
+        for concept in ("sha256", "loading an npz", "the one-line error text"):
+            assert _doers(OWNERS[concept][0], [stray]), concept
+    finally:
+        stray.unlink()
+
+
+def test_a_bug_of_ours_inside_a_wide_catch_stays_a_traceback(tmp_path, monkeypatch):
+    """convert's catch around the converters reports a converter's failure as a failed variant, but a programming
+    error of ours (here: a helper of the int8 converter made uncallable) propagates; a third-party TypeError is
+    not ours."""
+    import numpy as np
+    import pytest
+
+    from edgebench.errors import is_our_bug
+    from edgebench.stages import convert
+
+    try:
+        np.zeros("not a shape")
+    except TypeError as exc:
+        assert not is_our_bug(exc)
+    monkeypatch.setattr(convert, "_kept", None)
+    with pytest.raises(TypeError, match="not callable"):
+        convert.convert(REPO / "examples" / "cnn.onnx", ["int8-dynamic"], tmp_path / "v")
+    monkeypatch.undo()
+    (variant,) = convert.convert(REPO / "examples" / "cnn.onnx", ["int8-dynamic"], tmp_path / "v")
+    assert variant.ok, variant.error

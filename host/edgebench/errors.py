@@ -58,6 +58,16 @@ class ResultError(BenchError):
     """A result file that cannot be read: corrupt, or from a newer edgebench."""
 
 
+class IndexUnusable(ResultError):
+    """The results index cannot be used (unsafe files, too new, locked by another process, DuckDB missing):
+    compare and history read the JSON files instead."""
+
+
+class CutFailed(BenchError):
+    """`bench diverge`: a cut the conversion or the board could not run; that tensor is left out, the search
+    goes on."""
+
+
 class TransportError(BenchError):
     exit_code = EXIT_TARGET
 
@@ -104,6 +114,31 @@ class FarmError(TransportError):
 def from_onnxruntime(exc: BaseException) -> bool:
     """onnxruntime raises its own exception types (Fail, InvalidArgument, ...) from its C++ core."""
     return type(exc).__module__.startswith("onnxruntime")
+
+
+# The programming errors a wide `except Exception` around third-party code must let through when our own code
+# raised them: a bug is a traceback to report, never "the converter failed" or a user's bad input.
+_BUG_TYPES = (AssertionError, AttributeError, IndexError, KeyError, NameError, TypeError, ZeroDivisionError)
+
+
+def is_our_bug(exc: BaseException) -> bool:
+    """True for a programming error whose innermost frame is edgebench's own code (host or agent package)."""
+    import os
+    import sys
+
+    if not isinstance(exc, _BUG_TYPES):
+        return False
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return False
+    roots = [os.path.dirname(os.path.abspath(__file__))]
+    agent = sys.modules.get("edgebench_agent")
+    if agent is not None and getattr(agent, "__file__", None):
+        roots.append(os.path.dirname(os.path.abspath(str(agent.__file__))))
+    where = os.path.abspath(frame.tb_frame.f_code.co_filename)
+    return any(where.startswith(root + os.sep) for root in roots)
 
 
 def one_line(exc: BaseException, limit: int = 300, with_type: bool = False) -> str:

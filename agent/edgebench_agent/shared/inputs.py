@@ -193,9 +193,10 @@ def _npy_header(handle):
     return shape, dtype
 
 
-def declared_arrays(path):
-    """[(name, shape, dtype)] of an .npz or .npy as its headers declare them: nothing is inflated. A file that is
-    not one (corrupt, truncated, a garbled header) is an InputError naming it."""
+def declared_arrays(path, name=None):
+    """[(name, shape, dtype)] of an .npz or .npy (a path, or a file object with `name` for messages) as its
+    headers declare them: nothing is inflated. A file that is not one (corrupt, truncated, a garbled header) is an
+    InputError naming it."""
     import zipfile
     import zlib
 
@@ -203,7 +204,7 @@ def declared_arrays(path):
         return _declared_arrays(path)
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError("cannot read %s as .npz/.npy (corrupt or truncated?): %s"
-                         % (path, " ".join(str(exc).split()) or type(exc).__name__))
+                         % (name or path, " ".join(str(exc).split()) or type(exc).__name__))
 
 
 def _declared_arrays(path):
@@ -219,29 +220,37 @@ def _declared_arrays(path):
                     shape, dtype = _npy_header(handle)
                 declared.append((member.filename[:-4], shape, dtype))
         return declared
+    if hasattr(path, "read"):
+        path.seek(0)
+        return [("",) + tuple(_npy_header(path))]
     with open(path, "rb") as handle:
         shape, dtype = _npy_header(handle)
     return [("", shape, dtype)]
 
 
-def load_npz(path):
-    """Arrays from an .npz (or a single .npy) file. Pickled objects are refused, and so is an archive whose
-    headers declare more than the array size limit (checked before anything is inflated)."""
+def load_npz(path, data=None):
+    """Arrays from an .npz (or a single .npy) file, or from its bytes (`data`: a board's outputs read over the
+    link; `path` then only names them). Pickled objects are refused, and so is an archive whose headers declare
+    more than the array size limit (checked before anything is inflated)."""
+    import io
     import os
     import stat
     import zipfile
     import zlib
 
+    def source():
+        return path if data is None else io.BytesIO(data)
+
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        if data is None and not stat.S_ISREG(os.stat(path).st_mode):
             raise InputError("%s is not a regular file: give an .npz file" % path)
         total = 0
-        for name, shape, dtype in declared_arrays(path):
+        for name, shape, dtype in declared_arrays(source(), path):
             if dtype.hasobject:
                 raise InputError("%s holds pickled objects, which edgebench never loads: array %r is %s; save plain "
                                  "arrays" % (path, name, dtype))
             total += check_array_size("%s: array %r" % (path, name or "(.npy)"), dtype, shape, total)
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(source(), allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return {"": loaded}
         try:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from .files import pack_files, unpacked_folder
-from .inputs import InputError, _check_user_array, numpy_dtype
+from .inputs import InputError, _check_user_array, load_npz, numpy_dtype
 
 STAGES = ("load", "preprocess", "inference", "postprocess")
 MAX_SAMPLES = 10000
@@ -46,7 +46,7 @@ class MissingModule(InputError):
 def default_load(path):
     """A .npy file's array (never pickled objects), any other file's bytes."""
     if path.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
+        return load_npz(path)[""]
     with open(path, "rb") as handle:
         return handle.read()
 
@@ -312,13 +312,12 @@ def compare_results(expected, actual, names, atol, rtol):
 
 def read_results(data, count):
     """A results .npz (bytes or a path) back into a list of result dicts, one per sample."""
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    loaded = load_npz("the pipeline's results", data) if isinstance(data, bytes) else load_npz(data)
     results = [dict() for _ in range(count)]  # type: list
-    with np.load(source, allow_pickle=False) as loaded:
-        for key in loaded.files:
-            index, _, name = key[1:].partition(".")
-            if key.startswith("s") and index.isdigit() and int(index) < count:
-                results[int(index)][name] = loaded[key]
+    for key, value in loaded.items():
+        index, _, name = key[1:].partition(".")
+        if key.startswith("s") and index.isdigit() and int(index) < count:
+            results[int(index)][name] = value
     return results
 
 

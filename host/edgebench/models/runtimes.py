@@ -16,7 +16,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from ..errors import ModelError, one_line
+from ..errors import ModelError, is_our_bug, one_line
 
 MANIFEST_LIMIT = 1 << 20
 # The model files each runtime takes as they are (anything else for it is refused before upload).
@@ -114,7 +114,9 @@ def runtime_session(path: Path, runtime: str, threads: int = 0):
             raise ModelError(f"{runtime} is not installed on this host: {pip_line(runtime)} (or pip install "
                              "'edgebench[runtimes]')") from exc
         raise ModelError(str(exc)) from exc
-    except Exception as exc:  # the runtime's own failure types
+    except Exception as exc:  # the runtime's own failure types (a bug of ours stays a traceback)
+        if is_our_bug(exc):
+            raise
         raise ModelError(f"{runtime} cannot load {path} on this host: {one_line(exc, 300)}") from exc
 
 

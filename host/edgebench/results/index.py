@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FileWriteError, ResultError
+from ..errors import FileWriteError, IndexUnusable, ResultError
 from .files import parse_time, walk_result_files
 
 # 1: first version; 2: rows carry the runtime; 3: rows carry the file's ctime and a MAC; 4: sketches hold
@@ -42,11 +42,6 @@ LOCK_WAIT_S = 5.0
 RUN_COLUMNS = ("path", "size", "mtime_ns", "ctime_ns", "content_sha", "run_id", "created_at", "status", "row_json",
                "sketch_n", "sketch_sum", "sketch_sumsq", "sketch_q", "mac")
 PROBLEM_COLUMNS = ("path", "size", "mtime_ns", "ctime_ns", "reason", "mac")
-
-
-class IndexUnusable(ResultError):
-    """The index cannot be used (unsafe files, too new, locked by another process, DuckDB missing): read the JSON
-    files instead."""
 
 
 class _Damaged(Exception):
@@ -368,8 +363,7 @@ def _listing(folder: Path, skipped: list[str]) -> dict[str, tuple[int, int, int]
 
 def _summarize(path: Path) -> tuple[dict, dict | None, str, dict]:
     """({row, facts}, sketch, content sha256, document) of one result file; ResultError when it is unusable."""
-    import hashlib
-
+    from ..agentlib import sha256_bytes
     from .report import run_facts, run_row
     from .files import load_result
     from .stats import all_samples_ns, sketch_of
@@ -388,7 +382,7 @@ def _summarize(path: Path) -> tuple[dict, dict | None, str, dict]:
     measurements = document.get("measurements") or {}
     if document["status"] == "ok" and measurements.get("repeats"):
         sketch = sketch_of(all_samples_ns(measurements))
-    return row, sketch, hashlib.sha256(content).hexdigest(), document
+    return row, sketch, sha256_bytes(content), document
 
 
 def _non_finite(value) -> bool:

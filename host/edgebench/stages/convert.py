@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ..errors import ConfigError, InputError, ModelError, from_onnxruntime, one_line
+from ..errors import ConfigError, InputError, ModelError, from_onnxruntime, is_our_bug, one_line
 from ..fileio import copy_atomically, file_sha256
 from ..models.modelinfo import check_external_data, host_session, load_model_proto, session_io
 from ..models.parity import DEFAULT_ATOL, DEFAULT_RTOL
@@ -343,6 +343,8 @@ def convert(model_path: Path, kinds: list[str], out_dir: Path, calibration: Path
             except (InputError, ConfigError):
                 raise
             except Exception as exc:  # the converters (onnx, onnxruntime tools) raise anything from ValueError to Fail
+                if is_our_bug(exc):  # ours is a traceback, not a failed variant
+                    raise
                 variant.error = one_line(exc, 400, with_type=True)
                 variants.append(variant)
                 continue

@@ -23,7 +23,6 @@ measured (accuracy and latency) as ordinary stored results.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import tempfile
 import time
@@ -35,7 +34,7 @@ import numpy as np
 
 from ..results.tables import aligned
 from .accuracy import AccuracyBudget, is_labelled, npz_bytes
-from ..errors import AgentError, BenchError, ConfigError, InputError, ModelError, from_onnxruntime, one_line
+from ..errors import AgentError, BenchError, ConfigError, CutFailed, InputError, ModelError, from_onnxruntime, one_line
 
 DIVERGENCE_VERSION = 1
 DEFAULT_MIN_COSINE = 0.99
@@ -417,8 +416,6 @@ class Prober:
     def _cut_file(self, tensors: list[Tensor]) -> Path:
         """The cut as a file for the board: the variant cut there, or the parent cut there and converted as the
         variant was. Named by content, so a cut made twice is uploaded once."""
-        import hashlib
-
         import onnx
 
         model = self.parent_model if self.pair.cut_in_parent else self.variant_model
@@ -427,7 +424,9 @@ class Prober:
         if len(data) > 2**31 - 1:
             raise ModelError(f"a cut of {self.pair.variant.name} is over 2 GiB, more than one ONNX file holds",
                              "diverge a smaller model, or its parts")
-        stem = f"{self.pair.variant.name.split('.')[0][:40]}.cut-{hashlib.sha256(data).hexdigest()[:12]}"
+        from ..agentlib import sha256_bytes
+
+        stem = f"{self.pair.variant.name.split('.')[0][:40]}.cut-{sha256_bytes(data)[:12]}"
         path = self.scratch / f"{stem}.onnx"
         if not path.exists():
             onnx.save(cut, str(path))
@@ -488,8 +487,9 @@ class Prober:
             raise CutFailed(f"{board.target.name} could not run it: {error.get('message', 'no accuracy outputs')}")
         if data is None:
             raise AgentError(f"the outputs of a cut are missing on {board.target.name}: {answer['outputs_file']}")
-        with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
-            arrays = {key: loaded[key] for key in loaded.files}
+        from ..agentlib import load_npz
+
+        arrays = load_npz(f"the outputs of a cut on {board.target.name}", data)
         names = answer["output_names"]
         return {name: join_batches([arrays[batch_key(b, j)] for b in range(len(self.feeds.batches))], self._keep_rows)
                 for j, name in enumerate(names)}
@@ -510,10 +510,6 @@ class Prober:
             if elem:
                 found[value.name] = onnx.helper.tensor_dtype_to_np_dtype(elem)
         return found
-
-
-class CutFailed(BenchError):
-    """A cut the conversion or the board could not run: that tensor is left out, the search goes on."""
 
 
 

@@ -30,16 +30,13 @@ class PipelineOptions:
     def recorded(self) -> dict:
         """What a result's settings record: the pipeline file and samples by content, so runs of different code or
         data never pool."""
-        import hashlib
-
-        from ..agentlib import list_samples
+        from ..agentlib import list_samples, sha256_bytes
         from ..fileio import file_sha256
 
-        digest = hashlib.sha256()  # the samples by content: names and bytes, so other data never pools with these
-        for path in list_samples(str(self.samples)):
-            digest.update(f"{Path(path).name}\0{file_sha256(Path(path))}\n".encode("utf-8", "surrogateescape"))
+        # The samples by content: names and bytes, so other data never pools with these.
+        listing = "".join(f"{Path(path).name}\0{file_sha256(Path(path))}\n" for path in list_samples(str(self.samples)))
         return {"file": self.file.name, "sha256": file_sha256(self.file), "samples": str(self.samples),
-                "samples_sha256": digest.hexdigest()}
+                "samples_sha256": sha256_bytes(listing.encode("utf-8", "surrogateescape"))}
 
 
 @dataclass
@@ -147,12 +144,11 @@ def _stage_error(exc: Exception) -> InputError | None:
 
 def _pack(paths: list[str]) -> tuple[Path, str]:
     """The samples as one tar in the host cache, named by its content (made once per set of files)."""
-    import hashlib
     import os
     import tempfile
 
     from ..fileio import cache_dir
-    from ..agentlib import pack_samples
+    from ..agentlib import pack_samples, sha256_file
     from ..errors import FileWriteError
 
     folder = cache_dir() / "samples"
@@ -162,7 +158,7 @@ def _pack(paths: list[str]) -> tuple[Path, str]:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".pack-", suffix=".tar", delete=False) as out:
             temp = out.name
             pack_samples(paths, out)
-        digest = hashlib.sha256(Path(temp).read_bytes()).hexdigest()
+        digest = sha256_file(temp)
         final = folder / f"{digest[:20]}.tar"
         os.replace(temp, final)
         temp = None

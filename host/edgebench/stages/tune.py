@@ -19,7 +19,6 @@ Pareto front (objective against accuracy), the recommended configuration, and a 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -416,10 +415,12 @@ def tune(request: TuneRequest, say=None) -> dict:
 
 def search_name(request: TuneRequest, sha: str, space: Space, target: str) -> str:
     """The search's identity: the same model, target, space, objective, budget and timing resume each other."""
+    from ..agentlib import sha256_bytes
+
     blob = json.dumps({"model": sha, "target": target, "space": space.recorded(), "objective": request.objective,
                        "budget": request.budget.text() if request.budget else None, "timing": request.timing.recorded(),
                        "dataset": str(request.dataset), "inputs": str(request.inputs), "dims": request.dims}, sort_keys=True)
-    return f"tune-{request.model.stem}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    return f"tune-{request.model.stem}-{sha256_bytes(blob.encode())[:10]}"
 
 
 def _search(request: TuneRequest, runner: Runner, candidates: list[Candidate], space: Space, say) -> dict:
