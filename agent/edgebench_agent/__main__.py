@@ -18,6 +18,7 @@ from .protocol import (
     CHOICES,
     OPTION_METAVARS,
     PASS_DEFAULTS,
+    RUN_OPTION,
     RUN_OPTIONS,
     SCENARIO_NAMES,
     EXIT_OK,
@@ -197,7 +198,8 @@ def build_parser():
                          choices=CHOICES.get(option.field), metavar=OPTION_METAVARS[option.kind],
                          help="%s%s" % (option.help, "" if default is None else "  [default: %s]" % (default,)))
     # The old spellings still work, hidden from the help.
-    run.add_argument("--intra-op-threads", dest="intra_op_threads", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--intra-op-threads", dest="intra_op_threads", type=_option_parser(RUN_OPTION["threads"]),
+                     help=argparse.SUPPRESS)
     run.add_argument("--graph-optimization-level", dest="graph_optimization_level", choices=GRAPH_OPTIMIZATION_LEVELS,
                      help=argparse.SUPPRESS)
     run.add_argument("--runtime", choices=RUNTIMES, help="the runtime that measures the model (default onnxruntime); "

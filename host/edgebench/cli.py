@@ -131,7 +131,6 @@ def _run_option(name: str):
     return typer.Option(option.flag, help=run_help(name), parser=parse)
 
 
-
 @app.command()
 @cli_errors
 def deploy(
