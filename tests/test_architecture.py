@@ -271,6 +271,24 @@ def _doers(pattern: str, files) -> set[str]:
     return found
 
 
+# The modules that read stored result documents: they read them through results.view.Result, where "absent" is
+# decided once, never through their own `.get("block") or {}` chains.
+RESULT_READERS = ["host/edgebench/results/report.py", "host/edgebench/results/html.py", "host/edgebench/results/index.py",
+                  "host/edgebench/results/tables.py", "host/edgebench/stages/compare.py", "host/edgebench/stages/history.py",
+                  "host/edgebench/api.py", "host/edgebench/cli.py"]
+RAW_BLOCK_READ = (r"""\.get\(["'](measurements|accuracy|validity|profile|origin|plan|energy|provenance|labels|repeats|"""
+                  r"""error|settings|pipeline|memory|runtime|info)["']\)\s*or\s*(\{\}|\[\])""")
+
+
+def test_result_documents_are_read_through_one_view(tmp_path):
+    strays = _doers(RAW_BLOCK_READ, [REPO / p for p in RESULT_READERS])
+    assert not strays, f"{sorted(strays)} read a result's blocks by hand: use results.view.Result"
+    stray = tmp_path / "stray.py"
+    stray.write_text('peak = (document.get("measurements") or {}).get("memory")\n')
+    assert _doers(RAW_BLOCK_READ, [stray.rename(REPO / "tests" / f".stray-{tmp_path.name}.py")])
+    (REPO / "tests" / f".stray-{tmp_path.name}.py").unlink()
+
+
 def test_each_concept_has_one_owner(tmp_path):
     files = [p for folder in PACKAGES.values() for p in folder.rglob("*.py")]
     for concept, (pattern, owners) in OWNERS.items():

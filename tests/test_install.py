@@ -41,16 +41,21 @@ def installed(tmp_path_factory) -> Path:
 def _bench(root: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
     work = root / "work"
     work.mkdir(exist_ok=True)
+    return subprocess.run([str(root / "venv" / "bin" / "bench"), *map(str, args)], cwd=work, capture_output=True,
+                          text=True, timeout=timeout, env=_clean_env(root))
+
+
+def _clean_env(root: Path) -> dict:
+    """The environment of a user of the installed tool: no PYTHONPATH or venv of the checkout's."""
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{root / 'venv' / 'bin'}:{env.get('PATH', '')}"
-    return subprocess.run([str(root / "venv" / "bin" / "bench"), *map(str, args)], cwd=work, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return env
 
 
 def test_the_installed_bench_is_the_wheel_not_the_checkout(installed):
     probe = subprocess.run([str(installed / "venv" / "bin" / "python"), "-c",
                             "import edgebench, edgebench_agent; print(edgebench.__file__); print(edgebench_agent.__file__)"],
-                           capture_output=True, text=True, cwd=installed)
+                           capture_output=True, text=True, cwd=installed, env=_clean_env(installed))
     assert probe.returncode == 0, probe.stderr
     for line in probe.stdout.split():
         assert str(installed / "venv") in line and str(REPO) not in line, line

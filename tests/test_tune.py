@@ -110,7 +110,9 @@ def test_ctrl_c_then_the_same_command_resumes_without_measuring_again(bench, tmp
             "--final-seconds", "0.4", "--final-repeats", "2", "--results", str(tmp_path / "r"),
             "--variants-dir", str(tmp_path / "v"), "--plan-out", str(tmp_path / "p.yaml"), "--json"]
     env = {**os.environ, "HOME": str(bench.home)}
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child (a suite started in the background inherits it ignored).
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(list((tmp_path / "r").glob("*.json"))) < 3 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)

@@ -194,7 +194,9 @@ class Deployment:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and all((d.get("accuracy") or {}).get("passed", True) for d in self.documents)
+        from .results.view import Result
+
+        return not self.problems and all(Result(d).accuracy.get("passed", True) for d in self.documents)
 
     def raise_for_problems(self) -> None:
         """The errors `bench deploy` exits with: RunFailed for failed, INVALID or inaccurate runs."""
@@ -483,11 +485,12 @@ def samples(paths: str | Path | Sequence[str | Path] = "results") -> pandas.Data
     import pandas as pd
 
     from .results.report import KEYS, run_keys
+    from .results.view import Result
 
     frames = []
     for document in _documents(paths):
         keys = {"run_id": document["run_id"], **run_keys(document)}
-        for number, repeat in enumerate((document.get("measurements") or {}).get("repeats") or []):
+        for number, repeat in enumerate(Result(document).repeats):
             latency = pd.Series(repeat.get("samples_ns") or [], dtype="float64") / 1e6
             frames.append(pd.DataFrame({**{k: [v] * len(latency) for k, v in keys.items()}, "repeat": number,
                                         "index": range(len(latency)), "latency_ms": latency}))

@@ -215,7 +215,9 @@ def _print_deploy(job, fleet, json_output: bool, columns: str | None) -> None:
     documents = fleet.documents
     if json_output:
         typer.echo(json.dumps(documents, indent=1))
-    for warning in sorted({w for d in documents for w in (d.get("validity") or {}).get("warnings", [])}):
+    from .results.view import Result
+
+    for warning in sorted({w for d in documents for w in Result(d).warnings}):
         typer.echo(f"warning: {warning}", err=True)  # before the table: a warning after it is easy to miss
     if json_output or not documents:
         return
@@ -248,16 +250,20 @@ def _run_status(path) -> str:
         document = load_result(path)
     except ResultError:
         return "unreadable"
-    return "ok" if document["status"] == "ok" else f"failed: {(document.get('error') or {}).get('kind', 'unknown')}"
+    from .results.view import Result
+
+    return "ok" if document["status"] == "ok" else f"failed: {Result(document).error_kind or 'unknown'}"
 
 
 def _profile_lines(document: dict) -> list[str]:
-    profile = document.get("profile") or {}
-    top = profile.get("top_operators") or []
+    from .results.view import Result
+
+    result = Result(document)
+    top = result.top_operators
     if not top:
         return []
     ops = ", ".join(f"{op['op_type']} {op['pct']:.0f}%" for op in top[:5])
-    return [f"profile {document['model']['name']}: {profile['iterations']} inferences, top operators: {ops}"]
+    return [f"profile {result.model_name}: {result.profile['iterations']} inferences, top operators: {ops}"]
 
 
 def _print_summary(documents: list[dict], columns: str | None = None) -> None:

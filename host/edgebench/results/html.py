@@ -118,25 +118,29 @@ def accuracy_plot(comparison: Comparison) -> str | None:
 
 def operator_plot(documents: list[dict]) -> str | None:
     """Top operators by total time, from the profile pass of the newest run that has one."""
-    profiled = [d for d in documents if (d.get("profile") or {}).get("top_operators")]
+    from .view import Result
+
+    profiled = [r for r in map(Result, documents) if r.top_operators]
     if not profiled:
         return None
-    document = max(profiled, key=lambda d: d.get("created_at") or "")
-    top = document["profile"]["top_operators"][:15]
+    result = max(profiled, key=lambda r: r.created_at or "")
+    top = result.top_operators[:15]
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(8, 0.35 * len(top) + 1.2))
     names = [f"{op['op_type']}" + (f" ({op['node']})" if op.get("node") else "") for op in top][::-1]
     axis.barh(names, [op["total_us"] / 1000 for op in top][::-1], color="#3466a4")
     axis.set_xlabel("total time in the profile pass (ms)")
     axis.tick_params(axis="y", labelsize=7)
-    axis.set_title(f"Per-operator time: {document['model']['name']} on {document['target']['name']}")
+    axis.set_title(f"Per-operator time: {result.model_name} on {result.target_name}")
     return _png(figure)
 
 
-def _scenario_repeats(documents: list[dict], name: str) -> list[tuple[dict, dict]]:
-    """(document, repeat) of every repeat of an ok run of one scenario."""
-    return [(d, r) for d in documents if d.get("status") == "ok"
-            for r in (d.get("measurements") or {}).get("repeats") or [] if (r.get("scenario") or {}).get("name") == name]
+def _scenario_repeats(documents: list[dict], name: str) -> list[tuple[str, dict]]:
+    """('MODEL on TARGET', repeat) of every repeat of an ok run of one scenario."""
+    from .view import Result
+
+    return [(f"{d.model_name} on {d.target_name}", r) for d in map(Result, documents) if d.status == "ok"
+            for r in d.repeats if (r.get("scenario") or {}).get("name") == name]
 
 
 def qps_plot(documents: list[dict]) -> str | None:
@@ -146,9 +150,8 @@ def qps_plot(documents: list[dict]) -> str | None:
     bounds = set()
     from ..agentlib import early_stopping_or_max
 
-    for document, repeat in _scenario_repeats(documents, "server"):
+    for label, repeat in _scenario_repeats(documents, "server"):
         block = repeat["scenario"]
-        label = f"{document['model'].get('name')} on {document['target'].get('name')}"
         for probe in block.get("probes") or []:
             points.setdefault(label, []).append((probe["qps"], probe["p99_ns"] / 1e6, probe["met"]))
         # The search's probes are judged by LoadGen's early-stopping p99 (the maximum when too short to bound it):
@@ -181,11 +184,11 @@ def qps_plot(documents: list[dict]) -> str | None:
 def throughput_plot(documents: list[dict]) -> str | None:
     """Offline runs: inferences per second, one bar per model, board and worker count."""
     bars: dict[str, list] = {}
-    for document, repeat in _scenario_repeats(documents, "offline"):
+    for run, repeat in _scenario_repeats(documents, "offline"):
         block = repeat["scenario"]
         if not (block.get("samples") and block.get("wall_ns")):
             continue  # a file from elsewhere without the figures
-        label = f"{document['model'].get('name')} on {document['target'].get('name')}, {block.get('concurrency')} worker(s)"
+        label = f"{run}, {block.get('concurrency')} worker(s)"
         bars.setdefault(label, []).append(block["samples"] * 1e9 / max(block["wall_ns"], 1))
     if not bars:
         return None

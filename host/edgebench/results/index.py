@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import FileWriteError, IndexUnusable, ResultError
 from .files import parse_time, walk_result_files
+from .view import Result
 
 # 1: first version; 2: rows carry the runtime; 3: rows carry the file's ctime and a MAC; 4: sketches hold
 # nearest-rank quantiles, like the tables (an index of an older version is emptied and refilled from the files)
@@ -379,9 +380,9 @@ def _summarize(path: Path) -> tuple[dict, dict | None, str, dict]:
     row = {"row": {k: v for k, v in run_row(document).items() if v is not None and not _non_finite(v)},
            "facts": run_facts(document)}
     sketch = None
-    measurements = document.get("measurements") or {}
-    if document["status"] == "ok" and measurements.get("repeats"):
-        sketch = sketch_of(all_samples_ns(measurements))
+    result = Result(document)
+    if result.ok:
+        sketch = sketch_of(all_samples_ns(result.measurements))
     return row, sketch, sha256_bytes(content), document
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .schema import printable, spreadsheet_safe
+from .view import Result
 from .stats import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, percentiles,
                     scenario_metric, sketch_summary, summarize_ns)
 
@@ -73,7 +74,7 @@ def scenario_label(settings: dict) -> str:
     return name + (" mlperf" if scenario.get("mlperf") else "")
 
 
-def scenario_figures(measurements: list[dict], samples_ns) -> dict:
+def scenario_figures(repeats: list[dict], samples_ns) -> dict:
     """What a load scenario adds to a row: LoadGen's early-stopping percentiles (p90 always; p99 for the
     multi-stream and server scenarios, whose metric it is), and the server's QPS and issue delay, or the offline
     throughput, over the repeats of one run or a group's pooled runs."""
@@ -85,7 +86,7 @@ def scenario_figures(measurements: list[dict], samples_ns) -> dict:
     row: dict = {}
     p90 = early_stopping_percentile(ordered, 0.9)
     row["p90_es_ms"] = p90 / 1e6 if p90 is not None else None
-    details = [r.get("scenario") for m in measurements for r in m.get("repeats") or [] if r.get("scenario")]
+    details = [r["scenario"] for r in repeats if r.get("scenario")]
     names = {d.get("name") for d in details}
     if names & {"multi-stream", "server"}:
         p99 = early_stopping_percentile(ordered, 0.99)
@@ -104,12 +105,12 @@ def scenario_figures(measurements: list[dict], samples_ns) -> dict:
     return row
 
 
-def stage_figures(measurements: list[dict]) -> dict:
+def stage_figures(repeats: list[dict]) -> dict:
     """What a pipeline adds to a row: each stage's median (ms) and its share of the end-to-end time (%), over the
     repeats of one run or a group's pooled runs. Nothing when any repeat lacks its stages."""
     from ..agentlib import stage_summary
 
-    summary = stage_summary([r for m in measurements for r in m.get("repeats") or []]) or {}
+    summary = stage_summary(repeats) or {}
     row: dict = {}
     for stage, (median_ns, share) in summary.items():
         row[f"{stage}_ms"] = median_ns / 1e6
@@ -125,8 +126,8 @@ ENERGY_FIGURES = {"mj_per_inference": "mj_per_inference", "mj_per_inference_abov
 
 def energy_figures(document: dict) -> dict:
     """A run's energy columns, or its scope "unavailable" (never 0 for an unknown)."""
-    block = document.get("energy")
-    if not isinstance(block, dict):
+    block = Result(document).energy
+    if block is None:
         return {}
     if not block.get("available"):
         return {"energy_scope": "unavailable"}
@@ -138,41 +139,40 @@ def energy_figures(document: dict) -> dict:
 def run_row(document: dict) -> dict:
     """One flat row per result (statistics over the pooled samples of its repeats). Text from the document is
     made printable here, once, so no table, export or terminal line shows an escape sequence from a file."""
-    measurements = document.get("measurements") or {}
-    ok = document["status"] == "ok" and measurements.get("repeats")
-    error = (document.get("error") or {}).get("message")
+    result = Result(document)
+    error = result.error_message
     row = {
-        "run_id": printable(document["run_id"]),
-        "created_at": document.get("created_at"),
+        "run_id": printable(result.run_id),
+        "created_at": result.created_at,
         **run_keys(document),
         "origin": origin_label(document),
-        "size_kib": (document["model"].get("size_bytes") or 0) / 1024,
-        "model_sha256": document["model"].get("sha256"),
-        "pipeline_code_and_samples": _pipeline_identity(document.get("settings") or {}),
-        "status": document["status"],
+        "size_kib": (result.model.get("size_bytes") or 0) / 1024,
+        "model_sha256": result.model.get("sha256"),
+        "pipeline_code_and_samples": _pipeline_identity(result.settings),
+        "status": result.status,
         "error": printable(error) if error is not None else None,
     }
-    if ok:
+    if result.ok:
+        measurements = result.measurements
         samples = all_samples_ns(measurements)
         row.update(summarize_ns(samples))
-        row.update(scenario_figures([measurements], samples))
-        row.update(stage_figures([measurements]))
-        repeats = measurements["repeats"]
+        row.update(scenario_figures(result.repeats, samples))
+        row.update(stage_figures(result.repeats))
+        repeats = result.repeats
         row["session_ms"] = sum(r["session_create_ns"] for r in repeats) / len(repeats) / 1e6
         row["first_ms"] = sum(r["first_inference_ns"] for r in repeats) / len(repeats) / 1e6
-        peak = (measurements.get("memory") or {}).get("peak_rss_bytes")
+        peak = result.peak_rss_bytes
         row["peak_rss_mib"] = peak / 2**20 if peak else None
-    accuracy = document.get("accuracy")
+    accuracy = result.accuracy
     if accuracy:
         row["accuracy"] = None if accuracy.get("passed") is None else ("PASS" if accuracy["passed"] else "FAIL")
-        row["max_abs_diff"] = max((o["max_abs"] for o in accuracy.get("outputs") or [] if o.get("max_abs") is not None),
+        row["max_abs_diff"] = max((o["max_abs"] for o in result.outputs if o.get("max_abs") is not None),
                                   default=None)  # (a text output has no difference to show)
-        labels = accuracy.get("labels")
-        row["top1_pct"] = labels["board"]["top1_pct"] if labels else None
-    agreement = (document.get("pipeline") or {}).get("results")
+        row["top1_pct"] = result.top1_pct
+    agreement = result.pipeline_results
     if agreement:
         row["pipeline_agree"] = f"{agreement['agree']}/{agreement['samples']}"
-    if ok:
+    if result.ok:
         row.update(energy_figures(document))
     return row
 
@@ -187,14 +187,14 @@ def _pipeline_identity(settings: dict) -> str | None:
 
 def run_keys(document: dict) -> dict:
     """The values a comparison can group by, for one result. A variant is listed under its parent model."""
-    settings = document.get("settings") or {}
-    provenance = document["model"].get("provenance") or {}
-    target = document["target"].get("name")
-    if (document.get("origin") or {}).get("kind") == "import":
+    result = Result(document)
+    settings = result.settings
+    target = result.target_name
+    if result.imported:
         target = f"{target} (imported)"  # its digest proves integrity, not who wrote it: never pass as deployed
     return {
-        "model": printable((provenance.get("parent") or {}).get("name") or document["model"].get("name")),
-        "variant": printable(variant_label(provenance)),
+        "model": printable(result.family),
+        "variant": printable(variant_label(result)),
         "target": printable(target),
         "settings": printable(settings_label(settings)),
         "runtime": printable(settings.get("runtime") or "onnxruntime"),
@@ -204,28 +204,28 @@ def run_keys(document: dict) -> dict:
         "opt": printable(settings.get("graph_optimization_level", "all")),
         "dims": printable(",".join(f"{k}={v}" for k, v in sorted((settings.get("dims") or {}).items())) or "-"),
         "scenario": printable(scenario_label(settings)),
-        "plan": printable((document.get("plan") or {}).get("name") or "-"),
+        "plan": printable(result.plan_name or "-"),
     }
 
 
-def variant_label(provenance: dict) -> str:
+def variant_label(result: Result) -> str:
     """A variant's name in tables: its conversion, and how many nodes an INT8 one keeps in float (`bench diverge
     --budget`), so the two INT8 variants of one parent are never pooled."""
-    kept = (provenance.get("settings") or {}).get("nodes_to_exclude") if isinstance(provenance.get("settings"), dict) else None
-    label = str(provenance.get("variant") or "original")
-    return f"{label}+float{len(kept)}" if isinstance(kept, list) and kept else label
+    kept = result.kept_in_float
+    label = str(result.provenance.get("variant") or "original")
+    return f"{label}+float{len(kept)}" if kept else label
 
 
 def origin_label(document: dict) -> str:
     """'deploy', or 'import from BOARD' for a result brought in by `bench import`."""
-    origin = document.get("origin") or {}
-    if origin.get("kind") == "import":
-        return printable(f"import from {origin.get('board') or document['target'].get('name')}")
-    return printable(origin.get("kind") or "deploy")
+    result = Result(document)
+    if result.imported:
+        return printable(f"import from {result.origin.get('board') or result.target_name}")
+    return printable(result.origin.get("kind") or "deploy")
 
 
 def validity(document: dict) -> tuple[bool, list[str]]:
-    block = document.get("validity") or {}
+    block = Result(document).validity
     return bool(block.get("valid", True)), [printable(r) for r in block.get("reasons") or []]
 
 
@@ -291,9 +291,10 @@ class RunRecord:
 def run_facts(document: dict) -> dict:
     """What grouping needs of a result beyond its row (kept beside the row in the results index)."""
     valid, reasons = validity(document)
-    agreement = (document.get("pipeline") or {}).get("results")
+    result = Result(document)
+    agreement = result.pipeline_results
     return {"valid": valid, "reasons": reasons,
-            "scenario": ((document.get("settings") or {}).get("scenario") or {}).get("name"),
+            "scenario": result.scenario.get("name"),
             "pipeline": [agreement["agree"], agreement["samples"]] if agreement else None}
 
 
@@ -352,10 +353,10 @@ def compare_records(records: list[RunRecord], by: tuple = DEFAULT_BY, metric: st
             if all(m.loaded is not None for m in ok):
                 samples = np.concatenate([m.samples() for m in ok])
                 pooled[key] = samples
-                measurements = [m.loaded["measurements"] for m in ok]  # type: ignore[index]
+                repeats = [r for m in ok for r in Result(m.loaded).repeats]  # type: ignore[arg-type]
                 row.update(summarize_ns(samples))
-                row.update(scenario_figures(measurements, samples))
-                row.update(stage_figures(measurements))
+                row.update(scenario_figures(repeats, samples))
+                row.update(stage_figures(repeats))
                 row["ci_low_ms"], row["ci_high_ms"] = median_ci(samples / 1e6)
             else:
                 sketches = [m.sketch for m in ok if m.sketch]
@@ -640,28 +641,27 @@ def runtime_ranking(documents: list[dict]) -> list[dict]:
 
     groups: dict = {}
     for document in documents:
-        if document.get("status") != "ok" or not validity(document)[0]:
+        result = Result(document)
+        if not result.ok or not validity(document)[0]:
             continue
         keys = run_keys(document)
-        measurements = document.get("measurements") or {}
-        samples = all_samples_ns(measurements).tolist() if measurements.get("repeats") else []
+        samples = all_samples_ns(result.measurements).tolist()
         if not samples:
             continue
         entry = groups.setdefault((keys["model"], keys["target"]), {}).setdefault(keys["runtime"], {
             "samples": [], "accuracy": [], "top1": [], "version": None})
         entry["samples"].extend(samples)
-        entry["version"] = ((document.get("measurements") or {}).get("runtime") or {}).get("version") or entry["version"]
-        accuracy = document.get("accuracy") or {}
-        if "passed" in accuracy:
-            entry["accuracy"].append(bool(accuracy["passed"]))
-        top1 = ((accuracy.get("labels") or {}).get("board") or {}).get("top1_pct")
+        entry["version"] = result.runtime_version or entry["version"]
+        if "passed" in result.accuracy:
+            entry["accuracy"].append(bool(result.accuracy["passed"]))
+        top1 = result.top1_pct
         if isinstance(top1, (int, float)):
             entry["top1"].append(float(top1))
     ranking = []
     for (model, target), runtimes in sorted(groups.items()):
         if len(runtimes) < 2:
             continue
-        rows = sorted(({"runtime": name, "version": e["version"], "p50_ms": statistics.median(e["samples"]) / 1e6,
+        rows = sorted(({"runtime": name, "version": e["version"], "p50_ms": float(percentiles(e["samples"], 50)) / 1e6,
                         "accuracy": ("PASS" if all(e["accuracy"]) else "FAIL") if e["accuracy"] else "-",
                         "top1_pct": statistics.median(e["top1"]) if e["top1"] else None}
                        for name, e in runtimes.items()), key=lambda row: row["p50_ms"])

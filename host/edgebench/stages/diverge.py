@@ -907,9 +907,11 @@ def _measure_both(original: Path, kept: Path, request: DivergeRequest, board, ta
     report = deploy([original, kept], target, settings, request.results, board=board)
     rows = []
     for outcome in report.outcomes:
+        from ..results.view import Result
+
         document = outcome.document
-        outputs = (document.get("accuracy") or {}).get("outputs") or []
-        latency = summarize_ns(all_samples_ns(document["measurements"])) if document.get("measurements") else {}
+        outputs = Result(document).outputs
+        latency = summarize_ns(all_samples_ns(document["measurements"])) if Result(document).ok else {}
         rows.append({"model": outcome.model_path.name, "result": str(outcome.path), "status": document["status"],
                      "cosine": min((o["cosine"] for o in outputs), default=None),
                      "top1_agreement_pct": min((o["top1_agreement_pct"] for o in outputs if "top1_agreement_pct" in o),

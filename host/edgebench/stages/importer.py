@@ -73,8 +73,10 @@ def import_reply(path: Path, results_dir: Path, model: Path | None = None, targe
     reply = read_reply(path)
     digest = reply["digest"]
     existing, _ = load_results([results_dir]) if Path(results_dir).is_dir() else ([], [])
+    from ..results.view import Result
+
     for document in existing:
-        if (document.get("origin") or {}).get("digest") == digest:
+        if Result(document).origin.get("digest") == digest:
             raise ResultError(f"{path} is already in {results_dir} as {document['run_id']}.json; not stored twice")
     info = reply.get("info") or {}
     machine = info.get("machine") or {}

@@ -209,11 +209,14 @@ def stage_lines(document: dict) -> list[str]:
     from ..results.report import stage_figures
     from ..results.schema import printable
 
-    block = document.get("pipeline")
-    if not block or document.get("status") != "ok":
+    from ..results.view import Result
+
+    result = Result(document)
+    block = result.get("pipeline")
+    if not block or result.status != "ok":
         return []
-    figures = stage_figures([document.get("measurements") or {}])
-    agreement = block.get("results") or {}
+    figures = stage_figures(result.repeats)
+    agreement = result.pipeline_results
     name = printable(document["model"]["name"])
     lines = [f"pipeline {name}: {printable(block.get('file'))} over {block.get('samples')} samples; "
              + " + ".join(f"{stage} {figures[stage + '_ms']:.3g} ms ({figures[stage + '_pct']:.0f}%)"

@@ -388,8 +388,10 @@ def mark_done(cells: list[Cell], plan: Plan, results_dir: Path) -> None:
     documents, _ = load_results([results_dir])
     # A result counts for a cell only when it measured that cell's model file on that cell's target: a results
     # folder from elsewhere may claim any cell.
-    finished = {(d["plan"]["cell"], d["model"].get("sha256"), d["target"]["name"]) for d in documents
-                if d["status"] == "ok" and (d.get("plan") or {}).get("name") == plan.name and d["plan"].get("cell")}
+    from ..results.view import Result
+
+    finished = {(r.plan_cell, r.model.get("sha256"), r.target_name) for r in map(Result, documents)
+                if r.status == "ok" and r.plan_name == plan.name and r.plan_cell}
     for cell in cells:
         sha = file_sha256(cell.path) if cell.path.is_file() else None
         cell.done = (cell.key, sha, cell.target.name) in finished

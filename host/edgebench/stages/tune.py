@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..results.tables import aligned
+from ..results.view import Result
 from .accuracy import AccuracyBudget, is_labelled
 from ..errors import ConfigError, InputError
 
@@ -315,9 +316,9 @@ def _finished_cells(results: Path, name: str, target: str) -> dict:
             document = load_result(path)
         except ResultError:
             continue  # an unreadable file is no finished cell: that cell runs again
-        plan = document.get("plan") or {}
-        if document["status"] == "ok" and plan.get("name") == name and document["target"]["name"] == target:
-            done[(plan.get("cell"), document["model"].get("sha256"))] = {**document, "_path": str(path)}
+        result = Result(document)
+        if result.status == "ok" and result.plan_name == name and result.target_name == target:
+            done[(result.plan_cell, result.model.get("sha256"))] = {**document, "_path": str(path)}
     return done
 
 
@@ -328,14 +329,14 @@ def objective_value(document: dict, objective: str) -> float | None:
     """The objective's figure of one result (lower is better, except throughput); None when it has none."""
     from ..results.stats import all_samples_ns, summarize_ns
 
-    if document.get("status") != "ok" or not document.get("measurements"):
+    result = Result(document)
+    if not result.ok:
         return None
     if objective == "energy":
-        return ((document.get("energy") or {}).get("mj_per_inference"))
-    summary = summarize_ns(all_samples_ns(document["measurements"]))
+        return result.mj_per_inference
+    summary = summarize_ns(all_samples_ns(result.measurements))
     if objective == "throughput":
-        batch = (document.get("settings") or {}).get("batch") or 1
-        return batch * summary["throughput_per_s"]
+        return result.batch * summary["throughput_per_s"]
     return summary["p50_ms" if objective == "p50" else "p99_ms"]
 
 
@@ -345,10 +346,10 @@ def better(objective: str) -> int:
 
 
 def accuracy_figures(document: dict) -> dict | None:
-    block = document.get("accuracy")
+    block = Result(document).accuracy
     if not block:
         return None
-    outputs = block.get("outputs") or []
+    outputs = Result(document).outputs
     figures = {"passed": block.get("passed"), "cosine": min((o["cosine"] for o in outputs), default=None),
                "top1_agreement_pct": min((o["top1_agreement_pct"] for o in outputs if "top1_agreement_pct" in o),
                                          default=None)}
@@ -359,12 +360,12 @@ def accuracy_figures(document: dict) -> dict | None:
 
 
 def meets(budget: AccuracyBudget | None, document: dict) -> bool:
-    block = document.get("accuracy") or {}
-    if not block:
+    result = Result(document)
+    if not result.accuracy:
         return False
     if budget is None:  # the variant's own stated tolerance (the accuracy pass's verdict)
-        return bool(block.get("passed"))
-    return budget.met(block.get("outputs") or [], block.get("labels"))
+        return bool(result.accuracy.get("passed"))
+    return budget.met(result.outputs, result.accuracy.get("labels"))
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -470,10 +471,10 @@ def _search(request: TuneRequest, runner: Runner, candidates: list[Candidate], s
 
 
 def _judge(candidate: Candidate, document: dict, budget: AccuracyBudget | None) -> None:
-    candidate.result = document.get("_path")
+    candidate.result = Result(document).path
     candidate.accuracy = accuracy_figures(document)
     if document["status"] != "ok":
-        candidate.status, candidate.reason = "failed", (document.get("error") or {}).get("message")
+        candidate.status, candidate.reason = "failed", Result(document).error_message
     elif meets(budget, document):
         candidate.status = "ok"
     else:
@@ -531,7 +532,7 @@ def _ranked(measured: list[tuple], objective: str) -> list[tuple]:
 def _entry(config: Config, value, document: dict) -> dict:
     return {"config": config.label(), "runtime": config.runtime, "precision": config.precision,
             "threads": config.threads, "batch": config.batch, "value": value, "status": document["status"],
-            "result": document.get("_path"), "error": (document.get("error") or {}).get("message")}
+            "result": Result(document).path, "error": Result(document).error_message}
 
 
 def _recommendation(finals: list[tuple], objective: str, by_pair: dict) -> dict | None:
