@@ -144,12 +144,14 @@ def test_sensor_commands_give_the_known_energy(monkeypatch, tmp_path, tool):
 def test_bench_deploy_energy_end_to_end(bench, tmp_path):
     with Fixture(tmp_path / "root", "hwmon"):
         done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", *QUICK, "--energy",
-                     "--energy-seconds", "1.5", env={"EDGEBENCH_SYSROOT": str(tmp_path / "root")})
+                     "--energy-seconds", "1.5", "--energy-idle-seconds", "1",
+                     env={"EDGEBENCH_SYSROOT": str(tmp_path / "root")})
     assert done.code == 0, done.stderr
     (path,) = (tmp_path / "r").glob("*.json")
     document = results.load_result(path)
     _assert_matches_known_power(document["energy"])
-    assert document["settings"]["energy"]["seconds"] == 1.5
+    assert document["settings"]["energy"]["seconds"] == 1.5 and document["settings"]["energy"]["idle_seconds"] == 1
+    assert document["energy"]["idle"][1] - document["energy"]["idle"][0] == pytest.approx(1, abs=0.2)
     assert document["target"]["info"]["energy"]["source"] == "hwmon-power"
     assert "energy cnn: " in done.stdout and "mJ per inference [95% CI" in done.stdout and "scope sensor: ina226" in done.stdout
     row = report.run_row(document)
@@ -165,7 +167,7 @@ def test_bench_deploy_energy_end_to_end(bench, tmp_path):
 def test_no_sensor_is_unavailable_never_zero(bench, tmp_path):
     (tmp_path / "root").mkdir()
     done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", *QUICK, "--energy", "--energy-seconds",
-                 "0.3", env={"EDGEBENCH_SYSROOT": str(tmp_path / "root"), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+                 "0.3", "--energy-idle-seconds", "0.2", env={"EDGEBENCH_SYSROOT": str(tmp_path / "root"), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
     assert done.code == 0, done.stderr
     assert "energy cnn: unavailable (no sensor: looked for INA3221" in done.stdout
     (path,) = (tmp_path / "r").glob("*.json")
@@ -182,7 +184,7 @@ def test_an_external_meter_on_the_host(bench, tmp_path):
                      f"    print('%.4f W' % (4.0 + math.sin(2 * math.pi * time.time() / {PERIOD_S})), flush=True)\n"
                      "    time.sleep(0.05)\n")
     done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", *QUICK, "--energy", "--energy-seconds", "2",
-                 "--power-command", f"{sys.executable} {meter}")
+                 "--energy-idle-seconds", "1", "--power-command", f"{sys.executable} {meter}")
     assert done.code == 0, done.stderr
     (path,) = (tmp_path / "r").glob("*.json")
     document = results.load_result(path)
@@ -205,7 +207,7 @@ def test_a_power_command_that_lies_or_hangs_leaves_the_timing_untouched(bench, t
     meter.write_text(script + "\n")
     started = time.time()
     done = bench("deploy", EXAMPLES / "cnn.onnx", "--results", tmp_path / "r", *QUICK, "--energy", "--energy-seconds",
-                 "0.5", "--power-command", f"{sys.executable} {meter}")
+                 "0.5", "--energy-idle-seconds", "0.2", "--power-command", f"{sys.executable} {meter}")
     assert done.code == 0, done.stderr
     assert time.time() - started < 60  # a hung meter is killed, never waited for
     (path,) = (tmp_path / "r").glob("*.json")
@@ -227,10 +229,15 @@ def test_a_garbage_sensor_is_recorded_not_fatal(monkeypatch, tmp_path):
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("flags, message", [
-    (["--energy", "--energy-seconds", "0"], "--energy-seconds must be a positive number"),
-    (["--energy", "--energy-seconds", "-3"], "--energy-seconds must be a positive number"),
-    (["--energy", "--energy-seconds", "nan"], "--energy-seconds must be a positive number"),
+    (["--energy", "--energy-seconds", "0"], "--energy-seconds must be positive, got 0"),
+    (["--energy", "--energy-seconds", "-3"], "--energy-seconds must be positive, got -3"),
+    (["--energy", "--energy-seconds", "nan"], "--energy-seconds must be a finite number, got nan"),
+    (["--energy", "--energy-idle-seconds", "-1"], "--energy-idle-seconds must not be negative, got -1"),
     (["--energy-seconds", "5"], "--energy-seconds goes with --energy"),
+    (["--energy-idle-seconds", "0"], "--energy-idle-seconds goes with --energy"),
+    (["--profile-iterations", "0"], "--profile-iterations goes with --profile"),
+    (["--profile", "--profile-iterations", "0"], "--profile-iterations must be at least 1, got 0"),
+    (["--cooldown", "--cooldown-timeout", "-1"], "--cooldown-timeout must not be negative, got -1"),
     (["--power-command", "meter"], "--power-command reads a meter during the energy pass: add --energy"),
     (["--energy", "--power-command", "/nonexistent/meter --port x"], "--power-command cannot start '/nonexistent/meter'"),
     (["--energy", "--power-command", "'unclosed"], "--power-command \"'unclosed\""),
@@ -295,7 +302,7 @@ def test_energy_over_ssh_on_the_emulated_pi5(bench, tmp_path, arm64_board, inven
     inv = inventory(board)
     done = bench("deploy", EXAMPLES / "cnn.onnx", "--target", board.name, "--inventory", inv, "--results", tmp_path / "r",
                  "--warmup", "2", "--min-seconds", "0.2", "--min-iterations", "10", "--energy", "--energy-seconds", "3",
-                 timeout=600)
+                 "--energy-idle-seconds", "1", timeout=600)
     assert done.code == 0, done.stderr
     (path,) = (tmp_path / "r").glob("*.json")
     block = results.load_result(path)["energy"]
@@ -307,13 +314,15 @@ def test_energy_over_ssh_on_the_emulated_pi5(bench, tmp_path, arm64_board, inven
 def test_a_plan_asks_for_an_energy_pass(bench, tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"name: p\nmodels:\n  - name: cnn\n    path: {EXAMPLES / 'cnn.onnx'}\ntargets: [local]\n"
-                    "settings:\n  warmup: 2\n  min_seconds: 0.2\n  energy: true\n  energy_seconds: 1\n")
+                    "settings:\n  warmup: 2\n  min_seconds: 0.2\n  energy: true\n  energy_seconds: 1\n"
+                    "  energy_idle_seconds: 0.5\n")
     with Fixture(tmp_path / "root", "hwmon"):
         done = bench("run", plan, "--results", tmp_path / "r", env={"EDGEBENCH_SYSROOT": str(tmp_path / "root")})
     assert done.code == 0, done.stderr
     (path,) = (tmp_path / "r").glob("*.json")
     block = results.load_result(path)["energy"]
     assert block["available"] and block["source"] == "hwmon-power" and block["load_seconds"] >= 1
+    assert block["idle"][1] - block["idle"][0] == pytest.approx(0.5, abs=0.2)  # the plan's idle baseline
 
 
 @pytest.mark.bad_input
@@ -323,7 +332,7 @@ def test_a_plan_with_a_bad_energy_length_is_refused(bench, tmp_path):
                     "settings:\n  energy: true\n  energy_seconds: -2\n")
     done = bench("run", plan, "--dry-run")
     assert done.code == 2
-    assert_one_line_error(done, "settings.energy_seconds: the energy pass needs a positive number of seconds, got -2")
+    assert_one_line_error(done, "settings.energy_seconds: energy_seconds must be positive, got -2")
 
 
 def test_the_standalone_agent_measures_energy_and_bench_imports_it(bench, tmp_path):
@@ -331,7 +340,8 @@ def test_the_standalone_agent_measures_energy_and_bench_imports_it(bench, tmp_pa
 
     with Fixture(tmp_path / "root", "ina3221-hwmon"):
         done = subprocess.run([sys.executable, "-m", "edgebench_agent", "run", str(EXAMPLES / "cnn.onnx"), "--warmup", "2",
-                               "--min-seconds", "0.2", "--energy", "--energy-seconds", "1", "--out", str(tmp_path / "e.json")],
+                               "--min-seconds", "0.2", "--energy", "--energy-seconds", "1", "--energy-idle-seconds", "1",
+                               "--out", str(tmp_path / "e.json")],
                               cwd=REPO / "agent", capture_output=True, text=True,
                               env={**os.environ, "EDGEBENCH_SYSROOT": str(tmp_path / "root")})
     assert done.returncode == 0, done.stderr

@@ -1,12 +1,13 @@
-"""One declaration per run option (protocol.RUN_OPTIONS): `bench deploy`, the standalone agent's `run`, a plan's
-settings and the Python API read every option alike, and the help of both CLIs comes from the same table."""
+"""One declaration per run option (protocol.RUN_OPTIONS) and per pass option (PASS_OPTIONS: --energy-seconds,
+--profile-iterations, ...): `bench deploy`, the standalone agent's `run`, a plan's settings and the Python API read
+every option alike, and the help of both CLIs comes from the same table."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from edgebench_agent.protocol import RUN_DEFAULTS, RUN_OPTIONS, RequestError
+from edgebench_agent.protocol import PASS_DEFAULTS, PASS_OPTIONS, PASS_SWITCHES, RUN_DEFAULTS, RUN_OPTIONS, RequestError
 from tests.conftest import EXAMPLES
 
 MODEL = EXAMPLES / "cnn.onnx"
@@ -27,7 +28,12 @@ def _typed(spelling: str, folder):
     return load_yaml(path).data["value"]
 
 
-def _host_cli(option, spelling: str, capsys) -> bool:
+def _switch(option, on: bool = True) -> list[str]:
+    """A pass option's switch (--energy for --energy-seconds), as a flag; none for a run option."""
+    return [PASS_SWITCHES[option.block]] if on and hasattr(option, "block") else []
+
+
+def _host_cli(option, spelling: str, capsys, switch: bool = True) -> bool:
     """`bench deploy MODEL --flag SPELLING --target no-such-board`, parsed and checked in this process: every
     option is checked before the target is looked up, so an accepted spelling ends at the unknown target."""
     import typer
@@ -36,7 +42,8 @@ def _host_cli(option, spelling: str, capsys) -> bool:
 
     command = typer.main.get_command(app)
     try:
-        command.main(["deploy", str(MODEL), option.flag, spelling, "--target", "no-such-board"], standalone_mode=False)
+        command.main(["deploy", str(MODEL), *_switch(option, switch), option.flag, spelling, "--target", "no-such-board"],
+                     standalone_mode=False)
     except SystemExit:
         pass
     except Exception as exc:  # click's own usage errors (a value typer cannot convert)
@@ -48,24 +55,26 @@ def _ends_at_target(text: str) -> bool:
     return "no-such-board" in text
 
 
-def _agent(option, spelling: str) -> bool:
+def _agent(option, spelling: str, switch: bool = True) -> bool:
     from edgebench_agent.__main__ import _request_from_flags, build_parser
     from edgebench_agent.protocol import normalize_run_request
 
     try:
-        normalize_run_request(_request_from_flags(build_parser().parse_args(["run", str(MODEL), option.flag, spelling])))
+        flags = ["run", str(MODEL), *_switch(option, switch), option.flag, spelling]
+        normalize_run_request(_request_from_flags(build_parser().parse_args(flags)))
     except RequestError:
         return False
     return True
 
 
-def _plan(option, spelling: str, tmp_path) -> bool:
+def _plan(option, spelling: str, tmp_path, switch: bool = True) -> bool:
     from edgebench.errors import BenchError
     from edgebench.stages.plan import prepare
 
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump({"name": "p", "models": [{"name": "cnn", "path": str(MODEL)}], "targets": ["local"],
-                                    "settings": {option.plan: _typed(spelling, tmp_path)}}))
+                                    "settings": {option.plan: _typed(spelling, tmp_path),
+                                                 **({s[2:]: True for s in _switch(option, switch)})}}))
     try:
         prepare(path, dry_run=True)
     except BenchError:
@@ -73,24 +82,29 @@ def _plan(option, spelling: str, tmp_path) -> bool:
     return True
 
 
-def _api(option, spelling: str, tmp_path) -> bool:
+def _api(option, spelling: str, tmp_path, switch: bool = True) -> bool:
     import edgebench.api as eb
     from edgebench.errors import BenchError
 
     try:
-        eb.deploy(MODEL, target="no-such-board", **{option.name: _typed(spelling, tmp_path)})
+        eb.deploy(MODEL, target="no-such-board", **{option.name: _typed(spelling, tmp_path)},
+                  **({s[2:]: True for s in _switch(option, switch)}))
     except BenchError as exc:
         return _ends_at_target(str(exc))
     raise AssertionError("a deploy to no-such-board ran")
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("option", [o for o in FRONTED if o.plan], ids=lambda o: o.name)
+@pytest.mark.parametrize("option", [o for o in FRONTED if o.plan] + list(PASS_OPTIONS), ids=lambda o: o.name)
 def test_every_front_accepts_and_refuses_the_same_spellings(option, tmp_path, capsys):
     for spelling in SPELLINGS[option.kind]:
         seen = {"bench deploy": _host_cli(option, spelling, capsys), "agent run": _agent(option, spelling),
                 "plan": _plan(option, spelling, tmp_path), "api": _api(option, spelling, tmp_path)}
         assert len(set(seen.values())) == 1, (option.name, spelling, seen)
+    if hasattr(option, "block"):  # and without its pass's switch, every front refuses it
+        seen = {"bench deploy": _host_cli(option, "1", capsys, switch=False), "agent run": _agent(option, "1", False),
+                "plan": _plan(option, "1", tmp_path, False), "api": _api(option, "1", tmp_path, False)}
+        assert set(seen.values()) == {False}, (option.name, seen)
 
 
 def test_each_run_option_is_on_every_front_with_the_protocols_help_and_default():
@@ -120,3 +134,9 @@ def test_each_run_option_is_on_every_front_with_the_protocols_help_and_default()
         assert agent[option.flag].dest == option.field
         if option.plan:
             assert SETTINGS[option.plan][1] == option.field
+    for option in PASS_OPTIONS:
+        default = f"[default: {PASS_DEFAULTS[option.block][option.key]:g}]"
+        for front in (host, agent):
+            assert option.flag in front and option.help in front[option.flag].help, (option.flag, front[option.flag].help)
+            assert default in front[option.flag].help and PASS_SWITCHES[option.block] in front[option.flag].help
+        assert option.plan in SETTINGS

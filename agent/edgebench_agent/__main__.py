@@ -18,6 +18,8 @@ from .protocol import (
     CHOICES,
     OPTION_METAVARS,
     PASS_DEFAULTS,
+    PASS_OPTIONS,
+    PASS_SWITCHES,
     RUN_OPTION,
     RUN_OPTIONS,
     SCENARIO_NAMES,
@@ -34,8 +36,8 @@ from .protocol import (
     parse_assignments,
     parse_duration_s,
     parse_option,
-    parse_positive,
     parse_qps,
+    pass_blocks,
     parse_scalar,
 )
 from .service import info, run
@@ -68,10 +70,11 @@ def _request_from_flags(args):
             raw["cpus"] = [int(c) for c in args.cpus.split(",") if c.strip()]
         except ValueError:
             raise RequestError("--cpus %r must be CPU numbers like 2,3" % args.cpus)
-    if args.cooldown:
-        raw["cooldown"] = {"margin_c": args.cooldown_margin, "timeout_s": args.cooldown_timeout}
+    passes = pass_blocks({"cooldown": args.cooldown, "profile": args.profile, "energy": args.energy},
+                         dict((option.name, getattr(args, option.name)) for option in PASS_OPTIONS))
+    raw.update(passes)
     if args.profile:
-        raw["profile"] = {"iterations": args.profile_iterations, "dir": os.path.dirname(os.path.abspath(args.out or "x"))}
+        raw["profile"]["dir"] = os.path.dirname(os.path.abspath(args.out or "x"))
     if args.dataset:
         raw["accuracy"] = {"dataset": os.path.abspath(args.dataset), "batch_size": args.batch_size}
     if args.verbose:
@@ -83,11 +86,6 @@ def _request_from_flags(args):
         raise RequestError("--pipeline and --samples go together: the pipeline's file and the folder of samples it reads")
     if args.pipeline:
         raw["pipeline"] = {"file": os.path.abspath(args.pipeline), "samples": os.path.abspath(args.samples)}
-    if args.energy_seconds is not None and not args.energy:
-        raise RequestError("--energy-seconds goes with --energy")
-    if args.energy:
-        raw["energy"] = {} if args.energy_seconds is None else {
-            "seconds": parse_positive(args.energy_seconds, "--energy-seconds")}
     return raw
 
 
@@ -211,13 +209,7 @@ def build_parser():
     spin.add_argument("--spin-wait", dest="spin_wait", action="store_const", const=True, help="let onnxruntime threads spin")
     spin.add_argument("--no-spin-wait", dest="spin_wait", action="store_const", const=False, help="no spinning")
     run.add_argument("--cooldown", action="store_true", help="wait until the board is back near its idle temperature first")
-    run.add_argument("--cooldown-margin", type=float, default=PASS_DEFAULTS["cooldown"]["margin_c"], metavar="C",
-                     help="degrees above idle that count as cool (%(default)g)")
-    run.add_argument("--cooldown-timeout", type=float, default=PASS_DEFAULTS["cooldown"]["timeout_s"], metavar="SECONDS",
-                     help="wait at most this long (%(default)g)")
     run.add_argument("--profile", action="store_true", help="a separate onnxruntime profiling pass; the trace is written beside --out")
-    run.add_argument("--profile-iterations", type=int, default=PASS_DEFAULTS["profile"]["iterations"], metavar="N",
-                     help="inferences in the profiling pass (%(default)d)")
     run.add_argument("--dataset", metavar="FILE.npz", help="labelled data (inputs by name + labels): top-1/top-5 accuracy on this board")
     run.add_argument("--batch-size", type=int, default=32, metavar="N", help="dataset batch when the batch dim is free (32)")
     run.add_argument("--verbose", action="store_true", help="let onnxruntime's own log lines through to stderr")
@@ -233,8 +225,10 @@ def build_parser():
     run.add_argument("--samples", metavar="DIR", help="with --pipeline: the sample files (images, .npy, ...) fed to it")
     run.add_argument("--energy", action="store_true", help="an energy pass: idle baseline, then the model in a loop "
                                                            "while this board's power sensor is read")
-    run.add_argument("--energy-seconds", metavar="SECONDS", help="length of the energy pass's loop (default %g)"
-                     % PASS_DEFAULTS["energy"]["seconds"])
+    for option in PASS_OPTIONS:  # (after the switches: --energy-seconds goes with --energy)
+        run.add_argument(option.flag, dest=option.name, type=_option_parser(option), metavar=option.metavar,
+                         help="with %s: %s  [default: %g]" % (PASS_SWITCHES[option.block], option.help,
+                                                              PASS_DEFAULTS[option.block][option.key]))
     return parser
 
 

@@ -178,6 +178,55 @@ RUN_OPTION = dict((option.name, option) for option in RUN_OPTIONS)
 CHOICES = {"graph_optimization_level": GRAPH_OPTIMIZATION_LEVELS}
 OPTION_METAVARS = {"int": "N", "float": "SECONDS", "choice": "LEVEL"}  # both CLIs' help (the float ones are times)
 
+# The options of the passes beside the timed one, each a field of its pass's block in the request (PASS_DEFAULTS
+# gives its default), set only with the switch that asks for the pass. One declaration for both CLIs, plans, the
+# API and the request check, as RUN_OPTIONS are.
+PASS_SWITCHES = {"energy": "--energy", "profile": "--profile", "cooldown": "--cooldown"}
+PassOption = collections.namedtuple("PassOption", "name block key kind minimum exclusive maximum help flag plan metavar")
+
+
+def _pass_option(name, block, key, kind, minimum, help, exclusive=False, metavar=None):
+    return PassOption(name, block, key, kind, minimum, exclusive, None, help, "--" + name.replace("_", "-"), name,
+                      metavar or OPTION_METAVARS[kind])
+
+
+PASS_OPTIONS = (
+    _pass_option("energy_seconds", "energy", "seconds", "float", 0, "length of the energy pass's loop",
+                 exclusive=True),
+    _pass_option("energy_idle_seconds", "energy", "idle_seconds", "float", 0,
+                 "the idle baseline measured before the loop (0: none; the figures above idle are then unknown)"),
+    _pass_option("profile_iterations", "profile", "iterations", "int", 1, "inferences in the profiling pass"),
+    _pass_option("cooldown_margin", "cooldown", "margin_c", "float", 0,
+                 "degrees C above the idle baseline that count as cool", metavar="DEGREES"),
+    _pass_option("cooldown_timeout", "cooldown", "timeout_s", "float", 0, "wait at most this long for the board to "
+                 "cool (seconds)"),
+)
+PASS_OPTION = dict((option.name, option) for option in PASS_OPTIONS)
+
+
+def pass_blocks(switches, values):
+    """The request's pass blocks: {block: {key: value}} for each switch on ({"energy": True, ...}), from the pass
+    options given (name -> value; None or absent: the default). RequestError for an option given without its
+    switch, or out of its bounds (named by its flag)."""
+    blocks = {}  # type: dict
+    for option in PASS_OPTIONS:
+        value = values.get(option.name)
+        if value is None:
+            continue
+        if not switches.get(option.block):
+            raise RequestError("%s goes with %s" % (option.flag, PASS_SWITCHES[option.block]))
+        blocks.setdefault(option.block, {})[option.key] = check_option(option, value, option.flag)
+    return dict((block, blocks.get(block, {})) for block, on in switches.items() if on)
+
+
+def check_pass_block(block, raw):
+    """A pass block of a request against its options (unknown keys are the caller's to refuse): RequestError
+    naming the first bad field as block.key."""
+    for option in PASS_OPTIONS:
+        if option.block == block and option.key in raw:
+            raw[option.key] = check_option(option, raw[option.key], "%s.%s" % (block, option.key))
+    return raw
+
 
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")
 _NON_FINITE = ("nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
@@ -204,10 +253,11 @@ def parse_integer(text, what):
     return int(text.strip())
 
 
-def check_option(option, value):
-    """A request field's value against its declaration: the value (a float for a float), or RequestError."""
-    field = option.field
-    if value is None and RUN_DEFAULTS[field] is None:  # not set: the runtime decides (batch)
+def check_option(option, value, field=None):
+    """A request field's value against its declaration: the value (a float for a float), or RequestError naming
+    `field` (the request field's name unless told)."""
+    field = field or option.field
+    if value is None and isinstance(option, RunOption) and RUN_DEFAULTS[field] is None:  # the runtime decides (batch)
         return None
     if option.kind == "choice":
         if value not in CHOICES[field]:
@@ -414,10 +464,7 @@ def normalize_energy(raw):
         raise RequestError("unknown energy field %r; known: seconds, idle_seconds, rate_hz, external" % unknown[0])
     spec = dict(PASS_DEFAULTS["energy"], external=False)
     spec.update(raw)
-    if not finite_number(spec["seconds"], "energy seconds") > 0:
-        raise RequestError("the energy pass needs a positive number of seconds, got %r" % (spec["seconds"],))
-    if finite_number(spec["idle_seconds"], "energy idle seconds") < 0:
-        raise RequestError("the idle baseline must not be negative, got %r" % (spec["idle_seconds"],))
+    check_pass_block("energy", spec)
     if not 0 < finite_number(spec["rate_hz"], "energy rate") <= MAX_ENERGY_RATE_HZ:
         raise RequestError("the power sample rate must be above 0 and at most %g Hz, got %r" % (MAX_ENERGY_RATE_HZ, spec["rate_hz"]))
     if not isinstance(spec["external"], bool):
@@ -482,15 +529,11 @@ def normalize_run_request(raw):
     if req["cooldown"] is not None:
         if not isinstance(req["cooldown"], dict):
             raise RequestError("cooldown must be an object like {\"margin_c\": 3, \"timeout_s\": 120}")
-        for key in ("margin_c", "timeout_s"):
-            if key in req["cooldown"] and finite_number(req["cooldown"][key], "cooldown." + key) < 0:
-                raise RequestError("cooldown.%s must not be negative" % key)
+        req["cooldown"] = check_pass_block("cooldown", dict(req["cooldown"]))
     if req["profile"] is not None:
         if not isinstance(req["profile"], dict):
             raise RequestError("profile must be an object like {\"iterations\": 20}")
-        iterations = req["profile"].get("iterations", PASS_DEFAULTS["profile"]["iterations"])
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-            raise RequestError("profile.iterations must be a positive integer, got %r" % (iterations,))
+        req["profile"] = check_pass_block("profile", dict(req["profile"]))
     if req["scenario"] is not None:
         req["scenario"] = normalize_scenario(req["scenario"])
     if req["pipeline"] is not None:

@@ -242,20 +242,20 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
            atol: float | dict | None = None, rtol: float | dict | None = None, timeout: float | None = None,
            strict_dims: bool = False, scenario: str | dict | None = None, pipeline: str | Path | None = None,
            samples: str | Path | None = None, energy: bool = False, energy_seconds: float | None = None,
-           power_command: str | None = None, progress: bool = False,
+           energy_idle_seconds: float | None = None, power_command: str | None = None, progress: bool = False,
            on_event: EventCallback | None = None, **run_options: Any) -> Deployment:
     """Benchmark models on a target (`local`, an inventory name, "a,b" for a fleet, "tag:arm", or labgrid places:
     "lg:PLACE", "lg:board=pi4", with `coordinator` HOST:PORT unless LG_COORDINATOR or the inventory names it).
 
     run_options are named as `bench deploy`'s options and a plan's settings (warmup, min_iterations, min_seconds,
-    max_iterations, max_seconds, repeats, seed, inter_op_threads, graph_optimization, telemetry_interval), or as the
-    agent's request fields (warmup_min_iterations, cpus, spin_wait, cooldown, profile, ...): an unknown one is
-    refused. Lists of threads, batch sizes, providers or runtimes (onnxruntime, openvino, ncnn,
+    max_iterations, max_seconds, repeats, seed, inter_op_threads, graph_optimization, telemetry_interval; the
+    passes' profile=True, profile_iterations, cooldown=True, cooldown_margin, cooldown_timeout), or as the agent's
+    request fields (warmup_min_iterations, cpus, spin_wait, ...): an unknown one is refused. Lists of threads, batch sizes, providers or runtimes (onnxruntime, openvino, ncnn,
     litert) sweep. `scenario` is a name
     ("multi-stream", "offline") or the scenario object, e.g. {"name": "server", "qps": "auto",
     "latency_bound_s": 0.033}. `pipeline` (a stages.py: its code runs, here and on the board) with `samples` (a
-    folder of sample files) measures end to end. `energy` adds an energy pass (`energy_seconds` long; read from the
-    board's sensor, or from `power_command` run on this host, printing watts per line). Failed and INVALID runs are recorded, not raised: see `.problems`,
+    folder of sample files) measures end to end. `energy` adds an energy pass (`energy_seconds` long, after an idle
+    baseline of `energy_idle_seconds`; read from the board's sensor, or from `power_command` run on this host, printing watts per line). Failed and INVALID runs are recorded, not raised: see `.problems`,
     or call `.raise_for_problems()`."""
     from .stages.accuracy import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES
     from .stages.deploy import AccuracyOptions, DeployRequest, RunSettings, execute, prepare
@@ -263,9 +263,11 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     def as_list(value):
         return None if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
+    passes = _pass_blocks(run_options, energy, {"energy_seconds": energy_seconds,
+                                                "energy_idle_seconds": energy_idle_seconds})
     options = {"values": dict(values or {}), "dims": dict(dims or {}),
                "provider_options": {str(k): str(v) for k, v in (provider_options or {}).items()},
-               **_run_fields(run_options)}
+               **_run_fields(run_options), **passes}
     if scenario is not None:
         if not isinstance(scenario, (str, dict)):
             from .errors import InputError
@@ -281,10 +283,8 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
         tolerances=_tolerances(atol, rtol), tolerances_given=atol is not None or rtol is not None)
     from .stages.energy import power_argv
     from .options import runtime_names
-    from .stages.energy import energy_options
     from .stages.pipeline import check_options
 
-    options.update(energy_options(energy, energy_seconds))
     settings = RunSettings(options=options, inputs=Path(inputs) if inputs else None, timeout_s=timeout,
                            accuracy=accuracy_options, strict_dims=strict_dims,
                            pipeline=check_options(Path(pipeline) if pipeline else None, Path(samples) if samples else None),
@@ -298,6 +298,19 @@ def deploy(models: str | Path | Sequence[str | Path], target: str = "local", *, 
     with _events(progress, on_event, [t.name for t in job.targets if t.kind != "labgrid"]) as events:
         fleet = execute(job, on_event=events)
     return Deployment(fleet.documents, [o.path for o in fleet.outcomes], fleet.problems(), fleet)
+
+
+def _pass_blocks(run_options: dict, energy: bool, values: dict) -> dict:
+    """The passes' switches (energy, profile=True, cooldown=True) and options (protocol.PASS_OPTIONS, by name) ->
+    the request's pass blocks, taken out of run_options; a profile or cooldown given as a dict is a request field."""
+    from .agentlib import PASS_OPTION, pass_blocks
+
+    values = {**values, **{name: run_options.pop(name) for name in list(run_options) if name in PASS_OPTION}}
+    switches = {"energy": energy}
+    for block in ("profile", "cooldown"):
+        if isinstance(run_options.get(block), bool):
+            switches[block] = run_options.pop(block)
+    return pass_blocks(switches, values)
 
 
 def _run_fields(run_options: dict) -> dict:

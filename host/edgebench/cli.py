@@ -131,6 +131,24 @@ def _run_option(name: str):
     return typer.Option(option.flag, help=run_help(name), parser=parse)
 
 
+def _pass_option(name: str):
+    """A pass option of the protocol (PASS_OPTIONS: --energy-seconds, --profile-iterations, ...) as a typer
+    option, read as the agent reads it; its bounds are checked with the request (protocol.pass_blocks)."""
+    from .agentlib import PASS_DEFAULTS, PASS_OPTION, PASS_SWITCHES, parse_option
+
+    option = PASS_OPTION[name]
+
+    def parse(text: str):
+        try:
+            return parse_option(option, text)
+        except BenchError as exc:
+            raise typer.BadParameter(exc.message) from None
+
+    default = PASS_DEFAULTS[option.block][option.key]
+    return typer.Option(option.flag, metavar=option.metavar, parser=parse,
+                        help=f"With {PASS_SWITCHES[option.block]}: {option.help}.  [default: {default:g}]")
+
+
 @app.command()
 @cli_errors
 def deploy(
@@ -160,10 +178,10 @@ def deploy(
     cpus: Annotated[Optional[str], typer.Option(help="Pin the run to these CPUs of the board, e.g. 2,3.")] = None,
     spin_wait: Annotated[Optional[bool], typer.Option("--spin-wait/--no-spin-wait", help="onnxruntime thread spinning (default: its own).")] = None,
     cooldown: Annotated[bool, typer.Option("--cooldown", help="Before each session, wait until the board is back near its idle temperature.")] = False,
-    cooldown_margin: Annotated[float, typer.Option(help="Degrees C above the idle baseline that count as cool.")] = PASS_DEFAULTS["cooldown"]["margin_c"],
-    cooldown_timeout: Annotated[float, typer.Option(help="Seconds to wait for the board to cool at most.")] = PASS_DEFAULTS["cooldown"]["timeout_s"],
+    cooldown_margin: Annotated[Optional[float], _pass_option("cooldown_margin")] = None,
+    cooldown_timeout: Annotated[Optional[float], _pass_option("cooldown_timeout")] = None,
     profile: Annotated[bool, typer.Option("--profile", help="Also run a separate onnxruntime profiling pass and keep the top operators.")] = False,
-    profile_iterations: Annotated[int, typer.Option(help="Inferences in the profiling pass.")] = PASS_DEFAULTS["profile"]["iterations"],
+    profile_iterations: Annotated[Optional[int], _pass_option("profile_iterations")] = None,
     accuracy: Annotated[bool, typer.Option("--accuracy", help="Also check the board's outputs against a reference (a separate pass).")] = False,
     reference: Annotated[Optional[str], typer.Option(help="Accuracy reference: another .onnx, or a PyTorch MODEL_SPEC (default: the model on this host's CPU).")] = None,
     dataset: Annotated[Optional[Path], typer.Option(help="Labelled .npz (inputs + labels) for top-1/top-5 accuracy; implies --accuracy.")] = None,
@@ -188,7 +206,8 @@ def deploy(
     pipeline: Annotated[Optional[Path], typer.Option("--pipeline", metavar="STAGES.py", help="End to end: this Python file's load/preprocess/postprocess run around the model, here and on the board (it runs the file's code).")] = None,
     samples: Annotated[Optional[Path], typer.Option("--samples", metavar="DIR", help="With --pipeline: the folder of sample files (images, .npy, .pgm, ...) fed through it.")] = None,
     energy: Annotated[bool, typer.Option("--energy", help="Also an energy pass: an idle baseline, then the model in a loop while the board's power sensor is read (mJ per inference).")] = False,
-    energy_seconds: Annotated[Optional[str], typer.Option("--energy-seconds", metavar="SECONDS", help=f"Length of the energy pass's loop.  [default: {PASS_DEFAULTS['energy']['seconds']:g}]")] = None,
+    energy_seconds: Annotated[Optional[float], _pass_option("energy_seconds")] = None,
+    energy_idle_seconds: Annotated[Optional[float], _pass_option("energy_idle_seconds")] = None,
     power_command: Annotated[Optional[str], typer.Option("--power-command", metavar="CMD", help="With --energy: read an external meter instead, a command run on this host printing watts per line (no shell).")] = None,
 ):
     """Benchmark ONNX models on a target; one result file per model in results/."""

@@ -58,6 +58,7 @@ PANELS = {
         ("Accuracy pass", ("accuracy", "reference", "dataset", "test_data", "accuracy_samples", "batch_size", "atol",
                            "rtol")),
         ("Profile, energy and pipeline passes", ("profile", "profile_iterations", "energy", "energy_seconds",
+                                                 "energy_idle_seconds",
                                                  "power_command", "pipeline", "samples")),
         ("Load scenarios", ("scenario", "samples_per_query", "qps", "latency_bound", "concurrency", "mlperf")),
         ("Output", ("results", "json_output", "columns", "verbose")),

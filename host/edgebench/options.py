@@ -145,9 +145,8 @@ def runtime_names(text: str | None) -> list[str] | None:
 
 def deploy_request(given: dict[str, Any]):
     """`bench deploy`'s options (by parameter name) -> a deploy.DeployRequest."""
-    from .agentlib import parse_assignments, parse_scalar
+    from .agentlib import PASS_OPTIONS, parse_assignments, parse_scalar, pass_blocks
     from .stages.deploy import AccuracyOptions, DeployRequest, RunSettings
-    from .stages.energy import energy_options
 
     options: dict[str, Any] = {
         "values": parse_assignments(given["value"], "--value", parse_scalar),
@@ -159,16 +158,11 @@ def deploy_request(given: dict[str, Any]):
         options["cpus"] = int_list(given["cpus"], "--cpus")
     if given["verbose"]:
         options["verbose"] = True
-    if given["cooldown"]:
-        options["cooldown"] = {"margin_c": given["cooldown_margin"], "timeout_s": given["cooldown_timeout"]}
-    if given["profile"]:
-        if given["profile_iterations"] < 1:
-            raise InputError("--profile-iterations must be at least 1")
-        options["profile"] = {"iterations": given["profile_iterations"]}
+    options.update(pass_blocks({"cooldown": given["cooldown"], "profile": given["profile"], "energy": given["energy"]},
+                               {option.name: given[option.name] for option in PASS_OPTIONS}))
     scenario = scenario_options(given)
     if scenario is not None:
         options["scenario"] = scenario
-    options.update(energy_options(given["energy"], given["energy_seconds"]))
     accuracy = AccuracyOptions.asked(accuracy=given["accuracy"], reference=given["reference"], dataset=given["dataset"],
                                      test_data=given["test_data"], variants=given["variants"],
                                      samples=given["accuracy_samples"], batch_size=given["batch_size"],

@@ -442,7 +442,8 @@ def standalone_reply(tmp_path_factory) -> Path:
     ("--seed", "-1", "seed must not be negative"),
     ("--timeout", "-1", "--timeout must be a positive number"),
     ("--timeout", "nan", "--timeout must be a positive number"),
-    ("--cooldown-margin", "nan", "cooldown.margin_c must be a finite number"),
+    ("--cooldown-margin", "nan", "--cooldown-margin must be a finite number"),
+    ("--cooldown-timeout", "-5", "--cooldown-timeout must not be negative"),
 ])
 def test_non_finite_and_negative_values_are_refused_up_front(bench, tmp_path, option, value, fragment):
     extra = ["--cooldown"] if option.startswith("--cooldown") else []

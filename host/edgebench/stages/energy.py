@@ -169,15 +169,3 @@ def summary_line(document: dict) -> str | None:
             + f"; {block['average_power_w']:.3g} W" + (f" (idle {idle:.3g} W)" if idle is not None else "")
             + f"; {printable(block.get('source'))}, scope {printable(block.get('scope'))}, "
             + f"{block.get('rate_hz') or 0:.3g} Hz")
-
-
-def energy_options(energy: bool, seconds: str | float | None) -> dict:
-    """--energy [--energy-seconds N] -> {"energy": {...}} for the request ({} when not asked)."""
-    from ..agentlib import parse_positive
-    from ..errors import InputError
-
-    if seconds is not None and not energy:
-        raise InputError("--energy-seconds goes with --energy")
-    if not energy:
-        return {}
-    return {"energy": {} if seconds is None else {"seconds": parse_positive(str(seconds), "--energy-seconds")}}

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..agentlib import PASS_DEFAULTS, RUN_OPTION, RUN_OPTIONS, check_option, sha256_bytes
+from ..agentlib import PASS_OPTIONS, PASS_SWITCHES, RUN_OPTION, RUN_OPTIONS, check_option, pass_blocks, sha256_bytes
 from .deploy import RunSettings
 from ..errors import ConfigError, InputError
 from ..fileio import file_sha256
@@ -47,7 +47,8 @@ SETTINGS = {
     "runtime": ("sweep", "runtime"),
     "accuracy": ("boolean", None), "profile": ("boolean", None), "cooldown": ("boolean", None),
     "timeout": ("number", None), "scenario": ("mapping", "scenario"), "energy": ("boolean", None),
-    "energy_seconds": ("number", None),
+    # the passes' options (protocol.PASS_OPTIONS), each with its pass's switch above
+    **{o.plan: (_YAML_TYPES[o.kind], None) for o in PASS_OPTIONS},
 }
 
 
@@ -133,15 +134,15 @@ def load_plan(path: Path, inventory) -> Plan:
             settings = {**settings, "scenario": normalize_scenario(settings["scenario"])}
         except ConfigError as exc:
             raise doc.error(("settings", "scenario"), exc.message) from exc
-    if settings.get("energy_seconds") is not None:
-        if not settings.get("energy"):
-            raise doc.error(("settings", "energy_seconds"), "energy_seconds goes with energy: true")
-        from ..agentlib import normalize_energy
-
-        try:  # the agent's own rule, at the plan's line
-            normalize_energy({"seconds": settings["energy_seconds"]})
+    for option in PASS_OPTIONS:  # the agent's own bounds, at the plan's line
+        if settings.get(option.plan) is None:
+            continue
+        if not settings.get(option.block):
+            raise doc.error(("settings", option.plan), f"{option.plan} goes with {option.block}: true")
+        try:
+            check_option(option, settings[option.plan], option.plan)
         except ConfigError as exc:
-            raise doc.error(("settings", "energy_seconds"), exc.message) from exc
+            raise doc.error(("settings", option.plan), exc.message) from exc
     for index, model in enumerate(models):
         if model.pipeline is None:  # a pipeline's feeds size every dimension themselves
             _check_dims_sized(doc, index, model, settings.get("batch"))
@@ -336,13 +337,8 @@ def matrix(plan: Plan, built: dict, inventory, only: list[str] | None = None) ->
             sweeps[key] = value if isinstance(value, list) else [value]
         elif field_name:
             options[field_name] = value
-    if plan.settings.get("cooldown"):
-        options["cooldown"] = dict(PASS_DEFAULTS["cooldown"])
-    if plan.settings.get("profile"):
-        options["profile"] = dict(PASS_DEFAULTS["profile"])
-    from .energy import energy_options
-
-    options.update(energy_options(bool(plan.settings.get("energy")), plan.settings.get("energy_seconds")))
+    options.update(pass_blocks({block: bool(plan.settings.get(block)) for block in PASS_SWITCHES},
+                               {o.name: plan.settings.get(o.plan) for o in PASS_OPTIONS}))
     targets = [t for spec in plan.targets for t in select_targets(spec, inventory)]
     cells = []
     for model in plan.models:
