@@ -1,13 +1,15 @@
 """A fork server for the `bench` fixture: each CLI run is still a process of its own, without the import bill.
 
-A `bench` command spends about a second importing numpy, onnx, onnxruntime, pandas and its own commands before
-it does anything, and the suite runs the CLI several hundred times. This server imports them once (per pytest
+A `bench` command spends about a second importing numpy, onnx, onnxruntime, pandas and its own commands (and one
+more for torch) before it does anything, and the suite runs the CLI several hundred times. This server imports them once (per pytest
 worker) and forks a fresh process for every run: real argv, cwd, environment, exit code, stdout and stderr (the
 caller's files, passed over a UNIX socket), and everything the command starts (the agent, ssh) is as real as
 before. Only what a fork shares differs from `python -m edgebench`: modules already imported, and the hash seed.
 
-The server itself never runs a command, and imports nothing that starts threads or reads the environment at
-import time (torch, matplotlib and DuckDB are left to the commands that need them), so every fork starts clean.
+The server itself never runs a command, and imports nothing that starts work or reads the environment at import
+time, so every fork starts clean. torch is preloaded too (a second per export, validate or convert command, a third
+of export's tests' time): its import starts no thread numpy and onnxruntime have not already, and its pools start
+at the first parallel operation, in the command. matplotlib and DuckDB are left to the commands that need them.
 Each request gets a reaper process of its own (forked from the server) that forks the command and reports its
 exit status, so runs from several test threads at once are served without a thread in the server.
 
@@ -27,7 +29,7 @@ from pathlib import Path
 PRELOAD = ("numpy", "onnx", "onnx.helper", "onnx.numpy_helper", "onnxruntime", "pandas", "yaml", "paramiko", "rich",
            "typer", "edgebench.entry", "edgebench.cli", "edgebench.stages.deploy", "edgebench.stages.validate",
            "edgebench.stages.compare", "edgebench.results.report", "edgebench.results.files",
-           "edgebench.boards.board", "edgebench.boards.transport.ssh")
+           "edgebench.boards.board", "edgebench.boards.transport.ssh", "torch", "torch.onnx")
 MAIN = str(Path(__file__).resolve().parent.parent / "host" / "edgebench" / "__main__.py")
 MAX_MESSAGE = 8 << 20
 

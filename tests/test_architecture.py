@@ -325,3 +325,42 @@ def test_a_bug_of_ours_inside_a_wide_catch_stays_a_traceback(tmp_path, monkeypat
     monkeypatch.undo()
     (variant,) = convert.convert(REPO / "examples" / "cnn.onnx", ["int8-dynamic"], tmp_path / "v")
     assert variant.ok, variant.error
+
+
+# What may open a wide catch's handler: the bug check, or a narrower test of whose error it is.
+_NARROWING = ("is_our_bug(", "from_onnxruntime(", "is_runtime_error(")
+
+
+def test_every_wide_catch_on_the_host_lets_our_bugs_through():
+    """Each `except Exception as exc` on the host first lets a bug of ours through (errors.is_our_bug, or a test that
+    the error is the runtime's); a deliberate best-effort catch says why on its line (noqa: BLE001) or names no
+    exception at all. agentlib's converter re-raises what it does not convert."""
+    import re
+
+    strays = []
+    for path in PACKAGES["edgebench"].rglob("*.py"):
+        if path.name in ("agentlib.py", "litert_worker.py"):  # (the worker runs in the litert venv: none of ours)
+            continue
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if re.match(r"\s*except Exception as \w+:", line) and "noqa: BLE001" not in line:
+                if not any(mark in lines[number + 1] for mark in _NARROWING):
+                    strays.append(f"{path.relative_to(REPO)}:{number + 1}")
+    assert not strays, f"wide catches that would turn a bug of ours into a user's error: {strays}"
+
+
+def test_a_bug_in_our_export_helper_is_a_traceback_not_an_export_failure(monkeypatch):
+    """The export stage maps the version converter's failures to one line (ExportFailed); a programming error in
+    our own code under the same catch (a helper of convert_opset made uncallable) propagates as itself."""
+    import onnx
+    import pytest
+
+    from edgebench.errors import ExportFailed
+    from edgebench.stages import convert, export
+
+    proto = onnx.load(str(REPO / "examples" / "cnn.onnx"))
+    with pytest.raises(ExportFailed, match="converting it to the requested opset 1 failed"):
+        export._at_opset(proto, 1, "dynamo", [])  # ONNX's converter cannot go that low
+    monkeypatch.setattr(convert, "_ir_for_opset", None)
+    with pytest.raises(TypeError, match="not callable"):
+        export._at_opset(proto, convert.default_opset(proto) - 1, "dynamo", [])

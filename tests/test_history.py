@@ -202,6 +202,14 @@ def test_history_finds_the_change_and_fails_ci_on_it(bench, tmp_path):
     # a change before --since is history, not a regression now
     assert bench("history", folder, "--since", "2026-10-20", "--fail-on-regression", "5%").code == 0
     assert bench("history", folder, "--fail-on-regression", "20%").code == 0
+    # the API finds the same change, with the same defaults (tests/test_run_options.py checks them)
+    import edgebench.api as eb
+
+    found = {s.key["model"]: s for s in eb.history(folder, since="2026-10-10", fail_above=0.05).series}
+    assert [(c["index"], c["run_id"]) for c in found["net"].changes] == [(12, "net-board-a-012")]
+    assert found["steady"].changes == [] and len(found["steady"].points) == 22
+    assert len(eb.history(folder, since="2026-10-10", fail_above=0.05).regressions()) == 1
+    assert eb.history(folder, fail_above=0.2).regressions() == []
 
 
 def test_history_html_in_a_real_headless_browser(bench, tmp_path):

@@ -140,3 +140,40 @@ def test_each_run_option_is_on_every_front_with_the_protocols_help_and_default()
             assert option.flag in front and option.help in front[option.flag].help, (option.flag, front[option.flag].help)
             assert default in front[option.flag].help and PASS_SWITCHES[option.block] in front[option.flag].help
         assert option.plan in SETTINGS
+
+
+def test_compare_and_history_take_one_set_of_defaults():
+    """results.defaults.ANALYSIS_DEFAULTS is what every comparison front defaults to: both commands' options, the
+    API, the stages' requests and the functions under them."""
+    import inspect
+
+    import typer
+
+    import edgebench.api as eb
+    from edgebench.cli import app
+    from edgebench.options import group_keys, percent
+    from edgebench.results import report, stats
+    from edgebench.results.defaults import ANALYSIS_DEFAULTS as D
+    from edgebench.stages.compare import CompareRequest
+    from edgebench.stages.history import HistoryRequest
+
+    commands = typer.main.get_command(app).commands
+    for command, metric in (("compare", D.compare_metric), ("history", D.history_metric)):
+        params = {p.name: p.default for p in commands[command].params}
+        assert group_keys(params["by"]) == D.by and params["alpha"] == D.alpha, command
+        assert percent(params["min_effect"], "--min-effect") == pytest.approx(D.min_effect) and params["metric"] == metric
+    assert {p.name: p.default for p in commands["history"].params}["window"] == D.window
+    for function, metric in ((eb.compare, D.compare_metric), (eb.history, D.history_metric)):
+        defaults = {name: p.default for name, p in inspect.signature(function).parameters.items()}
+        assert tuple(defaults["by"]) == D.by and defaults["metric"] == metric, function
+        assert (defaults["alpha"], defaults["min_effect"]) == (D.alpha, D.min_effect), function
+    assert inspect.signature(eb.history).parameters["window"].default == D.window
+    for request, metric in ((CompareRequest([]), D.compare_metric), (HistoryRequest([]), D.history_metric)):
+        assert (request.by, request.metric, request.alpha, request.min_effect) == (D.by, metric, D.alpha,
+                                                                                   D.min_effect), request
+    assert HistoryRequest([]).window == D.window
+    for function in (report.compare_runs, report.compare_records, stats.compare_samples):
+        parameters = inspect.signature(function).parameters
+        assert parameters["alpha"].default == D.alpha and parameters["min_effect"].default == D.min_effect
+        if "by" in parameters:
+            assert parameters["by"].default == D.by and parameters["metric"].default == D.compare_metric

@@ -19,16 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from .results.defaults import ANALYSIS_DEFAULTS
+
 if TYPE_CHECKING:
     import pandas
 
     from .stages.compare import CompareResult
+    from .stages.history import History
     from .stages.convert import Variant
     from .stages.deploy import DeployJob, FleetReport
     from .stages.plan import PlanJob, PlanRun
     from .stages.validate import ValidationReport
 
-__all__ = ["export", "validate", "inspect", "convert", "deploy", "run_plan", "compare", "load_results", "samples",
+__all__ = ["export", "validate", "inspect", "convert", "deploy", "run_plan", "compare", "history", "load_results", "samples",
            "diverge", "tune", "Exported", "ModelSummary", "Deployment", "PlanOutcome", "Comparison", "Divergence",
            "Tuning"]
 
@@ -442,9 +445,10 @@ class Comparison:
                f"{len(self.regressions)} regression(s)>"
 
 
-def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str] = "model,variant,target,settings",
-            baseline: str | tuple[str, str] | None = None, metric: str = "auto", include_invalid: bool = False,
-            alpha: float = 0.01, min_effect: float = 0.02, fail_above: float | None = None,
+def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str] = ANALYSIS_DEFAULTS.by,
+            baseline: str | tuple[str, str] | None = None, metric: str = ANALYSIS_DEFAULTS.compare_metric,
+            include_invalid: bool = False, alpha: float = ANALYSIS_DEFAULTS.alpha,
+            min_effect: float = ANALYSIS_DEFAULTS.min_effect, fail_above: float | None = None,
             mix_energy_scopes: bool = False) -> Comparison:
     """Compare results: medians with confidence intervals, speed-ups with significance against `baseline`
     ("target=pi4" or ("target", "pi4")); a significant slow-down beyond `fail_above` (0.05 = 5 %) is a
@@ -456,11 +460,7 @@ def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str]
     from .stages.compare import compare as run_compare
     from .options import group_keys, key_value
 
-    from .errors import ConfigError
-
-    for name, value in (("alpha", alpha), ("min_effect", min_effect)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-            raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")
+    _check_fractions(alpha=alpha, min_effect=min_effect)
     keys = group_keys(by if isinstance(by, str) else ",".join(by))
     base = key_value(baseline, "baseline") if isinstance(baseline, str) or baseline is None else tuple(baseline)
     request = CompareRequest(_paths(paths), keys, base, metric, include_invalid, alpha, min_effect, fail_above,
@@ -469,6 +469,36 @@ def compare(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str]
     for problem in result.skipped:
         warnings.warn(f"skipped {problem}", stacklevel=2)
     return Comparison(result, request)
+
+
+def _check_fractions(**values) -> None:
+    from .errors import ConfigError
+
+    for name, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+            raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")
+
+
+def history(paths: str | Path | Sequence[str | Path], *, by: str | Sequence[str] = ANALYSIS_DEFAULTS.by,
+            metric: str = ANALYSIS_DEFAULTS.history_metric, since: str | None = None,
+            window: int = ANALYSIS_DEFAULTS.window, alpha: float = ANALYSIS_DEFAULTS.alpha,
+            min_effect: float = ANALYSIS_DEFAULTS.min_effect, fail_above: float | None = None) -> History:
+    """Each group's latency over time and the points where it changed, as `bench history` finds them: `.series`
+    (each with its points and changes), `.regressions()` (recent slow-downs beyond `fail_above`, 0.05 = 5 %) and
+    `.notes`. `since` is a date (2026-11-01) or an age (7d, 12h). Unreadable result files are skipped with a
+    warning."""
+    import warnings
+
+    from .options import group_keys
+    from .stages import history as stage
+
+    _check_fractions(alpha=alpha, min_effect=min_effect)
+    request = stage.HistoryRequest(_paths(paths), group_keys(by if isinstance(by, str) else ",".join(by)), metric,
+                                   stage.parse_since(since), window, alpha, min_effect, fail_above)
+    result = stage.history(request)
+    for problem in result.skipped:
+        warnings.warn(f"skipped {problem}", stacklevel=2)
+    return result
 
 
 # ------------------------------------------------------------------------------------------- results

@@ -18,6 +18,7 @@ import typer
 
 from . import __version__
 from .agentlib import PASS_DEFAULTS
+from .results.defaults import ANALYSIS_DEFAULTS
 from .cli_help import run_help
 from .errors import BenchError
 
@@ -95,7 +96,9 @@ def cli_errors(command):
     return wrapper
 
 
-DEFAULT_BY = "model,variant,target,settings"  # compare's groups: report.DEFAULT_BY, written as the option takes it
+# compare's and history's defaults (results.stats.ANALYSIS_DEFAULTS), written as the options take them
+DEFAULT_BY = ",".join(ANALYSIS_DEFAULTS.by)
+DEFAULT_MIN_EFFECT = f"{ANALYSIS_DEFAULTS.min_effect * 100:g}%"
 INVENTORY_OPTION = typer.Option("--inventory", help="Target inventory (default: $EDGEBENCH_INVENTORY or configs/targets.yaml).")
 COORDINATOR_OPTION = typer.Option("--coordinator", metavar="HOST:PORT", help="labgrid coordinator of labgrid targets (default: an inventory entry's own, else $LG_COORDINATOR, else the inventory's labgrid: block).")
 
@@ -756,14 +759,14 @@ def _cell_json(job, cell) -> dict:
 def history(
     paths: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
     by: Annotated[str, typer.Option(help="Group by these keys, as compare does.")] = DEFAULT_BY,
-    metric: Annotated[str, typer.Option(help="p50, p90, p99 or mean of each run.")] = "p50",
+    metric: Annotated[str, typer.Option(help="p50, p90, p99 or mean of each run.")] = ANALYSIS_DEFAULTS.history_metric,
     since: Annotated[Optional[str], typer.Option(help="Changes from then on are recent: 2026-11-01, 2026-11-01T12:00, 7d or 12h.")] = None,
-    window: Annotated[int, typer.Option(help="Runs on each side of a change point that the test compares.")] = 5,
+    window: Annotated[int, typer.Option(help="Runs on each side of a change point that the test compares.")] = ANALYSIS_DEFAULTS.window,
     fail_on_regression: Annotated[Optional[str], typer.Option(help="Exit 1 when a recent change slows a group down by more than this, e.g. 5%.")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, json or html.")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
-    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test between windows.")] = 0.01,
-    min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test between windows.")] = ANALYSIS_DEFAULTS.alpha,
+    min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = DEFAULT_MIN_EFFECT,
 ):
     """Each group's latency over time, with the points where it changed (for CI: --since, --fail-on-regression)."""
     from .stages import history as stage
@@ -933,7 +936,7 @@ def compare(
     paths: Annotated[list[Path], typer.Argument(help="Result files or folders (searched recursively).")],
     by: Annotated[str, typer.Option(help="Group by these keys: model, variant, target, settings, provider, threads, inter_threads, opt, dims, plan.")] = DEFAULT_BY,
     baseline: Annotated[Optional[str], typer.Option(help="Compare every group with the one where KEY=VALUE, e.g. target=pi4 or variant=original.")] = None,
-    metric: Annotated[str, typer.Option(help="What a speed-up compares: auto (the scenario's own: p50 for plain runs, p90 single-stream, p99 multi-stream and server, throughput offline), p50, p90, p99, mean or throughput.")] = "auto",
+    metric: Annotated[str, typer.Option(help="What a speed-up compares: auto (the scenario's own: p50 for plain runs, p90 single-stream, p99 multi-stream and server, throughput offline), p50, p90, p99, mean or throughput.")] = ANALYSIS_DEFAULTS.compare_metric,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv, md, json, html or parquet.")] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     fail_on_regression: Annotated[Optional[str], typer.Option(help="Exit 1 when a group is significantly slower than the baseline by more than this, e.g. 5%.")] = None,
@@ -941,8 +944,8 @@ def compare(
     per_run: Annotated[bool, typer.Option("--per-run", help="One row per run instead of per group.")] = False,
     columns: Annotated[Optional[str], typer.Option("--columns", metavar="NAME,...", help="Table columns to show, by header (default: all that fit the terminal).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON (the same as -f json).")] = False,
-    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = 0.01,
-    min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = "2%",
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann-Whitney U test.")] = ANALYSIS_DEFAULTS.alpha,
+    min_effect: Annotated[str, typer.Option(help="Smallest change that counts, e.g. 2%.")] = DEFAULT_MIN_EFFECT,
     mix_energy_scopes: Annotated[bool, typer.Option("--mix-energy-scopes", help="Rank energy per inference across different scopes (wall meter, CPU package, board rails) anyway.")] = False,
 ):
     """Compare results: medians with confidence intervals, speed-ups with significance, regressions, HTML."""

@@ -22,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
-from ..errors import BenchError, ConfigError, FarmError, one_line
+from ..errors import BenchError, ConfigError, FarmError, is_our_bug, one_line
 from .targets import TAG_VALUE, Inventory, Target, apply_ssh_config, with_jump
 from .threads import run_all
 
@@ -103,6 +103,8 @@ class Coordinator:
         except BenchError:
             raise
         except Exception as exc:  # grpc.aio.AioRpcError, labgrid's ServerError/UserError
+            if is_our_bug(exc):  # a bug of ours stays a traceback
+                raise
             message = _one_line(exc)
             hint = None
             if any(s in message for s in ("Could not connect", "unavailable", "UNAVAILABLE", "failed to connect",
@@ -180,6 +182,8 @@ class Coordinator:
                 try:
                     await call(request)
                 except Exception as exc:  # a reservation the coordinator already dropped is not a problem
+                    if is_our_bug(exc):  # a bug of ours stays a traceback
+                        raise
                     if "does not exist" not in _one_line(exc) and "is not acquired" not in _one_line(exc):
                         problems.append(exc)
             if problems:

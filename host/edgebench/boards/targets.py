@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, is_our_bug
 from ..yamlconf import YamlDoc, check_type, load_yaml
 
 LOCAL = "local"
@@ -275,6 +275,8 @@ def _ssh_config():
     try:
         return paramiko.SSHConfig.from_path(str(path))
     except Exception as exc:  # paramiko raises several types for a malformed file
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         raise ConfigError(f"cannot parse {path}: {exc}") from exc
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError, ModelError, one_line
+from ..errors import InputError, ModelError, is_our_bug, one_line
 
 # Keys in the model's metadata_props written by `bench export`.
 META_EXPORTER = "edgebench.exporter"
@@ -99,6 +99,8 @@ def _inspect_ort_format(path: Path) -> dict:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         raise ModelError(f"{path} is not a loadable ORT-format model: {one_line(exc, 200)}") from exc
 
     from ..agentlib import ORT_TO_NUMPY
@@ -161,6 +163,8 @@ def host_session(path: Path, verbose: bool = False):
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, NotImplemented, ...)
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         raise ModelError(f"onnxruntime cannot load {path} (onnxruntime {ort.__version__} on this host): "
                          f"{one_line(exc, 300)}",
                          "`bench convert --to opset:N` or a newer onnxruntime may help; `bench validate` shows more") from exc

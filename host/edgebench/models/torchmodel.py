@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..agentlib import sha256_bytes
-from ..errors import ConfigError, InputError, ModelError, one_line
+from ..errors import ConfigError, InputError, ModelError, is_our_bug, one_line
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".jit", ".torchscript")
 EXPORTED_PROGRAM_SUFFIXES = (".pt2",)
@@ -76,6 +76,8 @@ def _import_target(spec: str):
         try:
             loader_spec.loader.exec_module(module)
         except Exception as exc:
+            if is_our_bug(exc):  # a bug of ours stays a traceback
+                raise
             raise ModelError(f"importing {path} failed: {_condense(exc)}") from exc
         finally:
             sys.path.remove(str(path.resolve().parent))
@@ -86,6 +88,8 @@ def _import_target(spec: str):
             raise ModelError(f"model spec module {location!r} not found ({exc.name} is missing)",
                              "check the module name, or give a file path ending in .py") from exc
         except Exception as exc:
+            if is_our_bug(exc):  # a bug of ours stays a traceback
+                raise
             raise ModelError(f"importing {location} failed: {_condense(exc)}") from exc
     if not hasattr(module, attribute):
         raise ModelError(f"{location} has no {attribute!r}",
@@ -111,6 +115,8 @@ def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
         except ModelError:
             raise
         except Exception as exc:
+            if is_our_bug(exc):  # a bug of ours stays a traceback
+                raise
             kind = "ExportedProgram" if path.suffix in EXPORTED_PROGRAM_SUFFIXES else "TorchScript archive"
             raise ModelError(f"{path} is not a loadable {kind}: {_condense(exc)}") from exc
         module.eval()
@@ -120,6 +126,8 @@ def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
     try:
         module = factory()
     except Exception as exc:
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         raise ModelError(f"factory {spec} raised {_condense(exc)}") from exc
     if not isinstance(module, torch.nn.Module):
         raise ModelError(f"factory {spec} returned {type(module).__name__}, not a torch.nn.Module")
@@ -200,6 +208,8 @@ def load_exported_program(path: Path):
         with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
             return torch.export.load(str(path))
     except Exception as exc:
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         if "weights_only" in str(exc) or "Unpickler" in type(exc).__name__ or "Unpickling" in type(exc).__name__:
             raise ModelError(f"{path} holds pickled objects beyond plain tensors, which edgebench never loads "
                              "(unpickling runs code)", "export the model again, or give its file.py:factory") from exc
@@ -228,6 +238,8 @@ def _load_weights(module, path: Path) -> None:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         if type(exc).__name__ == "UnpicklingError":  # the weights-only unpickler met a Python object
             raise ModelError(f"{path} holds more than plain tensors, and edgebench loads weights with weights_only=True",
                              f"save a plain state_dict (torch.save(model.state_dict(), ...)); {_condense(exc, 160)}") from exc
@@ -263,6 +275,8 @@ def _example_from_function(function, module) -> dict:
     try:
         produced = function()
     except Exception as exc:
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         raise ModelError(f"example_inputs() raised {_condense(exc)}") from exc
     if isinstance(produced, dict):
         items = list(produced.items())

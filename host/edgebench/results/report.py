@@ -11,10 +11,11 @@ from typing import Any
 
 from .schema import printable, spreadsheet_safe
 from .view import Result
+from .defaults import ANALYSIS_DEFAULTS
 from .stats import (DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, all_samples_ns, compare_samples, median_ci, percentiles,
                     scenario_metric, sketch_summary, summarize_ns)
 
-DEFAULT_BY = ("model", "variant", "target", "settings")
+DEFAULT_BY: tuple = ANALYSIS_DEFAULTS.by
 KEYS = ("model", "variant", "target", "settings", "runtime", "provider", "threads", "inter_threads", "opt", "dims", "scenario",
         "plan")
 # The parts of the `settings` key that a comparison can also group by on their own.
@@ -298,7 +299,7 @@ def run_facts(document: dict) -> dict:
             "pipeline": [agreement["agree"], agreement["samples"]] if agreement else None}
 
 
-def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "auto", baseline: tuple | None = None,
+def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = ANALYSIS_DEFAULTS.compare_metric, baseline: tuple | None = None,
                  include_invalid: bool = False, alpha: float = DEFAULT_ALPHA, min_effect: float = DEFAULT_MIN_EFFECT,
                  regression_threshold: float | None = None, mix_energy_scopes: bool = False) -> Comparison:
     """Group result documents, summarise each group from its pooled raw samples, compare against a baseline."""
@@ -306,7 +307,7 @@ def compare_runs(documents: list[dict], by: tuple = DEFAULT_BY, metric: str = "a
                            min_effect, regression_threshold, mix_energy_scopes)
 
 
-def compare_records(records: list[RunRecord], by: tuple = DEFAULT_BY, metric: str = "auto",
+def compare_records(records: list[RunRecord], by: tuple = DEFAULT_BY, metric: str = ANALYSIS_DEFAULTS.compare_metric,
                     baseline: tuple | None = None, include_invalid: bool = False, alpha: float = DEFAULT_ALPHA,
                     min_effect: float = DEFAULT_MIN_EFFECT, regression_threshold: float | None = None,
                     mix_energy_scopes: bool = False) -> Comparison:

@@ -7,6 +7,8 @@ from typing import Final
 
 import numpy as np
 
+from .defaults import ANALYSIS_DEFAULTS
+
 PERCENTILES = (50, 90, 95, 99)
 # Every reported latency percentile (tables, verdicts, plots, the index, tune) is the nearest-rank one: the
 # smallest sample with at least q % of the samples at or below it, a latency that was measured. It is numpy's
@@ -53,8 +55,8 @@ def summarize_ns(samples_ns) -> dict:
 # call every difference "significant". Tests and intervals use a seeded subsample of at most this many per
 # side, and a difference must also exceed a minimum effect size to count.
 MAX_TEST_SAMPLES = 2000
-DEFAULT_ALPHA = 0.01
-DEFAULT_MIN_EFFECT = 0.02  # 2 %
+DEFAULT_ALPHA = ANALYSIS_DEFAULTS.alpha
+DEFAULT_MIN_EFFECT = ANALYSIS_DEFAULTS.min_effect
 METRICS = ("auto", "p50", "p90", "p99", "mean", "throughput")
 # What `auto` compares, by the runs' load scenario (MLPerf's metric for each; a run without one: the median).
 # Offline throughput comes from the mean per-sample latency, so it compares runs with the same concurrency.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..results.report import DEFAULT_BY, FORMATS, Comparison, RunRecord, compare_records, per_run_frame, render
+from ..results.defaults import ANALYSIS_DEFAULTS
 from ..results.stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
 
 
@@ -19,7 +20,7 @@ class CompareRequest:
     paths: list
     by: tuple = DEFAULT_BY
     baseline: tuple | None = None  # (key, value): every group against the one where key == value
-    metric: str = "auto"  # the scenario's metric (p50 for plain runs), or p50, p90, p99, mean, throughput
+    metric: str = ANALYSIS_DEFAULTS.compare_metric  # the scenario's metric (p50 for plain runs), or p50, p90, p99, mean, throughput
     include_invalid: bool = False
     alpha: float = DEFAULT_ALPHA
     min_effect: float = DEFAULT_MIN_EFFECT

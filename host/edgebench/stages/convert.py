@@ -199,6 +199,8 @@ def _opset(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
     try:
         converted = convert_opset(model, target)
     except Exception as exc:  # the version converter and the checker raise many types
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         raise RuntimeError(f"{' '.join(str(exc).split())[:300]}; re-exporting at that opset may work instead: "
                            f"bench export ... --opset {target} --exporter torchscript") from exc
     onnx.save(converted, str(out))

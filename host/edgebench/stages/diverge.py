@@ -34,7 +34,7 @@ import numpy as np
 
 from ..results.tables import aligned
 from .accuracy import AccuracyBudget, is_labelled, npz_bytes
-from ..errors import AgentError, BenchError, ConfigError, CutFailed, InputError, ModelError, from_onnxruntime, one_line
+from ..errors import AgentError, BenchError, ConfigError, CutFailed, InputError, ModelError, from_onnxruntime, is_our_bug, one_line
 
 DIVERGENCE_VERSION = 1
 DEFAULT_MIN_COSINE = 0.99
@@ -450,6 +450,8 @@ class Prober:
             except BenchError:
                 raise
             except Exception as exc:  # the converters (pnnx, openvino, onnxruntime tools) raise anything
+                if is_our_bug(exc):  # a bug of ours stays a traceback
+                    raise
                 raise CutFailed(f"converting the cut to {kind} failed: {one_line(exc, 200)}") from exc
         return out
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ExportFailed, InputError
+from ..errors import ConfigError, ExportFailed, InputError, is_our_bug
 from ..models.torchmodel import LoadedModel, _condense
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -139,6 +139,8 @@ def _default_output_names(loaded: LoadedModel, example: dict, input_names: list[
     try:
         count = len(run_reference(loaded, [example[n] for n in input_names]))
     except Exception as exc:
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         raise ExportFailed(f"the model fails on the example input: {_condense(exc)}",
                            "check the example input's names, shapes and dtypes") from exc
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
@@ -185,6 +187,8 @@ def export_model(loaded: LoadedModel, example: dict, output: Path, options: Expo
         try:
             module = torch.jit.script(loaded.module)
         except Exception as exc:
+            if is_our_bug(exc):  # a bug of ours stays a traceback
+                raise
             raise ExportFailed(f"torch.jit.script failed: {_condense(exc)}",
                                _hint_for(str(exc), exporter, "script")) from exc
     output = Path(output)
@@ -207,6 +211,8 @@ def export_model(loaded: LoadedModel, example: dict, output: Path, options: Expo
                 torch.onnx.export(module, args, str(staged), **kwargs)
                 error = None
             except Exception as exc:
+                if is_our_bug(exc):  # a bug of ours stays a traceback
+                    raise
                 error = exc
         if error is not None:
             reason = _condense(_root_cause(error))
@@ -245,6 +251,8 @@ def _at_opset(proto, opset: int, exporter: str, notes: list[str]):
     try:
         converted = convert_opset(proto, opset)
     except Exception as exc:  # the version converter and the checker raise many types
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         raise ExportFailed(f"the {exporter} exporter wrote opset {written}, and converting it to the requested opset "
                            f"{opset} failed: {_condense(exc)}",
                            f"export with --exporter torchscript --opset {opset}, or leave out --opset") from exc

@@ -19,17 +19,18 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..results.files import parse_time
+from ..results.defaults import ANALYSIS_DEFAULTS
 from ..results.stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
 
-DEFAULT_WINDOW = 5
+DEFAULT_WINDOW: int = ANALYSIS_DEFAULTS.window
 HISTORY_METRICS = ("p50", "p90", "p99", "mean")
 
 
 @dataclass
 class HistoryRequest:
     paths: list
-    by: tuple = ("model", "variant", "target", "settings")
-    metric: str = "p50"
+    by: tuple = ANALYSIS_DEFAULTS.by
+    metric: str = ANALYSIS_DEFAULTS.history_metric
     since: datetime.datetime | None = None  # change points from then on count as recent
     window: int = DEFAULT_WINDOW
     alpha: float = DEFAULT_ALPHA

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, ModelError, from_onnxruntime, one_line
+from ..errors import InputError, ModelError, from_onnxruntime, is_our_bug, one_line
 from ..fileio import file_sha256
 from ..models.modelinfo import check_external_data, generation_rules, host_session, load_model_proto
 from ..models.parity import OutputComparison, Tolerances, compare_outputs
@@ -137,12 +137,16 @@ def structural_checks(path: Path) -> list[CheckStep]:
         onnx.checker.check_model(str(path), full_check=True)  # by path: handles external data and > 2 GB
         steps.append(CheckStep("onnx.checker (full)", True))
     except Exception as exc:  # the checker raises ValidationError, InferenceError, or protobuf errors
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         steps.append(CheckStep("onnx.checker (full)", False, one_line(exc)))
     try:
         model = onnx.load(str(path))
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
         steps.append(CheckStep("shape inference (strict)", True))
     except Exception as exc:
+        if is_our_bug(exc):  # a bug of ours stays a traceback
+            raise
         steps.append(CheckStep("shape inference (strict)", False, one_line(exc)))
     try:
         host_session(path)
@@ -380,6 +384,8 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
             try:
                 expected = run_reference(reference, [arrays[n] for n in signature.names])
             except Exception as exc:
+                if is_our_bug(exc):  # a bug of ours stays a traceback
+                    raise
                 sample.error = f"the PyTorch reference failed on this input: {one_line(exc)}"
                 continue
         elif expected_base is not None:
