@@ -252,6 +252,9 @@ OWNERS = {
         "agent/edgebench_agent/lock.py", "agent/edgebench_agent/_pyz_main.py", "host/edgebench/stages/export.py",
         "host/edgebench/stages/pipeline.py"}),
     "the one-line error text": (r"""["']error: """, {"host/edgebench/cli.py"}),
+    # whether a dimension is free (a name, None or negative): inputs.is_free; the bundle manifest's own type check
+    "the free-dimension test": (r"isinstance\((dim|d|want|r|shape\[0\]), int\)", {
+        "agent/edgebench_agent/shared/inputs.py", "agent/edgebench_agent/runtimes/__init__.py"}),
     # (the host's: the agent keeps its own few, converted once by agentlib)
     "a host error class": (r"^class \w+\((BenchError|ModelError|InputError|ConfigError|ResultError|TransportError)\)",
                            {"host/edgebench/errors.py"} | {str(p.relative_to(REPO)) for p in

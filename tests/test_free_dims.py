@@ -96,3 +96,31 @@ def test_inputs_and_test_data_together_are_refused(bench, tmp_path):
     np.savez(tmp_path / "in.npz", image=np.zeros((3, 1, 8, 8), np.float32))
     assert_one_line_error(bench("deploy", DIGITS, "--inputs", tmp_path / "in.npz", "--test-data", tmp_path / "td",
                                 "--results", tmp_path / "r", *FAST_RUN), "--inputs and --test-data")
+
+
+def test_one_signature_read_from_a_session_a_model_block_and_the_graph(tmp_path):
+    """A model's inputs read three ways (the session's, the result's model block, the ONNX graph a plan reads) are
+    one Signature, with the same free dimensions and the same keys --dim takes."""
+    import onnxruntime as ort
+
+    from edgebench.agentlib import Input, Signature, is_free, session_signature
+    from edgebench.models.modelinfo import graph_inputs, inspect_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, None])
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "g", [x, helper.make_tensor_value_info(
+        "w", TensorProto.FLOAT, [1])], [y], initializer=[weight])  # an initializer listed as an input, as old exporters do
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    from_session = session_signature(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+    from_block = Signature.from_block(inspect_model(path)["inputs"])
+    from_graph = Signature.from_block(graph_inputs(onnx.load(str(path)).graph))
+    assert from_session.names == from_block.names == from_graph.names == ["x"]
+    assert isinstance(from_session[0], Input) and from_session[0].free_axes == from_block[0].free_axes == [0, 2]
+    for signature in (from_session, from_block, from_graph):
+        assert signature.accepted_dim_keys() == {"batch", "x:0", "x:2"}
+        assert signature.free_dim_keys({"batch": 4}) == ["x:2"] and signature.free_dim_keys({}, batch=2) == ["x:2"]
+        name, _, shape = signature[0]  # still (name, type, shape) to every reader that unpacks it
+        assert name == "x" and shape[1] == 3 and not signature[0].static
+    assert [is_free(d) for d in ("n", None, -1, 0, 7, True)] == [True, True, True, False, False, True]

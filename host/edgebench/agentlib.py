@@ -55,7 +55,7 @@ _SURFACE = {
         "OPTION_METAVARS", "PASS_OPTION", "PASS_OPTIONS", "PASS_SWITCHES", "RUN_OPTION", "RUN_OPTIONS", "pass_blocks", "SCENARIO_NAMES", "check_option", "parse_integer", "parse_option", "default_run_timeout", "normalize_energy", "normalize_run_request", "normalize_scenario", "parse_assignments",
         "parse_duration_s", "parse_positive", "parse_qps", "parse_scalar", "provider_name", "reply_digest"),
     "edgebench_agent.shared.inputs": (
-        "ORT_TO_NUMPY", "accepted_dim_keys", "build_feeds", "check_array_size", "declared_arrays", "free_dim_keys",
+        "ORT_TO_NUMPY", "Input", "Signature", "accepted_dim_keys", "build_feeds", "dim_key", "is_free", "check_array_size", "declared_arrays", "free_dim_keys",
         "generate", "is_text", "load_npz", "numpy_dtype", "session_signature", "sizes_from_arrays"),
     "edgebench_agent.shared.metrics": (
         "batch_key", "check_labels", "compare_arrays", "evaluate", "is_classifier_output", "join_batches",

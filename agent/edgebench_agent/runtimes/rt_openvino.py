@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from ..shared.inputs import is_free
 from . import Arg, BundleError, NUMPY_TO_ORT, RuntimeFailure, bundle_folder
 
 DEVICE = "CPU"
@@ -95,7 +96,7 @@ def _check_against_manifest(session, manifest, path):
         actual = [(a.name, a.shape) for a in args]
         agree = len(stated) == len(actual) and all(
             name == real_name and len(shape) == len(real_shape) and all(
-                not isinstance(d, int) or not isinstance(r, int) or d == r for d, r in zip(shape, real_shape))
+                is_free(d) or is_free(r) or d == r for d, r in zip(shape, real_shape))
             for (name, shape), (real_name, real_shape) in zip(stated, actual))
         if not agree:
             raise BundleError("model bundle %s: its manifest's %s %s are not the IR's %s" % (path, side, stated, actual))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inputs import InputError, load_npz, numpy_dtype
+from .inputs import InputError, is_free, load_npz, numpy_dtype
 
 
 def load_dataset(path, signature, require_labels=True):
@@ -41,7 +41,7 @@ def load_dataset(path, signature, require_labels=True):
             raise InputError("%s: input %r has shape %s but the model takes rank %d %s (samples go along the first axis)"
                              % (path, name, list(array.shape), len(shape), shape))
         fixed = [(axis, want, array.shape[axis]) for axis, want in enumerate(shape)
-                 if axis > 0 and isinstance(want, int) and want != array.shape[axis]]
+                 if axis > 0 and not is_free(want) and want != array.shape[axis]]
         if fixed:
             axis, want, got = fixed[0]
             raise InputError("%s: input %r axis %d is %d but the model fixes it at %d (dataset shape %s, model %s)"
@@ -55,7 +55,7 @@ def batches_of(arrays, signature, batch_size):
     """Split samples along the batch axis: the model's fixed batch if it has one (padding the last batch by
     repeating rows), else batch_size. Returns (batches, number of real samples)."""
     first_dims = set(shape[0] for _, _, shape in signature if shape)
-    fixed = next((d for d in first_dims if isinstance(d, int)), None)
+    fixed = next((d for d in first_dims if not is_free(d)), None)
     size = fixed or batch_size
     total = next(iter(arrays.values())).shape[0]
     batches = []

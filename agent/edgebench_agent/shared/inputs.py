@@ -7,6 +7,8 @@ rate is set by the user with a value override.
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 # onnxruntime's type strings -> numpy dtypes, for every tensor type onnxruntime runs that numpy holds.
@@ -52,7 +54,7 @@ def resolve_shape(name, shape, dims, batch=None):
     """
     resolved = []
     for axis, dim in enumerate(shape):
-        if isinstance(dim, int) and dim >= 0:
+        if not is_free(dim):
             if axis == 0 and batch is not None and dim != batch:
                 raise InputError("input %r has a fixed batch of %d, so batch %d cannot be set: export it with "
                                  "a dynamic batch axis" % (name, dim, batch))
@@ -112,8 +114,62 @@ def _size_text(size):
 
 
 def is_free(dim):
-    """A dimension without a fixed size: a name, None, or a negative placeholder."""
-    return not (isinstance(dim, int) and dim >= 0)
+    """A dimension without a fixed size: a name, None, or a negative placeholder. The one free-dimension test."""
+    return not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0)
+
+
+class Input(collections.namedtuple("Input", "name type shape")):
+    """One input of a model: its name, its type (onnxruntime's "tensor(float)", or a numpy dtype's name where the
+    model block recorded one) and its shape (an int per fixed dim; a name, None or a negative number per free one)."""
+
+    __slots__ = ()
+
+    @property
+    def free_axes(self):
+        return [axis for axis, dim in enumerate(self.shape) if is_free(dim)]
+
+    @property
+    def static(self):
+        """Every dimension fixed (a scalar, of no dimensions, is static too)."""
+        return not self.free_axes
+
+
+class Signature(list):
+    """A model's inputs, in order: the one form every reader of a signature takes, on the board and on the host,
+    whether it was read from a session (session_signature), a result's model block (from_block) or an ONNX graph
+    (from_graph). A list of Input triples, so (name, type, shape) unpacking reads it too."""
+
+    @classmethod
+    def of(cls, triples):
+        return cls(Input(name, kind, list(shape or [])) for name, kind, shape in triples)
+
+    @classmethod
+    def from_block(cls, inputs):
+        """From a model block's inputs ({"name", "dtype", "shape"} each, as inspect_model records them)."""
+        return cls.of((entry["name"], entry["dtype"], entry["shape"]) for entry in inputs)
+
+    @property
+    def names(self):
+        return [entry.name for entry in self]
+
+    @property
+    def types(self):
+        return [entry.type for entry in self]
+
+    @property
+    def shapes(self):
+        return [entry.shape for entry in self]
+
+    @property
+    def dtypes(self):
+        """The numpy dtype of each input, for a signature read from a session (onnxruntime's type strings)."""
+        return [numpy_dtype(entry.type, entry.name) for entry in self]
+
+    def accepted_dim_keys(self):
+        return accepted_dim_keys(self)
+
+    def free_dim_keys(self, dims=None, batch=None, given=()):
+        return free_dim_keys(self, dims, batch, given)
 
 
 def dim_key(name, axis, dim):
@@ -278,7 +334,7 @@ def _check_user_array(name, array, dtype, shape):
             % (name, len(shape), _shape_text(shape), list(array.shape))
         )
     for axis, (want, got) in enumerate(zip(shape, array.shape)):
-        if isinstance(want, int) and want >= 0 and want != got:
+        if not is_free(want) and want != got:
             raise InputError(
                 "input %r axis %d is fixed at %d in the model but the supplied array has %d (shape %s vs %s)"
                 % (name, axis, want, got, list(array.shape), _shape_text(shape))
@@ -352,13 +408,13 @@ def _list_value(name, items, dtype, shape):
     if len(shape) != 1:
         raise InputError("input %r has rank %d: a list value (%s) fits only a rank-1 input"
                          % (name, len(shape), ",".join(str(i) for i in items)))
-    if isinstance(shape[0], int) and shape[0] >= 0 and shape[0] != len(items):
+    if not is_free(shape[0]) and shape[0] != len(items):
         raise InputError("input %r takes %d values but %d were given (%s)" % (name, shape[0], len(items),
                                                                              ",".join(str(i) for i in items)))
     return np.array(items, dtype=dtype)
 
 
 def session_signature(session):
-    """A loaded session's inputs as (name, onnxruntime type, shape) triples: the one reader of a model's
+    """A loaded session's inputs as a Signature (name, onnxruntime type, shape): the one reader of a session's
     signature, on the board and on the host. Shapes hold ints for fixed dims, names or None for free ones."""
-    return [(arg.name, arg.type, list(arg.shape)) for arg in session.get_inputs()]
+    return Signature.of((arg.name, arg.type, arg.shape) for arg in session.get_inputs())

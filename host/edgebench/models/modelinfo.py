@@ -58,6 +58,13 @@ def _value_info(value) -> dict:
     return {"name": value.name, "dtype": dtype, "shape": shape}
 
 
+def graph_inputs(graph) -> list[dict]:
+    """A graph's real inputs ({"name", "dtype", "shape"} each): its inputs less the initializers that older
+    exporters also list as inputs. agentlib.Signature.from_block reads them as a signature."""
+    initializers = {i.name for i in graph.initializer}
+    return [_value_info(v) for v in graph.input if v.name not in initializers]
+
+
 def external_data_files(model) -> list[str]:
     from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
@@ -103,11 +110,11 @@ def _inspect_ort_format(path: Path) -> dict:
             raise
         raise ModelError(f"{path} is not a loadable ORT-format model: {one_line(exc, 200)}") from exc
 
-    from ..agentlib import ORT_TO_NUMPY
+    from ..agentlib import ORT_TO_NUMPY, is_free
 
     def signature(args):
         return [{"name": a.name, "dtype": ORT_TO_NUMPY[a.type].__name__ if a.type in ORT_TO_NUMPY else a.type,
-                 "shape": [d if isinstance(d, int) else (d or None) for d in a.shape]} for a in args]
+                 "shape": [(d or None) if is_free(d) else d for d in a.shape]} for a in args]
 
     provenance = read_provenance(path) or {}
     parent = provenance.get("parent", {})
@@ -135,14 +142,13 @@ def inspect_model(path: Path) -> dict:
     if path.suffix == ".ort":
         return {**identity, **_inspect_ort_format(path), "provenance": read_provenance(path, sha256)}
     model = load_model_proto(path)
-    initializer_names = {init.name for init in model.graph.initializer}
     return {
         **identity,
         "format": "onnx",
         "ir_version": model.ir_version,
         "opsets": {(entry.domain or "ai.onnx"): entry.version for entry in model.opset_import},
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializer_names],
+        "inputs": graph_inputs(model.graph),
         "outputs": [_value_info(v) for v in model.graph.output],
         "external_data": [p.name for p in check_external_data(model, path)],
         "provenance": read_provenance(path, sha256),

@@ -85,7 +85,9 @@ def to_ncnn(model_path: Path, out: Path, scratch: Path, options: dict) -> dict:
 
 def fixed_shape(name: str, shape: list, dims: dict) -> list[int]:
     """An input's shape for a static graph: free dimensions at their --dim size (by name or input:axis), else 1."""
-    return [d if isinstance(d, int) else dims.get(d, dims.get(f"{name}:{axis}", 1)) for axis, d in enumerate(shape)]
+    from ..agentlib import is_free
+
+    return [dims.get(d, dims.get(f"{name}:{axis}", 1)) if is_free(d) else d for axis, d in enumerate(shape)]
 
 
 def _zeros(shape):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..agentlib import accepted_dim_keys, sizes_from_arrays
+from ..agentlib import Signature, accepted_dim_keys, dim_key, is_free, sizes_from_arrays
 from ..agentlib import RUN_DEFAULTS, default_run_timeout, normalize_run_request
 
 from ..boards.board import Board
@@ -185,9 +185,9 @@ def check_inputs(models: list[Path], settings: RunSettings) -> list[dict]:
     return blocks
 
 
-def _signature(block: dict) -> list:
-    """The signature triples of a result's model block (what inspect_model recorded from session_signature)."""
-    return [(i["name"], i["dtype"], i["shape"] or []) for i in block["inputs"]]
+def _signature(block: dict) -> Signature:
+    """The signature of a result's model block (what inspect_model recorded from session_signature)."""
+    return Signature.from_block(block["inputs"])
 
 
 def resolve_dims(block: dict, settings: RunSettings, given: set) -> tuple[dict, list]:
@@ -545,8 +545,8 @@ def dims_by_axis(model: dict, dims: dict) -> dict:
     by_axis = {}
     for entry in model["inputs"]:
         for axis, dim in enumerate(entry["shape"] or []):
-            key = dim if isinstance(dim, str) else f"{entry['name']}:{axis}"
-            if key in dims and not isinstance(dim, int):
+            key = dim_key(entry["name"], axis, dim)
+            if key in dims and is_free(dim):
                 by_axis[f"{entry['name']}:{axis}"] = dims[key]
             elif f"{entry['name']}:{axis}" in dims:
                 by_axis[f"{entry['name']}:{axis}"] = dims[f"{entry['name']}:{axis}"]

@@ -179,17 +179,13 @@ def _results_folder(doc: YamlDoc, base: Path, given) -> Path | None:
 def _check_dims_sized(doc: YamlDoc, index: int, model: PlanModel, batch) -> None:
     """A plan is strict where `bench deploy` is lenient: every free dimension of a model needs a size, in the
     plan (dims: or settings: batch:), so --dry-run shows the error with its line, before anything runs."""
-    from ..agentlib import free_dim_keys
-
-    from ..models.modelinfo import _value_info, load_model_proto
+    from ..agentlib import Input, Signature
+    from ..models.modelinfo import graph_inputs, load_model_proto
 
     if model.path is not None and model.path.suffix == ".onnx":
-        graph = load_model_proto(model.path).graph
-        initializers = {i.name for i in graph.initializer}
-        signature = [(v["name"], v["dtype"], v["shape"] or []) for v in map(_value_info, graph.input)
-                     if v["name"] not in initializers]
+        signature = Signature.from_block(graph_inputs(load_model_proto(model.path).graph))
     elif model.export and model.dynamic:
-        signature = []
+        signature = Signature()
         for spec in model.dynamic:  # x:0=batch -> input x, axis 0 free, named batch
             name, _, rest = spec.partition(":")
             axis, _, label = rest.partition("=")
@@ -197,10 +193,10 @@ def _check_dims_sized(doc: YamlDoc, index: int, model: PlanModel, batch) -> None
                 continue
             shape: list = [0] * (int(axis) + 1)
             shape[int(axis)] = label or None
-            signature.append((name, "", shape))
+            signature.append(Input(name, "", shape))
     else:
         return
-    unset = free_dim_keys(signature, model.dims, batch[0] if isinstance(batch, list) else batch)
+    unset = signature.free_dim_keys(model.dims, batch[0] if isinstance(batch, list) else batch)
     if unset:
         raise doc.error(("models", index), f"{model.name} has free dimension(s) {', '.join(unset)} with no size",
                         f"add dims: {{{unset[0]}: N}} to this model, or settings: batch: N")

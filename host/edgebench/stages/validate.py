@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..agentlib import Signature, is_free
 from ..errors import InputError, ModelError, from_onnxruntime, is_our_bug, one_line
 from ..fileio import file_sha256
 from ..models.modelinfo import check_external_data, generation_rules, host_session, load_model_proto
@@ -98,9 +99,8 @@ def _walk_nodes(graph):
 def summarize(model, path: Path) -> dict:
     import onnx
 
-    from ..models.modelinfo import _value_info
+    from ..models.modelinfo import _value_info, graph_inputs
 
-    initializer_names = {i.name for i in model.graph.initializer}
     ops = collections.Counter(
         (f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type) for n in _walk_nodes(model.graph)
     )
@@ -117,7 +117,7 @@ def summarize(model, path: Path) -> dict:
         "ir_version": model.ir_version,
         "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "inputs": [_value_info(v) for v in model.graph.input if v.name not in initializer_names],
+        "inputs": graph_inputs(model.graph),
         "outputs": [_value_info(v) for v in model.graph.output],
         "node_count": sum(ops.values()),
         "ops": dict(ops.most_common()),
@@ -157,23 +157,13 @@ def structural_checks(path: Path) -> list[CheckStep]:
 
 
 # --------------------------------------------------------------------------------------- parity
-@dataclass
-class _Signature:
-    names: list[str]
-    shapes: list[list]  # ints for fixed dims, str/None for free ones
-    types: list[str]  # onnxruntime's type strings, e.g. "tensor(float)"
-    dtypes: list[np.dtype]
+def _signature(session) -> Signature:
+    from ..agentlib import session_signature
+
+    return session_signature(session)
 
 
-def _signature(session) -> _Signature:
-    from ..agentlib import numpy_dtype, session_signature
-
-    triples = session_signature(session)
-    return _Signature([n for n, _, _ in triples], [s for _, _, s in triples], [t for _, t, _ in triples],
-                      [numpy_dtype(t, n) for n, t, _ in triples])
-
-
-def _fixed_dim_problems(signature: _Signature, arrays: dict) -> list[str]:
+def _fixed_dim_problems(signature: Signature, arrays: dict) -> list[str]:
     """Inputs whose size differs from a fixed dim of the model: name the dims and the fix."""
     problems = []
     for name, shape in zip(signature.names, signature.shapes):
@@ -182,7 +172,7 @@ def _fixed_dim_problems(signature: _Signature, arrays: dict) -> list[str]:
             problems.append(f"input '{name}' has rank {len(shape)} in the model but {array.ndim} was given")
             continue
         fixed = [axis for axis, (want, got) in enumerate(zip(shape, array.shape))
-                 if isinstance(want, int) and want != got]
+                 if not is_free(want) and want != got]
         if fixed:
             dims = ", ".join(f"axis {a} = {shape[a]}" for a in fixed)
             flags = " ".join(f"--dynamic {name}:{a}" for a in fixed)
@@ -191,11 +181,9 @@ def _fixed_dim_problems(signature: _Signature, arrays: dict) -> list[str]:
     return problems
 
 
-def _check_dims(signature: _Signature, dims: dict) -> None:
+def _check_dims(signature: Signature, dims: dict) -> None:
     """--dim names a free dimension of this model, with a positive size: the same rule as deploy's."""
-    from ..agentlib import accepted_dim_keys
-
-    known = accepted_dim_keys(list(zip(signature.names, signature.types, signature.shapes)))
+    known = signature.accepted_dim_keys()
     for key, size in dims.items():
         if key not in known:
             raise InputError(f"--dim {key}: the model has no free dimension called that",
@@ -204,12 +192,12 @@ def _check_dims(signature: _Signature, dims: dict) -> None:
             raise InputError(f"--dim {key}={size}: a size must be a positive integer")
 
 
-def _generated(signature: _Signature, sizes: dict, seed: int, scale: float = 1.0, int_ranges: dict | None = None) -> dict:
+def _generated(signature: Signature, sizes: dict, seed: int, scale: float = 1.0, int_ranges: dict | None = None) -> dict:
     from ..agentlib import generate
 
     arrays = {}
     for position, (name, shape, dtype) in enumerate(zip(signature.names, signature.shapes, signature.dtypes)):
-        concrete = tuple(d if isinstance(d, int) else sizes[(name, axis)] for axis, d in enumerate(shape))
+        concrete = tuple(sizes[(name, axis)] if is_free(d) else d for axis, d in enumerate(shape))
         array = generate(dtype, concrete, np.random.default_rng([seed, position]), (int_ranges or {}).get(name))
         if np.issubdtype(dtype, np.floating):
             array = (array * scale).astype(dtype)
@@ -217,13 +205,13 @@ def _generated(signature: _Signature, sizes: dict, seed: int, scale: float = 1.0
     return arrays
 
 
-def _free_sizes(signature: _Signature, base: dict, grow: int = 0) -> dict:
+def _free_sizes(signature: Signature, base: dict, grow: int = 0) -> dict:
     """(input, axis) -> size for every free dim: the base arrays' sizes (+grow), shared labels kept equal."""
     sizes: dict[tuple[str, int], int] = {}
     by_label: dict[str, int] = {}
     for name, shape in zip(signature.names, signature.shapes):
         for axis, dim in enumerate(shape):
-            if isinstance(dim, int):
+            if not is_free(dim):
                 continue
             size = by_label.get(dim) if isinstance(dim, str) else None
             if size is None:
@@ -234,7 +222,7 @@ def _free_sizes(signature: _Signature, base: dict, grow: int = 0) -> dict:
     return sizes
 
 
-def parity_samples(signature: _Signature, base: dict, count: int, rules=None) -> list[tuple[str, str, dict]]:
+def parity_samples(signature: Signature, base: dict, count: int, rules=None) -> list[tuple[str, str, dict]]:
     """(label, kind, arrays): the base input, then variations that expose baked-in control flow. Inputs that
     only the user can give (a shape, text) are never varied: with one, only the base input is checked."""
     from ..agentlib import is_text
@@ -281,11 +269,11 @@ def _diagnose(report: ValidationReport, mode: str | None) -> None:
         f"inputs: {what} was probably baked in {how}; {fix}")
 
 
-def _static_size_note(report: ValidationReport, signature: _Signature, reference, base: dict) -> None:
+def _static_size_note(report: ValidationReport, signature: Signature, reference, base: dict) -> None:
     """Static ONNX inputs whose PyTorch model takes other sizes: say so, with --dynamic."""
     from ..models.torchmodel import run_reference
 
-    static = [n for n, s in zip(signature.names, signature.shapes) if s and all(isinstance(d, int) for d in s)]
+    static = [n for n, s in zip(signature.names, signature.shapes) if s and not any(map(is_free, s))]
     if not static or len(static) != len(signature.names):
         return
     grown = {n: np.concatenate([a, a[:1]], axis=0) if a.ndim else a for n, a in base.items()}
@@ -334,11 +322,10 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
     elif example is not None:
         base = dict(example)
     else:
-        from ..agentlib import build_feeds, free_dim_keys
+        from ..agentlib import build_feeds
 
         rules.check_given(set(), "--inputs FILE.npz or a test data set")
-        triples = list(zip(signature.names, signature.types, signature.shapes))
-        unset = free_dim_keys(triples, dims)
+        unset = signature.free_dim_keys(dims)
         if unset and strict_dims:
             report.samples.append(SampleParity("example input", "base", {}, error=(
                 f"free dimension(s) {', '.join(unset)} have no size: set them with --dim NAME=N (--strict-dims "
@@ -348,7 +335,7 @@ def validate(path: Path, reference=None, inputs: Path | None = None, example: di
             report.notes.append(f"free dimension(s) {', '.join(unset)} set to 1 (size them with --dim NAME=N; "
                                 "--strict-dims refuses instead)")
             dims = {**(dims or {}), **{key: 1 for key in unset}}
-        base, _ = build_feeds(triples, dims=dims or {}, int_ranges=rules.int_ranges)
+        base, _ = build_feeds(signature, dims=dims or {}, int_ranges=rules.int_ranges)
     missing = [n for n in signature.names if n not in base]
     extra = [n for n in base if n not in signature.names]
     if missing or extra:
