@@ -177,3 +177,73 @@ def test_compare_and_history_take_one_set_of_defaults():
         assert parameters["alpha"].default == D.alpha and parameters["min_effect"].default == D.min_effect
         if "by" in parameters:
             assert parameters["by"].default == D.by and parameters["metric"].default == D.compare_metric
+
+
+# A load scenario's flags, each with a spelling set; the plan and the API take the scenario object instead.
+SCENARIO_FLAGS = {
+    "--samples-per-query": ("multi-stream", "samples_per_query",
+                            ["8", "1", "0", "-2", "2.0", "abc", "", " 3", "1_000", "99999999"]),
+    "--concurrency": ("offline", "concurrency", ["1", "4", "0", "-1", "1.5", "x", " 2"]),
+    "--qps": ("server", "qps", ["100", "0.5", "auto", "Auto", "AUTO", "0", "-3", "nan", "inf", "1e2", "x", ""]),
+}
+
+
+def _scenario_host(flag, scenario, spelling, capsys) -> bool:
+    import typer
+
+    from edgebench.cli import app
+
+    try:
+        typer.main.get_command(app).main(["deploy", str(MODEL), "--scenario", scenario, flag, spelling, "--target",
+                                          "no-such-board"], standalone_mode=False)
+    except SystemExit:
+        pass
+    except Exception as exc:
+        return _ends_at_target(str(exc))
+    return _ends_at_target(capsys.readouterr().err)
+
+
+def _scenario_agent(flag, scenario, spelling) -> bool:
+    from edgebench_agent.__main__ import _request_from_flags, build_parser
+    from edgebench_agent.protocol import normalize_run_request
+
+    try:
+        normalize_run_request(_request_from_flags(build_parser().parse_args(
+            ["run", str(MODEL), "--scenario", scenario, flag, spelling])))
+    except RequestError:
+        return False
+    return True
+
+
+def _scenario_object(scenario, key, spelling, tmp_path) -> dict:
+    return {"name": scenario, key: _typed(spelling, tmp_path)}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flag", list(SCENARIO_FLAGS))
+def test_every_front_reads_a_scenario_alike(flag, tmp_path, capsys):
+    """`bench deploy --scenario S --flag X`, the agent's `run` with the same flags, a plan's `scenario:` object and
+    the API's take and refuse the same spellings (the qps as a YAML or Python value: 1e2 a number, Auto a string)."""
+    import edgebench.api as eb
+    from edgebench.errors import BenchError
+    from edgebench.stages.plan import prepare
+
+    scenario, key, spellings = SCENARIO_FLAGS[flag]
+    for spelling in spellings:
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(yaml.safe_dump({"name": "p", "models": [{"name": "cnn", "path": str(MODEL)}],
+                                        "targets": ["local"],
+                                        "settings": {"scenario": _scenario_object(scenario, key, spelling, tmp_path)}}))
+        try:
+            prepare(plan, dry_run=True)
+            in_plan = True
+        except BenchError:
+            in_plan = False
+        try:
+            eb.deploy(MODEL, target="no-such-board", scenario=_scenario_object(scenario, key, spelling, tmp_path))
+            raise AssertionError("a deploy to no-such-board ran")
+        except BenchError as exc:
+            in_api = _ends_at_target(str(exc))
+        seen = {"bench deploy": _scenario_host(flag, scenario, spelling, capsys),
+                "agent run": _scenario_agent(flag, scenario, spelling), "plan": in_plan, "api": in_api}
+        assert len(set(seen.values())) == 1, (flag, spelling, seen)

@@ -34,11 +34,10 @@ from .protocol import (
     normalize_run_request,
     failed_reply,
     parse_assignments,
-    parse_duration_s,
     parse_option,
-    parse_qps,
     pass_blocks,
     parse_scalar,
+    scenario_from_flags,
 )
 from .service import info, run
 from .shared.files import write_atomically
@@ -90,18 +89,8 @@ def _request_from_flags(args):
 
 
 def _scenario_from_flags(args):
-    """--scenario server --qps 100 (or --qps auto --latency-bound 33ms) -> the request's scenario object."""
-    given = dict((key, value) for key, value in (("samples_per_query", args.samples_per_query),
-                                                 ("concurrency", args.concurrency)) if value is not None)
-    if args.qps is not None:
-        given["qps"] = parse_qps(args.qps)
-    if args.latency_bound is not None:
-        given["latency_bound_s"] = parse_duration_s(args.latency_bound, "--latency-bound")
-    if args.mlperf:
-        given["mlperf"] = True
-    if args.scenario is None and not given:
-        return None
-    return dict(given, name=args.scenario or "single-stream")
+    return scenario_from_flags(args.scenario, args.samples_per_query, args.concurrency, args.qps, args.latency_bound,
+                               args.mlperf)
 
 
 def _read_request(source):
@@ -215,10 +204,10 @@ def build_parser():
     run.add_argument("--verbose", action="store_true", help="let onnxruntime's own log lines through to stderr")
     run.add_argument("--scenario", choices=SCENARIO_NAMES, metavar="NAME",
                      help="load scenario: single-stream (default), multi-stream, server or offline")
-    run.add_argument("--samples-per-query", type=int, metavar="N", help="multi-stream: samples per query (8)")
+    run.add_argument("--samples-per-query", metavar="N", help="multi-stream: samples per query (8)")
     run.add_argument("--qps", metavar="X|auto", help="server: Poisson arrival rate, or auto with --latency-bound")
     run.add_argument("--latency-bound", metavar="DURATION", help="server: p99 bound, e.g. 33ms (qps auto searches for it)")
-    run.add_argument("--concurrency", type=int, metavar="K", help="server and offline: worker threads (1)")
+    run.add_argument("--concurrency", metavar="K", help="server and offline: worker threads (1)")
     run.add_argument("--mlperf", action="store_true", help="MLPerf LoadGen's minimum durations and query counts (600 s)")
     run.add_argument("--pipeline", metavar="STAGES.py",
                      help="end to end: run this file's load/preprocess/postprocess around the model (runs its code)")

@@ -246,6 +246,25 @@ def parse_option(option, text):
     raise RequestError("%s %r must be a number" % (option.flag, text))
 
 
+def scenario_from_flags(name, samples_per_query=None, concurrency=None, qps=None, latency_bound=None, mlperf=False):
+    """A load scenario's command-line flags (--scenario server --qps auto --latency-bound 33ms ...) -> the
+    request's scenario object, read alike by `bench deploy` and the agent's `run`; None when none was asked."""
+    given = {}  # type: dict
+    for key, value, flag in (("samples_per_query", samples_per_query, "--samples-per-query"),
+                             ("concurrency", concurrency, "--concurrency")):
+        if value is not None:
+            given[key] = parse_integer(value, flag) if isinstance(value, str) else value
+    if qps is not None:
+        given["qps"] = parse_qps(qps)
+    if latency_bound is not None:
+        given["latency_bound_s"] = parse_duration_s(latency_bound, "--latency-bound")
+    if mlperf:
+        given["mlperf"] = True
+    if name is None and not given:
+        return None
+    return dict(given, name=name or "single-stream")
+
+
 def parse_integer(text, what):
     """An integer from command-line text: ASCII digits, 1_000 too (RequestError otherwise)."""
     if not _INTEGER_TEXT.fullmatch(text.strip()):

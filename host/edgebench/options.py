@@ -111,18 +111,13 @@ def run_flags() -> dict[str, str]:
 
 def scenario_options(given: dict[str, Any]) -> dict | None:
     """--scenario server --qps auto --latency-bound 33ms ... -> the request's scenario object (None: not asked)."""
-    from .agentlib import normalize_scenario, parse_duration_s, parse_qps
+    from .agentlib import normalize_scenario, scenario_from_flags
 
-    fields: dict[str, Any] = {key: given[key] for key in ("samples_per_query", "concurrency") if given[key] is not None}
-    if given["qps"] is not None:
-        fields["qps"] = parse_qps(given["qps"])
-    if given["latency_bound"] is not None:
-        fields["latency_bound_s"] = parse_duration_s(given["latency_bound"], "--latency-bound")
-    if given["mlperf"]:
-        fields["mlperf"] = True
-    if given["scenario"] is None and not fields:
+    fields = scenario_from_flags(given["scenario"], given["samples_per_query"], given["concurrency"], given["qps"],
+                                 given["latency_bound"], given["mlperf"])
+    if fields is None:
         return None
-    scenario = normalize_scenario({**fields, "name": "single-stream" if given["scenario"] is None else given["scenario"]})
+    scenario = normalize_scenario(fields)
     return {key: value for key, value in scenario.items() if value is not None}
 
 
