@@ -262,7 +262,7 @@ def scenario_from_flags(name, samples_per_query=None, concurrency=None, qps=None
         given["mlperf"] = True
     if name is None and not given:
         return None
-    return dict(given, name=name or "single-stream")
+    return dict(given, name="single-stream" if name is None else name)
 
 
 def parse_integer(text, what):
