@@ -8,7 +8,6 @@ refuses is one line, and the JSON files stay the truth.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -260,7 +259,7 @@ POISONS = [GONE, None, "x", MATH, -1, 10**400, True, [None], {"a": None}]
 
 
 def _poisoned(document: dict, path: tuple, value) -> dict:
-    changed = copy.deepcopy(document)
+    changed = json.loads(json.dumps(document))  # a deep copy (a result is JSON), several times faster than deepcopy
     holder = changed
     for key in path[:-1]:
         holder = holder[key]
@@ -274,9 +273,8 @@ def _poisoned(document: dict, path: tuple, value) -> dict:
 @pytest.mark.bad_input
 def test_every_field_poisoned_is_refused_or_reported_never_a_traceback(tmp_path):
     """Each field of a rich result, removed or replaced by a value of every wrong kind: reading it refuses it
-    (one reason), or every report over it (tables in each format, per run, a baseline, the index's row, history)
-    works. About 1,500 documents, in process."""
-    from edgebench.stages import history
+    (one reason), or every report over it (tables in each format, per run, a baseline, the index's row) works.
+    About 1,500 documents, in process; history over poisoned files is the next test's."""
     from edgebench.results import report
     from edgebench.errors import ResultError
     from edgebench.results.index import _summarize
@@ -302,7 +300,6 @@ def test_every_field_poisoned_is_refused_or_reported_never_a_traceback(tmp_path)
                 report.render(comparison, "csv", [document, other])
                 report.render(report.compare_runs([document, other], baseline=("target", "board-a")), "table", None)
                 _summarize(path)
-                history.change_points([1.0, 2.0, 3.0, 4.0], 2, 0.05, 0.01)
             except Exception as exc:  # the test's point: name the field and the value that got through
                 raise AssertionError(f"{where} = {str(value)[:30]!r}: {type(exc).__name__}: {exc}") from exc
     assert tried > 1200 and 0 < refused < tried
