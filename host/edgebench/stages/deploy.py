@@ -680,13 +680,16 @@ class FleetReport:
         if problems:
             raise RunFailed(f"{len(problems)} problem(s): " + "; ".join(problems),
                             "failed and INVALID runs are recorded in results/ with their reason")
-        differ = [f"{d['model']['name']} on {d['target']['name']} ({d['pipeline']['results']['agree']} of "
-                  f"{d['pipeline']['results']['samples']} samples agree)"
-                  for d in self.documents if d.get("pipeline") and not d["pipeline"]["results"]["passed"]]
+        from ..results.view import Result
+
+        runs = [Result(d) for d in self.documents]
+        differ = [f"{r.model_name} on {r.target_name} ({r.pipeline_results['agree']} of "
+                  f"{r.pipeline_results['samples']} samples agree)"
+                  for r in runs if r.pipeline_results and not r.pipeline_results["passed"]]
         if differ:
             raise RunFailed(f"the pipeline's final results on the board differ from the host's: {', '.join(differ)}",
                             "the result's pipeline block names the first samples that differ")
-        wrong = [d["model"]["name"] for d in self.documents if d.get("accuracy") and not d["accuracy"]["passed"]]
+        wrong = [r.model_name for r in runs if r.accuracy and r.accuracy.get("passed") is False]
         if wrong:
             raise RunFailed(f"accuracy check failed for {', '.join(wrong)}: the board's outputs differ from the "
                             "reference beyond tolerance", "see the accuracy lines above; --atol/--rtol set tolerances")
