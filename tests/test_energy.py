@@ -233,6 +233,7 @@ def test_a_garbage_sensor_is_recorded_not_fatal(monkeypatch, tmp_path):
     (["--energy", "--energy-seconds", "-3"], "--energy-seconds must be positive, got -3"),
     (["--energy", "--energy-seconds", "nan"], "--energy-seconds must be a finite number, got nan"),
     (["--energy", "--energy-idle-seconds", "-1"], "--energy-idle-seconds must not be negative, got -1"),
+    (["--energy", "--energy-idle-seconds", "0.05"], "an idle baseline of 0.05s holds fewer than two power readings"),
     (["--energy-seconds", "5"], "--energy-seconds goes with --energy"),
     (["--energy-idle-seconds", "0"], "--energy-idle-seconds goes with --energy"),
     (["--profile-iterations", "0"], "--profile-iterations goes with --profile"),

@@ -308,6 +308,8 @@ def test_external_data_symlink_leaving_the_folder_is_refused(tmp_path):
     (["export", MODELS, "-o", "x.onnx"], ["names no factory"]),
     (["export", MODELS + ":raising", "-o", "x.onnx"], ["raised RuntimeError: the factory needs a GPU"]),
     (["export", MODELS + ":not_a_module", "-o", "x.onnx"], ["returned int, not a torch.nn.Module"]),
+    (["export", MODELS + ":needs_a_size", "-o", "x.onnx"], ["raised TypeError", "missing 1 required positional"]),
+    (["export", MODELS + ":NOT_CALLABLE", "-o", "x.onnx"], ["raised TypeError", "not callable"]),
     (["export", MODELS + ":cnn", "-o", "x.onnx", "--input", "image=1by3"], ["--input 'image=1by3' must look like"]),
     (["export", MODELS + ":cnn", "-o", "x.onnx", "--input", "image=1x3x32x32:float7"], ["unknown dtype 'float7'"]),
     (["export", MODELS + ":cnn", "-o", "x.onnx", "--input", "image=1x3x32x32", "--dynamic", "image:9"], ["has rank 4, no axis 9"]),

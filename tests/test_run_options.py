@@ -248,3 +248,33 @@ def test_every_front_reads_a_scenario_alike(flag, tmp_path, capsys):
         seen = {"bench deploy": _scenario_host(flag, scenario, spelling, capsys),
                 "agent run": _scenario_agent(flag, scenario, spelling), "plan": in_plan, "api": in_api}
         assert len(set(seen.values())) == 1, (flag, spelling, seen)
+
+
+def test_a_pass_asked_for_alone_is_the_same_cell_as_one_with_its_defaults_spelled_out(tmp_path):
+    """`cooldown: true` and `cooldown: true, cooldown_margin: 3` are one run: the request (and the plan cell key
+    that hashes it) holds the pass block with its defaults filled in, as before the options were declared."""
+    from edgebench.stages.plan import load_plan, matrix
+    from edgebench.boards.targets import load_inventory
+    from edgebench_agent.protocol import pass_blocks
+
+    assert pass_blocks({"cooldown": True, "profile": True}, {}) == {
+        "cooldown": {"margin_c": PASS_DEFAULTS["cooldown"]["margin_c"], "timeout_s": PASS_DEFAULTS["cooldown"]["timeout_s"]},
+        "profile": {"iterations": PASS_DEFAULTS["profile"]["iterations"]}}
+    keys = []
+    for extra in ({}, {"cooldown_margin": PASS_DEFAULTS["cooldown"]["margin_c"], "profile_iterations": 20}):
+        path = tmp_path / f"plan{len(keys)}.yaml"
+        path.write_text(yaml.safe_dump({"name": "p", "models": [{"name": "cnn", "path": str(MODEL)}], "targets": ["local"],
+                                        "settings": {"cooldown": True, "profile": True, **extra}}))
+        inventory = load_inventory(None)
+        keys.append([cell.key for cell in matrix(load_plan(path, inventory), {"cnn": [("original", MODEL)]}, inventory)])
+    assert keys[0] == keys[1] and len(keys[0]) == 1
+
+
+def test_the_run_timeout_leaves_room_for_each_sessions_cool_down():
+    """--cooldown-timeout 600 on a hot board: each session may wait that long first, and the run's own timeout
+    (from its maximums) counts it, so the wait never gets the run killed."""
+    from edgebench_agent.protocol import default_run_timeout, normalize_run_request
+
+    plain = default_run_timeout(normalize_run_request({"model": "m.onnx", "repeats": 3}))
+    cooling = default_run_timeout(normalize_run_request({"model": "m.onnx", "repeats": 3, "cooldown": {"timeout_s": 600}}))
+    assert cooling - plain == pytest.approx(3 * 600)

@@ -74,6 +74,13 @@ def raising():
     raise RuntimeError("the factory needs a GPU")
 
 
+def needs_a_size(width):  # a factory called with no arguments: the user's TypeError, one line
+    return nn.Linear(width, 2)
+
+
+NOT_CALLABLE = 3
+
+
 def not_a_module():
     return 42
 

@@ -202,6 +202,10 @@ PASS_OPTIONS = (
                  "cool (seconds)"),
 )
 PASS_OPTION = dict((option.name, option) for option in PASS_OPTIONS)
+# The blocks sent whole, their defaults filled in, as they always were: a plan's cell key hashes the settings, so
+# `cooldown: true` and `cooldown: true, cooldown_margin: 3` are one cell. (An energy block holds what was given;
+# normalize_energy fills the rest on the board.)
+FILLED_PASS_BLOCKS = ("cooldown", "profile")
 
 
 def pass_blocks(switches, values):
@@ -216,7 +220,12 @@ def pass_blocks(switches, values):
         if not switches.get(option.block):
             raise RequestError("%s goes with %s" % (option.flag, PASS_SWITCHES[option.block]))
         blocks.setdefault(option.block, {})[option.key] = check_option(option, value, option.flag)
-    return dict((block, blocks.get(block, {})) for block, on in switches.items() if on)
+    made = {}
+    for block, on in switches.items():
+        if on:
+            defaults = dict((o.key, PASS_DEFAULTS[block][o.key]) for o in PASS_OPTIONS if o.block == block)
+            made[block] = dict(defaults if block in FILLED_PASS_BLOCKS else {}, **blocks.get(block, {}))
+    return made
 
 
 def check_pass_block(block, raw):
@@ -398,7 +407,8 @@ def failed_reply(kind, message, command="run"):
 
 def default_run_timeout(request):
     """Seconds a run may take before it is killed, from its own maximums (plus load and first inference): with
-    --mlperf at least LoadGen's 600 s, and for a QPS search every probe it may run as well."""
+    --mlperf at least LoadGen's 600 s, for a QPS search every probe it may run as well, and each session's wait
+    for the board to cool."""
     scenario = request.get("scenario") or {}
     measuring = request["max_seconds"]
     if scenario.get("mlperf"):
@@ -406,6 +416,8 @@ def default_run_timeout(request):
     if scenario.get("qps") == "auto":
         measuring += QPS_SEARCH_MAX_PROBES * max(request["min_seconds"], MLPERF_MIN_SECONDS if scenario.get("mlperf") else 0.0)
     per_repeat = measuring + request["warmup_max_seconds"] + 120.0
+    if request.get("cooldown") is not None:  # a wait for the board to cool comes before each session
+        per_repeat += float(request["cooldown"].get("timeout_s", PASS_DEFAULTS["cooldown"]["timeout_s"]))
     energy = request.get("energy") or {}
     return per_repeat * request["repeats"] + (energy.get("seconds", 0.0) + energy.get("idle_seconds", 0.0) if energy else 0.0)
 
@@ -486,6 +498,10 @@ def normalize_energy(raw):
     check_pass_block("energy", spec)
     if not 0 < finite_number(spec["rate_hz"], "energy rate") <= MAX_ENERGY_RATE_HZ:
         raise RequestError("the power sample rate must be above 0 and at most %g Hz, got %r" % (MAX_ENERGY_RATE_HZ, spec["rate_hz"]))
+    shortest = 2.0 / spec["rate_hz"]  # an idle figure needs two readings at least (a counter differences them)
+    if 0 < spec["idle_seconds"] < shortest:
+        raise RequestError("an idle baseline of %gs holds fewer than two power readings at %g Hz: give 0 (no baseline) "
+                           "or at least %gs" % (spec["idle_seconds"], spec["rate_hz"], shortest))
     if not isinstance(spec["external"], bool):
         raise RequestError("energy.external must be true or false")
     return spec

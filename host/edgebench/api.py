@@ -309,11 +309,17 @@ def _pass_blocks(run_options: dict, energy: bool, values: dict) -> dict:
     from .agentlib import PASS_OPTION, pass_blocks
 
     values = {**values, **{name: run_options.pop(name) for name in list(run_options) if name in PASS_OPTION}}
-    switches = {"energy": energy}
+    switches, given = {"energy": energy}, {}
     for block in ("profile", "cooldown"):
         if isinstance(run_options.get(block), bool):
             switches[block] = run_options.pop(block)
-    return pass_blocks(switches, values)
+        elif isinstance(run_options.get(block), dict):  # the request's block itself: the options add to it
+            given[block] = run_options.pop(block)
+            switches[block] = True
+    blocks = pass_blocks(switches, values)
+    return {**blocks, **{block: {**blocks[block], **fields, **{o.key: blocks[block][o.key] for o in PASS_OPTION.values()
+                                                              if o.block == block and values.get(o.name) is not None}}
+                         for block, fields in given.items()}}
 
 
 def _run_fields(run_options: dict) -> dict:

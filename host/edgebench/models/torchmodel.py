@@ -75,9 +75,7 @@ def _import_target(spec: str):
         sys.path.insert(0, str(path.resolve().parent))  # let the file import its siblings
         try:
             loader_spec.loader.exec_module(module)
-        except Exception as exc:
-            if is_our_bug(exc):  # a bug of ours stays a traceback
-                raise
+        except Exception as exc:  # noqa: BLE001 - the user's code: all it raises is its own
             raise ModelError(f"importing {path} failed: {_condense(exc)}") from exc
         finally:
             sys.path.remove(str(path.resolve().parent))
@@ -87,9 +85,7 @@ def _import_target(spec: str):
         except ModuleNotFoundError as exc:
             raise ModelError(f"model spec module {location!r} not found ({exc.name} is missing)",
                              "check the module name, or give a file path ending in .py") from exc
-        except Exception as exc:
-            if is_our_bug(exc):  # a bug of ours stays a traceback
-                raise
+        except Exception as exc:  # noqa: BLE001 - the user's code: all it raises is its own
             raise ModelError(f"importing {location} failed: {_condense(exc)}") from exc
     if not hasattr(module, attribute):
         raise ModelError(f"{location} has no {attribute!r}",
@@ -125,9 +121,7 @@ def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
     owner, factory = _import_target(spec)
     try:
         module = factory()
-    except Exception as exc:
-        if is_our_bug(exc):  # a bug of ours stays a traceback
-            raise
+    except Exception as exc:  # noqa: BLE001 - the user's code: all it raises is its own
         raise ModelError(f"factory {spec} raised {_condense(exc)}") from exc
     if not isinstance(module, torch.nn.Module):
         raise ModelError(f"factory {spec} returned {type(module).__name__}, not a torch.nn.Module")
@@ -274,9 +268,7 @@ def _example_from_function(function, module) -> dict:
 
     try:
         produced = function()
-    except Exception as exc:
-        if is_our_bug(exc):  # a bug of ours stays a traceback
-            raise
+    except Exception as exc:  # noqa: BLE001 - the user's code: all it raises is its own
         raise ModelError(f"example_inputs() raised {_condense(exc)}") from exc
     if isinstance(produced, dict):
         items = list(produced.items())

@@ -138,9 +138,7 @@ def _default_output_names(loaded: LoadedModel, example: dict, input_names: list[
 
     try:
         count = len(run_reference(loaded, [example[n] for n in input_names]))
-    except Exception as exc:
-        if is_our_bug(exc):  # a bug of ours stays a traceback
-            raise
+    except Exception as exc:  # noqa: BLE001 - the user's model ran: all it raises is its own
         raise ExportFailed(f"the model fails on the example input: {_condense(exc)}",
                            "check the example input's names, shapes and dtypes") from exc
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
