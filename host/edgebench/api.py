@@ -398,6 +398,7 @@ class Comparison:
 
     result: CompareResult = field(repr=False)
     request: Any = field(default=None, repr=False)  # the CompareRequest, to read the files for the HTML page
+    _html: str | None = field(default=None, repr=False)  # the page, made once: a notebook shows what to_html wrote
 
     @property
     def table(self) -> pandas.DataFrame:
@@ -426,16 +427,19 @@ class Comparison:
         return json.loads(report_bytes(self.result, "json"))
 
     def to_html(self, path: str | Path | None = None) -> str:
-        """The `bench compare -f html` page; written (atomically) to `path` when given."""
+        """The `bench compare -f html` page (made once per comparison, its time stamp with it); written
+        (atomically) to `path` when given."""
         from dataclasses import replace
 
         from .stages.compare import compare as run_compare
         from .stages.compare import report_bytes
 
-        result = self.result
-        if not result.documents and self.request is not None:  # from the results index: the page's plots read the files
-            result = run_compare(replace(self.request, use_index=False))
-        text = report_bytes(result, "html").decode("utf-8")
+        if self._html is None:
+            result = self.result
+            if not result.documents and self.request is not None:  # from the results index: the plots read the files
+                result = run_compare(replace(self.request, use_index=False))
+            self._html = report_bytes(result, "html").decode("utf-8")
+        text = self._html
         if path is not None:
             from .fileio import write_atomically
 
