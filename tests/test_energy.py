@@ -334,6 +334,11 @@ def test_a_plan_with_a_bad_energy_length_is_refused(bench, tmp_path):
     done = bench("run", plan, "--dry-run")
     assert done.code == 2
     assert_one_line_error(done, "settings.energy_seconds: energy_seconds must be positive, got -2")
+    plan.write_text(f"name: p\nmodels:\n  - name: cnn\n    path: {EXAMPLES / 'cnn.onnx'}\ntargets: [local]\n"
+                    "settings:\n  energy: true\n  energy_idle_seconds: 0.05\n")
+    done = bench("run", plan, "--dry-run")
+    assert done.code == 2
+    assert_one_line_error(done, "settings.energy: an idle baseline of 0.05s holds fewer than two power readings")
 
 
 def test_the_standalone_agent_measures_energy_and_bench_imports_it(bench, tmp_path):

@@ -285,7 +285,7 @@ def check_option(option, value, field=None):
     """A request field's value against its declaration: the value (a float for a float), or RequestError naming
     `field` (the request field's name unless told)."""
     field = field or option.field
-    if value is None and isinstance(option, RunOption) and RUN_DEFAULTS[field] is None:  # the runtime decides (batch)
+    if value is None and isinstance(option, RunOption) and RUN_DEFAULTS[option.field] is None:  # the runtime decides (batch)
         return None
     if option.kind == "choice":
         if value not in CHOICES[field]:

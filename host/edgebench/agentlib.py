@@ -53,7 +53,7 @@ _SURFACE = {
     "edgebench_agent.protocol": (
         "EVENT_PREFIX", "EXIT_OK", "EXIT_RUN_FAILED", "EXIT_USAGE", "MAX_SAMPLES", "PASS_DEFAULTS", "PROTOCOL_VERSION", "RUN_DEFAULTS",
         "OPTION_METAVARS", "PASS_OPTION", "PASS_OPTIONS", "PASS_SWITCHES", "RUN_OPTION", "RUN_OPTIONS", "pass_blocks", "scenario_from_flags", "SCENARIO_NAMES", "check_option", "parse_integer", "parse_option", "default_run_timeout", "normalize_energy", "normalize_run_request", "normalize_scenario", "parse_assignments",
-        "parse_duration_s", "parse_positive", "parse_qps", "parse_scalar", "provider_name", "reply_digest"),
+        "parse_duration_s", "parse_qps", "parse_scalar", "provider_name", "reply_digest"),
     "edgebench_agent.shared.inputs": (
         "ORT_TO_NUMPY", "Input", "Signature", "accepted_dim_keys", "build_feeds", "dim_key", "is_free", "check_array_size", "declared_arrays", "free_dim_keys",
         "generate", "is_text", "load_npz", "numpy_dtype", "session_signature", "sizes_from_arrays"),

@@ -317,9 +317,11 @@ def _pass_blocks(run_options: dict, energy: bool, values: dict) -> dict:
             given[block] = run_options.pop(block)
             switches[block] = True
     blocks = pass_blocks(switches, values)
-    return {**blocks, **{block: {**blocks[block], **fields, **{o.key: blocks[block][o.key] for o in PASS_OPTION.values()
-                                                              if o.block == block and values.get(o.name) is not None}}
-                         for block, fields in given.items()}}
+    for block, fields in given.items():  # defaults, then the block as given, then the options named
+        named = {o.key: blocks[block][o.key] for o in PASS_OPTION.values()
+                 if o.block == block and values.get(o.name) is not None}
+        blocks[block] = {**blocks[block], **fields, **named}
+    return blocks
 
 
 def _run_fields(run_options: dict) -> dict:

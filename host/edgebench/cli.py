@@ -118,12 +118,10 @@ def main_options(
 
 
 # ---------------------------------------------------------------------------------------------- deploy
-def _run_option(name: str):
-    """A run option of the protocol (RUN_OPTIONS) as a typer option: the agent's help and its reading of the text
+def _protocol_option(option, **settings):
+    """A declared option of the protocol as a typer option, its text read as the agent reads it
     (protocol.parse_option), so `bench deploy` and the agent's `run` take the same spellings."""
-    from .agentlib import RUN_OPTION, parse_option
-
-    option = RUN_OPTION[name]
+    from .agentlib import parse_option
 
     def parse(text: str):
         try:
@@ -131,25 +129,25 @@ def _run_option(name: str):
         except BenchError as exc:
             raise typer.BadParameter(exc.message) from None
 
-    return typer.Option(option.flag, help=run_help(name), parser=parse)
+    return typer.Option(option.flag, parser=parse, **settings)
+
+
+def _run_option(name: str):
+    """A run option (protocol.RUN_OPTIONS), with the agent's help."""
+    from .agentlib import RUN_OPTION
+
+    return _protocol_option(RUN_OPTION[name], help=run_help(name))
 
 
 def _pass_option(name: str):
-    """A pass option of the protocol (PASS_OPTIONS: --energy-seconds, --profile-iterations, ...) as a typer
-    option, read as the agent reads it; its bounds are checked with the request (protocol.pass_blocks)."""
-    from .agentlib import PASS_DEFAULTS, PASS_OPTION, PASS_SWITCHES, parse_option
+    """A pass option (protocol.PASS_OPTIONS: --energy-seconds, --profile-iterations, ...); its bounds are checked
+    with the request (protocol.pass_blocks)."""
+    from .agentlib import PASS_DEFAULTS, PASS_OPTION, PASS_SWITCHES
 
     option = PASS_OPTION[name]
-
-    def parse(text: str):
-        try:
-            return parse_option(option, text)
-        except BenchError as exc:
-            raise typer.BadParameter(exc.message) from None
-
     default = PASS_DEFAULTS[option.block][option.key]
-    return typer.Option(option.flag, metavar=option.metavar, parser=parse,
-                        help=f"With {PASS_SWITCHES[option.block]}: {option.help}.  [default: {default:g}]")
+    return _protocol_option(option, metavar=option.metavar,
+                            help=f"With {PASS_SWITCHES[option.block]}: {option.help}.  [default: {default:g}]")
 
 
 @app.command()

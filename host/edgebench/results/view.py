@@ -92,10 +92,6 @@ class Result:
         return self.document["target"]["name"]
 
     @property
-    def target_info(self) -> dict:
-        return _block(self.document["target"].get("info"))
-
-    @property
     def origin(self) -> dict:
         return _block(self.document.get("origin"))
 

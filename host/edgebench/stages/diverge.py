@@ -907,13 +907,14 @@ def _measure_both(original: Path, kept: Path, request: DivergeRequest, board, ta
     settings = RunSettings(options={"dims": dict(request.dims), "values": dict(request.values)}, inputs=inputs,
                            accuracy=accuracy)
     report = deploy([original, kept], target, settings, request.results, board=board)
+    from ..results.view import Result
+
     rows = []
     for outcome in report.outcomes:
-        from ..results.view import Result
-
         document = outcome.document
-        outputs = Result(document).outputs
-        latency = summarize_ns(all_samples_ns(document["measurements"])) if Result(document).ok else {}
+        result = Result(document)
+        outputs = result.outputs
+        latency = summarize_ns(all_samples_ns(result.measurements)) if result.ok else {}
         rows.append({"model": outcome.model_path.name, "result": str(outcome.path), "status": document["status"],
                      "cosine": min((o["cosine"] for o in outputs), default=None),
                      "top1_agreement_pct": min((o["top1_agreement_pct"] for o in outputs if "top1_agreement_pct" in o),

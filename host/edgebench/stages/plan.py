@@ -143,6 +143,14 @@ def load_plan(path: Path, inventory) -> Plan:
             check_option(option, settings[option.plan], option.plan)
         except ConfigError as exc:
             raise doc.error(("settings", option.plan), exc.message) from exc
+    if settings.get("energy"):  # and the rules across its fields (an idle baseline of two readings at least)
+        from ..agentlib import normalize_energy
+
+        try:
+            normalize_energy(pass_blocks({"energy": True}, {o.name: settings.get(o.plan) for o in PASS_OPTIONS
+                                                            if o.block == "energy"})["energy"])
+        except ConfigError as exc:
+            raise doc.error(("settings", "energy"), exc.message) from exc
     for index, model in enumerate(models):
         if model.pipeline is None:  # a pipeline's feeds size every dimension themselves
             _check_dims_sized(doc, index, model, settings.get("batch"))

@@ -346,10 +346,11 @@ def better(objective: str) -> int:
 
 
 def accuracy_figures(document: dict) -> dict | None:
-    block = Result(document).accuracy
+    result = Result(document)
+    block = result.accuracy
     if not block:
         return None
-    outputs = Result(document).outputs
+    outputs = result.outputs
     figures = {"passed": block.get("passed"), "cosine": min((o["cosine"] for o in outputs), default=None),
                "top1_agreement_pct": min((o["top1_agreement_pct"] for o in outputs if "top1_agreement_pct" in o),
                                          default=None)}
@@ -530,9 +531,10 @@ def _ranked(measured: list[tuple], objective: str) -> list[tuple]:
 
 
 def _entry(config: Config, value, document: dict) -> dict:
+    result = Result(document)
     return {"config": config.label(), "runtime": config.runtime, "precision": config.precision,
-            "threads": config.threads, "batch": config.batch, "value": value, "status": document["status"],
-            "result": Result(document).path, "error": Result(document).error_message}
+            "threads": config.threads, "batch": config.batch, "value": value, "status": result.status,
+            "result": result.path, "error": result.error_message}
 
 
 def _recommendation(finals: list[tuple], objective: str, by_pair: dict) -> dict | None:
